@@ -1,0 +1,456 @@
+//! The filesystem core: plain async Rust over the metaserver client and the
+//! object store. The FUSE adapter calls one method per kernel request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use strata_cache::ObjectStore;
+use strata_meta::{DirEntry, Dentry, FileType, FsClient, Ino, Inode, SetAttr, Slice, Timestamp};
+use tokio::sync::Mutex;
+
+use crate::error::{FsError, FsResult};
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// How long the kernel may cache attributes.
+    pub attr_ttl: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_ttl: Duration,
+    /// Buffered bytes per open file before they are committed without waiting for close.
+    pub file_buffer: usize,
+    pub read_only: bool,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            attr_ttl: Duration::from_secs(1),
+            entry_ttl: Duration::from_secs(1),
+            file_buffer: 64 << 20,
+            read_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// State of one inode while at least one handle has it open.
+pub(crate) struct OpenFile {
+    pub handles: AtomicUsize,
+    pub data: Mutex<crate::data::FileData>,
+}
+
+struct DirHandle {
+    ino: Ino,
+    /// Cookies handed out in the last page, so a continuation resumes at the right name.
+    last_page: Vec<(u64, Vec<u8>)>,
+}
+
+pub struct Filesystem {
+    pub(crate) meta: FsClient,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) config: FsConfig,
+    pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
+    handles: std::sync::Mutex<HashMap<u64, Ino>>,
+    dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
+    next_fh: AtomicU64,
+    pub(crate) slice_ids: Mutex<(u64, u64)>,
+}
+
+const SYMLINK_MAX: usize = strata_meta::MAX_SYMLINK_LEN;
+/// What statfs reports as capacity: object stores have no meaningful size.
+const REPORTED_CAPACITY: u64 = 1 << 50;
+const REPORTED_INODES: u64 = 1 << 40;
+
+impl Filesystem {
+    pub fn new(meta: FsClient, store: Arc<dyn ObjectStore>, config: FsConfig) -> Arc<Filesystem> {
+        Arc::new(Filesystem {
+            meta,
+            store,
+            config,
+            open_files: Default::default(),
+            handles: Default::default(),
+            dirs: Default::default(),
+            next_fh: AtomicU64::new(1),
+            slice_ids: Mutex::new((0, 0)),
+        })
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    pub fn info(&self) -> &strata_meta::FsInfo {
+        &self.meta.info
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.config.read_only {
+            return Err(FsError::new(libc::EROFS, "mounted read-only"));
+        }
+        Ok(())
+    }
+
+    /// Attributes as this client sees them: buffered writes count toward the size.
+    pub(crate) fn overlay(&self, mut inode: Inode) -> Inode {
+        let of = self.open_files.lock().unwrap().get(&inode.ino).cloned();
+        if let Some(of) = of {
+            if let Ok(d) = of.data.try_lock() {
+                d.overlay_attr(&mut inode);
+            }
+        }
+        inode
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Inode> {
+        let inode = self.meta.lookup(parent, name).await?;
+        Ok(self.overlay(inode))
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
+        let inode = self.meta.getattr(ino).await?;
+        Ok(self.overlay(inode))
+    }
+
+    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> FsResult<Inode> {
+        self.check_writable()?;
+        let of = self.open_files.lock().unwrap().get(&ino).cloned();
+        if let Some(of) = of {
+            // Buffered writes land first so a truncate cuts them too.
+            let mut d = of.data.lock().await;
+            self.commit(ino, &mut d).await?;
+            let inode = self.meta.setattr(ino, set).await?;
+            d.invalidate(&inode);
+            return Ok(inode);
+        }
+        Ok(self.meta.setattr(ino, set).await?)
+    }
+
+    pub async fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        let inode = self.meta.getattr(ino).await?;
+        inode
+            .symlink
+            .ok_or_else(|| FsError::new(libc::EINVAL, "not a symlink"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Inode> {
+        self.check_writable()?;
+        if kind == FileType::Dir || kind == FileType::Symlink {
+            return Err(FsError::new(libc::EINVAL, "mknod cannot make directories or symlinks"));
+        }
+        Ok(self
+            .meta
+            .create(parent, name, kind, mode, uid, gid, rdev, None)
+            .await?)
+    }
+
+    pub async fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> FsResult<Inode> {
+        self.check_writable()?;
+        Ok(self
+            .meta
+            .create(parent, name, FileType::Dir, mode, uid, gid, 0, None)
+            .await?)
+    }
+
+    pub async fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], uid: u32, gid: u32) -> FsResult<Inode> {
+        self.check_writable()?;
+        if target.len() > SYMLINK_MAX {
+            return Err(FsError::new(libc::ENAMETOOLONG, "symlink target too long"));
+        }
+        Ok(self
+            .meta
+            .create(parent, name, FileType::Symlink, 0o777, uid, gid, 0, Some(target.to_vec()))
+            .await?)
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        self.meta.unlink(parent, name).await?;
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        Ok(self.meta.rmdir(parent, name).await?)
+    }
+
+    pub async fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> FsResult<()> {
+        self.check_writable()?;
+        if flags != 0 {
+            return Err(FsError::new(
+                libc::EINVAL,
+                "rename flags (RENAME_NOREPLACE/EXCHANGE) are not supported yet",
+            ));
+        }
+        self.meta.rename(parent, name, new_parent, new_name).await?;
+        Ok(())
+    }
+
+    pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> FsResult<Inode> {
+        self.check_writable()?;
+        let inode = self.meta.link(ino, new_parent, new_name).await?;
+        Ok(self.overlay(inode))
+    }
+
+    fn new_fh(&self) -> u64 {
+        self.next_fh.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writes {
+            self.check_writable()?;
+        }
+        let inode = self.meta.getattr(ino).await?;
+        match inode.kind {
+            FileType::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
+            FileType::File => {}
+            _ => {}
+        }
+        Ok(self.register_handle(inode))
+    }
+
+    /// Opens a handle on `inode`. The first handle of an inode starts from the
+    /// attributes just read, which is what gives close-to-open consistency.
+    fn register_handle(&self, inode: Inode) -> u64 {
+        let ino = inode.ino;
+        {
+            let mut files = self.open_files.lock().unwrap();
+            match files.get(&ino) {
+                Some(of) => {
+                    of.handles.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    files.insert(
+                        ino,
+                        Arc::new(OpenFile {
+                            handles: AtomicUsize::new(1),
+                            data: Mutex::new(crate::data::FileData::new(inode)),
+                        }),
+                    );
+                }
+            }
+        }
+        let fh = self.new_fh();
+        self.handles.lock().unwrap().insert(fh, ino);
+        fh
+    }
+
+    pub async fn create(&self, parent: Ino, name: &[u8], mode: u32, _flags: i32, uid: u32, gid: u32) -> FsResult<(Inode, u64)> {
+        self.check_writable()?;
+        let inode = self
+            .meta
+            .create(parent, name, FileType::File, mode, uid, gid, 0, None)
+            .await?;
+        let fh = self.register_handle(inode.clone());
+        Ok((inode, fh))
+    }
+
+    pub(crate) fn open_file(&self, ino: Ino) -> FsResult<Arc<OpenFile>> {
+        self.open_files
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "file is not open"))
+    }
+
+    pub async fn flush(&self, ino: Ino, _fh: u64) -> FsResult<()> {
+        let Ok(of) = self.open_file(ino) else {
+            return Ok(());
+        };
+        let mut d = of.data.lock().await;
+        self.commit(ino, &mut d).await
+    }
+
+    pub async fn fsync(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        // Commits are acknowledged by a Raft quorum after the blocks are stored,
+        // so a commit is already durable.
+        self.flush(ino, fh).await
+    }
+
+    pub async fn release(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let res = self.flush(ino, fh).await;
+        self.handles.lock().unwrap().remove(&fh);
+        let mut files = self.open_files.lock().unwrap();
+        if let Some(of) = files.get(&ino) {
+            if of.handles.fetch_sub(1, Ordering::Relaxed) == 1 {
+                files.remove(&ino);
+            }
+        }
+        res
+    }
+
+    /// Commits every buffered write of every open file (unmount, shutdown).
+    pub async fn flush_all(&self) -> FsResult<()> {
+        let files: Vec<(Ino, Arc<OpenFile>)> = self
+            .open_files
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut first_err = None;
+        for (ino, of) in files {
+            let mut d = of.data.lock().await;
+            if let Err(e) = self.commit(ino, &mut d).await {
+                tracing::error!(ino, error = %e, "flushing at shutdown failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    pub async fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        let inode = self.meta.getattr(ino).await?;
+        if inode.kind != FileType::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        let fh = self.new_fh();
+        self.dirs.lock().unwrap().insert(
+            fh,
+            DirHandle {
+                ino,
+                last_page: Vec::new(),
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Entries after cookie `offset`, each with the cookie of the next entry.
+    /// Cookies 1 and 2 are "." and ".."; later cookies count entries.
+    pub async fn readdir(&self, ino: Ino, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
+        let mut out = Vec::new();
+        let max = max.max(1);
+        let mut cookie = offset;
+        if cookie < 2 {
+            let me = self.meta.getattr(ino).await?;
+            if cookie == 0 {
+                out.push((1, dot(b".", &me)));
+                cookie = 1;
+            }
+            if out.len() < max {
+                let parent = if me.parent == ino {
+                    me.clone()
+                } else {
+                    self.meta.getattr(me.parent).await?
+                };
+                out.push((2, dot(b"..", &parent)));
+                cookie = 2;
+            }
+        }
+        if out.len() >= max {
+            return Ok(out);
+        }
+        // Resume after the name the cookie stands for.
+        let after = if cookie <= 2 {
+            None
+        } else {
+            let dirs = self.dirs.lock().unwrap();
+            let h = dirs
+                .get(&fh)
+                .filter(|h| h.ino == ino)
+                .ok_or_else(|| FsError::new(libc::EBADF, "directory handle is not open"))?;
+            let name = h
+                .last_page
+                .iter()
+                .find(|(c, _)| *c == cookie)
+                .map(|(_, n)| n.clone());
+            Some(name.ok_or_else(|| FsError::new(libc::EINVAL, "stale directory offset"))?)
+        };
+        let want = (max - out.len()).min(strata_meta::server::ops::MAX_READDIR as usize) as u32;
+        let entries = self.meta.readdir(ino, after, want).await?;
+        let mut page = Vec::with_capacity(entries.len());
+        for e in entries {
+            cookie += 1;
+            page.push((cookie, e.name.clone()));
+            let e = DirEntry {
+                attr: e.attr.map(|a| self.overlay(a)),
+                ..e
+            };
+            out.push((cookie, e));
+        }
+        if let Some(h) = self.dirs.lock().unwrap().get_mut(&fh) {
+            if !page.is_empty() {
+                h.last_page = page;
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn releasedir(&self, _ino: Ino, fh: u64) -> FsResult<()> {
+        self.dirs.lock().unwrap().remove(&fh);
+        Ok(())
+    }
+
+    pub async fn statfs(&self) -> FsResult<StatFs> {
+        let usage = self.meta.usage().await?;
+        let bsize = 4096u64;
+        let used_blocks = usage.bytes.div_ceil(bsize);
+        let blocks = (REPORTED_CAPACITY / bsize).max(used_blocks);
+        Ok(StatFs {
+            blocks,
+            bfree: blocks - used_blocks,
+            bavail: blocks - used_blocks,
+            files: REPORTED_INODES.max(usage.inodes),
+            ffree: REPORTED_INODES.saturating_sub(usage.inodes),
+            bsize: bsize as u32,
+            namelen: strata_meta::MAX_NAME_LEN as u32,
+            frsize: bsize as u32,
+        })
+    }
+
+    /// Reserves one slice id, taking a batch from group 0 when the local range runs out.
+    pub(crate) async fn next_slice_id(&self) -> FsResult<u64> {
+        let mut ids = self.slice_ids.lock().await;
+        if ids.0 >= ids.1 {
+            const BATCH: u64 = 1000;
+            let start = self.meta.alloc_slice_ids(BATCH).await?;
+            *ids = (start, start + BATCH);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    pub(crate) async fn commit_slices(&self, ino: Ino, slices: Vec<(u32, Slice)>, end: u64) -> FsResult<Inode> {
+        Ok(self.meta.write_slices(ino, slices, end).await?)
+    }
+
+    pub fn now() -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+fn dot(name: &[u8], inode: &Inode) -> DirEntry {
+    DirEntry {
+        name: name.to_vec(),
+        dentry: Dentry {
+            ino: inode.ino,
+            kind: FileType::Dir,
+        },
+        attr: Some(inode.clone()),
+    }
+}

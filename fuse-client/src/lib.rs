@@ -1,0 +1,10 @@
+//! strata-fuse: the filesystem core (async, testable without FUSE) and a thin
+//! fuser adapter.
+
+mod data;
+pub mod error;
+pub mod fs;
+pub mod slices;
+
+pub use error::{FsError, FsResult};
+pub use fs::{FsConfig, Filesystem, StatFs};

@@ -1,0 +1,91 @@
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Errors of the metadata layer. They cross the wire, so they carry strings, not sources.
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum MetaError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("file name too long (at most 255 bytes)")]
+    NameTooLong,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
+    #[error("no space: {0}")]
+    NoSpace(String),
+    #[error("cross-group operation not supported yet: {0}")]
+    CrossGroup(String),
+    #[error("filesystem {0:?} not found; create it with `strata format`")]
+    FsNotFound(String),
+    #[error("filesystem {0:?} already exists")]
+    FsExists(String),
+    #[error("this node is not the leader of group {group}; leader is {leader:?}")]
+    NotLeader {
+        group: u32,
+        leader: Option<(NodeId, String)>,
+    },
+    #[error("group {0} is not hosted by this node")]
+    NoSuchGroup(u32),
+    #[error("metaserver unavailable: {0}")]
+    Unavailable(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("metaserver storage error: {0}")]
+    Storage(String),
+}
+
+impl MetaError {
+    /// The errno a filesystem call should return for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            MetaError::NotFound | MetaError::FsNotFound(_) => libc_errno::ENOENT,
+            MetaError::Exists | MetaError::FsExists(_) => libc_errno::EEXIST,
+            MetaError::NotDir => libc_errno::ENOTDIR,
+            MetaError::IsDir => libc_errno::EISDIR,
+            MetaError::NotEmpty => libc_errno::ENOTEMPTY,
+            MetaError::NameTooLong => libc_errno::ENAMETOOLONG,
+            MetaError::TooManyLinks => libc_errno::EMLINK,
+            MetaError::Invalid(_) => libc_errno::EINVAL,
+            MetaError::NotPermitted(_) => libc_errno::EPERM,
+            MetaError::NoSpace(_) => libc_errno::ENOSPC,
+            MetaError::CrossGroup(_) => libc_errno::EXDEV,
+            _ => libc_errno::EIO,
+        }
+    }
+
+    /// Worth retrying on another node or after a pause.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            MetaError::NotLeader { .. } | MetaError::Unavailable(_)
+        )
+    }
+}
+
+/// Linux errno values, kept here so this crate needs no libc dependency.
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOENT: i32 = 2;
+    pub const EIO: i32 = 5;
+    pub const EXDEV: i32 = 18;
+    pub const EEXIST: i32 = 17;
+    pub const ENOTDIR: i32 = 20;
+    pub const EISDIR: i32 = 21;
+    pub const EINVAL: i32 = 22;
+    pub const ENOSPC: i32 = 28;
+    pub const EMLINK: i32 = 31;
+    pub const ENAMETOOLONG: i32 = 36;
+    pub const ENOTEMPTY: i32 = 39;
+}

@@ -1,0 +1,15 @@
+//! strata-meta: the metadata model, wire protocol, client and metaserver.
+
+pub mod client;
+mod error;
+pub mod raft_types;
+pub mod request;
+pub mod rpc;
+pub mod server;
+pub mod types;
+pub mod wire;
+
+pub use client::{FsClient, MetaClient};
+pub use error::MetaError;
+pub use request::{MetaRequest, MetaResponse, MetaResult};
+pub use types::*;

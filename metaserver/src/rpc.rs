@@ -1,0 +1,158 @@
+//! Multiplexed request/response connections over the wire protocol, shared by
+//! `MetaClient` and the Raft network between nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::wire::{self, Frame, Request, Response};
+
+#[derive(thiserror::Error, Debug, Clone)]
+pub enum RpcError {
+    #[error("cannot connect to metaserver {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("connection to metaserver {addr} closed")]
+    Closed { addr: String },
+    #[error("metaserver {addr} did not answer within {secs}s")]
+    Timeout { addr: String, secs: u64 },
+    #[error("bad frame from {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+pub struct Connection {
+    addr: String,
+    next_id: AtomicU64,
+    pending: Pending,
+    out: mpsc::Sender<bytes::Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    pub async fn connect(addr: &str) -> Result<Arc<Connection>, RpcError> {
+        let err = |reason: String| RpcError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
+        let (rd, wr) = stream.into_split();
+        let pending: Pending = Default::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (out, mut out_rx) = mpsc::channel::<bytes::Bytes>(1024);
+
+        let mut writer = FramedWrite::new(wr, wire::codec());
+        let w_closed = closed.clone();
+        tokio::spawn(async move {
+            while let Some(buf) = out_rx.recv().await {
+                if writer.send(buf).await.is_err() {
+                    break;
+                }
+            }
+            w_closed.store(true, Ordering::Release);
+        });
+
+        let mut reader = FramedRead::new(rd, wire::codec());
+        let r_pending = pending.clone();
+        let r_closed = closed.clone();
+        let r_addr = addr.to_string();
+        tokio::spawn(async move {
+            while let Some(Ok(buf)) = reader.next().await {
+                match wire::decode::<Response>(&buf) {
+                    Ok(frame) => {
+                        let waiter = r_pending.lock().unwrap().remove(&frame.id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(frame.body);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(addr = %r_addr, error = %e, "dropping connection after a bad frame");
+                        break;
+                    }
+                }
+            }
+            r_closed.store(true, Ordering::Release);
+            // Waking every caller with an error beats leaving them to time out.
+            r_pending.lock().unwrap().clear();
+        });
+
+        Ok(Arc::new(Connection {
+            addr: addr.to_string(),
+            next_id: AtomicU64::new(1),
+            pending,
+            out,
+            closed,
+        }))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub async fn call(&self, body: Request, timeout: Duration) -> Result<Response, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = wire::encode(&Frame { id, body }).map_err(|e| RpcError::Protocol {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        })?;
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let closed = || RpcError::Closed {
+            addr: self.addr.clone(),
+        };
+        if self.is_closed() || self.out.send(bytes).await.is_err() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(closed());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(closed()),
+            Err(_) => {
+                self.pending.lock().unwrap().remove(&id);
+                Err(RpcError::Timeout {
+                    addr: self.addr.clone(),
+                    secs: timeout.as_secs(),
+                })
+            }
+        }
+    }
+}
+
+/// One live connection per address, re-established after it breaks.
+#[derive(Default, Clone)]
+pub struct ConnPool {
+    conns: Arc<Mutex<HashMap<String, Arc<Connection>>>>,
+}
+
+impl ConnPool {
+    pub async fn get(&self, addr: &str) -> Result<Arc<Connection>, RpcError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Connection::connect(addr).await?;
+        conns.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub async fn call(
+        &self,
+        addr: &str,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        self.get(addr).await?.call(body, timeout).await
+    }
+}

@@ -1,0 +1,901 @@
+//! Metadata operations of a group's state machine.
+//!
+//! `apply` runs inside the write transaction of a log batch; each operation
+//! validates everything before its first write, so a refused request leaves no
+//! trace. `read` answers read-only requests from a read transaction.
+
+use crate::MetaError;
+use crate::request::{MetaRequest, MetaResponse, MetaResult};
+use crate::server::store::{Rows, RowsMut, StoreError, key};
+use crate::types::*;
+
+/// Readdir pages are capped so one answer stays far below the frame limit.
+pub const MAX_READDIR: u32 = 4096;
+/// Hard links one inode may have.
+pub const MAX_LINKS: u32 = 65_000;
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
+struct PartState {
+    part: Partition,
+    next_ino: Ino,
+}
+
+/// Bookkeeping rows that are not part of the metadata model proper.
+struct Ctx<'a, T> {
+    t: &'a mut T,
+    g: GroupId,
+}
+
+type OpResult<T> = Result<Result<T, MetaError>, StoreError>;
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+pub fn apply<T: RowsMut>(
+    t: &mut T,
+    g: GroupId,
+    req: MetaRequest,
+) -> Result<MetaResult, StoreError> {
+    let mut c = Ctx { t, g };
+    use MetaRequest as R;
+    let res = match req {
+        R::RegisterNode { id, addr, groups } => c.register_node(id, addr, groups)?,
+        R::CreateFs {
+            name,
+            uuid,
+            storage,
+            s3_endpoint,
+            block_size,
+            chunk_size,
+            partitions,
+            now,
+        } => c.create_fs(
+            FsInfo {
+                id: 0,
+                name,
+                uuid,
+                storage,
+                s3_endpoint,
+                block_size,
+                chunk_size,
+                created: now,
+                ready: false,
+            },
+            partitions,
+        )?,
+        R::MarkFsReady { name } => c.mark_ready(&name)?,
+        R::AllocSliceIds { fs, count } => c.alloc_slices(fs, count)?,
+        R::InitPartition { part, chunk_size } => c.init_partition(part, chunk_size)?,
+        R::InitRoot {
+            fs,
+            mode,
+            uid,
+            gid,
+            now,
+        } => c.init_root(fs, mode, uid, gid, now)?,
+        R::SetAttr { fs, ino, set, now } => c.setattr(fs, ino, set, now)?.map(MetaResponse::Inode),
+        R::Create {
+            fs,
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink,
+            now,
+        } => c
+            .create(fs, parent, &name, kind, mode, uid, gid, rdev, symlink, now)?
+            .map(MetaResponse::Inode),
+        R::Link {
+            fs,
+            ino,
+            parent,
+            name,
+            now,
+        } => c
+            .link(fs, ino, parent, &name, now)?
+            .map(MetaResponse::Inode),
+        R::Unlink {
+            fs,
+            parent,
+            name,
+            now,
+        } => c.unlink(fs, parent, &name, now)?,
+        R::Rmdir {
+            fs,
+            parent,
+            name,
+            now,
+        } => c.rmdir(fs, parent, &name, now)?,
+        R::Rename {
+            fs,
+            parent,
+            name,
+            new_parent,
+            new_name,
+            now,
+        } => c.rename(fs, parent, &name, new_parent, &new_name, now)?,
+        R::WriteSlices {
+            fs,
+            ino,
+            slices,
+            end,
+            now,
+        } => c
+            .write_slices(fs, ino, slices, end, now)?
+            .map(MetaResponse::Inode),
+        read => return read_rows(&*c.t, g, read),
+    };
+    Ok(res)
+}
+
+/// Answers a read-only request.
+pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaResult, StoreError> {
+    use MetaRequest as R;
+    Ok(match req {
+        R::GetClusterMap => Ok(MetaResponse::ClusterMap(
+            t.load(&key::cluster(g))?.unwrap_or_default(),
+        )),
+        R::GetFs { name } => match t.load::<FsInfo>(&key::fs(g, &name))? {
+            Some(fs) => Ok(MetaResponse::Fs(fs)),
+            None => Err(MetaError::FsNotFound(name)),
+        },
+        R::ListFs => {
+            let rows = t.scan(&key::fs_prefix(g), None, usize::MAX)?;
+            let mut list = Vec::with_capacity(rows.len());
+            for (_, v) in rows {
+                list.push(crate::server::store::decode(&v)?);
+            }
+            Ok(MetaResponse::FsList(list))
+        }
+        R::ListPartitions { fs } => {
+            let rows = t.scan(&key::partition_prefix(g, fs), None, usize::MAX)?;
+            let mut list = Vec::with_capacity(rows.len());
+            for (_, v) in rows {
+                list.push(crate::server::store::decode(&v)?);
+            }
+            Ok(MetaResponse::Partitions(list))
+        }
+        R::Lookup { fs, parent, name } => lookup(t, g, fs, parent, &name)?.map(MetaResponse::Inode),
+        R::GetAttr { fs, ino } => match t.load::<Inode>(&key::inode(g, fs, ino))? {
+            Some(i) => Ok(MetaResponse::Inode(i)),
+            None => Err(MetaError::NotFound),
+        },
+        R::ReadDir {
+            fs,
+            ino,
+            after,
+            limit,
+        } => readdir(t, g, fs, ino, after, limit)?.map(MetaResponse::Entries),
+        R::ReadChunk { fs, ino, index } => Ok(MetaResponse::Slices(
+            t.load(&key::chunk(g, fs, ino, index))?.unwrap_or_default(),
+        )),
+        R::Usage { fs } => Ok(MetaResponse::Usage(
+            t.load(&key::usage(g, fs))?.unwrap_or_default(),
+        )),
+        other => Err(MetaError::Invalid(format!(
+            "request {other:?} must go through the log"
+        ))),
+    })
+}
+
+fn lookup<T: Rows>(t: &T, g: GroupId, fs: FsId, parent: Ino, name: &[u8]) -> OpResult<Inode> {
+    tri!(validate_lookup_name(name));
+    let dir = tri!(get_dir(t, g, fs, parent)?);
+    if name == b"." {
+        return Ok(Ok(dir));
+    }
+    if name == b".." {
+        return Ok(t
+            .load::<Inode>(&key::inode(g, fs, dir.parent))?
+            .ok_or(MetaError::NotFound));
+    }
+    let Some(d) = t.load::<Dentry>(&key::dentry(g, fs, parent, name))? else {
+        return Ok(Err(MetaError::NotFound));
+    };
+    match t.load::<Inode>(&key::inode(g, fs, d.ino))? {
+        Some(i) => Ok(Ok(i)),
+        None => Ok(Err(MetaError::CrossGroup(format!(
+            "inode {} is not in this group",
+            d.ino
+        )))),
+    }
+}
+
+fn validate_lookup_name(name: &[u8]) -> Result<(), MetaError> {
+    if name == b"." || name == b".." {
+        return Ok(());
+    }
+    validate_name(name)
+}
+
+fn get_dir<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> OpResult<Inode> {
+    match t.load::<Inode>(&key::inode(g, fs, ino))? {
+        None => Ok(Err(MetaError::NotFound)),
+        Some(i) if i.kind != FileType::Dir => Ok(Err(MetaError::NotDir)),
+        Some(i) => Ok(Ok(i)),
+    }
+}
+
+fn readdir<T: Rows>(
+    t: &T,
+    g: GroupId,
+    fs: FsId,
+    ino: Ino,
+    after: Option<Vec<u8>>,
+    limit: u32,
+) -> OpResult<Vec<DirEntry>> {
+    tri!(get_dir(t, g, fs, ino)?);
+    let prefix = key::dentry_prefix(g, fs, ino);
+    let after_key = after.map(|a| key::dentry(g, fs, ino, &a));
+    let rows = t.scan(
+        &prefix,
+        after_key.as_deref(),
+        limit.clamp(1, MAX_READDIR) as usize,
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (k, v) in rows {
+        let dentry: Dentry = crate::server::store::decode(&v)?;
+        let attr = t.load::<Inode>(&key::inode(g, fs, dentry.ino))?;
+        out.push(DirEntry {
+            name: k[prefix.len()..].to_vec(),
+            dentry,
+            attr,
+        });
+    }
+    Ok(Ok(out))
+}
+
+impl<T: RowsMut> Ctx<'_, T> {
+    fn register_node(
+        &mut self,
+        id: NodeId,
+        addr: String,
+        groups: Vec<GroupId>,
+    ) -> Result<MetaResult, StoreError> {
+        let k = key::cluster(self.g);
+        let mut map: ClusterMap = self.t.load(&k)?.unwrap_or_default();
+        map.nodes.insert(id, addr);
+        for gid in groups {
+            let members = map.groups.entry(gid).or_default();
+            if !members.contains(&id) {
+                members.push(id);
+            }
+        }
+        self.t.put(&k, &map)?;
+        Ok(Ok(MetaResponse::Ok))
+    }
+
+    fn next_counter(&mut self, name: &str, count: u64, first: u64) -> Result<u64, StoreError> {
+        let k = key::counter(self.g, name);
+        let cur: u64 = self.t.load(&k)?.unwrap_or(first);
+        self.t.put(&k, &(cur + count))?;
+        Ok(cur)
+    }
+
+    fn create_fs(&mut self, mut info: FsInfo, partitions: u32) -> Result<MetaResult, StoreError> {
+        let k = key::fs(self.g, &info.name);
+        if let Some(existing) = self.t.load::<FsInfo>(&k)? {
+            if existing.ready {
+                return Ok(Err(MetaError::FsExists(info.name)));
+            }
+            return Ok(Ok(MetaResponse::Fs(existing)));
+        }
+        if info.name.is_empty()
+            || info.name.len() > 63
+            || !info
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Ok(Err(MetaError::Invalid(format!(
+                "filesystem name {:?}: use 1 to 63 letters, digits, '-' or '_'",
+                info.name
+            ))));
+        }
+        if !info.block_size.is_power_of_two()
+            || info.block_size < 64 << 10
+            || info.chunk_size % info.block_size != 0
+            || info.chunk_size < info.block_size
+        {
+            return Ok(Err(MetaError::Invalid(format!(
+                "block size {} / chunk size {}: the block size must be a power of two of at least 64 KiB and divide the chunk size",
+                info.block_size, info.chunk_size
+            ))));
+        }
+        let map: ClusterMap = self.t.load(&key::cluster(self.g))?.unwrap_or_default();
+        let groups: Vec<GroupId> = map
+            .groups
+            .keys()
+            .copied()
+            .filter(|&g| g != CLUSTER_GROUP)
+            .collect();
+        if groups.is_empty() {
+            return Ok(Err(MetaError::Unavailable(
+                "the cluster has no partition groups yet".into(),
+            )));
+        }
+        info.id = self.next_counter("fs", 1, 1)? as FsId;
+        for i in 0..partitions.max(1) {
+            let id = self.next_counter(&format!("part:{}", info.id), 1, 0)? as PartitionId;
+            let start = 1 + id as u64 * DEFAULT_PARTITION_SIZE;
+            let part = Partition {
+                fs: info.id,
+                id,
+                start,
+                end: start + DEFAULT_PARTITION_SIZE,
+                group: groups[i as usize % groups.len()],
+            };
+            self.t.put(&key::partition(self.g, info.id, id), &part)?;
+        }
+        self.t.put(&k, &info)?;
+        Ok(Ok(MetaResponse::Fs(info)))
+    }
+
+    fn mark_ready(&mut self, name: &str) -> Result<MetaResult, StoreError> {
+        let k = key::fs(self.g, name);
+        let Some(mut info) = self.t.load::<FsInfo>(&k)? else {
+            return Ok(Err(MetaError::FsNotFound(name.into())));
+        };
+        info.ready = true;
+        self.t.put(&k, &info)?;
+        Ok(Ok(MetaResponse::Fs(info)))
+    }
+
+    fn alloc_slices(&mut self, fs: FsId, count: u64) -> Result<MetaResult, StoreError> {
+        if count == 0 || count > 1 << 20 {
+            return Ok(Err(MetaError::Invalid(format!(
+                "slice id batch of {count}"
+            ))));
+        }
+        // Slice id 0 means "hole", so real ids start at 1.
+        let start = self.next_counter(&format!("slice:{fs}"), count, 1)?;
+        Ok(Ok(MetaResponse::SliceIds { start }))
+    }
+
+    fn init_partition(
+        &mut self,
+        part: Partition,
+        chunk_size: u32,
+    ) -> Result<MetaResult, StoreError> {
+        self.t.put(
+            &key::counter(self.g, &format!("chunk_size:{}", part.fs)),
+            &chunk_size,
+        )?;
+        let k = key::part_state(self.g, part.fs, part.id);
+        if self.t.load::<PartState>(&k)?.is_none() {
+            // Ino 1 is the root; it is created by InitRoot, never allocated.
+            let next_ino = part.start.max(ROOT_INO + 1);
+            self.t.put(&k, &PartState { part, next_ino })?;
+        }
+        Ok(Ok(MetaResponse::Ok))
+    }
+
+    fn init_root(
+        &mut self,
+        fs: FsId,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        let k = key::inode(self.g, fs, ROOT_INO);
+        if let Some(root) = self.t.load::<Inode>(&k)? {
+            return Ok(Ok(MetaResponse::Inode(root)));
+        }
+        let root = new_inode(
+            ROOT_INO,
+            FileType::Dir,
+            mode,
+            uid,
+            gid,
+            0,
+            None,
+            ROOT_INO,
+            now,
+        );
+        self.t.put(&k, &root)?;
+        self.add_usage(fs, 1, 0)?;
+        Ok(Ok(MetaResponse::Inode(root)))
+    }
+
+    fn add_usage(&mut self, fs: FsId, inodes: i64, bytes: i64) -> Result<(), StoreError> {
+        let k = key::usage(self.g, fs);
+        let mut u: Usage = self.t.load(&k)?.unwrap_or_default();
+        u.inodes = u.inodes.saturating_add_signed(inodes);
+        u.bytes = u.bytes.saturating_add_signed(bytes);
+        self.t.put(&k, &u)
+    }
+
+    fn inode(&self, fs: FsId, ino: Ino) -> OpResult<Inode> {
+        Ok(self
+            .t
+            .load(&key::inode(self.g, fs, ino))?
+            .ok_or(MetaError::NotFound))
+    }
+
+    fn save(&mut self, fs: FsId, inode: &Inode) -> Result<(), StoreError> {
+        self.t.put(&key::inode(self.g, fs, inode.ino), inode)
+    }
+
+    /// A new inode number, from the parent's partition when it has room so the
+    /// entry and the inode stay together.
+    fn alloc_ino(&mut self, fs: FsId, near: Ino) -> OpResult<Ino> {
+        let rows = self
+            .t
+            .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?;
+        let mut parts = Vec::with_capacity(rows.len());
+        for (_, v) in rows {
+            parts.push(crate::server::store::decode::<PartState>(&v)?);
+        }
+        parts.sort_by_key(|p| !p.part.contains(near));
+        for mut p in parts {
+            if p.next_ino < p.part.end {
+                let ino = p.next_ino;
+                p.next_ino += 1;
+                self.t.put(&key::part_state(self.g, fs, p.part.id), &p)?;
+                return Ok(Ok(ino));
+            }
+        }
+        Ok(Err(MetaError::NoSpace(
+            "every inode partition of this filesystem in this group is full".into(),
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        fs: FsId,
+        parent: Ino,
+        name: &[u8],
+        kind: FileType,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        symlink: Option<Vec<u8>>,
+        now: Timestamp,
+    ) -> OpResult<Inode> {
+        tri!(validate_name(name));
+        if let Some(target) = &symlink {
+            if target.is_empty() || target.len() > MAX_SYMLINK_LEN {
+                return Ok(Err(MetaError::Invalid(format!(
+                    "symlink target of {} bytes (1 to {MAX_SYMLINK_LEN} allowed)",
+                    target.len()
+                ))));
+            }
+        }
+        if (kind == FileType::Symlink) != symlink.is_some() {
+            return Ok(Err(MetaError::Invalid(
+                "a symlink needs a target, and only a symlink".into(),
+            )));
+        }
+        let mut dir = tri!(get_dir(&*self.t, self.g, fs, parent)?);
+        if dir.nlink == 0 {
+            return Ok(Err(MetaError::NotFound));
+        }
+        let dkey = key::dentry(self.g, fs, parent, name);
+        if self.t.load_raw(&dkey)?.is_some() {
+            return Ok(Err(MetaError::Exists));
+        }
+        if kind == FileType::Dir && dir.nlink >= MAX_LINKS {
+            return Ok(Err(MetaError::TooManyLinks));
+        }
+        let ino = tri!(self.alloc_ino(fs, parent)?);
+        // BSD group semantics under a setgid directory: the entry takes the
+        // directory's group, and subdirectories inherit the setgid bit.
+        let (gid, mode) = if dir.mode & 0o2000 != 0 {
+            (
+                dir.gid,
+                if kind == FileType::Dir {
+                    mode | 0o2000
+                } else {
+                    mode
+                },
+            )
+        } else {
+            (gid, mode)
+        };
+        let inode = new_inode(ino, kind, mode, uid, gid, rdev, symlink, parent, now);
+        self.t.put(&dkey, &Dentry { ino, kind })?;
+        self.save(fs, &inode)?;
+        if kind == FileType::Dir {
+            dir.nlink += 1;
+        }
+        dir.mtime = now;
+        dir.ctime = now;
+        self.save(fs, &dir)?;
+        self.add_usage(fs, 1, inode.size as i64)?;
+        Ok(Ok(inode))
+    }
+
+    fn link(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        parent: Ino,
+        name: &[u8],
+        now: Timestamp,
+    ) -> OpResult<Inode> {
+        tri!(validate_name(name));
+        let mut inode = tri!(self.inode(fs, ino)?);
+        if inode.kind == FileType::Dir {
+            return Ok(Err(MetaError::NotPermitted(
+                "hard links to directories are not allowed".into(),
+            )));
+        }
+        if inode.nlink >= MAX_LINKS {
+            return Ok(Err(MetaError::TooManyLinks));
+        }
+        let mut dir = tri!(get_dir(&*self.t, self.g, fs, parent)?);
+        if dir.nlink == 0 {
+            return Ok(Err(MetaError::NotFound));
+        }
+        let dkey = key::dentry(self.g, fs, parent, name);
+        if self.t.load_raw(&dkey)?.is_some() {
+            return Ok(Err(MetaError::Exists));
+        }
+        self.t.put(
+            &dkey,
+            &Dentry {
+                ino,
+                kind: inode.kind,
+            },
+        )?;
+        inode.nlink += 1;
+        inode.ctime = now;
+        self.save(fs, &inode)?;
+        dir.mtime = now;
+        dir.ctime = now;
+        self.save(fs, &dir)?;
+        Ok(Ok(inode))
+    }
+
+    /// Drops one link of `inode`; removes it with its chunks when none is left.
+    fn drop_link(
+        &mut self,
+        fs: FsId,
+        mut inode: Inode,
+        now: Timestamp,
+    ) -> Result<(Inode, bool), StoreError> {
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = now;
+        if inode.kind == FileType::Dir || inode.nlink == 0 {
+            inode.nlink = 0;
+            self.t.del(&key::inode(self.g, fs, inode.ino))?;
+            let chunks =
+                self.t
+                    .scan(&key::chunk_prefix(self.g, fs, inode.ino), None, usize::MAX)?;
+            for (k, _) in chunks {
+                self.t.del(&k)?;
+            }
+            self.add_usage(fs, -1, -(inode.size as i64))?;
+            Ok((inode, true))
+        } else {
+            self.save(fs, &inode)?;
+            Ok((inode, false))
+        }
+    }
+
+    fn unlink(
+        &mut self,
+        fs: FsId,
+        parent: Ino,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        tri!(validate_name(name));
+        let mut dir = tri!(get_dir(&*self.t, self.g, fs, parent)?);
+        let dkey = key::dentry(self.g, fs, parent, name);
+        let Some(d) = self.t.load::<Dentry>(&dkey)? else {
+            return Ok(Err(MetaError::NotFound));
+        };
+        if d.kind == FileType::Dir {
+            return Ok(Err(MetaError::IsDir));
+        }
+        let inode = tri!(self.inode(fs, d.ino)?);
+        self.t.del(&dkey)?;
+        let (inode, removed) = self.drop_link(fs, inode, now)?;
+        dir.mtime = now;
+        dir.ctime = now;
+        self.save(fs, &dir)?;
+        Ok(Ok(MetaResponse::Unlinked { inode, removed }))
+    }
+
+    fn is_empty_dir(&self, fs: FsId, ino: Ino) -> Result<bool, StoreError> {
+        Ok(self
+            .t
+            .scan(&key::dentry_prefix(self.g, fs, ino), None, 1)?
+            .is_empty())
+    }
+
+    fn rmdir(
+        &mut self,
+        fs: FsId,
+        parent: Ino,
+        name: &[u8],
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        if name == b"." {
+            return Ok(Err(MetaError::Invalid("cannot remove '.'".into())));
+        }
+        if name == b".." {
+            return Ok(Err(MetaError::NotEmpty));
+        }
+        tri!(validate_name(name));
+        let mut dir = tri!(get_dir(&*self.t, self.g, fs, parent)?);
+        let dkey = key::dentry(self.g, fs, parent, name);
+        let Some(d) = self.t.load::<Dentry>(&dkey)? else {
+            return Ok(Err(MetaError::NotFound));
+        };
+        if d.kind != FileType::Dir {
+            return Ok(Err(MetaError::NotDir));
+        }
+        if !self.is_empty_dir(fs, d.ino)? {
+            return Ok(Err(MetaError::NotEmpty));
+        }
+        let child = tri!(self.inode(fs, d.ino)?);
+        self.t.del(&dkey)?;
+        let (inode, removed) = self.drop_link(fs, child, now)?;
+        dir.nlink = dir.nlink.saturating_sub(1);
+        dir.mtime = now;
+        dir.ctime = now;
+        self.save(fs, &dir)?;
+        Ok(Ok(MetaResponse::Unlinked { inode, removed }))
+    }
+
+    fn rename(
+        &mut self,
+        fs: FsId,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        tri!(validate_name(name));
+        tri!(validate_name(new_name));
+        tri!(get_dir(&*self.t, self.g, fs, parent)?);
+        let new_dir = tri!(get_dir(&*self.t, self.g, fs, new_parent)?);
+        if new_dir.nlink == 0 {
+            return Ok(Err(MetaError::NotFound));
+        }
+        let src_key = key::dentry(self.g, fs, parent, name);
+        let Some(src) = self.t.load::<Dentry>(&src_key)? else {
+            return Ok(Err(MetaError::NotFound));
+        };
+        let dst_key = key::dentry(self.g, fs, new_parent, new_name);
+        let dst = self.t.load::<Dentry>(&dst_key)?;
+        if let Some(d) = dst {
+            if d.ino == src.ino {
+                // POSIX: renaming onto another link of the same file does nothing.
+                return Ok(Ok(MetaResponse::Renamed { replaced: None }));
+            }
+        }
+        if src.kind == FileType::Dir && parent != new_parent {
+            // A directory may not move below itself.
+            let mut cur = new_parent;
+            loop {
+                if cur == src.ino {
+                    return Ok(Err(MetaError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    )));
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                cur = tri!(self.inode(fs, cur)?).parent;
+            }
+        }
+        let mut replaced = None;
+        if let Some(d) = dst {
+            match (src.kind == FileType::Dir, d.kind == FileType::Dir) {
+                (true, false) => return Ok(Err(MetaError::NotDir)),
+                (false, true) => return Ok(Err(MetaError::IsDir)),
+                (true, true) if !self.is_empty_dir(fs, d.ino)? => {
+                    return Ok(Err(MetaError::NotEmpty));
+                }
+                _ => {}
+            }
+            let victim = tri!(self.inode(fs, d.ino)?);
+            let (victim, _) = self.drop_link(fs, victim, now)?;
+            replaced = Some(victim);
+        }
+        let mut moved = tri!(self.inode(fs, src.ino)?);
+        self.t.del(&src_key)?;
+        self.t.put(&dst_key, &src)?;
+        moved.ctime = now;
+        if src.kind == FileType::Dir {
+            moved.parent = new_parent;
+        }
+        self.save(fs, &moved)?;
+        // Re-read the parents: the victim's removal may have changed the new one.
+        let mut old_dir = tri!(self.inode(fs, parent)?);
+        let src_is_dir = src.kind == FileType::Dir;
+        let replaced_dir = replaced.as_ref().is_some_and(|r| r.kind == FileType::Dir);
+        if parent == new_parent {
+            if replaced_dir {
+                old_dir.nlink = old_dir.nlink.saturating_sub(1);
+            }
+            old_dir.mtime = now;
+            old_dir.ctime = now;
+            self.save(fs, &old_dir)?;
+        } else {
+            let mut new_dir = tri!(self.inode(fs, new_parent)?);
+            if src_is_dir {
+                old_dir.nlink = old_dir.nlink.saturating_sub(1);
+                new_dir.nlink += 1;
+            }
+            if replaced_dir {
+                new_dir.nlink = new_dir.nlink.saturating_sub(1);
+            }
+            old_dir.mtime = now;
+            old_dir.ctime = now;
+            new_dir.mtime = now;
+            new_dir.ctime = now;
+            self.save(fs, &old_dir)?;
+            self.save(fs, &new_dir)?;
+        }
+        Ok(Ok(MetaResponse::Renamed { replaced }))
+    }
+
+    fn setattr(&mut self, fs: FsId, ino: Ino, set: SetAttr, now: Timestamp) -> OpResult<Inode> {
+        let mut inode = tri!(self.inode(fs, ino)?);
+        if let Some(size) = set.size {
+            match inode.kind {
+                FileType::File => {}
+                FileType::Dir => return Ok(Err(MetaError::IsDir)),
+                _ => {
+                    return Ok(Err(MetaError::Invalid(
+                        "only regular files can be truncated".into(),
+                    )));
+                }
+            }
+            if size > i64::MAX as u64 {
+                return Ok(Err(MetaError::Invalid(format!("file size {size}"))));
+            }
+            let chunk_size = self.chunk_size(fs)?;
+            if size < inode.size {
+                self.cut_chunks(fs, ino, size, inode.size, chunk_size)?;
+            }
+            self.add_usage(fs, 0, size as i64 - inode.size as i64)?;
+            inode.size = size;
+            inode.mtime = now;
+        }
+        if let Some(mode) = set.mode {
+            inode.mode = mode & 0o7777;
+        }
+        if let Some(uid) = set.uid {
+            inode.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            inode.gid = gid;
+        }
+        if let Some(t) = set.atime {
+            inode.atime = t;
+        }
+        if let Some(t) = set.mtime {
+            inode.mtime = t;
+        }
+        inode.ctime = set.ctime.unwrap_or(now);
+        self.save(fs, &inode)?;
+        Ok(Ok(inode))
+    }
+
+    /// The chunk size is recorded per partition state so partition groups need not ask group 0.
+    fn chunk_size(&self, fs: FsId) -> Result<u64, StoreError> {
+        Ok(self
+            .t
+            .load::<u32>(&key::counter(self.g, &format!("chunk_size:{fs}")))?
+            .map(u64::from)
+            .unwrap_or(DEFAULT_CHUNK_SIZE as u64))
+    }
+
+    /// Hides bytes in [new_size, old_size): whole chunks are dropped, the chunk
+    /// holding the new end gets a hole slice over its tail.
+    fn cut_chunks(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        new_size: u64,
+        old_size: u64,
+        chunk_size: u64,
+    ) -> Result<(), StoreError> {
+        let first_whole = new_size.div_ceil(chunk_size);
+        let last = old_size.div_ceil(chunk_size);
+        for idx in first_whole..last {
+            self.t.del(&key::chunk(self.g, fs, ino, idx as u32))?;
+        }
+        let pos = new_size % chunk_size;
+        if pos != 0 {
+            let idx = (new_size / chunk_size) as u32;
+            let k = key::chunk(self.g, fs, ino, idx);
+            if let Some(mut slices) = self.t.load::<Vec<Slice>>(&k)? {
+                slices.push(Slice {
+                    id: 0,
+                    pos: pos as u32,
+                    len: (chunk_size - pos) as u32,
+                });
+                self.t.put(&k, &slices)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_slices(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        slices: Vec<(u32, Slice)>,
+        end: u64,
+        now: Timestamp,
+    ) -> OpResult<Inode> {
+        let mut inode = tri!(self.inode(fs, ino)?);
+        if inode.kind != FileType::File {
+            return Ok(Err(MetaError::Invalid(
+                "data can only be written to regular files".into(),
+            )));
+        }
+        let chunk_size = self.chunk_size(fs)?;
+        for (idx, s) in &slices {
+            if s.len == 0 || s.pos as u64 + s.len as u64 > chunk_size || s.id == 0 {
+                return Ok(Err(MetaError::Invalid(format!(
+                    "slice {s:?} does not fit chunk {idx}"
+                ))));
+            }
+        }
+        for (idx, s) in slices {
+            let k = key::chunk(self.g, fs, ino, idx);
+            let mut list: Vec<Slice> = self.t.load(&k)?.unwrap_or_default();
+            list.push(s);
+            self.t.put(&k, &list)?;
+        }
+        if end > inode.size {
+            self.add_usage(fs, 0, (end - inode.size) as i64)?;
+            inode.size = end;
+        }
+        inode.mtime = now;
+        inode.ctime = now;
+        self.save(fs, &inode)?;
+        Ok(Ok(inode))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_inode(
+    ino: Ino,
+    kind: FileType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u32,
+    symlink: Option<Vec<u8>>,
+    parent: Ino,
+    now: Timestamp,
+) -> Inode {
+    Inode {
+        ino,
+        kind,
+        mode: mode & 0o7777,
+        uid,
+        gid,
+        nlink: if kind == FileType::Dir { 2 } else { 1 },
+        size: symlink.as_ref().map_or(0, |s| s.len() as u64),
+        atime: now,
+        mtime: now,
+        ctime: now,
+        rdev,
+        symlink,
+        generation: 0,
+        flags: 0,
+        parent,
+    }
+}

@@ -1,0 +1,350 @@
+//! A group's state machine: metadata rows in redb, applied from the log, and
+//! snapshots written to files from a read transaction.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+
+use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::request::{MetaResponse, MetaResult};
+use crate::server::ops;
+use crate::server::store::{self, APPLIED, RAFT, Rows, RowsMut, SM, StoreError, key};
+use crate::types::GroupId;
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    group: GroupId,
+    snapshot_dir: PathBuf,
+}
+
+type Applied = (Option<LogId>, StoredMembership);
+
+fn io_err(e: impl std::fmt::Display) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+/// Where the current snapshot of a group lives.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta,
+    file: PathBuf,
+}
+
+impl StateMachine {
+    pub fn new(db: Arc<Database>, group: GroupId, snapshot_dir: PathBuf) -> Self {
+        StateMachine {
+            db,
+            group,
+            snapshot_dir,
+        }
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateMachine) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
+    }
+
+    fn applied(tx: &redb::ReadTransaction, g: GroupId) -> Result<Applied, StoreError> {
+        let t = tx.open_table(APPLIED)?;
+        match t.get(g)? {
+            Some(v) => store::decode(v.value()),
+            None => Ok((None, StoredMembership::default())),
+        }
+    }
+
+    fn apply_batch(&self, entries: Vec<Entry>) -> Result<Vec<MetaResult>, StoreError> {
+        let g = self.group;
+        let mut tx = self.db.begin_write()?;
+        // Not fsynced here: the log entries are already durable, and a restart
+        // re-applies whatever this commit loses (last_applied rolls back with it).
+        tx.set_durability(Durability::None)?;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut applied: Applied = {
+            let t = tx.open_table(APPLIED)?;
+            match t.get(g)? {
+                Some(v) => store::decode(v.value())?,
+                None => (None, StoredMembership::default()),
+            }
+        };
+        {
+            let mut t = tx.open_table(SM)?;
+            for e in entries {
+                applied.0 = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => results.push(Ok(MetaResponse::Ok)),
+                    EntryPayload::Normal(req) => results.push(ops::apply(&mut t, g, req)?),
+                    EntryPayload::Membership(m) => {
+                        applied.1 = StoredMembership::new(Some(e.log_id), m);
+                        results.push(Ok(MetaResponse::Ok));
+                    }
+                }
+            }
+        }
+        tx.open_table(APPLIED)?
+            .insert(g, store::encode(&applied).as_slice())?;
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn snapshot_path(&self, meta: &SnapshotMeta) -> PathBuf {
+        self.snapshot_dir
+            .join(format!("group-{}-{}.snap", self.group, meta.snapshot_id))
+    }
+
+    /// Writes every row of the group as `len key len value` records.
+    fn build(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let g = self.group;
+        let tx = self.db.begin_read()?;
+        let (last, membership) = Self::applied(&tx, g)?;
+        let id = format!(
+            "{}-{}-{}",
+            last.map(|l| l.leader_id.term).unwrap_or(0),
+            last.map(|l| l.index).unwrap_or(0),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| StoreError::Db(e.to_string()))?;
+        let path = self.snapshot_path(&meta);
+        let tmp = path.with_extension("tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut w = BufWriter::new(file);
+        let t = tx.open_table(SM)?;
+        let lo = key::group(g);
+        let hi = key::group(g + 1);
+        let io = |e: std::io::Error| StoreError::Db(format!("writing snapshot: {e}"));
+        for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+            let (k, v) = row?;
+            for part in [k.value(), v.value()] {
+                w.write_all(&(part.len() as u32).to_be_bytes())
+                    .map_err(io)?;
+                w.write_all(part).map_err(io)?;
+            }
+        }
+        let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.set_current(&meta, &path)?;
+        Ok((meta, path))
+    }
+
+    /// Records `path` as the current snapshot and removes the one it replaces.
+    fn set_current(&self, meta: &SnapshotMeta, path: &std::path::Path) -> Result<(), StoreError> {
+        let k = key::raft(self.group, "snapshot");
+        let old: Option<SnapshotRecord> = {
+            let tx = self.db.begin_read()?;
+            tx.open_table(RAFT)?.load(&k)?
+        };
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        tx.open_table(RAFT)?.put(
+            &k,
+            &SnapshotRecord {
+                meta: meta.clone(),
+                file: path.to_path_buf(),
+            },
+        )?;
+        tx.commit()?;
+        if let Some(old) = old {
+            if old.file != path {
+                let _ = std::fs::remove_file(old.file);
+            }
+        }
+        Ok(())
+    }
+
+    fn install(&self, meta: &SnapshotMeta, src: std::fs::File) -> Result<(), StoreError> {
+        let g = self.group;
+        let io = |e: std::io::Error| StoreError::Db(format!("reading snapshot: {e}"));
+        std::fs::create_dir_all(&self.snapshot_dir).map_err(io)?;
+        let path = self.snapshot_path(meta);
+        {
+            let mut src = BufReader::new(src);
+            let mut dst = std::fs::File::create(&path).map_err(io)?;
+            std::io::copy(&mut src, &mut dst).map_err(io)?;
+            dst.sync_all().map_err(io)?;
+        }
+        let mut r = BufReader::new(std::fs::File::open(&path).map_err(io)?);
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(SM)?;
+            let lo = key::group(g);
+            let hi = key::group(g + 1);
+            t.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+            let read_part =
+                |r: &mut BufReader<std::fs::File>| -> Result<Option<Vec<u8>>, StoreError> {
+                    let mut len = [0u8; 4];
+                    match r.read_exact(&mut len) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                        Err(e) => return Err(io(e)),
+                    }
+                    let len = u32::from_be_bytes(len) as usize;
+                    if len > 256 << 20 {
+                        return Err(StoreError::Corrupt(format!(
+                            "snapshot record of {len} bytes"
+                        )));
+                    }
+                    let mut buf = vec![0u8; len];
+                    r.read_exact(&mut buf).map_err(io)?;
+                    Ok(Some(buf))
+                };
+            while let Some(k) = read_part(&mut r)? {
+                let v = read_part(&mut r)?
+                    .ok_or_else(|| StoreError::Corrupt("snapshot ends inside a record".into()))?;
+                if !k.starts_with(&lo) {
+                    return Err(StoreError::Corrupt("snapshot row of another group".into()));
+                }
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        let applied: Applied = (meta.last_log_id, meta.last_membership.clone());
+        tx.open_table(APPLIED)?
+            .insert(g, store::encode(&applied).as_slice())?;
+        tx.commit()?;
+        self.set_current(meta, &path)
+    }
+
+    fn current(&self) -> Result<Option<SnapshotRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(RAFT)?;
+        t.load(&key::raft(self.group, "snapshot"))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, path) = self
+            .blocking(|sm| sm.build())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<Applied, StorageError> {
+        self.blocking(|sm| {
+            let tx = sm.db.begin_read()?;
+            Self::applied(&tx, sm.group)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_state_machine(io_err(e)).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<MetaResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.blocking(move |sm| sm.apply_batch(entries))
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(io_err(e)).into())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let dir = self.snapshot_dir.clone();
+        let g = self.group;
+        let file = self
+            .blocking(move |_| {
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Db(e.to_string()))?;
+                tempfile_in(&dir, g)
+            })
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let meta = meta.clone();
+        let mut file = snapshot.into_std().await;
+        use std::io::Seek;
+        self.blocking(move |sm| {
+            file.rewind().map_err(|e| StoreError::Db(e.to_string()))?;
+            sm.install(&meta, file)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let rec = self
+            .blocking(|sm| sm.current())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        let Some(rec) = rec else { return Ok(None) };
+        match tokio::fs::File::open(&rec.file).await {
+            Ok(f) => Ok(Some(Snapshot {
+                meta: rec.meta,
+                snapshot: Box::new(f),
+            })),
+            Err(e) => Err(StorageIOError::read_snapshot(None, io_err(e)).into()),
+        }
+    }
+}
+
+/// An anonymous-ish file for an incoming snapshot; removed once installed or on restart.
+fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, StoreError> {
+    let name = format!(
+        "incoming-{g}-{}.tmp",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let path = dir.join(name);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| StoreError::Db(e.to_string()))?;
+    // Unlinked at once: the open handle is all install_snapshot needs.
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
+}
+
+/// Answers a read-only request from the group's current state.
+pub fn read(
+    db: &Database,
+    g: GroupId,
+    req: crate::request::MetaRequest,
+) -> Result<MetaResult, StoreError> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(SM)?;
+    ops::read_rows(&t, g, req)
+}

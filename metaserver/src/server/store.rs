@@ -1,0 +1,345 @@
+//! The node's redb database: table definitions, key layout and value codec.
+//!
+//! All groups of a node share one database file so that one fsync can cover
+//! log appends of many groups. Every key starts with the big-endian group id,
+//! so a group's rows form one contiguous range (snapshots scan it, installs
+//! replace it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::types::*;
+
+/// Raft log entries: group ++ index.
+pub const LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_log");
+/// Raft bookkeeping per group (vote, purged id, current snapshot): group ++ name.
+pub const RAFT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raft_meta");
+/// State-machine rows: group ++ tag ++ fields.
+pub const SM: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+/// Last applied log id and membership per group, committed with the rows it describes.
+pub const APPLIED: TableDefinition<u32, &[u8]> = TableDefinition::new("applied");
+/// Node identity and hosted groups.
+pub const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
+
+/// Values are small; a row larger than this is corruption, not data.
+const MAX_VALUE: usize = 256 << 20;
+
+#[derive(thiserror::Error, Debug)]
+pub enum StoreError {
+    #[error("metadata database error: {0}")]
+    Db(String),
+    #[error("corrupt metadata row: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<StoreError> for crate::MetaError {
+    fn from(e: StoreError) -> Self {
+        crate::MetaError::Storage(e.to_string())
+    }
+}
+
+pub fn open(path: &Path) -> Result<Arc<Database>, StoreError> {
+    let db = Database::create(path).map_err(|e| {
+        StoreError::Db(format!(
+            "cannot open {}: {e} (is another strata process using this data dir?)",
+            path.display()
+        ))
+    })?;
+    let tx = db.begin_write()?;
+    {
+        tx.open_table(LOG)?;
+        tx.open_table(RAFT)?;
+        tx.open_table(SM)?;
+        tx.open_table(APPLIED)?;
+        tx.open_table(NODE)?;
+    }
+    tx.commit()?;
+    Ok(Arc::new(db))
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .expect("in-memory bincode encoding cannot fail")
+}
+
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    let cfg = bincode::config::standard().with_limit::<MAX_VALUE>();
+    let (v, used) = bincode::serde::decode_from_slice(b, cfg)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if used != b.len() {
+        return Err(StoreError::Corrupt("trailing bytes".into()));
+    }
+    Ok(v)
+}
+
+/// Key builders. Tags keep row kinds apart inside a group's range.
+pub mod key {
+    use super::*;
+
+    pub const FS: u8 = 1;
+    pub const PARTITION: u8 = 2;
+    pub const COUNTER: u8 = 3;
+    pub const CLUSTER: u8 = 4;
+    pub const INODE: u8 = 10;
+    pub const DENTRY: u8 = 11;
+    pub const CHUNK: u8 = 12;
+    pub const PART_STATE: u8 = 13;
+    pub const USAGE: u8 = 14;
+
+    pub fn group(g: GroupId) -> Vec<u8> {
+        g.to_be_bytes().to_vec()
+    }
+    fn tagged(g: GroupId, tag: u8) -> Vec<u8> {
+        let mut k = group(g);
+        k.push(tag);
+        k
+    }
+    pub fn fs(g: GroupId, name: &str) -> Vec<u8> {
+        let mut k = tagged(g, FS);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+    pub fn fs_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, FS)
+    }
+    pub fn partition(g: GroupId, fs: FsId, id: PartitionId) -> Vec<u8> {
+        let mut k = partition_prefix(g, fs);
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+    pub fn partition_prefix(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, PARTITION);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    pub fn counter(g: GroupId, name: &str) -> Vec<u8> {
+        let mut k = tagged(g, COUNTER);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+    pub fn cluster(g: GroupId) -> Vec<u8> {
+        tagged(g, CLUSTER)
+    }
+    pub fn inode(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, INODE);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    pub fn dentry_prefix(g: GroupId, fs: FsId, parent: Ino) -> Vec<u8> {
+        let mut k = tagged(g, DENTRY);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&parent.to_be_bytes());
+        k
+    }
+    pub fn dentry(g: GroupId, fs: FsId, parent: Ino, name: &[u8]) -> Vec<u8> {
+        let mut k = dentry_prefix(g, fs, parent);
+        k.extend_from_slice(name);
+        k
+    }
+    pub fn chunk_prefix(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, CHUNK);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    pub fn chunk(g: GroupId, fs: FsId, ino: Ino, index: u32) -> Vec<u8> {
+        let mut k = chunk_prefix(g, fs, ino);
+        k.extend_from_slice(&index.to_be_bytes());
+        k
+    }
+    pub fn part_state_prefix(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, PART_STATE);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    pub fn part_state(g: GroupId, fs: FsId, id: PartitionId) -> Vec<u8> {
+        let mut k = part_state_prefix(g, fs);
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+    pub fn usage(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, USAGE);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    pub fn log(g: GroupId, index: u64) -> Vec<u8> {
+        let mut k = group(g);
+        k.extend_from_slice(&index.to_be_bytes());
+        k
+    }
+    pub fn raft(g: GroupId, name: &str) -> Vec<u8> {
+        let mut k = group(g);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    /// The first key after every key that starts with `prefix`, or None when
+    /// the prefix is all 0xff (then the range is open-ended).
+    pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last != 0xff {
+                end.push(last + 1);
+                return Some(end);
+            }
+        }
+        None
+    }
+}
+
+/// Typed access to one key-value table, over a read or a write transaction.
+pub trait Rows {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Rows whose key starts with `prefix` and is greater than `after`, in order.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.load_raw(key)?.map(|v| decode(&v)).transpose()
+    }
+}
+
+fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Included(prefix),
+    };
+    let end_key = key::prefix_end(prefix);
+    let end = match &end_key {
+        Some(e) => Bound::Excluded(e.as_slice()),
+        None => Bound::Unbounded,
+    };
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>((start, end))? {
+        let (k, v) = row?;
+        if out.len() >= limit {
+            break;
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+impl Rows for redb::ReadOnlyTable<&'static [u8], &'static [u8]> {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key)?.map(|v| v.value().to_vec()))
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        scan_table(self, prefix, after, limit)
+    }
+}
+
+impl Rows for redb::Table<'_, &'static [u8], &'static [u8]> {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key)?.map(|v| v.value().to_vec()))
+    }
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        scan_table(self, prefix, after, limit)
+    }
+}
+
+/// Writes on a write transaction's table.
+pub trait RowsMut: Rows {
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError>;
+    fn del(&mut self, key: &[u8]) -> Result<(), StoreError>;
+}
+
+impl RowsMut for redb::Table<'_, &'static [u8], &'static [u8]> {
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError> {
+        self.insert(key, encode(v).as_slice())?;
+        Ok(())
+    }
+    fn del(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.remove(key)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(key::prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(key::prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(key::prefix_end(&[0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn dentries_of_one_directory_are_contiguous_and_ordered() {
+        let a = key::dentry(1, 1, 5, b"a");
+        let b = key::dentry(1, 1, 5, b"b");
+        let other = key::dentry(1, 1, 6, b"a");
+        let p = key::dentry_prefix(1, 1, 5);
+        assert!(a.starts_with(&p) && b.starts_with(&p) && !other.starts_with(&p));
+        assert!(a < b && b < other);
+    }
+
+    #[test]
+    fn scan_respects_prefix_after_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("t.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(SM).unwrap();
+            for name in [&b"a"[..], b"b", b"c"] {
+                t.put(&key::dentry(1, 1, 5, name), &name.to_vec()).unwrap();
+            }
+            t.put(&key::dentry(1, 1, 6, b"z"), &1u8).unwrap();
+            let all = t.scan(&key::dentry_prefix(1, 1, 5), None, 10).unwrap();
+            assert_eq!(all.len(), 3);
+            let after_a = t
+                .scan(
+                    &key::dentry_prefix(1, 1, 5),
+                    Some(&key::dentry(1, 1, 5, b"a")),
+                    1,
+                )
+                .unwrap();
+            assert_eq!(after_a.len(), 1);
+            assert_eq!(after_a[0].0, key::dentry(1, 1, 5, b"b"));
+        }
+        tx.commit().unwrap();
+    }
+}

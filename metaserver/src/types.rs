@@ -1,0 +1,196 @@
+//! The metadata model shared by the metaserver, its clients and the wire.
+
+use serde::{Deserialize, Serialize};
+
+pub type FsId = u32;
+pub type Ino = u64;
+pub type GroupId = u32;
+pub type NodeId = u64;
+pub type SliceId = u64;
+pub type PartitionId = u32;
+
+pub const ROOT_INO: Ino = 1;
+/// Group 0 holds the cluster map; partition groups are numbered from 1.
+pub const CLUSTER_GROUP: GroupId = 0;
+/// Longest name a directory entry may have, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest symlink target, in bytes (Linux PATH_MAX).
+pub const MAX_SYMLINK_LEN: usize = 4096;
+/// Inode ids a partition owns by default.
+pub const DEFAULT_PARTITION_SIZE: u64 = 1 << 20;
+pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 20;
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+/// Seconds and nanoseconds since the Unix epoch; signed so times before 1970 survive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub ino: Ino,
+    pub kind: FileType,
+    /// Permission bits including setuid/setgid/sticky (0o7777); the type lives in `kind`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub rdev: u32,
+    pub symlink: Option<Vec<u8>>,
+    pub generation: u64,
+    pub flags: u32,
+    /// For directories: the parent, so `..` resolves without a scan.
+    pub parent: Ino,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dentry {
+    pub ino: Ino,
+    pub kind: FileType,
+}
+
+/// A contiguous run of bytes written at once into one chunk. Slice id 0 is a hole
+/// (reads as zeros); truncation uses it to hide bytes beyond the new size.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    pub id: SliceId,
+    /// Offset of the slice's first byte inside the chunk.
+    pub pos: u32,
+    pub len: u32,
+}
+
+/// Settings of a filesystem, fixed at format time and kept in group 0.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FsInfo {
+    pub id: FsId,
+    pub name: String,
+    pub uuid: String,
+    pub storage: String,
+    pub s3_endpoint: Option<String>,
+    pub block_size: u32,
+    pub chunk_size: u32,
+    pub created: Timestamp,
+    /// False until every partition and the root directory exist.
+    pub ready: bool,
+}
+
+/// A contiguous inode range of one filesystem, hosted by one Raft group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub fs: FsId,
+    pub id: PartitionId,
+    pub start: Ino,
+    /// Exclusive.
+    pub end: Ino,
+    pub group: GroupId,
+}
+
+impl Partition {
+    pub fn contains(&self, ino: Ino) -> bool {
+        self.start <= ino && ino < self.end
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ClusterMap {
+    /// node id -> address clients and peers connect to.
+    pub nodes: std::collections::BTreeMap<NodeId, String>,
+    /// group id -> voter node ids.
+    pub groups: std::collections::BTreeMap<GroupId, Vec<NodeId>>,
+}
+
+/// Inode and byte counts of one filesystem inside one group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub inodes: u64,
+    pub bytes: u64,
+}
+
+/// Attributes to change in a setattr; `None` leaves the field alone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+}
+
+/// One entry of a directory listing, with the child's attributes when its inode
+/// lives in the same group (readdirplus without extra round trips).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub dentry: Dentry,
+    pub attr: Option<Inode>,
+}
+
+/// Checks a directory entry name: 1..=255 bytes, no `/` or NUL, not `.` or `..`.
+pub fn validate_name(name: &[u8]) -> Result<(), crate::MetaError> {
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(crate::MetaError::Invalid(format!(
+            "invalid entry name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(crate::MetaError::NameTooLong);
+    }
+    if name.iter().any(|&b| b == b'/' || b == 0) {
+        return Err(crate::MetaError::Invalid(
+            "entry names may not contain '/' or NUL".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name(b"a").is_ok());
+        assert!(validate_name(&[b'x'; 255]).is_ok());
+        assert_eq!(
+            validate_name(&[b'x'; 256]),
+            Err(crate::MetaError::NameTooLong)
+        );
+        assert!(validate_name(b"").is_err());
+        assert!(validate_name(b".").is_err());
+        assert!(validate_name(b"..").is_err());
+        assert!(validate_name(b"a/b").is_err());
+        assert!(validate_name(b"a\0b").is_err());
+    }
+}

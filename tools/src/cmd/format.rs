@@ -1,0 +1,75 @@
+use clap::Args;
+use strata_meta::MetaClient;
+
+use super::{CliError, CliResult, meta_addrs, parse_size};
+
+#[derive(Args)]
+pub struct FormatArgs {
+    /// Metaserver addresses, comma separated.
+    #[arg(long)]
+    pub meta: String,
+    /// Name of the new filesystem (letters, digits, '-' and '_').
+    pub name: String,
+    /// Where blocks go: s3://bucket/prefix or file:///dir.
+    #[arg(long)]
+    pub storage: String,
+    /// S3 endpoint URL recorded with the filesystem (default: AWS_ENDPOINT_URL or AWS).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Block size: the unit of upload and of object keys (power of two, >= 64K).
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Chunk size: files are cut into chunks of this size (a multiple of the block size).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Inode partitions to create (each owns 2^20 inode ids).
+    #[arg(long, default_value_t = 4)]
+    pub partitions: u32,
+}
+
+pub async fn run(a: FormatArgs) -> CliResult {
+    check_storage_url(&a.storage)?;
+    let block_size = u32::try_from(a.block_size).map_err(|_| CliError("--block-size is too large".into()))?;
+    let chunk_size = u32::try_from(a.chunk_size).map_err(|_| CliError("--chunk-size must be below 4G".into()))?;
+    if a.partitions == 0 || a.partitions > 1024 {
+        return Err(CliError("--partitions must be between 1 and 1024".into()));
+    }
+    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let info = client
+        .format(
+            &a.name,
+            &a.storage,
+            a.s3_endpoint.clone(),
+            block_size,
+            chunk_size,
+            a.partitions,
+            (0, 0),
+        )
+        .await?;
+    println!(
+        "formatted {} (id {}, uuid {}): storage {}, block {} B, chunk {} B",
+        info.name, info.id, info.uuid, info.storage, info.block_size, info.chunk_size
+    );
+    Ok(())
+}
+
+/// Refuses storage URLs the store layer cannot open, before anything is written.
+pub fn check_storage_url(url: &str) -> CliResult {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(CliError(format!(
+                "storage {url:?}: a file URL needs an absolute path, like file:///var/lib/strata/blocks"
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(CliError(format!("storage {url:?}: name a bucket, like s3://bucket/prefix")));
+        }
+        return Ok(());
+    }
+    Err(CliError(format!(
+        "storage {url:?}: use s3://bucket/prefix or file:///dir"
+    )))
+}

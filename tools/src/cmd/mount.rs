@@ -1,0 +1,374 @@
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use clap::Args;
+use strata_cache::{StoreOptions, open_store};
+use strata_fuse::{FsConfig, Filesystem};
+use strata_meta::MetaClient;
+use strata_meta::server::{MetaNode, NodeConfig, addr_file};
+
+use super::{CliError, CliResult, default_data_dir, meta_addrs};
+
+/// The filesystem the embedded default creates and mounts.
+pub const EMBEDDED_FS: &str = "default";
+const READY_FD_ENV: &str = "STRATA_READY_FD";
+
+#[derive(Args, Clone)]
+pub struct MountArgs {
+    /// `DIR` for the embedded default, or `NAME DIR` with --meta.
+    #[arg(required = true, num_args = 1..=2, value_name = "[NAME] DIR")]
+    pub args: Vec<String>,
+    /// Metaserver addresses (comma separated). Without it, a one-node metaserver
+    /// runs inside this process on --data-dir.
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// State of the embedded default: metadata and blocks [default: ~/.local/share/strata].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Return once the mount is ready and keep serving it in the background.
+    #[arg(short = 'd', long)]
+    pub background: bool,
+    /// Directory for this client's local cache files (created if missing).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// S3 endpoint URL, overriding the one recorded at format time and AWS_ENDPOINT_URL.
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// Seconds the kernel may cache file attributes.
+    #[arg(long, default_value_t = 1.0)]
+    pub attr_cache: f64,
+    /// Seconds the kernel may cache name lookups.
+    #[arg(long, default_value_t = 1.0)]
+    pub entry_cache: f64,
+    /// Mount read-only: every change fails with EROFS.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Log file of a background mount [default: DATA_DIR/mount.log, or /tmp/strata-NAME.log with --meta].
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+struct Target {
+    name: String,
+    dir: PathBuf,
+}
+
+impl MountArgs {
+    fn target(&self) -> Result<Target, CliError> {
+        match (&self.meta, self.args.as_slice()) {
+            (None, [dir]) => Ok(Target {
+                name: EMBEDDED_FS.into(),
+                dir: dir.into(),
+            }),
+            (None, [_, _]) => Err(CliError(
+                "`strata mount NAME DIR` needs --meta ADDRS; for the embedded default run `strata mount DIR`".into(),
+            )),
+            (Some(_), [name, dir]) => Ok(Target {
+                name: name.clone(),
+                dir: dir.into(),
+            }),
+            (Some(_), _) => Err(CliError("with --meta, give the filesystem name and the mount point: `strata mount --meta ADDRS NAME DIR`".into())),
+            _ => Err(CliError("give a mount point".into())),
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    fn log_file(&self) -> PathBuf {
+        if let Some(l) = &self.log {
+            return l.clone();
+        }
+        match (&self.meta, self.target()) {
+            (Some(_), Ok(t)) => std::env::temp_dir().join(format!("strata-{}.log", t.name)),
+            _ => self.data_dir().join("mount.log"),
+        }
+    }
+}
+
+fn check_mountpoint(dir: &Path) -> CliResult {
+    let md = std::fs::metadata(dir).map_err(|e| {
+        CliError(format!(
+            "mount point {}: {e} (create it with `mkdir -p {}`)",
+            dir.display(),
+            dir.display()
+        ))
+    })?;
+    if !md.is_dir() {
+        return Err(CliError(format!("mount point {} is not a directory", dir.display())));
+    }
+    if which("fusermount3").is_none() && unsafe { libc::geteuid() } != 0 {
+        return Err(CliError(
+            "fusermount3 not found: install FUSE 3 (Debian: `apt-get install fuse3`)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|f| f.is_file())
+    })
+}
+
+/// Where a mount records its pid so `strata umount` can wait for it to finish.
+fn pid_file(dir: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    canon.hash(&mut h);
+    std::env::temp_dir().join(format!("strata-mount-{:016x}.pid", h.finish()))
+}
+
+pub async fn run(a: MountArgs) -> CliResult {
+    let result = mount_and_serve(&a).await;
+    if let Err(e) = &result {
+        notify_ready(Err(&e.0));
+    }
+    result
+}
+
+async fn mount_and_serve(a: &MountArgs) -> CliResult {
+    let target = a.target()?;
+    check_mountpoint(&target.dir)?;
+    if !(a.attr_cache >= 0.0 && a.entry_cache >= 0.0 && a.attr_cache < 1e6 && a.entry_cache < 1e6) {
+        return Err(CliError("--attr-cache and --entry-cache take seconds between 0 and 1000000".into()));
+    }
+    if let Some(c) = &a.cache_dir {
+        std::fs::create_dir_all(c).map_err(|e| CliError(format!("cache dir {}: {e}", c.display())))?;
+    }
+
+    // The embedded default runs its own one-node metaserver.
+    let mut node = None;
+    let addrs = match &a.meta {
+        Some(m) => meta_addrs(m),
+        None => {
+            let dd = a.data_dir();
+            let n = MetaNode::start(NodeConfig {
+                id: 1,
+                listen: "127.0.0.1:0".into(),
+                data_dir: dd.join("meta"),
+            })
+            .await
+            .map_err(|e| CliError(format!("starting the embedded metaserver in {}: {e}", dd.display())))?;
+            std::fs::write(addr_file(&dd), &n.addr)?;
+            let addrs = vec![n.addr.clone()];
+            node = Some(n);
+            addrs
+        }
+    };
+    let client = MetaClient::connect(&addrs).await?;
+    if a.meta.is_none() && !client.list_fs().await?.iter().any(|f| f.name == EMBEDDED_FS && f.ready) {
+        let blocks = a.data_dir().join("blocks");
+        std::fs::create_dir_all(&blocks)?;
+        let blocks = std::fs::canonicalize(&blocks)?;
+        let uid = unsafe { libc::geteuid() };
+        let gid = unsafe { libc::getegid() };
+        client
+            .format(
+                EMBEDDED_FS,
+                &format!("file://{}", blocks.display()),
+                None,
+                strata_meta::DEFAULT_BLOCK_SIZE,
+                strata_meta::DEFAULT_CHUNK_SIZE,
+                4,
+                (uid, gid),
+            )
+            .await?;
+        tracing::info!(data_dir = %a.data_dir().display(), "created the embedded filesystem");
+    }
+    let fs_client = client.open_fs(&target.name).await?;
+    let endpoint = a.s3_endpoint.clone().or_else(|| fs_client.info.s3_endpoint.clone());
+    let store = open_store(
+        &fs_client.info.storage,
+        &StoreOptions {
+            s3_endpoint: endpoint,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| CliError(format!("opening storage {}: {e}", fs_client.info.storage)))?;
+    let fs = Filesystem::new(
+        fs_client,
+        store,
+        FsConfig {
+            attr_ttl: Duration::from_secs_f64(a.attr_cache),
+            entry_ttl: Duration::from_secs_f64(a.entry_cache),
+            read_only: a.read_only,
+            ..Default::default()
+        },
+    );
+    let mut mount = strata_fuse::fuse::mount(
+        fs.clone(),
+        tokio::runtime::Handle::current(),
+        &target.dir,
+        &target.name,
+        a.read_only,
+    )
+    .map_err(|e| CliError(format!("mounting on {}: {e}", target.dir.display())))?;
+    let pidf = pid_file(&target.dir);
+    let _ = std::fs::write(&pidf, std::process::id().to_string());
+    tracing::info!(dir = %target.dir.display(), fs = %target.name, "mounted");
+    println!("strata: {} mounted on {}", target.name, target.dir.display());
+    notify_ready(Ok(()));
+
+    let unmounted_by_signal = tokio::select! {
+        _ = super::meta::wait_for_signal() => true,
+        _ = mount.wait() => false,
+    };
+    // Buffered data is committed before the mount goes away.
+    let flushed = fs.flush_all().await;
+    if unmounted_by_signal {
+        mount.unmount().map_err(|e| CliError(format!("unmounting {}: {e}", target.dir.display())))?;
+        mount.wait().await;
+    }
+    let _ = std::fs::remove_file(&pidf);
+    if let Some(n) = node {
+        n.shutdown().await;
+        let _ = std::fs::remove_file(addr_file(&a.data_dir()));
+    }
+    tracing::info!(dir = %target.dir.display(), "unmounted");
+    flushed.map_err(|e| CliError(format!("flushing at unmount: {e}")))
+}
+
+/// Tells a waiting `strata mount -d` parent how the start went.
+fn notify_ready(result: Result<(), &str>) {
+    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+        return;
+    }; 
+    // SAFETY: the parent handed this descriptor to us for exactly this message;
+    // it is used once and closed.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let msg = match result {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("{e}\n"),
+    };
+    let _ = f.write_all(msg.as_bytes());
+    // SAFETY: only the first notification may use the descriptor.
+    unsafe { std::env::remove_var(READY_FD_ENV) };
+}
+
+/// `strata mount -d`: starts this same command in a new session without -d and
+/// returns once it reports the mount ready (or prints why it failed).
+pub fn run_in_background(a: &MountArgs) -> std::process::ExitCode {
+    match spawn_background(a) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn spawn_background(a: &MountArgs) -> CliResult {
+    use std::os::unix::process::CommandExt;
+    let target = a.target()?;
+    check_mountpoint(&target.dir)?;
+    let log_path = a.log_file();
+    if let Some(parent) = log_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError(format!("log file {}: {e}", log_path.display())))?;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for the two descriptors pipe() writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(CliError(format!("pipe: {}", std::io::Error::last_os_error())));
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|x| x != "-d" && x != "--background")
+        .collect();
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args)
+        .env(READY_FD_ENV, wr.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid and close are async-signal-safe; the child detaches from
+    // our terminal and drops the read end it does not need.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::close(rd);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    // SAFETY: our copy of the write end must close so EOF arrives if the child dies.
+    unsafe { libc::close(wr) };
+    let mut child = child?;
+    // SAFETY: rd is the pipe's read end, owned here from now on.
+    let mut reader = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rd) };
+    let mut msg = String::new();
+    let _ = reader.read_to_string(&mut msg);
+    let msg = msg.trim();
+    if msg == "ok" {
+        println!(
+            "strata: {} mounted on {} (pid {}, log {})",
+            target.name,
+            target.dir.display(),
+            child.id(),
+            log_path.display()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    Err(CliError(if msg.is_empty() {
+        format!("the mount process exited before the mount was ready; see {}", log_path.display())
+    } else {
+        format!("{msg} (log: {})", log_path.display())
+    }))
+}
+
+#[derive(Args)]
+pub struct UmountArgs {
+    /// The mount point.
+    pub dir: PathBuf,
+}
+
+pub async fn umount(a: UmountArgs) -> CliResult {
+    let pidf = pid_file(&a.dir);
+    let pid: Option<i32> = std::fs::read_to_string(&pidf).ok().and_then(|s| s.trim().parse().ok());
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&a.dir)
+        .status();
+    let ok = match status {
+        Ok(s) => s.success(),
+        Err(_) => {
+            // No fusermount3: as root the plain syscall works.
+            let c = std::ffi::CString::new(a.dir.as_os_str().as_encoded_bytes())
+                .map_err(|_| CliError("mount point contains NUL".into()))?;
+            // SAFETY: c is a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), 0) == 0 }
+        }
+    };
+    if !ok {
+        return Err(CliError(format!(
+            "could not unmount {} (is it a Strata mount, and are files still open there?)",
+            a.dir.display()
+        )));
+    }
+    // The mount process finishes its flush and exits; wait so the data dir is free.
+    if let Some(pid) = pid {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!("strata: unmounted {}", a.dir.display());
+    Ok(())
+}
+

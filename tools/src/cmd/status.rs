@@ -1,0 +1,101 @@
+use std::path::PathBuf;
+
+use clap::Args;
+use strata_meta::MetaClient;
+use strata_meta::server::{MetaNode, NodeConfig, addr_file};
+
+use super::{CliError, CliResult, default_data_dir, meta_addrs};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Metaserver addresses, comma separated.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub meta: Option<String>,
+    /// A data dir of the embedded default or of `strata meta serve`
+    /// [default: ~/.local/share/strata]. A running process on it is asked over
+    /// the network; otherwise the state is opened directly.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub async fn run(a: StatusArgs) -> CliResult {
+    let mut local_node = None;
+    let client = match &a.meta {
+        Some(m) => MetaClient::connect(&meta_addrs(m)).await?,
+        None => {
+            let dd = a.data_dir.clone().unwrap_or_else(default_data_dir);
+            // An embedded mount keeps its metaserver under DATA_DIR/meta.
+            let meta_dir = if dd.join("meta").join("meta.redb").exists() {
+                dd.join("meta")
+            } else {
+                dd.clone()
+            };
+            let running = [addr_file(&dd), addr_file(&meta_dir)]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(f).ok());
+            let connected = match running {
+                Some(addr) => MetaClient::connect(&[addr.trim().to_string()]).await.ok(),
+                None => None,
+            };
+            match connected {
+                Some(c) => c,
+                None => {
+                    if !meta_dir.join("meta.redb").exists() {
+                        return Err(CliError(format!(
+                            "no Strata state in {}; mount it with `strata mount DIR` or pass --meta ADDRS",
+                            dd.display()
+                        )));
+                    }
+                    let node = MetaNode::start(NodeConfig {
+                        id: 1,
+                        listen: "127.0.0.1:0".into(),
+                        data_dir: meta_dir,
+                    })
+                    .await?;
+                    let c = MetaClient::connect(&[node.addr.clone()]).await?;
+                    local_node = Some(node);
+                    c
+                }
+            }
+        }
+    };
+    let map = client.refresh_map().await?;
+    println!("metaserver nodes:");
+    for (id, addr) in &map.nodes {
+        let groups: Vec<String> = map
+            .groups
+            .iter()
+            .filter(|(_, m)| m.contains(id))
+            .map(|(g, _)| g.to_string())
+            .collect();
+        println!("  node {id}  {addr}  groups {}", groups.join(","));
+    }
+    println!("raft groups:");
+    for (g, members) in &map.groups {
+        let kind = if *g == 0 { "cluster" } else { "partitions" };
+        println!("  group {g} ({kind})  members {members:?}");
+    }
+    let list = client.list_fs().await?;
+    println!("filesystems: {}", list.len());
+    for f in list {
+        let usage = client.usage(f.id).await?;
+        let parts = client.partitions(f.id).await?;
+        println!(
+            "  {}  id {}  uuid {}  storage {}  block {}  chunk {}  partitions {}  inodes {}  bytes {}{}",
+            f.name,
+            f.id,
+            f.uuid,
+            f.storage,
+            f.block_size,
+            f.chunk_size,
+            parts.len(),
+            usage.inodes,
+            usage.bytes,
+            if f.ready { "" } else { "  (format incomplete)" }
+        );
+    }
+    if let Some(n) = local_node {
+        n.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `strata`: the one binary users run.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "strata", version, about = "Strata: a POSIX filesystem on object storage with a Raft metaserver")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Mount a filesystem. `strata mount DIR` runs everything in this process on
+    /// the local data dir; `strata mount --meta ADDRS NAME DIR` mounts a filesystem
+    /// served by metaservers.
+    Mount(cmd::mount::MountArgs),
+    /// Unmount a Strata mount point (the mount process flushes and exits).
+    Umount(cmd::mount::UmountArgs),
+    /// Metaserver commands.
+    #[command(subcommand)]
+    Meta(cmd::meta::MetaCommand),
+    /// Create a filesystem on a metaserver.
+    Format(cmd::format::FormatArgs),
+    /// Show metaservers, filesystems and their usage.
+    Status(cmd::status::StatusArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Background mounts fork before any runtime or thread exists.
+    if let Command::Mount(args) = &cli.command {
+        if args.background {
+            return cmd::mount::run_in_background(args);
+        }
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Mount(a) => cmd::mount::run(a).await,
+            Command::Umount(a) => cmd::mount::umount(a).await,
+            Command::Meta(m) => cmd::meta::run(m).await,
+            Command::Format(a) => cmd::format::run(a).await,
+            Command::Status(a) => cmd::status::run(a).await,
+        }
+    });
+    // Do not wait for stray blocking tasks (a stuck S3 request must not hang exit).
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

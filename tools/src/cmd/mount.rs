@@ -89,7 +89,12 @@ impl MountArgs {
     }
 }
 
+/// The mount point must be a directory; a missing one is created.
 fn check_mountpoint(dir: &Path) -> CliResult {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError(format!("creating mount point {}: {e}", dir.display())))?;
+    }
     let md = std::fs::metadata(dir).map_err(|e| {
         CliError(format!(
             "mount point {}: {e} (create it with `mkdir -p {}`)",

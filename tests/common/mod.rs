@@ -1,0 +1,204 @@
+//! Helpers shared by the integration tests: the `strata` binary, mounts that
+//! clean up after themselves, and metaserver processes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn strata() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs `strata ARGS` to completion and returns stdout; panics with stderr on failure.
+pub fn run_ok(args: &[&str]) -> String {
+    run_env_ok(args, &[])
+}
+
+pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut c = strata();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("strata runs");
+    assert!(
+        out.status.success(),
+        "strata {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// FUSE must be usable; the test script installs fuse3 before running tests.
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests need FUSE (run scripts/test.sh, which installs fuse3)"
+    );
+    assert!(
+        Command::new("fusermount3").arg("-V").output().is_ok(),
+        "fusermount3 is missing: install fuse3 (scripts/test.sh does)"
+    );
+}
+
+/// A mount made with `strata mount -d`; unmounted on drop if the test did not.
+pub struct Mount {
+    pub dir: PathBuf,
+    mounted: bool,
+}
+
+impl Mount {
+    /// `extra` goes before the positional arguments (e.g. --data-dir D, or --meta A NAME).
+    pub fn new(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut all: Vec<&str> = vec!["mount", "-d"];
+        all.extend_from_slice(args);
+        all.push(dir.to_str().unwrap());
+        run_env_ok(&all, env);
+        Mount {
+            dir: dir.to_path_buf(),
+            mounted: true,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// `strata umount`, which returns after the mount process has flushed and exited.
+    pub fn unmount(mut self) {
+        run_ok(&["umount", self.dir.to_str().unwrap()]);
+        self.mounted = false;
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
+/// A `strata meta serve` process; killed on drop.
+pub struct MetaServer {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl MetaServer {
+    /// Starts a node and returns once it prints its listening address.
+    pub fn start(data_dir: &Path, listen: &str) -> MetaServer {
+        let mut child = strata()
+            .args(["meta", "serve", "--id", "1", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("meta serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|a| a.contains(':'))
+            .unwrap_or_else(|| panic!("meta serve did not report its address: {line:?}"))
+            .to_string();
+        MetaServer {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for MetaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so failures reproduce from the seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.next() as u8;
+        }
+    }
+}
+
+/// Random writes at random offsets and sizes through the mount, mirrored in memory;
+/// returns the model of the file's final contents.
+pub fn random_writes(path: &Path, seed: u64, ops: usize, max_size: u64, max_write: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut rng = Rng(seed);
+    let mut model: Vec<u8> = Vec::new();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    for i in 0..ops {
+        let off = rng.below(max_size);
+        let len = 1 + rng.below(max_write);
+        let mut data = vec![0u8; len as usize];
+        rng.fill(&mut data);
+        f.write_all_at(&data, off).unwrap();
+        let end = (off + len) as usize;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&data);
+        if i % 7 == 3 {
+            // Read back a random range mid-way: own writes must be visible.
+            let a = rng.below(model.len() as u64) as usize;
+            let b = (a + 1 + rng.below(300_000) as usize).min(model.len());
+            let mut got = vec![0u8; b - a];
+            f.read_exact_at(&mut got, a as u64).unwrap();
+            assert!(got == model[a..b], "seed {seed}: read-back of [{a},{b}) after op {i} differs");
+        }
+    }
+    f.sync_all().unwrap();
+    model
+}
+
+pub fn assert_same_file(path: &Path, model: &[u8], what: &str) {
+    let got = std::fs::read(path).unwrap();
+    assert_eq!(got.len(), model.len(), "{what}: size of {}", path.display());
+    if let Some(i) = got.iter().zip(model).position(|(a, b)| a != b) {
+        panic!("{what}: {} differs from the model at byte {i}", path.display());
+    }
+}

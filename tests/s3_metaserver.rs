@@ -1,0 +1,105 @@
+//! Separate processes: `strata meta serve`, `strata format` with S3 storage on
+//! a real S3 server over HTTP on loopback (s3s-fs), and two client mounts.
+
+mod common;
+
+use common::*;
+
+const ACCESS: &str = "strata-test-access";
+const SECRET: &str = "strata-test-secret-key";
+
+fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+    ]
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += count_files(&p);
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn s3_storage_with_a_separate_metaserver_and_two_clients() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3_root = tmp.path().join("s3");
+    std::fs::create_dir_all(&s3_root).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (endpoint, _server) = rt
+        .block_on(strata_cache::test_s3::start_s3_server(&s3_root, "bucket", ACCESS, SECRET))
+        .unwrap();
+    let env_owned = s3_env(&endpoint);
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let meta = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
+    let out = run_env_ok(
+        &["format", "--meta", &meta.addr, "data", "--storage", "s3://bucket/strata", "--block-size", "1M"],
+        &env,
+    );
+    assert!(out.contains("formatted data"), "{out}");
+    // Formatting the same name again is refused.
+    let again = strata()
+        .args(["format", "--meta", &meta.addr, "data", "--storage", "s3://bucket/strata"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let mnt_a = tmp.path().join("a");
+    let mnt_b = tmp.path().join("b");
+    let a = Mount::new(&mnt_a, &["--meta", &meta.addr, "data"], &env);
+    let b = Mount::new(&mnt_b, &["--meta", &meta.addr, "data"], &env);
+
+    let model = random_writes(&a.path("file.bin"), 42, 150, 10 << 20, 600 << 10);
+    std::fs::create_dir(a.path("dir")).unwrap();
+    std::fs::write(a.path("dir/x"), b"from a").unwrap();
+    std::fs::rename(a.path("dir/x"), a.path("y")).unwrap();
+    // The other client sees what the first one closed.
+    assert_same_file(&b.path("file.bin"), &model, "second client");
+    assert_eq!(std::fs::read(b.path("y")).unwrap(), b"from a");
+    std::fs::write(b.path("from-b"), b"written by b").unwrap();
+    assert_eq!(std::fs::read(a.path("from-b")).unwrap(), b"written by b");
+
+    // Blocks are objects in the bucket under the filesystem's prefix.
+    assert!(count_files(&s3_root.join("bucket/strata")) >= 10, "blocks were uploaded to S3");
+    a.unmount();
+    b.unmount();
+
+    let a = Mount::new(&mnt_a, &["--meta", &meta.addr, "data"], &env);
+    assert_same_file(&a.path("file.bin"), &model, "after remount");
+    assert_eq!(std::fs::read(a.path("from-b")).unwrap(), b"written by b");
+    let status = run_ok(&["status", "--meta", &meta.addr]);
+    assert!(status.contains("data") && status.contains("s3://bucket/strata"), "{status}");
+    a.unmount();
+}
+
+#[test]
+fn bad_arguments_get_clear_errors_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
+    for (args, needle) in [
+        (vec!["format", "--meta", &meta.addr, "x", "--storage", "ftp://nope"], "s3://"),
+        (vec!["format", "--meta", &meta.addr, "x", "--storage", "file:///tmp/x", "--block-size", "3M"], "power of two"),
+        (vec!["format", "--meta", &meta.addr, "bad/name", "--storage", "file:///tmp/x"], "filesystem name"),
+        (vec!["mount", "--meta", &meta.addr, "missing", "/tmp"], "not found"),
+    ] {
+        let out = strata().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let status = run_ok(&["status", "--meta", &meta.addr]);
+    assert!(status.contains("filesystems: 0"), "{status}");
+}

@@ -1,0 +1,147 @@
+//! The filesystem core without FUSE, over a real one-node metaserver and a
+//! local-directory object store, checked against an in-memory model.
+
+use std::sync::Arc;
+
+use strata_cache::LocalStore;
+use strata_fuse::{FsConfig, Filesystem};
+use strata_meta::server::{MetaNode, NodeConfig};
+use strata_meta::{MetaClient, SetAttr};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    node: Arc<MetaNode>,
+    fs: Arc<Filesystem>,
+}
+
+/// Small blocks and chunks so a few KiB already span several of each.
+async fn setup(block: u32, chunk: u32) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let node = MetaNode::start(NodeConfig {
+        id: 1,
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("meta"),
+    })
+    .await
+    .unwrap();
+    let client = MetaClient::connect(&[node.addr.clone()]).await.unwrap();
+    client
+        .format("t", "file:///unused", None, block, chunk, 2, (0, 0))
+        .await
+        .unwrap();
+    let meta = client.open_fs("t").await.unwrap();
+    let store = Arc::new(LocalStore::new(dir.path().join("blocks")).unwrap());
+    let fs = Filesystem::new(
+        meta,
+        store,
+        FsConfig {
+            file_buffer: 300 << 10,
+            ..Default::default()
+        },
+    );
+    Env { _dir: dir, node, fs }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_writes_truncates_and_reads_match_a_model() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    let (file, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let mut model: Vec<u8> = Vec::new();
+    for seed in [1u64, 2, 3] {
+        let mut rng = Rng(seed * 0x9e37_79b9);
+        for step in 0..200 {
+            match rng.below(10) {
+                0 => {
+                    let size = rng.below(1 << 20);
+                    fs.setattr(file.ino, SetAttr { size: Some(size), ..Default::default() })
+                        .await
+                        .unwrap();
+                    model.resize(size as usize, 0);
+                }
+                1 | 2 => {
+                    let off = rng.below(model.len() as u64 + 1);
+                    let len = rng.below(200_000) as u32;
+                    let got = fs.read(file.ino, fh, off, len).await.unwrap();
+                    let end = (off as usize + len as usize).min(model.len());
+                    let want = if off as usize >= model.len() { &[][..] } else { &model[off as usize..end] };
+                    assert!(got == want, "seed {seed} step {step}: read [{off}, +{len}) differs");
+                }
+                _ => {
+                    let off = rng.below(1 << 20);
+                    let len = 1 + rng.below(150_000) as usize;
+                    let data: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + step + seed) as u8).collect();
+                    assert_eq!(fs.write(file.ino, fh, off, &data).await.unwrap(), len as u32);
+                    let end = off as usize + len;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[off as usize..end].copy_from_slice(&data);
+                    assert_eq!(fs.getattr(file.ino).await.unwrap().size, model.len() as u64);
+                }
+            }
+        }
+    }
+    fs.release(file.ino, fh).await.unwrap();
+    // A fresh handle sees exactly the model.
+    let fh = fs.open(file.ino, libc::O_RDONLY).await.unwrap();
+    let all = fs.read(file.ino, fh, 0, model.len() as u32 + 10).await.unwrap();
+    assert!(all == model[..], "final contents differ");
+    fs.release(file.ino, fh).await.unwrap();
+    env.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readdir_pages_through_a_large_directory() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    let dir = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    for i in 0..1500 {
+        fs.mknod(dir.ino, format!("e{i:04}").as_bytes(), strata_meta::FileType::File, 0o644, 0, 0, 0)
+            .await
+            .unwrap();
+    }
+    let fh = fs.opendir(dir.ino).await.unwrap();
+    let mut names = Vec::new();
+    let mut cookie = 0;
+    loop {
+        let page = fs.readdir(dir.ino, fh, cookie, 100).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for (next, e) in page {
+            names.push(String::from_utf8(e.name).unwrap());
+            cookie = next;
+        }
+    }
+    assert_eq!(names.len(), 1502);
+    assert_eq!(&names[..3], &[".", "..", "e0000"]);
+    assert_eq!(names.last().unwrap(), "e1499");
+    fs.releasedir(dir.ino, fh).await.unwrap();
+    env.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_errnos() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    assert_eq!(fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap_err().errno, libc::EEXIST);
+    assert_eq!(fs.lookup(1, b"nope").await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(fs.unlink(1, b"d").await.unwrap_err().errno, libc::EISDIR);
+    assert_eq!(fs.rmdir(1, &[b'a'; 300]).await.unwrap_err().errno, libc::ENAMETOOLONG);
+    let f = fs.mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0).await.unwrap();
+    assert_eq!(fs.mkdir(f.ino, b"x", 0o755, 0, 0).await.unwrap_err().errno, libc::ENOTDIR);
+    assert_eq!(fs.rename(1, b"d", 1, b"f", 0).await.unwrap_err().errno, libc::ENOTDIR);
+    env.node.shutdown().await;
+}

@@ -4,6 +4,7 @@
 mod data;
 pub mod error;
 pub mod fs;
+pub mod fuse;
 pub mod slices;
 
 pub use error::{FsError, FsResult};

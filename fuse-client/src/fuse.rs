@@ -1,0 +1,529 @@
+//! The fuser adapter: decodes each kernel request, hands it to the async core
+//! on the tokio runtime, and answers the reply from there. The FUSE thread
+//! never waits on network or disk.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use strata_meta::{FileType, Inode, SetAttr, Timestamp};
+
+use crate::error::FsError;
+use crate::fs::Filesystem;
+
+pub struct FuseAdapter {
+    fs: Arc<Filesystem>,
+    rt: tokio::runtime::Handle,
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno)
+}
+
+fn to_system_time(t: Timestamp) -> SystemTime {
+    if t.sec >= 0 {
+        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
+    } else {
+        // Before 1970: step back whole seconds, then forward the nanoseconds.
+        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
+    }
+}
+
+fn from_system_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
+        Err(e) => {
+            let d = e.duration();
+            let mut sec = -(d.as_secs() as i64);
+            let mut nsec = d.subsec_nanos();
+            if nsec > 0 {
+                sec -= 1;
+                nsec = 1_000_000_000 - nsec;
+            }
+            Timestamp { sec, nsec }
+        }
+    }
+}
+
+fn kind(k: FileType) -> fuser::FileType {
+    match k {
+        FileType::File => fuser::FileType::RegularFile,
+        FileType::Dir => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        FileType::CharDev => fuser::FileType::CharDevice,
+        FileType::BlockDev => fuser::FileType::BlockDevice,
+    }
+}
+
+/// The file type encoded in mknod's mode.
+pub fn kind_from_mode(mode: u32) -> Option<FileType> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => Some(FileType::File),
+        libc::S_IFIFO => Some(FileType::Fifo),
+        libc::S_IFSOCK => Some(FileType::Socket),
+        libc::S_IFCHR => Some(FileType::CharDev),
+        libc::S_IFBLK => Some(FileType::BlockDev),
+        _ => None,
+    }
+}
+
+pub fn to_file_attr(i: &Inode) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(i.ino),
+        size: i.size,
+        blocks: i.size.div_ceil(512),
+        atime: to_system_time(i.atime),
+        mtime: to_system_time(i.mtime),
+        ctime: to_system_time(i.ctime),
+        crtime: to_system_time(i.ctime),
+        kind: kind(i.kind),
+        perm: (i.mode & 0o7777) as u16,
+        nlink: i.nlink,
+        uid: i.uid,
+        gid: i.gid,
+        rdev: i.rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn time_or_now(t: Option<TimeOrNow>) -> Option<Timestamp> {
+    t.map(|t| match t {
+        TimeOrNow::Now => Timestamp::now(),
+        TimeOrNow::SpecificTime(s) => from_system_time(s),
+    })
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Filesystem>, rt: tokio::runtime::Handle) -> Self {
+        FuseAdapter { fs, rt }
+    }
+
+    /// Runs `f` on the runtime with a clone of the core.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Filesystem>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move { f(fs).await });
+    }
+
+    fn entry(fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
+        match r {
+            Ok(i) => reply.entry(&fs.config().entry_ttl, &to_file_attr(&i), Generation(i.generation)),
+            Err(e) => fail(reply, e, |r, e| r.error(e)),
+        }
+    }
+}
+
+/// Logs once and answers the error.
+fn fail<R>(reply: R, e: FsError, answer: impl FnOnce(R, Errno)) {
+    tracing::debug!(errno = e.errno, error = %e.message, "request failed");
+    answer(reply, errno(&e));
+}
+
+fn bytes(s: &OsStr) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => fail(reply, e, |r, e| r.error(e)),
+    }
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move {
+            let r = fs.lookup(parent.0, &name).await;
+            Self::entry(&fs, reply, r);
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |fs| async move {
+            match fs.getattr(ino.0).await {
+                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: time_or_now(atime),
+            mtime: time_or_now(mtime),
+            ctime: ctime.map(from_system_time),
+        };
+        self.spawn(move |fs| async move {
+            match fs.setattr(ino.0, set).await {
+                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let Some(k) = kind_from_mode(mode) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            let r = fs.mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid).await;
+            Self::entry(&fs, reply, r);
+        });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            let r = fs.mkdir(parent.0, &name, mode & 0o7777, uid, gid).await;
+            Self::entry(&fs, reply, r);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { empty(reply, fs.unlink(parent.0, &name).await) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { empty(reply, fs.rmdir(parent.0, &name).await) });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            let r = fs.symlink(parent.0, &name, &target, uid, gid).await;
+            Self::entry(&fs, reply, r);
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (bytes(name), bytes(newname));
+        self.spawn(move |fs| async move {
+            empty(reply, fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await)
+        });
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let newname = bytes(newname);
+        self.spawn(move |fs| async move {
+            let r = fs.link(ino.0, newparent.0, &newname).await;
+            Self::entry(&fs, reply, r);
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.read(ino.0, fh.0, offset, size).await {
+                Ok(b) => reply.data(&b),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |fs| async move {
+            match fs.write(ino.0, fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { empty(reply, fs.flush(ino.0, fh.0).await) });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { empty(reply, fs.release(ino.0, fh.0).await) });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { empty(reply, fs.fsync(ino.0, fh.0).await) });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs| async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        self.spawn(move |fs| async move {
+            match fs.readdir(ino.0, fh.0, offset, 512).await {
+                Ok(entries) => {
+                    for (next, e) in entries {
+                        let name = OsStr::from_bytes(&e.name);
+                        if reply.add(INodeNo(e.dentry.ino), next, kind(e.dentry.kind), name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        self.spawn(move |fs| async move {
+            match fs.readdir(ino.0, fh.0, offset, 256).await {
+                Ok(entries) => {
+                    let ttl = fs.config().entry_ttl;
+                    for (next, e) in entries {
+                        // An entry whose inode vanished meanwhile is skipped.
+                        let Some(attr) = &e.attr else { continue };
+                        let name = OsStr::from_bytes(&e.name);
+                        if reply.add(INodeNo(e.dentry.ino), next, name, &ttl, &to_file_attr(attr), Generation(attr.generation)) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { empty(reply, fs.releasedir(ino.0, fh.0).await) });
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Directory changes are committed by Raft before they are acknowledged.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |fs| async move {
+            match fs.statfs().await {
+                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // default_permissions: the kernel checks permissions itself.
+        reply.ok();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            match fs.create(parent.0, &name, mode & 0o7777, flags, uid, gid).await {
+                Ok((i, fh)) => reply.created(
+                    &fs.config().entry_ttl,
+                    &to_file_attr(&i),
+                    Generation(i.generation),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+}
+
+/// A live mount: wait for it to end, or unmount it.
+pub struct MountHandle {
+    unmounter: fuser::SessionUnmounter,
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl MountHandle {
+    /// Resolves when the kernel session ends (unmounted from here or outside).
+    pub async fn wait(&mut self) {
+        if let Some(rx) = self.ended.as_mut() {
+            let _ = rx.await;
+            self.ended = None;
+        }
+    }
+
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        self.unmounter.unmount()
+    }
+}
+
+fn mount_config(fs_name: &str, read_only: bool) -> fuser::Config {
+    let mut options = vec![
+        MountOption::FSName(format!("strata:{fs_name}")),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if read_only {
+        options.push(MountOption::RO);
+    }
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = options;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // As root, let every user reach the mount; permissions still apply.
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(4);
+    cfg
+}
+
+/// Mounts `fs` on `mountpoint` (needs fusermount3, or root) and serves it
+/// from background threads.
+pub fn mount(
+    fs: Arc<Filesystem>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    fs_name: &str,
+    read_only: bool,
+) -> std::io::Result<MountHandle> {
+    let cfg = mount_config(fs_name, read_only);
+    let mut session = fuser::Session::new(FuseAdapter::new(fs, rt), mountpoint, &cfg)?;
+    let unmounter = session.unmount_callable();
+    let bg = session.spawn()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("strata-fuse-join".into())
+        .spawn(move || {
+            if let Err(e) = bg.join() {
+                tracing::warn!(error = %e, "FUSE session ended with an error");
+            }
+            let _ = tx.send(());
+        })?;
+    Ok(MountHandle {
+        unmounter,
+        ended: Some(rx),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_1970_round_trip() {
+        for t in [
+            Timestamp { sec: 0, nsec: 0 },
+            Timestamp { sec: 1_700_000_000, nsec: 999_999_999 },
+            Timestamp { sec: -1, nsec: 500 },
+            Timestamp { sec: -86_400, nsec: 0 },
+        ] {
+            assert_eq!(from_system_time(to_system_time(t)), t);
+        }
+    }
+
+    #[test]
+    fn mknod_modes_decode() {
+        assert_eq!(kind_from_mode(libc::S_IFIFO | 0o644), Some(FileType::Fifo));
+        assert_eq!(kind_from_mode(libc::S_IFREG | 0o644), Some(FileType::File));
+        assert_eq!(kind_from_mode(0o644), Some(FileType::File));
+        assert_eq!(kind_from_mode(libc::S_IFCHR), Some(FileType::CharDev));
+        assert_eq!(kind_from_mode(libc::S_IFDIR), None);
+    }
+}

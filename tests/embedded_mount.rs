@@ -17,11 +17,20 @@ fn mount(dir: &Path, data: &Path) -> Mount {
 fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let times = [
-        libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 },
-        libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 },
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
     ];
     // SAFETY: valid path and two timespecs.
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) }, 0);
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        0
+    );
 }
 
 #[derive(Debug, PartialEq)]
@@ -104,15 +113,22 @@ fn embedded_mount_keeps_files_across_remount() {
     assert!(!m.path("a/two").exists());
     std::fs::rename(m.path("a/b"), m.path("moved-b")).unwrap();
     assert_eq!(
-        std::fs::rename(m.path("moved-b"), m.path("moved-b/c/inside")).unwrap_err().raw_os_error(),
+        std::fs::rename(m.path("moved-b"), m.path("moved-b/c/inside"))
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::EINVAL)
     );
     assert_eq!(
-        std::fs::remove_dir(m.path("moved-b")).unwrap_err().raw_os_error(),
+        std::fs::remove_dir(m.path("moved-b"))
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::ENOTEMPTY)
     );
     std::os::unix::fs::symlink("moved-b/c/uno", m.path("link")).unwrap();
-    assert_eq!(std::fs::read_link(m.path("link")).unwrap().to_str(), Some("moved-b/c/uno"));
+    assert_eq!(
+        std::fs::read_link(m.path("link")).unwrap().to_str(),
+        Some("moved-b/c/uno")
+    );
     assert_eq!(std::fs::read(m.path("link")).unwrap(), b"2");
     std::fs::hard_link(m.path("edit.txt"), m.path("hard.txt")).unwrap();
     assert_eq!(std::fs::metadata(m.path("edit.txt")).unwrap().nlink(), 2);
@@ -123,14 +139,20 @@ fn embedded_mount_keeps_files_across_remount() {
     assert!(!m.path("deleted").exists());
     let long = "n".repeat(256);
     assert_eq!(
-        std::fs::write(m.path(&long), b"").unwrap_err().raw_os_error(),
+        std::fs::write(m.path(&long), b"")
+            .unwrap_err()
+            .raw_os_error(),
         Some(libc::ENAMETOOLONG)
     );
 
     // Modes, owners, times.
     std::fs::set_permissions(m.path("edit.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::chown(m.path("edit.txt"), Some(1234), Some(5678)).unwrap();
-    set_times(&m.path("edit.txt"), (1_000_000_000, 5), (1_100_000_000, 123_456_789));
+    set_times(
+        &m.path("edit.txt"),
+        (1_000_000_000, 5),
+        (1_100_000_000, 123_456_789),
+    );
 
     // A directory of 10 000 entries, listed completely.
     std::fs::create_dir(m.path("many")).unwrap();
@@ -153,10 +175,23 @@ fn embedded_mount_keeps_files_across_remount() {
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
     assert!(st.f_files - st.f_ffree >= 10_000, "statfs counts inodes");
 
-    let paths = ["edit.txt", "hard.txt", "random.bin", "sparse.bin", "moved-b", "moved-b/c/uno", "link", "a", "many"];
+    let paths = [
+        "edit.txt",
+        "hard.txt",
+        "random.bin",
+        "sparse.bin",
+        "moved-b",
+        "moved-b/c/uno",
+        "link",
+        "a",
+        "many",
+    ];
     let before: BTreeMap<&str, Attrs> = paths.iter().map(|p| (*p, attrs(&m.path(p)))).collect();
     assert_eq!(before["edit.txt"].mode & 0o7777, 0o640);
-    assert_eq!((before["edit.txt"].uid, before["edit.txt"].gid), (1234, 5678));
+    assert_eq!(
+        (before["edit.txt"].uid, before["edit.txt"].gid),
+        (1234, 5678)
+    );
     assert_eq!(before["edit.txt"].mtime, (1_100_000_000, 123_456_789));
     m.unmount();
 
@@ -164,10 +199,16 @@ fn embedded_mount_keeps_files_across_remount() {
     let after: BTreeMap<&str, Attrs> = paths.iter().map(|p| (*p, attrs(&m.path(p)))).collect();
     assert_eq!(before, after, "attributes survive remount");
     assert_same_file(&m.path("random.bin"), &model, "after remount");
-    assert_eq!(std::fs::read(m.path("hard.txt")).unwrap(), b"HELLO wo\0\0\0\0");
+    assert_eq!(
+        std::fs::read(m.path("hard.txt")).unwrap(),
+        b"HELLO wo\0\0\0\0"
+    );
     assert_eq!(std::fs::read_dir(m.path("many")).unwrap().count(), 10_000);
     let out = run_ok(&["status", "--data-dir", data.to_str().unwrap()]);
-    assert!(out.contains("default"), "status names the filesystem: {out}");
+    assert!(
+        out.contains("default"),
+        "status names the filesystem: {out}"
+    );
     m.unmount();
 
     // With nothing mounted, status opens the data dir directly.
@@ -203,7 +244,10 @@ fn a_file_of_several_gib_round_trips() {
         }
         f.sync_all().unwrap();
     }
-    assert_eq!(std::fs::metadata(m.path("big")).unwrap().len(), total as u64);
+    assert_eq!(
+        std::fs::metadata(m.path("big")).unwrap().len(),
+        total as u64
+    );
     let mut f = std::fs::File::open(m.path("big")).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut read = 0;
@@ -216,5 +260,51 @@ fn a_file_of_several_gib_round_trips() {
         i += 1;
     }
     drop(f);
+    m.unmount();
+}
+
+#[test]
+fn sigterm_on_a_foreground_mount_flushes_and_unmounts() {
+    require_fuse();
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mnt = tmp.path().join("mnt");
+    let mut child = strata()
+        .args([
+            "mount",
+            "--data-dir",
+            data.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("mounted on"), "{line}");
+    // Written but not closed: the data sits in the mount's buffer when SIGTERM arrives.
+    let mut open = std::fs::File::create(mnt.join("pending")).unwrap();
+    open.write_all(b"buffered at shutdown").unwrap();
+    std::fs::write(mnt.join("closed"), b"closed before").unwrap();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "mount exited with {status}");
+    drop(open);
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(mnt.to_str().unwrap()),
+        "still mounted after SIGTERM"
+    );
+
+    let m = mount(&mnt, &data);
+    assert_eq!(std::fs::read(m.path("closed")).unwrap(), b"closed before");
+    assert_eq!(
+        std::fs::read(m.path("pending")).unwrap(),
+        b"buffered at shutdown"
+    );
     m.unmount();
 }

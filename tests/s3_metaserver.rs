@@ -38,20 +38,38 @@ fn s3_storage_with_a_separate_metaserver_and_two_clients() {
     std::fs::create_dir_all(&s3_root).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (endpoint, _server) = rt
-        .block_on(strata_cache::test_s3::start_s3_server(&s3_root, "bucket", ACCESS, SECRET))
+        .block_on(strata_cache::test_s3::start_s3_server(
+            &s3_root, "bucket", ACCESS, SECRET,
+        ))
         .unwrap();
     let env_owned = s3_env(&endpoint);
     let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let meta = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
     let out = run_env_ok(
-        &["format", "--meta", &meta.addr, "data", "--storage", "s3://bucket/strata", "--block-size", "1M"],
+        &[
+            "format",
+            "--meta",
+            &meta.addr,
+            "data",
+            "--storage",
+            "s3://bucket/strata",
+            "--block-size",
+            "1M",
+        ],
         &env,
     );
     assert!(out.contains("formatted data"), "{out}");
     // Formatting the same name again is refused.
     let again = strata()
-        .args(["format", "--meta", &meta.addr, "data", "--storage", "s3://bucket/strata"])
+        .args([
+            "format",
+            "--meta",
+            &meta.addr,
+            "data",
+            "--storage",
+            "s3://bucket/strata",
+        ])
         .output()
         .unwrap();
     assert!(!again.status.success());
@@ -73,7 +91,10 @@ fn s3_storage_with_a_separate_metaserver_and_two_clients() {
     assert_eq!(std::fs::read(a.path("from-b")).unwrap(), b"written by b");
 
     // Blocks are objects in the bucket under the filesystem's prefix.
-    assert!(count_files(&s3_root.join("bucket/strata")) >= 10, "blocks were uploaded to S3");
+    assert!(
+        count_files(&s3_root.join("bucket/strata")) >= 10,
+        "blocks were uploaded to S3"
+    );
     a.unmount();
     b.unmount();
 
@@ -81,7 +102,10 @@ fn s3_storage_with_a_separate_metaserver_and_two_clients() {
     assert_same_file(&a.path("file.bin"), &model, "after remount");
     assert_eq!(std::fs::read(a.path("from-b")).unwrap(), b"written by b");
     let status = run_ok(&["status", "--meta", &meta.addr]);
-    assert!(status.contains("data") && status.contains("s3://bucket/strata"), "{status}");
+    assert!(
+        status.contains("data") && status.contains("s3://bucket/strata"),
+        "{status}"
+    );
     a.unmount();
 }
 
@@ -90,10 +114,45 @@ fn bad_arguments_get_clear_errors_and_change_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let meta = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
     for (args, needle) in [
-        (vec!["format", "--meta", &meta.addr, "x", "--storage", "ftp://nope"], "s3://"),
-        (vec!["format", "--meta", &meta.addr, "x", "--storage", "file:///tmp/x", "--block-size", "3M"], "power of two"),
-        (vec!["format", "--meta", &meta.addr, "bad/name", "--storage", "file:///tmp/x"], "filesystem name"),
-        (vec!["mount", "--meta", &meta.addr, "missing", "/tmp"], "not found"),
+        (
+            vec![
+                "format",
+                "--meta",
+                &meta.addr,
+                "x",
+                "--storage",
+                "ftp://nope",
+            ],
+            "s3://",
+        ),
+        (
+            vec![
+                "format",
+                "--meta",
+                &meta.addr,
+                "x",
+                "--storage",
+                "file:///tmp/x",
+                "--block-size",
+                "3M",
+            ],
+            "power of two",
+        ),
+        (
+            vec![
+                "format",
+                "--meta",
+                &meta.addr,
+                "bad/name",
+                "--storage",
+                "file:///tmp/x",
+            ],
+            "filesystem name",
+        ),
+        (
+            vec!["mount", "--meta", &meta.addr, "missing", "/tmp"],
+            "not found",
+        ),
     ] {
         let out = strata().args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");

@@ -9,8 +9,14 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("S3 {op} of {key} failed: {message} (check the endpoint, bucket, credentials and region)")]
-    S3 { op: &'static str, key: String, message: String },
+    #[error(
+        "S3 {op} of {key} failed: {message} (check the endpoint, bucket, credentials and region)"
+    )]
+    S3 {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("storage URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 }

@@ -21,7 +21,11 @@ pub fn parse_block_key(key: &str) -> Option<(String, u64, u32, u32)> {
     let id: u64 = fields.next()?.parse().ok()?;
     let index: u32 = fields.next()?.parse().ok()?;
     let len: u32 = fields.next()?.parse().ok()?;
-    if fields.next().is_some() || uuid.is_empty() || thousands != id / 1_000 || millions != id / 1_000_000 {
+    if fields.next().is_some()
+        || uuid.is_empty()
+        || thousands != id / 1_000
+        || millions != id / 1_000_000
+    {
         return None;
     }
     Some((uuid.to_string(), id, index, len))
@@ -33,13 +37,20 @@ mod tests {
 
     #[test]
     fn key_matches_the_design() {
-        assert_eq!(block_key("u", 1_234_567, 3, 4096), "u/chunks/1/1234/1234567_3_4096");
+        assert_eq!(
+            block_key("u", 1_234_567, 3, 4096),
+            "u/chunks/1/1234/1234567_3_4096"
+        );
         assert_eq!(block_key("u", 5, 0, 1), "u/chunks/0/0/5_0_1");
     }
 
     #[test]
     fn keys_round_trip() {
-        for (id, idx, len) in [(0u64, 0u32, 0u32), (999, 1, 4 << 20), (u64::MAX, u32::MAX, 7)] {
+        for (id, idx, len) in [
+            (0u64, 0u32, 0u32),
+            (999, 1, 4 << 20),
+            (u64::MAX, u32::MAX, 7),
+        ] {
             let k = block_key("fs-uuid", id, idx, len);
             assert_eq!(parse_block_key(&k), Some(("fs-uuid".into(), id, idx, len)));
         }
@@ -47,7 +58,15 @@ mod tests {
 
     #[test]
     fn foreign_keys_do_not_parse() {
-        for k in ["", "u/chunks/0/0/5_0", "u/chunks/0/1/5_0_1", "u/other/0/0/5_0_1", "/chunks/0/0/5_0_1", "u/chunks/0/0/5_0_1_2", "u/chunks/0/0/x_0_1"] {
+        for k in [
+            "",
+            "u/chunks/0/0/5_0",
+            "u/chunks/0/1/5_0_1",
+            "u/other/0/0/5_0_1",
+            "/chunks/0/0/5_0_1",
+            "u/chunks/0/0/5_0_1_2",
+            "u/chunks/0/0/x_0_1",
+        ] {
             assert_eq!(parse_block_key(k), None, "{k}");
         }
     }

@@ -131,7 +131,8 @@ impl Filesystem {
             let block = Bytes::copy_from_slice(&s.data[index * bs..(index + 1) * bs]);
             let key = store_key(self, s.id, index as u32, bs as u32);
             let store = self.store.clone();
-            s.uploads.push(tokio::spawn(async move { store.put(&key, block).await }));
+            s.uploads
+                .push(tokio::spawn(async move { store.put(&key, block).await }));
         }
         Ok(())
     }
@@ -264,9 +265,8 @@ impl Filesystem {
         )
         .await;
         for ((dst, len, key, _), got) in parts.iter().zip(fetched) {
-            let bytes = got.map_err(|e| {
-                FsError::new(libc::EIO, format!("reading block {key}: {e}"))
-            })?;
+            let bytes =
+                got.map_err(|e| FsError::new(libc::EIO, format!("reading block {key}: {e}")))?;
             if bytes.len() != *len {
                 return Err(FsError::new(
                     libc::EIO,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use strata_cache::ObjectStore;
-use strata_meta::{DirEntry, Dentry, FileType, FsClient, Ino, Inode, SetAttr, Slice, Timestamp};
+use strata_meta::{Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Slice, Timestamp};
 use tokio::sync::Mutex;
 
 use crate::error::{FsError, FsResult};
@@ -104,24 +104,22 @@ impl Filesystem {
     }
 
     /// Attributes as this client sees them: buffered writes count toward the size.
-    pub(crate) fn overlay(&self, mut inode: Inode) -> Inode {
+    pub(crate) async fn overlay(&self, mut inode: Inode) -> Inode {
         let of = self.open_files.lock().unwrap().get(&inode.ino).cloned();
         if let Some(of) = of {
-            if let Ok(d) = of.data.try_lock() {
-                d.overlay_attr(&mut inode);
-            }
+            of.data.lock().await.overlay_attr(&mut inode);
         }
         inode
     }
 
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Inode> {
         let inode = self.meta.lookup(parent, name).await?;
-        Ok(self.overlay(inode))
+        Ok(self.overlay(inode).await)
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
         let inode = self.meta.getattr(ino).await?;
-        Ok(self.overlay(inode))
+        Ok(self.overlay(inode).await)
     }
 
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> FsResult<Inode> {
@@ -158,7 +156,10 @@ impl Filesystem {
     ) -> FsResult<Inode> {
         self.check_writable()?;
         if kind == FileType::Dir || kind == FileType::Symlink {
-            return Err(FsError::new(libc::EINVAL, "mknod cannot make directories or symlinks"));
+            return Err(FsError::new(
+                libc::EINVAL,
+                "mknod cannot make directories or symlinks",
+            ));
         }
         Ok(self
             .meta
@@ -166,7 +167,14 @@ impl Filesystem {
             .await?)
     }
 
-    pub async fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, uid: u32, gid: u32) -> FsResult<Inode> {
+    pub async fn mkdir(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Inode> {
         self.check_writable()?;
         Ok(self
             .meta
@@ -174,14 +182,30 @@ impl Filesystem {
             .await?)
     }
 
-    pub async fn symlink(&self, parent: Ino, name: &[u8], target: &[u8], uid: u32, gid: u32) -> FsResult<Inode> {
+    pub async fn symlink(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<Inode> {
         self.check_writable()?;
         if target.len() > SYMLINK_MAX {
             return Err(FsError::new(libc::ENAMETOOLONG, "symlink target too long"));
         }
         Ok(self
             .meta
-            .create(parent, name, FileType::Symlink, 0o777, uid, gid, 0, Some(target.to_vec()))
+            .create(
+                parent,
+                name,
+                FileType::Symlink,
+                0o777,
+                uid,
+                gid,
+                0,
+                Some(target.to_vec()),
+            )
             .await?)
     }
 
@@ -196,7 +220,14 @@ impl Filesystem {
         Ok(self.meta.rmdir(parent, name).await?)
     }
 
-    pub async fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], flags: u32) -> FsResult<()> {
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
         self.check_writable()?;
         if flags != 0 {
             return Err(FsError::new(
@@ -211,7 +242,7 @@ impl Filesystem {
     pub async fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> FsResult<Inode> {
         self.check_writable()?;
         let inode = self.meta.link(ino, new_parent, new_name).await?;
-        Ok(self.overlay(inode))
+        Ok(self.overlay(inode).await)
     }
 
     fn new_fh(&self) -> u64 {
@@ -258,7 +289,15 @@ impl Filesystem {
         fh
     }
 
-    pub async fn create(&self, parent: Ino, name: &[u8], mode: u32, _flags: i32, uid: u32, gid: u32) -> FsResult<(Inode, u64)> {
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        _flags: i32,
+        uid: u32,
+        gid: u32,
+    ) -> FsResult<(Inode, u64)> {
         self.check_writable()?;
         let inode = self
             .meta
@@ -295,10 +334,10 @@ impl Filesystem {
         let res = self.flush(ino, fh).await;
         self.handles.lock().unwrap().remove(&fh);
         let mut files = self.open_files.lock().unwrap();
-        if let Some(of) = files.get(&ino) {
-            if of.handles.fetch_sub(1, Ordering::Relaxed) == 1 {
-                files.remove(&ino);
-            }
+        if let Some(of) = files.get(&ino)
+            && of.handles.fetch_sub(1, Ordering::Relaxed) == 1
+        {
+            files.remove(&ino);
         }
         res
     }
@@ -341,7 +380,13 @@ impl Filesystem {
 
     /// Entries after cookie `offset`, each with the cookie of the next entry.
     /// Cookies 1 and 2 are "." and ".."; later cookies count entries.
-    pub async fn readdir(&self, ino: Ino, fh: u64, offset: u64, max: usize) -> FsResult<Vec<(u64, DirEntry)>> {
+    pub async fn readdir(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        max: usize,
+    ) -> FsResult<Vec<(u64, DirEntry)>> {
         let mut out = Vec::new();
         let max = max.max(1);
         let mut cookie = offset;
@@ -386,16 +431,17 @@ impl Filesystem {
         for e in entries {
             cookie += 1;
             page.push((cookie, e.name.clone()));
-            let e = DirEntry {
-                attr: e.attr.map(|a| self.overlay(a)),
-                ..e
+            let attr = match e.attr {
+                Some(a) => Some(self.overlay(a).await),
+                None => None,
             };
+            let e = DirEntry { attr, ..e };
             out.push((cookie, e));
         }
-        if let Some(h) = self.dirs.lock().unwrap().get_mut(&fh) {
-            if !page.is_empty() {
-                h.last_page = page;
-            }
+        if let Some(h) = self.dirs.lock().unwrap().get_mut(&fh)
+            && !page.is_empty()
+        {
+            h.last_page = page;
         }
         Ok(out)
     }
@@ -435,7 +481,12 @@ impl Filesystem {
         Ok(id)
     }
 
-    pub(crate) async fn commit_slices(&self, ino: Ino, slices: Vec<(u32, Slice)>, end: u64) -> FsResult<Inode> {
+    pub(crate) async fn commit_slices(
+        &self,
+        ino: Ino,
+        slices: Vec<(u32, Slice)>,
+        end: u64,
+    ) -> FsResult<Inode> {
         Ok(self.meta.write_slices(ino, slices, end).await?)
     }
 

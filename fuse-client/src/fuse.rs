@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, KernelConfig,
-    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    AccessFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use strata_meta::{FileType, Inode, SetAttr, Timestamp};
@@ -124,7 +124,11 @@ impl FuseAdapter {
 
     fn entry(fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
         match r {
-            Ok(i) => reply.entry(&fs.config().entry_ttl, &to_file_attr(&i), Generation(i.generation)),
+            Ok(i) => reply.entry(
+                &fs.config().entry_ttl,
+                &to_file_attr(&i),
+                Generation(i.generation),
+            ),
             Err(e) => fail(reply, e, |r, e| r.error(e)),
         }
     }
@@ -151,6 +155,16 @@ impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Listings return attributes too (one round trip for `ls -l`), and
+        // lookups in one directory may run in parallel. Kernels without them
+        // just do not get them.
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
         Ok(())
     }
 
@@ -215,19 +229,38 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let Some(k) = kind_from_mode(mode) else {
             reply.error(Errno::EINVAL);
             return;
         };
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |fs| async move {
-            let r = fs.mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid).await;
+            let r = fs
+                .mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid)
+                .await;
             Self::entry(&fs, reply, r);
         });
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |fs| async move {
             let r = fs.mkdir(parent.0, &name, mode & 0o7777, uid, gid).await;
@@ -245,7 +278,14 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move { empty(reply, fs.rmdir(parent.0, &name).await) });
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
         let (uid, gid) = (req.uid(), req.gid());
         self.spawn(move |fs| async move {
@@ -266,11 +306,22 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, newname) = (bytes(name), bytes(newname));
         self.spawn(move |fs| async move {
-            empty(reply, fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await)
+            empty(
+                reply,
+                fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                    .await,
+            )
         });
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let newname = bytes(newname);
         self.spawn(move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
@@ -327,7 +378,14 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move { empty(reply, fs.flush(ino.0, fh.0).await) });
     }
 
@@ -344,7 +402,14 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move { empty(reply, fs.release(ino.0, fh.0).await) });
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move { empty(reply, fs.fsync(ino.0, fh.0).await) });
     }
 
@@ -357,7 +422,14 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         self.spawn(move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
                 Ok(entries) => {
@@ -374,7 +446,14 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         self.spawn(move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
                 Ok(entries) => {
@@ -383,7 +462,14 @@ impl fuser::Filesystem for FuseAdapter {
                         // An entry whose inode vanished meanwhile is skipped.
                         let Some(attr) = &e.attr else { continue };
                         let name = OsStr::from_bytes(&e.name);
-                        if reply.add(INodeNo(e.dentry.ino), next, name, &ttl, &to_file_attr(attr), Generation(attr.generation)) {
+                        if reply.add(
+                            INodeNo(e.dentry.ino),
+                            next,
+                            name,
+                            &ttl,
+                            &to_file_attr(attr),
+                            Generation(attr.generation),
+                        ) {
                             break;
                         }
                     }
@@ -394,11 +480,25 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.spawn(move |fs| async move { empty(reply, fs.releasedir(ino.0, fh.0).await) });
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // Directory changes are committed by Raft before they are acknowledged.
         reply.ok();
     }
@@ -406,10 +506,62 @@ impl fuser::Filesystem for FuseAdapter {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(move |fs| async move {
             match fs.statfs().await {
-                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+                ),
                 Err(e) => fail(reply, e, |r, e| r.error(e)),
             }
         });
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        // ENOSYS tells the kernel to stop asking (it would otherwise ask for
+        // security.capability before every write). Xattrs arrive with issue 5.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls: "not a terminal" is what shells probing files expect.
+        reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -417,10 +569,22 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |fs| async move {
-            match fs.create(parent.0, &name, mode & 0o7777, flags, uid, gid).await {
+            match fs
+                .create(parent.0, &name, mode & 0o7777, flags, uid, gid)
+                .await
+            {
                 Ok((i, fh)) => reply.created(
                     &fs.config().entry_ttl,
                     &to_file_attr(&i),
@@ -436,8 +600,18 @@ impl fuser::Filesystem for FuseAdapter {
 
 /// A live mount: wait for it to end, or unmount it.
 pub struct MountHandle {
-    unmounter: fuser::SessionUnmounter,
+    mountpoint: std::path::PathBuf,
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// How an unmount went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// The kernel session is over.
+    Clean,
+    /// Files were still open: the mount was detached from the tree and the
+    /// kernel ends it when they close.
+    Detached,
 }
 
 impl MountHandle {
@@ -449,8 +623,29 @@ impl MountHandle {
         }
     }
 
-    pub fn unmount(&mut self) -> std::io::Result<()> {
-        self.unmounter.unmount()
+    /// Unmounts through fusermount3 (root or not), detaching lazily when busy.
+    pub async fn unmount(&mut self) -> std::io::Result<Unmounted> {
+        let run = |lazy: bool| {
+            let mut c = std::process::Command::new("fusermount3");
+            c.arg("-u");
+            if lazy {
+                c.arg("-z");
+            }
+            c.arg(&self.mountpoint)
+                .stderr(std::process::Stdio::null())
+                .status()
+        };
+        if run(false)?.success() {
+            self.wait().await;
+            return Ok(Unmounted::Clean);
+        }
+        if run(true)?.success() {
+            return Ok(Unmounted::Detached);
+        }
+        Err(std::io::Error::other(format!(
+            "fusermount3 could not unmount {}",
+            self.mountpoint.display()
+        )))
     }
 }
 
@@ -484,8 +679,7 @@ pub fn mount(
     read_only: bool,
 ) -> std::io::Result<MountHandle> {
     let cfg = mount_config(fs_name, read_only);
-    let mut session = fuser::Session::new(FuseAdapter::new(fs, rt), mountpoint, &cfg)?;
-    let unmounter = session.unmount_callable();
+    let session = fuser::Session::new(FuseAdapter::new(fs, rt), mountpoint, &cfg)?;
     let bg = session.spawn()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -497,7 +691,7 @@ pub fn mount(
             let _ = tx.send(());
         })?;
     Ok(MountHandle {
-        unmounter,
+        mountpoint: mountpoint.to_path_buf(),
         ended: Some(rx),
     })
 }
@@ -510,9 +704,15 @@ mod tests {
     fn times_before_1970_round_trip() {
         for t in [
             Timestamp { sec: 0, nsec: 0 },
-            Timestamp { sec: 1_700_000_000, nsec: 999_999_999 },
+            Timestamp {
+                sec: 1_700_000_000,
+                nsec: 999_999_999,
+            },
             Timestamp { sec: -1, nsec: 500 },
-            Timestamp { sec: -86_400, nsec: 0 },
+            Timestamp {
+                sec: -86_400,
+                nsec: 0,
+            },
         ] {
             assert_eq!(from_system_time(to_system_time(t)), t);
         }

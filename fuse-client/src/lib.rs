@@ -8,4 +8,4 @@ pub mod fuse;
 pub mod slices;
 
 pub use error::{FsError, FsResult};
-pub use fs::{FsConfig, Filesystem, StatFs};
+pub use fs::{Filesystem, FsConfig, StatFs};

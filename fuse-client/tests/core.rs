@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use strata_cache::LocalStore;
-use strata_fuse::{FsConfig, Filesystem};
+use strata_fuse::{Filesystem, FsConfig};
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{MetaClient, SetAttr};
 
@@ -24,7 +24,9 @@ async fn setup(block: u32, chunk: u32) -> Env {
     })
     .await
     .unwrap();
-    let client = MetaClient::connect(&[node.addr.clone()]).await.unwrap();
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
     client
         .format("t", "file:///unused", None, block, chunk, 2, (0, 0))
         .await
@@ -39,7 +41,11 @@ async fn setup(block: u32, chunk: u32) -> Env {
             ..Default::default()
         },
     );
-    Env { _dir: dir, node, fs }
+    Env {
+        _dir: dir,
+        node,
+        fs,
+    }
 }
 
 struct Rng(u64);
@@ -64,9 +70,15 @@ async fn random_writes_truncates_and_reads_match_a_model() {
             match rng.below(10) {
                 0 => {
                     let size = rng.below(1 << 20);
-                    fs.setattr(file.ino, SetAttr { size: Some(size), ..Default::default() })
-                        .await
-                        .unwrap();
+                    fs.setattr(
+                        file.ino,
+                        SetAttr {
+                            size: Some(size),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
                     model.resize(size as usize, 0);
                 }
                 1 | 2 => {
@@ -74,14 +86,26 @@ async fn random_writes_truncates_and_reads_match_a_model() {
                     let len = rng.below(200_000) as u32;
                     let got = fs.read(file.ino, fh, off, len).await.unwrap();
                     let end = (off as usize + len as usize).min(model.len());
-                    let want = if off as usize >= model.len() { &[][..] } else { &model[off as usize..end] };
-                    assert!(got == want, "seed {seed} step {step}: read [{off}, +{len}) differs");
+                    let want = if off as usize >= model.len() {
+                        &[][..]
+                    } else {
+                        &model[off as usize..end]
+                    };
+                    assert!(
+                        got == want,
+                        "seed {seed} step {step}: read [{off}, +{len}) differs"
+                    );
                 }
                 _ => {
                     let off = rng.below(1 << 20);
                     let len = 1 + rng.below(150_000) as usize;
-                    let data: Vec<u8> = (0..len).map(|i| (i as u64 * 31 + step + seed) as u8).collect();
-                    assert_eq!(fs.write(file.ino, fh, off, &data).await.unwrap(), len as u32);
+                    let data: Vec<u8> = (0..len)
+                        .map(|i| (i as u64 * 31 + step + seed) as u8)
+                        .collect();
+                    assert_eq!(
+                        fs.write(file.ino, fh, off, &data).await.unwrap(),
+                        len as u32
+                    );
                     let end = off as usize + len;
                     if model.len() < end {
                         model.resize(end, 0);
@@ -95,7 +119,10 @@ async fn random_writes_truncates_and_reads_match_a_model() {
     fs.release(file.ino, fh).await.unwrap();
     // A fresh handle sees exactly the model.
     let fh = fs.open(file.ino, libc::O_RDONLY).await.unwrap();
-    let all = fs.read(file.ino, fh, 0, model.len() as u32 + 10).await.unwrap();
+    let all = fs
+        .read(file.ino, fh, 0, model.len() as u32 + 10)
+        .await
+        .unwrap();
     assert!(all == model[..], "final contents differ");
     fs.release(file.ino, fh).await.unwrap();
     env.node.shutdown().await;
@@ -107,9 +134,17 @@ async fn readdir_pages_through_a_large_directory() {
     let fs = &env.fs;
     let dir = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
     for i in 0..1500 {
-        fs.mknod(dir.ino, format!("e{i:04}").as_bytes(), strata_meta::FileType::File, 0o644, 0, 0, 0)
-            .await
-            .unwrap();
+        fs.mknod(
+            dir.ino,
+            format!("e{i:04}").as_bytes(),
+            strata_meta::FileType::File,
+            0o644,
+            0,
+            0,
+            0,
+        )
+        .await
+        .unwrap();
     }
     let fh = fs.opendir(dir.ino).await.unwrap();
     let mut names = Vec::new();
@@ -136,12 +171,27 @@ async fn errors_carry_errnos() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
     fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
-    assert_eq!(fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap_err().errno, libc::EEXIST);
+    assert_eq!(
+        fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap_err().errno,
+        libc::EEXIST
+    );
     assert_eq!(fs.lookup(1, b"nope").await.unwrap_err().errno, libc::ENOENT);
     assert_eq!(fs.unlink(1, b"d").await.unwrap_err().errno, libc::EISDIR);
-    assert_eq!(fs.rmdir(1, &[b'a'; 300]).await.unwrap_err().errno, libc::ENAMETOOLONG);
-    let f = fs.mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0).await.unwrap();
-    assert_eq!(fs.mkdir(f.ino, b"x", 0o755, 0, 0).await.unwrap_err().errno, libc::ENOTDIR);
-    assert_eq!(fs.rename(1, b"d", 1, b"f", 0).await.unwrap_err().errno, libc::ENOTDIR);
+    assert_eq!(
+        fs.rmdir(1, &[b'a'; 300]).await.unwrap_err().errno,
+        libc::ENAMETOOLONG
+    );
+    let f = fs
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.mkdir(f.ino, b"x", 0o755, 0, 0).await.unwrap_err().errno,
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        fs.rename(1, b"d", 1, b"f", 0).await.unwrap_err().errno,
+        libc::ENOTDIR
+    );
     env.node.shutdown().await;
 }

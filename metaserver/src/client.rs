@@ -92,11 +92,11 @@ impl MetaClient {
                     }
                     Ok(Response::Meta(Err(MetaError::NotLeader { leader, .. }))) => {
                         self.leaders.write().unwrap().remove(&g);
-                        if let Some((_, hint)) = leader {
-                            if hint != addr {
-                                hinted = Some(hint);
-                                break;
-                            }
+                        if let Some((_, hint)) = leader
+                            && hint != addr
+                        {
+                            hinted = Some(hint);
+                            break;
                         }
                         last_err = MetaError::Unavailable(format!("group {g} has no leader yet"));
                     }
@@ -284,9 +284,7 @@ impl FsClient {
     }
 
     fn group_of(&self, ino: Ino) -> Result<GroupId, MetaError> {
-        self.partitions
-            .iter()
-            .find(|p| p.contains(ino))
+        partition_of(&self.partitions, ino)
             .map(|p| p.group)
             .ok_or_else(|| MetaError::Invalid(format!("inode {ino} is in no partition")))
     }

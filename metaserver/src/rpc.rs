@@ -137,10 +137,10 @@ pub struct ConnPool {
 impl ConnPool {
     pub async fn get(&self, addr: &str) -> Result<Arc<Connection>, RpcError> {
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = conns.get(addr)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
         }
         let c = Connection::connect(addr).await?;
         conns.insert(addr.to_string(), c.clone());

@@ -120,6 +120,11 @@ impl Partition {
     }
 }
 
+/// The partition of `parts` that owns `ino`.
+pub fn partition_of(parts: &[Partition], ino: Ino) -> Option<&Partition> {
+    parts.iter().find(|p| p.contains(ino))
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClusterMap {
     /// node id -> address clients and peers connect to.
@@ -178,6 +183,28 @@ pub fn validate_name(name: &[u8]) -> Result<(), crate::MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inodes_route_to_the_partition_owning_their_range() {
+        let parts: Vec<Partition> = (0..3)
+            .map(|i| Partition {
+                fs: 1,
+                id: i,
+                start: 1 + i as u64 * 100,
+                end: 101 + i as u64 * 100,
+                group: 1 + i % 2,
+            })
+            .collect();
+        assert_eq!(partition_of(&parts, ROOT_INO).map(|p| p.id), Some(0));
+        assert_eq!(partition_of(&parts, 100).map(|p| p.id), Some(0));
+        assert_eq!(
+            partition_of(&parts, 101).map(|p| (p.id, p.group)),
+            Some((1, 2))
+        );
+        assert_eq!(partition_of(&parts, 300).map(|p| p.id), Some(2));
+        assert_eq!(partition_of(&parts, 301), None);
+        assert_eq!(partition_of(&parts, 0), None);
+    }
 
     #[test]
     fn names_are_checked() {

@@ -18,7 +18,9 @@ async fn start(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
 async fn metadata_survives_restart_and_errors_are_exact() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
-    let client = MetaClient::connect(&[node.addr.clone()]).await.unwrap();
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
     client
         .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 2, (0, 0))
         .await
@@ -91,7 +93,9 @@ async fn metadata_survives_restart_and_errors_are_exact() {
     }
 
     let node = start(dir.path()).await;
-    let client = MetaClient::connect(&[node.addr.clone()]).await.unwrap();
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
     let fs = client.open_fs("t").await.unwrap();
     let moved = fs.lookup(1, b"moved").await.unwrap();
     assert_eq!((moved.ino, moved.size, moved.nlink), (f.ino, 10, 2));
@@ -138,7 +142,9 @@ async fn malformed_frame_closes_only_that_connection() {
     // The server hangs up on the garbage frame...
     assert_eq!(raw.read(&mut buf).await.unwrap(), 0);
     // ...and keeps serving everyone else.
-    let client = MetaClient::connect(&[node.addr.clone()]).await.unwrap();
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
     assert!(client.list_fs().await.unwrap().is_empty());
     node.shutdown().await;
 }

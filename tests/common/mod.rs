@@ -98,7 +98,15 @@ impl MetaServer {
     /// Starts a node and returns once it prints its listening address.
     pub fn start(data_dir: &Path, listen: &str) -> MetaServer {
         let mut child = strata()
-            .args(["meta", "serve", "--id", "1", "--listen", listen, "--data-dir"])
+            .args([
+                "meta",
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                listen,
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -188,7 +196,10 @@ pub fn random_writes(path: &Path, seed: u64, ops: usize, max_size: u64, max_writ
             let b = (a + 1 + rng.below(300_000) as usize).min(model.len());
             let mut got = vec![0u8; b - a];
             f.read_exact_at(&mut got, a as u64).unwrap();
-            assert!(got == model[a..b], "seed {seed}: read-back of [{a},{b}) after op {i} differs");
+            assert!(
+                got == model[a..b],
+                "seed {seed}: read-back of [{a},{b}) after op {i} differs"
+            );
         }
     }
     f.sync_all().unwrap();
@@ -199,6 +210,9 @@ pub fn assert_same_file(path: &Path, model: &[u8], what: &str) {
     let got = std::fs::read(path).unwrap();
     assert_eq!(got.len(), model.len(), "{what}: size of {}", path.display());
     if let Some(i) = got.iter().zip(model).position(|(a, b)| a != b) {
-        panic!("{what}: {} differs from the model at byte {i}", path.display());
+        panic!(
+            "{what}: {} differs from the model at byte {i}",
+            path.display()
+        );
     }
 }

@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Strata: a POSIX filesystem on object storage with a Raft metaserver")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a POSIX filesystem on object storage with a Raft metaserver"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,13 +35,16 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Background mounts fork before any runtime or thread exists.
-    if let Command::Mount(args) = &cli.command {
-        if args.background {
-            return cmd::mount::run_in_background(args);
-        }
+    if let Command::Mount(args) = &cli.command
+        && args.background
+    {
+        return cmd::mount::run_in_background(args);
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("strata: cannot start the async runtime: {e}");
@@ -66,7 +73,8 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -27,12 +27,15 @@ impl LocalStore {
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
         let bad = key.is_empty()
             || key.starts_with('/')
-            || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
             || key.contains('\0');
         if bad {
             return Err(StoreError::InvalidUrl {
                 url: key.to_string(),
-                reason: "object keys must be relative paths without empty, '.' or '..' parts".into(),
+                reason: "object keys must be relative paths without empty, '.' or '..' parts"
+                    .into(),
             });
         }
         Ok(self.root.join(key))
@@ -42,7 +45,9 @@ impl LocalStore {
 fn not_found(key: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            StoreError::NotFound { key: key.to_string() }
+            StoreError::NotFound {
+                key: key.to_string(),
+            }
         } else {
             StoreError::Io {
                 context: format!("reading {key}"),
@@ -90,7 +95,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Resul
         if ty.is_dir() {
             walk(root, &e.path(), out)?;
         } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
-            let rel = e.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
             out.push((rel, e.metadata()?.len()));
         }
     }
@@ -130,7 +140,10 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.path(key)?;
-        tokio::fs::read(&path).await.map(Bytes::from).map_err(not_found(key))
+        tokio::fs::read(&path)
+            .await
+            .map(Bytes::from)
+            .map_err(not_found(key))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -173,11 +186,22 @@ mod tests {
     async fn put_get_range_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::new(dir.path()).unwrap();
-        s.put("a/b/1", Bytes::from_static(b"hello world")).await.unwrap();
+        s.put("a/b/1", Bytes::from_static(b"hello world"))
+            .await
+            .unwrap();
         s.put("a/c", Bytes::from_static(b"x")).await.unwrap();
-        assert_eq!(s.get("a/b/1").await.unwrap(), Bytes::from_static(b"hello world"));
-        assert_eq!(s.get_range("a/b/1", 6, 5).await.unwrap(), Bytes::from_static(b"world"));
-        assert!(s.get_range("a/b/1", 6, 50).await.is_err(), "short object is an error");
+        assert_eq!(
+            s.get("a/b/1").await.unwrap(),
+            Bytes::from_static(b"hello world")
+        );
+        assert_eq!(
+            s.get_range("a/b/1", 6, 5).await.unwrap(),
+            Bytes::from_static(b"world")
+        );
+        assert!(
+            s.get_range("a/b/1", 6, 50).await.is_err(),
+            "short object is an error"
+        );
         assert!(s.get("nope").await.unwrap_err().is_not_found());
         assert_eq!(
             s.list("a/").await.unwrap(),

@@ -39,14 +39,19 @@ pub struct StoreOptions {
 }
 
 /// Opens `file:///abs/dir` or `s3://bucket[/prefix]`.
-pub async fn open_store(url: &str, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>, StoreError> {
+pub async fn open_store(
+    url: &str,
+    opts: &StoreOptions,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let invalid = |reason: &str| StoreError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(invalid("a file URL needs an absolute path, like file:///var/lib/strata"));
+            return Err(invalid(
+                "a file URL needs an absolute path, like file:///var/lib/strata",
+            ));
         }
         return Ok(Arc::new(LocalStore::new(path)?));
     }
@@ -55,7 +60,9 @@ pub async fn open_store(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Object
         if bucket.is_empty() {
             return Err(invalid("name a bucket, like s3://bucket/prefix"));
         }
-        return Ok(Arc::new(S3Store::new(bucket, prefix.trim_matches('/'), opts).await?));
+        return Ok(Arc::new(
+            S3Store::new(bucket, prefix.trim_matches('/'), opts).await?,
+        ));
     }
     Err(invalid("use s3://bucket/prefix or file:///dir"))
 }

@@ -25,10 +25,16 @@ fn s3_err<E: std::fmt::Debug + std::fmt::Display>(op: &'static str, key: &str, e
 }
 
 impl S3Store {
-    pub async fn new(bucket: &str, prefix: &str, opts: &StoreOptions) -> Result<S3Store, StoreError> {
+    pub async fn new(
+        bucket: &str,
+        prefix: &str,
+        opts: &StoreOptions,
+    ) -> Result<S3Store, StoreError> {
         use aws_smithy_http_client::{Builder, tls};
         let http = Builder::new()
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
         if let Some(ep) = &opts.s3_endpoint {
@@ -98,7 +104,9 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound { key: key.to_string() }
+                    StoreError::NotFound {
+                        key: key.to_string(),
+                    }
                 } else {
                     s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
                 }
@@ -129,7 +137,9 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound { key: key.to_string() }
+                    StoreError::NotFound {
+                        key: key.to_string(),
+                    }
                 } else {
                     s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
                 }
@@ -154,7 +164,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let strip = if self.prefix.is_empty() { 0 } else { self.prefix.len() + 1 };
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -164,10 +178,14 @@ impl ObjectStore for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_err("LIST", prefix, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let page = page
+                .map_err(|e| s3_err("LIST", prefix, aws_sdk_s3::error::DisplayErrorContext(e)))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((k[strip.min(k.len())..].to_string(), o.size().unwrap_or(0) as u64));
+                    out.push((
+                        k[strip.min(k.len())..].to_string(),
+                        o.size().unwrap_or(0) as u64,
+                    ));
                 }
             }
         }

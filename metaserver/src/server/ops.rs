@@ -303,7 +303,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         }
         if !info.block_size.is_power_of_two()
             || info.block_size < 64 << 10
-            || info.chunk_size % info.block_size != 0
+            || !info.chunk_size.is_multiple_of(info.block_size)
             || info.chunk_size < info.block_size
         {
             return Ok(Err(MetaError::Invalid(format!(
@@ -465,13 +465,13 @@ impl<T: RowsMut> Ctx<'_, T> {
         now: Timestamp,
     ) -> OpResult<Inode> {
         tri!(validate_name(name));
-        if let Some(target) = &symlink {
-            if target.is_empty() || target.len() > MAX_SYMLINK_LEN {
-                return Ok(Err(MetaError::Invalid(format!(
-                    "symlink target of {} bytes (1 to {MAX_SYMLINK_LEN} allowed)",
-                    target.len()
-                ))));
-            }
+        if let Some(target) = &symlink
+            && (target.is_empty() || target.len() > MAX_SYMLINK_LEN)
+        {
+            return Ok(Err(MetaError::Invalid(format!(
+                "symlink target of {} bytes (1 to {MAX_SYMLINK_LEN} allowed)",
+                target.len()
+            ))));
         }
         if (kind == FileType::Symlink) != symlink.is_some() {
             return Ok(Err(MetaError::Invalid(
@@ -674,11 +674,11 @@ impl<T: RowsMut> Ctx<'_, T> {
         };
         let dst_key = key::dentry(self.g, fs, new_parent, new_name);
         let dst = self.t.load::<Dentry>(&dst_key)?;
-        if let Some(d) = dst {
-            if d.ino == src.ino {
-                // POSIX: renaming onto another link of the same file does nothing.
-                return Ok(Ok(MetaResponse::Renamed { replaced: None }));
-            }
+        if let Some(d) = dst
+            && d.ino == src.ino
+        {
+            // POSIX: renaming onto another link of the same file does nothing.
+            return Ok(Ok(MetaResponse::Renamed { replaced: None }));
         }
         if src.kind == FileType::Dir && parent != new_parent {
             // A directory may not move below itself.

@@ -161,10 +161,10 @@ impl StateMachine {
             },
         )?;
         tx.commit()?;
-        if let Some(old) = old {
-            if old.file != path {
-                let _ = std::fs::remove_file(old.file);
-            }
+        if let Some(old) = old
+            && old.file != path
+        {
+            let _ = std::fs::remove_file(old.file);
         }
         Ok(())
     }

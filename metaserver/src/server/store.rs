@@ -208,6 +208,9 @@ pub mod key {
     }
 }
 
+/// A raw key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// Typed access to one key-value table, over a read or a write transaction.
 pub trait Rows {
     fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -217,7 +220,7 @@ pub trait Rows {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Row>, StoreError>;
 
     fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         self.load_raw(key)?.map(|v| decode(&v)).transpose()
@@ -229,7 +232,7 @@ fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
     prefix: &[u8],
     after: Option<&[u8]>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Vec<Row>, StoreError> {
     use std::ops::Bound;
     let start = match after {
         Some(a) => Bound::Excluded(a),
@@ -260,7 +263,7 @@ impl Rows for redb::ReadOnlyTable<&'static [u8], &'static [u8]> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Row>, StoreError> {
         scan_table(self, prefix, after, limit)
     }
 }
@@ -274,7 +277,7 @@ impl Rows for redb::Table<'_, &'static [u8], &'static [u8]> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Row>, StoreError> {
         scan_table(self, prefix, after, limit)
     }
 }

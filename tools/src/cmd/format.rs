@@ -29,8 +29,10 @@ pub struct FormatArgs {
 
 pub async fn run(a: FormatArgs) -> CliResult {
     check_storage_url(&a.storage)?;
-    let block_size = u32::try_from(a.block_size).map_err(|_| CliError("--block-size is too large".into()))?;
-    let chunk_size = u32::try_from(a.chunk_size).map_err(|_| CliError("--chunk-size must be below 4G".into()))?;
+    let block_size =
+        u32::try_from(a.block_size).map_err(|_| CliError("--block-size is too large".into()))?;
+    let chunk_size = u32::try_from(a.chunk_size)
+        .map_err(|_| CliError("--chunk-size must be below 4G".into()))?;
     if a.partitions == 0 || a.partitions > 1024 {
         return Err(CliError("--partitions must be between 1 and 1024".into()));
     }
@@ -65,7 +67,9 @@ pub fn check_storage_url(url: &str) -> CliResult {
     }
     if let Some(rest) = url.strip_prefix("s3://") {
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(CliError(format!("storage {url:?}: name a bucket, like s3://bucket/prefix")));
+            return Err(CliError(format!(
+                "storage {url:?}: name a bucket, like s3://bucket/prefix"
+            )));
         }
         return Ok(());
     }

@@ -31,6 +31,7 @@ pub async fn run(cmd: MetaCommand) -> CliResult {
 }
 
 async fn serve(a: ServeArgs) -> CliResult {
+    let mut shutdown = Shutdown::install()?;
     let node = MetaNode::start(NodeConfig {
         id: a.id,
         listen: a.listen,
@@ -39,20 +40,34 @@ async fn serve(a: ServeArgs) -> CliResult {
     .await?;
     std::fs::write(addr_file(&a.data_dir), &node.addr)?;
     println!("metaserver {} listening on {}", node.id, node.addr);
-    wait_for_signal().await;
+    shutdown.recv().await;
     tracing::info!("shutting down");
     node.shutdown().await;
     let _ = std::fs::remove_file(addr_file(&a.data_dir));
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGINT and SIGTERM handlers, installed before there is anything to lose so
+/// an early signal is not the default (instant) death.
+pub struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    pub fn install() -> std::io::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -58,7 +58,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown size unit {unit:?} (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown size unit {unit:?} (use K, M, G or T)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use strata_cache::{StoreOptions, open_store};
-use strata_fuse::{FsConfig, Filesystem};
+use strata_fuse::{Filesystem, FsConfig};
 use strata_meta::MetaClient;
 use strata_meta::server::{MetaNode, NodeConfig, addr_file};
 
@@ -103,7 +103,10 @@ fn check_mountpoint(dir: &Path) -> CliResult {
         ))
     })?;
     if !md.is_dir() {
-        return Err(CliError(format!("mount point {} is not a directory", dir.display())));
+        return Err(CliError(format!(
+            "mount point {} is not a directory",
+            dir.display()
+        )));
     }
     if which("fusermount3").is_none() && unsafe { libc::geteuid() } != 0 {
         return Err(CliError(
@@ -139,13 +142,17 @@ pub async fn run(a: MountArgs) -> CliResult {
 }
 
 async fn mount_and_serve(a: &MountArgs) -> CliResult {
+    let mut shutdown = super::meta::Shutdown::install()?;
     let target = a.target()?;
     check_mountpoint(&target.dir)?;
     if !(a.attr_cache >= 0.0 && a.entry_cache >= 0.0 && a.attr_cache < 1e6 && a.entry_cache < 1e6) {
-        return Err(CliError("--attr-cache and --entry-cache take seconds between 0 and 1000000".into()));
+        return Err(CliError(
+            "--attr-cache and --entry-cache take seconds between 0 and 1000000".into(),
+        ));
     }
     if let Some(c) = &a.cache_dir {
-        std::fs::create_dir_all(c).map_err(|e| CliError(format!("cache dir {}: {e}", c.display())))?;
+        std::fs::create_dir_all(c)
+            .map_err(|e| CliError(format!("cache dir {}: {e}", c.display())))?;
     }
 
     // The embedded default runs its own one-node metaserver.
@@ -160,7 +167,12 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
                 data_dir: dd.join("meta"),
             })
             .await
-            .map_err(|e| CliError(format!("starting the embedded metaserver in {}: {e}", dd.display())))?;
+            .map_err(|e| {
+                CliError(format!(
+                    "starting the embedded metaserver in {}: {e}",
+                    dd.display()
+                ))
+            })?;
             std::fs::write(addr_file(&dd), &n.addr)?;
             let addrs = vec![n.addr.clone()];
             node = Some(n);
@@ -168,7 +180,13 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         }
     };
     let client = MetaClient::connect(&addrs).await?;
-    if a.meta.is_none() && !client.list_fs().await?.iter().any(|f| f.name == EMBEDDED_FS && f.ready) {
+    if a.meta.is_none()
+        && !client
+            .list_fs()
+            .await?
+            .iter()
+            .any(|f| f.name == EMBEDDED_FS && f.ready)
+    {
         let blocks = a.data_dir().join("blocks");
         std::fs::create_dir_all(&blocks)?;
         let blocks = std::fs::canonicalize(&blocks)?;
@@ -188,7 +206,10 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         tracing::info!(data_dir = %a.data_dir().display(), "created the embedded filesystem");
     }
     let fs_client = client.open_fs(&target.name).await?;
-    let endpoint = a.s3_endpoint.clone().or_else(|| fs_client.info.s3_endpoint.clone());
+    let endpoint = a
+        .s3_endpoint
+        .clone()
+        .or_else(|| fs_client.info.s3_endpoint.clone());
     let store = open_store(
         &fs_client.info.storage,
         &StoreOptions {
@@ -219,18 +240,28 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     let pidf = pid_file(&target.dir);
     let _ = std::fs::write(&pidf, std::process::id().to_string());
     tracing::info!(dir = %target.dir.display(), fs = %target.name, "mounted");
-    println!("strata: {} mounted on {}", target.name, target.dir.display());
+    println!(
+        "strata: {} mounted on {}",
+        target.name,
+        target.dir.display()
+    );
     notify_ready(Ok(()));
 
     let unmounted_by_signal = tokio::select! {
-        _ = super::meta::wait_for_signal() => true,
+        _ = shutdown.recv() => true,
         _ = mount.wait() => false,
     };
+    if unmounted_by_signal {
+        tracing::info!("signal received: committing buffered writes and unmounting");
+    }
     // Buffered data is committed before the mount goes away.
     let flushed = fs.flush_all().await;
+    tracing::debug!(ok = flushed.is_ok(), "buffers committed");
     if unmounted_by_signal {
-        mount.unmount().map_err(|e| CliError(format!("unmounting {}: {e}", target.dir.display())))?;
-        mount.wait().await;
+        match mount.unmount().await {
+            Ok(how) => tracing::debug!(?how, "unmounted"),
+            Err(e) => tracing::error!(error = %e, "unmount failed"),
+        }
     }
     let _ = std::fs::remove_file(&pidf);
     if let Some(n) = node {
@@ -243,9 +274,12 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
 
 /// Tells a waiting `strata mount -d` parent how the start went.
 fn notify_ready(result: Result<(), &str>) {
-    let Some(fd) = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else {
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
         return;
-    }; 
+    };
     // SAFETY: the parent handed this descriptor to us for exactly this message;
     // it is used once and closed.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -286,7 +320,10 @@ fn spawn_background(a: &MountArgs) -> CliResult {
     let mut fds = [0i32; 2];
     // SAFETY: fds has room for the two descriptors pipe() writes.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        return Err(CliError(format!("pipe: {}", std::io::Error::last_os_error())));
+        return Err(CliError(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     let (rd, wr) = (fds[0], fds[1]);
     let args: Vec<String> = std::env::args()
@@ -330,7 +367,10 @@ fn spawn_background(a: &MountArgs) -> CliResult {
     }
     let _ = child.wait();
     Err(CliError(if msg.is_empty() {
-        format!("the mount process exited before the mount was ready; see {}", log_path.display())
+        format!(
+            "the mount process exited before the mount was ready; see {}",
+            log_path.display()
+        )
     } else {
         format!("{msg} (log: {})", log_path.display())
     }))
@@ -344,7 +384,9 @@ pub struct UmountArgs {
 
 pub async fn umount(a: UmountArgs) -> CliResult {
     let pidf = pid_file(&a.dir);
-    let pid: Option<i32> = std::fs::read_to_string(&pidf).ok().and_then(|s| s.trim().parse().ok());
+    let pid: Option<i32> = std::fs::read_to_string(&pidf)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
     let status = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&a.dir)
@@ -376,4 +418,3 @@ pub async fn umount(a: UmountArgs) -> CliResult {
     println!("strata: unmounted {}", a.dir.display());
     Ok(())
 }
-

@@ -52,7 +52,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
                         data_dir: meta_dir,
                     })
                     .await?;
-                    let c = MetaClient::connect(&[node.addr.clone()]).await?;
+                    let c = MetaClient::connect(std::slice::from_ref(&node.addr)).await?;
                     local_node = Some(node);
                     c
                 }

@@ -57,6 +57,10 @@ impl FileData {
         }
     }
 
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Forgets cached chunk maps after the file changed under them.
     pub fn invalidate(&mut self, attr: &Inode) {
         self.attr = attr.clone();

@@ -260,7 +260,15 @@ impl Filesystem {
             FileType::File => {}
             _ => {}
         }
-        Ok(self.register_handle(inode))
+        let fh = self.register_handle(inode.clone());
+        // Another handle may have kept older attributes; without buffered
+        // writes of our own, this open's fresh view wins (close-to-open).
+        let of = self.open_file(ino)?;
+        let mut d = of.data.lock().await;
+        if !d.has_pending() {
+            d.invalidate(&inode);
+        }
+        Ok(fh)
     }
 
     /// Opens a handle on `inode`. The first handle of an inode starts from the

@@ -14,6 +14,8 @@ use crate::wire::{Request, Response};
 
 /// How long a call keeps retrying before it reports the metaserver unavailable.
 const CALL_DEADLINE: Duration = Duration::from_secs(60);
+/// A first contact fails sooner: a wrong address should not stall a command.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct MetaClient {
@@ -35,12 +37,28 @@ impl MetaClient {
             map: RwLock::new(ClusterMap::default()),
             leaders: RwLock::new(HashMap::new()),
         });
-        client.refresh_map().await?;
+        client
+            .load_map(CONNECT_DEADLINE)
+            .await
+            .map_err(|e| match e {
+                MetaError::Unavailable(why) => MetaError::Unavailable(format!(
+                    "{why}; is `strata meta serve` running at {}?",
+                    addrs.join(",")
+                )),
+                other => other,
+            })?;
         Ok(client)
     }
 
     pub async fn refresh_map(&self) -> Result<ClusterMap, MetaError> {
-        match self.call(CLUSTER_GROUP, MetaRequest::GetClusterMap).await? {
+        self.load_map(CALL_DEADLINE).await
+    }
+
+    async fn load_map(&self, deadline: Duration) -> Result<ClusterMap, MetaError> {
+        match self
+            .call_until(CLUSTER_GROUP, MetaRequest::GetClusterMap, deadline)
+            .await?
+        {
             MetaResponse::ClusterMap(m) => {
                 *self.map.write().unwrap() = m.clone();
                 Ok(m)
@@ -75,7 +93,16 @@ impl MetaClient {
 
     /// Sends `req` to group `g`, retrying on other nodes until `CALL_DEADLINE`.
     pub async fn call(&self, g: GroupId, req: MetaRequest) -> Result<MetaResponse, MetaError> {
-        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        self.call_until(g, req, CALL_DEADLINE).await
+    }
+
+    async fn call_until(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+        patience: Duration,
+    ) -> Result<MetaResponse, MetaError> {
+        let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         let mut last_err = MetaError::Unavailable("no metaserver reachable".into());
         loop {

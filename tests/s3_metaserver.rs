@@ -78,7 +78,18 @@ fn s3_storage_with_a_separate_metaserver_and_two_clients() {
     let mnt_a = tmp.path().join("a");
     let mnt_b = tmp.path().join("b");
     let a = Mount::new(&mnt_a, &["--meta", &meta.addr, "data"], &env);
-    let b = Mount::new(&mnt_b, &["--meta", &meta.addr, "data"], &env);
+    let cache = tmp.path().join("cache-b");
+    let b = Mount::new(
+        &mnt_b,
+        &[
+            "--meta",
+            &meta.addr,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "data",
+        ],
+        &env,
+    );
 
     let model = random_writes(&a.path("file.bin"), 42, 150, 10 << 20, 600 << 10);
     std::fs::create_dir(a.path("dir")).unwrap();
@@ -90,6 +101,10 @@ fn s3_storage_with_a_separate_metaserver_and_two_clients() {
     std::fs::write(b.path("from-b"), b"written by b").unwrap();
     assert_eq!(std::fs::read(a.path("from-b")).unwrap(), b"written by b");
 
+    assert!(
+        count_files(&cache) > 0,
+        "the second client cached the blocks it read"
+    );
     // Blocks are objects in the bucket under the filesystem's prefix.
     assert!(
         count_files(&s3_root.join("bucket/strata")) >= 10,

@@ -30,9 +30,13 @@ pub struct MountArgs {
     /// Return once the mount is ready and keep serving it in the background.
     #[arg(short = 'd', long)]
     pub background: bool,
-    /// Directory for this client's local cache files (created if missing).
+    /// Keep a disk cache of blocks in this directory (created if missing):
+    /// whole blocks, checksummed, least recently used evicted, kept across restarts.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the disk cache may hold.
+    #[arg(long, default_value = "10G", value_parser = super::parse_size)]
+    pub cache_size: u64,
     /// S3 endpoint URL, overriding the one recorded at format time and AWS_ENDPOINT_URL.
     #[arg(long)]
     pub s3_endpoint: Option<String>,
@@ -150,11 +154,6 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             "--attr-cache and --entry-cache take seconds between 0 and 1000000".into(),
         ));
     }
-    if let Some(c) = &a.cache_dir {
-        std::fs::create_dir_all(c)
-            .map_err(|e| CliError(format!("cache dir {}: {e}", c.display())))?;
-    }
-
     // The embedded default runs its own one-node metaserver.
     let mut node = None;
     let addrs = match &a.meta {
@@ -219,6 +218,19 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     )
     .await
     .map_err(|e| CliError(format!("opening storage {}: {e}", fs_client.info.storage)))?;
+    let store: std::sync::Arc<dyn strata_cache::ObjectStore> = match &a.cache_dir {
+        None => store,
+        Some(dir) => {
+            // Caches of different filesystems must not mix.
+            let dir = dir.join(&fs_client.info.uuid);
+            let cache = strata_cache::DiskCache::open(&dir, a.cache_size)
+                .map_err(|e| CliError(format!("cache dir {}: {e}", dir.display())))?;
+            std::sync::Arc::new(strata_cache::CachedStore::new(
+                store,
+                std::sync::Arc::new(cache),
+            ))
+        }
+    };
     let fs = Filesystem::new(
         fs_client,
         store,

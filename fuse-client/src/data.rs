@@ -205,32 +205,39 @@ impl Filesystem {
 
     pub async fn read(&self, ino: Ino, _fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let of = self.open_file(ino)?;
-        let mut d = of.data.lock().await;
-        // Reads see this client's own writes: commit them first.
-        self.commit(ino, &mut d).await?;
-        let file_size = d.attr.size;
-        if offset >= file_size || size == 0 {
-            return Ok(Bytes::new());
+        // Under the lock: commit own writes (reads see them) and pin the chunk
+        // maps. The block fetches run after it is released, so concurrent
+        // reads of one file (kernel readahead) overlap.
+        let mut plan: Vec<(Arc<Vec<Slice>>, u32, u32)> = Vec::new();
+        {
+            let mut d = of.data.lock().await;
+            self.commit(ino, &mut d).await?;
+            let file_size = d.attr.size;
+            if offset >= file_size || size == 0 {
+                return Ok(Bytes::new());
+            }
+            let end = file_size.min(offset + size as u64);
+            let cs = self.chunk_size();
+            let mut at = offset;
+            while at < end {
+                let chunk = (at / cs) as u32;
+                let pos = (at % cs) as u32;
+                let n = (end - at).min(cs - pos as u64) as u32;
+                let slices = match d.chunks.get(&chunk) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(self.meta.read_chunk(ino, chunk).await?);
+                        d.chunks.insert(chunk, s.clone());
+                        s
+                    }
+                };
+                plan.push((slices, pos, pos + n));
+                at += n as u64;
+            }
         }
-        let end = file_size.min(offset + size as u64);
-        let cs = self.chunk_size();
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        let mut at = offset;
-        while at < end {
-            let chunk = (at / cs) as u32;
-            let pos = (at % cs) as u32;
-            let n = (end - at).min(cs - pos as u64) as u32;
-            let slices = match d.chunks.get(&chunk) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = Arc::new(self.meta.read_chunk(ino, chunk).await?);
-                    d.chunks.insert(chunk, s.clone());
-                    s
-                }
-            };
-            let extents = resolve(&slices, pos, pos + n);
-            out.extend_from_slice(&self.read_extents(&extents).await?);
-            at += n as u64;
+        let mut out = BytesMut::new();
+        for (slices, start, stop) in plan {
+            out.extend_from_slice(&self.read_extents(&resolve(&slices, start, stop)).await?);
         }
         Ok(out.freeze())
     }

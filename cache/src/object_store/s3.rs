@@ -66,6 +66,33 @@ impl S3Store {
         })
     }
 
+    /// GetObject, whole or a `bytes=a-b` range.
+    async fn fetch(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_range(range)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    StoreError::NotFound {
+                        key: key.to_string(),
+                    }
+                } else {
+                    s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
+                }
+            })?;
+        Ok(out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_err("GET", key, e))?
+            .into_bytes())
+    }
+
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_string()
@@ -94,29 +121,8 @@ impl ObjectStore for S3Store {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .range(format!("bytes={}-{}", offset, offset + len - 1))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound {
-                        key: key.to_string(),
-                    }
-                } else {
-                    s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
-                }
-            })?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_err("GET", key, e))?
-            .into_bytes();
+        let range = format!("bytes={}-{}", offset, offset + len - 1);
+        let body = self.fetch(key, Some(range)).await?;
         if body.len() as u64 != len {
             return Err(StoreError::S3 {
                 op: "GET",
@@ -128,28 +134,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound {
-                        key: key.to_string(),
-                    }
-                } else {
-                    s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
-                }
-            })?;
-        Ok(out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_err("GET", key, e))?
-            .into_bytes())
+        self.fetch(key, None).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -1,0 +1,26 @@
+//! openraft's own storage test suite against the redb log store and state machine.
+
+use openraft::StorageError;
+use openraft::testing::{StoreBuilder, Suite};
+use strata_meta::raft_types::TypeConfig;
+use strata_meta::server::{LogStore, StateMachine, store};
+
+struct RedbBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = store::open(&dir.path().join("meta.redb")).expect("database opens");
+        // Group 3 on purpose: nothing may assume a group id.
+        let log = LogStore::new(db.clone(), 3);
+        let sm = StateMachine::new(db, 3, dir.path().join("snapshots"));
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_redb() {
+    Suite::test_all(RedbBuilder).expect("openraft storage suite");
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaRequest, MetaResponse, Origin};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{Request, Response};
@@ -18,7 +18,35 @@ const CALL_DEADLINE: Duration = Duration::from_secs(60);
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Sequence numbers of this client's writes still waiting for an answer.
+#[derive(Default)]
+struct Writes {
+    next: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+}
+
+impl Writes {
+    fn begin(&self, client: u64) -> Origin {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut in_flight = self.in_flight.lock().unwrap();
+        in_flight.insert(seq);
+        let done_below = *in_flight.first().expect("just inserted");
+        Origin {
+            client,
+            seq,
+            done_below,
+        }
+    }
+
+    fn end(&self, seq: u64) {
+        self.in_flight.lock().unwrap().remove(&seq);
+    }
+}
+
 pub struct MetaClient {
+    /// Random per client process: names this client's writes for deduplication.
+    client_id: u64,
+    writes: Writes,
     seeds: Vec<String>,
     pool: ConnPool,
     map: RwLock<ClusterMap>,
@@ -32,6 +60,8 @@ impl MetaClient {
             return Err(MetaError::Invalid("no metaserver address given".into()));
         }
         let client = Arc::new(MetaClient {
+            client_id: uuid::Uuid::new_v4().as_u64_pair().0,
+            writes: Writes::default(),
             seeds: addrs.to_vec(),
             pool: ConnPool::default(),
             map: RwLock::new(ClusterMap::default()),
@@ -102,6 +132,24 @@ impl MetaClient {
         req: MetaRequest,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
+        if req.is_read() {
+            return self.send(g, req, None, patience).await;
+        }
+        // A write keeps its sequence number through every retry, so the group
+        // applies it once even when an answer was lost.
+        let origin = self.writes.begin(self.client_id);
+        let result = self.send(g, req, Some(origin), patience).await;
+        self.writes.end(origin.seq);
+        result
+    }
+
+    async fn send(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+        origin: Option<Origin>,
+        patience: Duration,
+    ) -> Result<MetaResponse, MetaError> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         let mut last_err = MetaError::Unavailable("no metaserver reachable".into());
@@ -111,6 +159,7 @@ impl MetaClient {
                 let body = Request::Meta {
                     group: g,
                     req: req.clone(),
+                    origin,
                 };
                 match self.pool.call(&addr, body, RPC_TIMEOUT).await {
                     Ok(Response::Meta(Ok(resp))) => {

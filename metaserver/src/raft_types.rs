@@ -1,11 +1,11 @@
 //! The openraft type configuration shared by every group.
 
-use crate::request::{MetaRequest, MetaResult};
+use crate::request::{LogRequest, MetaResult};
 use crate::types::NodeId;
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = MetaRequest,
+        D = LogRequest,
         R = MetaResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,

@@ -181,3 +181,21 @@ pub enum MetaResponse {
 }
 
 pub type MetaResult = Result<MetaResponse, crate::MetaError>;
+
+/// Who sent a write, so a retried write is answered from the first attempt's
+/// result instead of being applied twice.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub client: u64,
+    pub seq: u64,
+    /// Every write of this client below this sequence number has been answered
+    /// and will not be retried, so its remembered result can be dropped.
+    pub done_below: u64,
+}
+
+/// A log entry's payload: the request and, for client writes, its origin.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LogRequest {
+    pub req: MetaRequest,
+    pub origin: Option<Origin>,
+}

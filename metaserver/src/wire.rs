@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::raft_types::TypeConfig;
-use crate::request::{MetaRequest, MetaResult};
+use crate::request::{MetaRequest, MetaResult, Origin};
 use crate::types::{GroupId, NodeId};
 
 /// Largest frame accepted in either direction. Raft batches and snapshot chunks
@@ -26,6 +26,7 @@ pub enum Request {
     Meta {
         group: GroupId,
         req: MetaRequest,
+        origin: Option<Origin>,
     },
     Append {
         group: GroupId,
@@ -116,13 +117,14 @@ mod tests {
                     name: b"a".to_vec(),
                     now: Timestamp { sec: 5, nsec: 6 },
                 },
+                origin: None,
             },
         };
         let bytes = encode(&frame).unwrap();
         let back: Frame<Request> = decode(&bytes).unwrap();
         assert_eq!(back.id, 7);
         match back.body {
-            Request::Meta { group: 3, req } => assert_eq!(
+            Request::Meta { group: 3, req, .. } => assert_eq!(
                 req,
                 MetaRequest::Unlink {
                     fs: 1,
@@ -142,7 +144,10 @@ mod tests {
             prev_log_id: None,
             entries: vec![openraft::Entry {
                 log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), 1),
-                payload: openraft::EntryPayload::Normal(MetaRequest::GetClusterMap),
+                payload: openraft::EntryPayload::Normal(crate::request::LogRequest {
+                    req: MetaRequest::GetClusterMap,
+                    origin: None,
+                }),
             }],
             leader_commit: None,
         };
@@ -165,6 +170,7 @@ mod tests {
             body: Request::Meta {
                 group: 0,
                 req: MetaRequest::ListFs,
+                origin: None,
             },
         })
         .unwrap()

@@ -148,3 +148,60 @@ async fn malformed_frame_closes_only_that_connection() {
     assert!(client.list_fs().await.unwrap().is_empty());
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_applies_once() {
+    use strata_meta::request::{MetaRequest, MetaResponse, Origin};
+    use strata_meta::rpc::Connection;
+    use strata_meta::wire::{Request, Response};
+    use strata_meta::{Timestamp, types::CLUSTER_GROUP};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
+    client
+        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, (0, 0))
+        .await
+        .unwrap();
+    let fs = client.open_fs("t").await.unwrap();
+    let group = client.partitions(fs.info.id).await.unwrap()[0].group;
+    assert_ne!(group, CLUSTER_GROUP);
+    let conn = Connection::connect(&node.addr).await.unwrap();
+    let create = |seq: u64, done_below: u64| Request::Meta {
+        group,
+        req: MetaRequest::Create {
+            fs: fs.info.id,
+            parent: 1,
+            name: b"once".to_vec(),
+            kind: FileType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            symlink: None,
+            now: Timestamp::now(),
+        },
+        origin: Some(Origin {
+            client: 99,
+            seq,
+            done_below,
+        }),
+    };
+    let timeout = std::time::Duration::from_secs(10);
+    let first = conn.call(create(1, 1), timeout).await.unwrap();
+    let Response::Meta(Ok(MetaResponse::Inode(made))) = first else {
+        panic!("create failed: {first:?}")
+    };
+    // The same write again (an answer lost on the way) gets the same answer...
+    let again = conn.call(create(1, 1), timeout).await.unwrap();
+    assert!(matches!(again, Response::Meta(Ok(MetaResponse::Inode(ref i))) if i.ino == made.ino));
+    assert_eq!(fs.usage().await.unwrap().inodes, 2, "applied once");
+    // ...while a new write with the same contents is a new operation.
+    let new = conn.call(create(2, 2), timeout).await.unwrap();
+    assert!(
+        matches!(new, Response::Meta(Err(MetaError::Exists))),
+        "{new:?}"
+    );
+    node.shutdown().await;
+}

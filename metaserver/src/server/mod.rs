@@ -21,7 +21,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::MetaError;
 use crate::raft_types::Raft;
-use crate::request::{MetaRequest, MetaResult};
+use crate::request::{LogRequest, MetaRequest, MetaResult, Origin};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{self, Frame, Request, Response};
@@ -183,7 +183,7 @@ impl MetaNode {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match node.handle(CLUSTER_GROUP, register.clone()).await {
+            match node.handle(CLUSTER_GROUP, register.clone(), None).await {
                 Ok(_) => break,
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
                     // Waits for this node's own election after a restart.
@@ -212,7 +212,7 @@ impl MetaNode {
     }
 
     /// Serves one client request for group `g` on this node.
-    pub async fn handle(&self, g: GroupId, req: MetaRequest) -> MetaResult {
+    pub async fn handle(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
         let raft = self.groups.get(&g).ok_or(MetaError::NoSuchGroup(g))?;
         if req.is_read() {
             raft.ensure_linearizable().await.map_err(|e| match e {
@@ -230,7 +230,7 @@ impl MetaNode {
                 .map_err(|e| MetaError::Storage(e.to_string()))?
                 .map_err(MetaError::from)?;
         }
-        match raft.client_write(req).await {
+        match raft.client_write(LogRequest { req, origin }).await {
             Ok(resp) => resp.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(MetaError::NotLeader {
@@ -244,7 +244,9 @@ impl MetaNode {
 
     async fn handle_frame(&self, req: Request) -> Response {
         match req {
-            Request::Meta { group, req } => Response::Meta(self.handle(group, req).await),
+            Request::Meta { group, req, origin } => {
+                Response::Meta(self.handle(group, req, origin).await)
+            }
             Request::Append { group, rpc } => Response::Append(match self.groups.get(&group) {
                 Some(r) => r.append_entries(rpc).await.map_err(|e| e.to_string()),
                 None => Err(MetaError::NoSuchGroup(group).to_string()),

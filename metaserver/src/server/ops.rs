@@ -5,7 +5,7 @@
 //! trace. `read` answers read-only requests from a read transaction.
 
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, MetaResult};
+use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
 use crate::types::*;
 
@@ -35,6 +35,32 @@ macro_rules! tri {
             Err(e) => return Ok(Err(e)),
         }
     };
+}
+
+/// Applies a log entry, answering a retried client write from the result of
+/// its first application.
+pub fn apply_logged<T: RowsMut>(
+    t: &mut T,
+    g: GroupId,
+    entry: LogRequest,
+) -> Result<MetaResult, StoreError> {
+    let Some(o) = entry.origin else {
+        return apply(t, g, entry.req);
+    };
+    let answered = t.scan(&key::dedup_prefix(g, o.client), None, usize::MAX)?;
+    for (k, _) in answered
+        .iter()
+        .filter(|(k, _)| key::dedup_seq(k) < o.done_below)
+    {
+        t.del(k)?;
+    }
+    let k = key::dedup(g, o.client, o.seq);
+    if let Some(first) = t.load::<MetaResult>(&k)? {
+        return Ok(first);
+    }
+    let result = apply(t, g, entry.req)?;
+    t.put(&k, &result)?;
+    Ok(result)
 }
 
 pub fn apply<T: RowsMut>(

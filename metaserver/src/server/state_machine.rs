@@ -82,7 +82,7 @@ impl StateMachine {
                 applied.0 = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => results.push(Ok(MetaResponse::Ok)),
-                    EntryPayload::Normal(req) => results.push(ops::apply(&mut t, g, req)?),
+                    EntryPayload::Normal(req) => results.push(ops::apply_logged(&mut t, g, req)?),
                     EntryPayload::Membership(m) => {
                         applied.1 = StoredMembership::new(Some(e.log_id), m);
                         results.push(Ok(MetaResponse::Ok));

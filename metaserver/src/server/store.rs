@@ -105,6 +105,7 @@ pub mod key {
     pub const CHUNK: u8 = 12;
     pub const PART_STATE: u8 = 13;
     pub const USAGE: u8 = 14;
+    pub const DEDUP: u8 = 15;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -182,6 +183,23 @@ pub mod key {
         let mut k = tagged(g, USAGE);
         k.extend_from_slice(&fs.to_be_bytes());
         k
+    }
+    pub fn dedup_prefix(g: GroupId, client: u64) -> Vec<u8> {
+        let mut k = tagged(g, DEDUP);
+        k.extend_from_slice(&client.to_be_bytes());
+        k
+    }
+    pub fn dedup(g: GroupId, client: u64, seq: u64) -> Vec<u8> {
+        let mut k = dedup_prefix(g, client);
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    }
+    /// The sequence number at the end of a dedup key.
+    pub fn dedup_seq(k: &[u8]) -> u64 {
+        let tail: [u8; 8] = k[k.len() - 8..]
+            .try_into()
+            .expect("dedup keys end in a u64");
+        u64::from_be_bytes(tail)
     }
     pub fn log(g: GroupId, index: u64) -> Vec<u8> {
         let mut k = group(g);

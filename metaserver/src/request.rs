@@ -180,7 +180,7 @@ pub enum MetaResponse {
     Usage(Usage),
 }
 
-pub type MetaResult = Result<MetaResponse, crate::MetaError>;
+pub type MetaResult<T = MetaResponse> = Result<T, crate::MetaError>;
 
 /// Who sent a write, so a retried write is answered from the first attempt's
 /// result instead of being applied twice.

@@ -40,6 +40,15 @@ pub enum Request {
         group: GroupId,
         rpc: InstallSnapshotRequest<TypeConfig>,
     },
+    /// Host these groups and wait to be added to them (sent by `meta init`).
+    Join { groups: Vec<GroupId> },
+    /// Turn this one-node cluster and the fresh `peers` into one cluster.
+    InitCluster {
+        peers: std::collections::BTreeMap<NodeId, String>,
+        partition_groups: u32,
+    },
+    /// This node's view of its groups.
+    Status,
 }
 
 /// Raft RPC failures travel as text: the caller only needs to know it failed.
@@ -49,6 +58,11 @@ pub enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, String>),
     Vote(Result<VoteResponse<NodeId>, String>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+    Join(MetaResult<()>),
+    Status {
+        id: NodeId,
+        groups: Vec<crate::server::GroupStatus>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]

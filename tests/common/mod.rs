@@ -97,12 +97,17 @@ pub struct MetaServer {
 impl MetaServer {
     /// Starts a node and returns once it prints its listening address.
     pub fn start(data_dir: &Path, listen: &str) -> MetaServer {
+        Self::start_node(1, data_dir, listen)
+    }
+
+    pub fn start_node(id: u64, data_dir: &Path, listen: &str) -> MetaServer {
+        let id = id.to_string();
         let mut child = strata()
             .args([
                 "meta",
                 "serve",
                 "--id",
-                "1",
+                &id,
                 "--listen",
                 listen,
                 "--data-dir",

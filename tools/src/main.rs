@@ -34,6 +34,14 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Mount(_) | Command::Meta(cmd::meta::MetaCommand::Serve(_))
+    ) {
+        // Reporting commands end quietly when their reader goes away (`| head`).
+        // SAFETY: restoring the default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // Background mounts fork before any runtime or thread exists.
     if let Command::Mount(args) = &cli.command
         && args.background

@@ -66,7 +66,12 @@ pub struct MetaNode {
     /// The address peers and clients reach this node at.
     pub addr: String,
     db: Arc<Database>,
-    groups: HashMap<GroupId, Raft>,
+    /// Raft instances by group; grows when the node bootstraps or joins.
+    groups: std::sync::RwLock<HashMap<GroupId, Raft>>,
+    /// Serialises bootstrap, joins and cluster formation.
+    membership_lock: tokio::sync::Mutex<()>,
+    pool: ConnPool,
+    snapshot_dir: PathBuf,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The accept loop and every connection task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
@@ -87,9 +92,21 @@ fn raft_config() -> Arc<Config> {
     Arc::new(cfg.validate().expect("static raft config is valid"))
 }
 
+/// Per-group state a node reports in `strata meta status`.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub applied: Option<u64>,
+    pub voters: Vec<NodeId>,
+}
+
 impl MetaNode {
-    /// Opens (or creates) the node's state under `data_dir`, starts its groups
-    /// and begins serving. A fresh data dir becomes a one-node cluster.
+    /// Opens the node's state under `data_dir` and starts serving. A node with
+    /// no state waits: the first client request makes it a one-node cluster,
+    /// or `strata meta init` on another node makes it a member of that cluster.
     pub async fn start(cfg: NodeConfig) -> Result<Arc<MetaNode>, ServerError> {
         let dd = |reason: String| ServerError::DataDir {
             path: cfg.data_dir.clone(),
@@ -110,83 +127,116 @@ impl MetaNode {
                 reason: e.to_string(),
             })?
             .to_string();
-
         let record = read_node_record(&db)?;
-        let fresh = record.is_none();
-        let record = match record {
-            Some(r) if r.id != cfg.id => {
-                return Err(ServerError::WrongNode {
-                    found: r.id,
-                    wanted: cfg.id,
-                });
-            }
-            Some(r) => r,
-            None => {
-                let r = NodeRecord {
-                    id: cfg.id,
-                    groups: (0..=DEFAULT_PARTITION_GROUPS).collect(),
-                };
-                write_node_record(&db, &r)?;
-                r
-            }
-        };
-
-        let pool = ConnPool::default();
-        let snapshot_dir = cfg.data_dir.join("snapshots");
-        let mut groups = HashMap::new();
-        for &g in &record.groups {
-            let raft = Raft::new(
-                cfg.id,
-                raft_config(),
-                network::NetworkFactory {
-                    group: g,
-                    pool: pool.clone(),
-                },
-                LogStore::new(db.clone(), g),
-                StateMachine::new(db.clone(), g, snapshot_dir.clone()),
-            )
-            .await
-            .map_err(|e| ServerError::Raft {
-                group: g,
-                reason: e.to_string(),
-            })?;
-            if fresh {
-                let members = BTreeMap::from([(cfg.id, BasicNode { addr: addr.clone() })]);
-                raft.initialize(members)
-                    .await
-                    .map_err(|e| ServerError::Raft {
-                        group: g,
-                        reason: e.to_string(),
-                    })?;
-            }
-            groups.insert(g, raft);
+        if let Some(r) = &record
+            && r.id != cfg.id
+        {
+            return Err(ServerError::WrongNode {
+                found: r.id,
+                wanted: cfg.id,
+            });
         }
-
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let node = Arc::new(MetaNode {
             id: cfg.id,
-            addr: addr.clone(),
+            addr,
             db,
-            groups,
+            groups: Default::default(),
+            membership_lock: Default::default(),
+            pool: ConnPool::default(),
+            snapshot_dir: cfg.data_dir.join("snapshots"),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
+        if let Some(r) = &record {
+            for &g in &r.groups {
+                node.start_group(g).await?;
+            }
+        }
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
+        if let Some(r) = record {
+            // The cluster map must carry this node's current address (the
+            // embedded default binds a new port at every start).
+            node.register_self(&r.groups).await?;
+        }
+        tracing::info!(id = node.id, addr = %node.addr, groups = ?node.groups(), "metaserver ready");
+        Ok(node)
+    }
 
-        // The cluster map must carry this node's current address (embedded
-        // mode binds a new port at every start).
-        let register = MetaRequest::RegisterNode {
-            id: cfg.id,
-            addr,
-            groups: record.groups.clone(),
+    async fn start_group(&self, g: GroupId) -> Result<Raft, ServerError> {
+        if let Some(r) = self.raft(g) {
+            return Ok(r);
+        }
+        let raft = Raft::new(
+            self.id,
+            raft_config(),
+            network::NetworkFactory {
+                group: g,
+                pool: self.pool.clone(),
+            },
+            LogStore::new(self.db.clone(), g),
+            StateMachine::new(self.db.clone(), g, self.snapshot_dir.clone()),
+        )
+        .await
+        .map_err(|e| ServerError::Raft {
+            group: g,
+            reason: e.to_string(),
+        })?;
+        self.groups.write().unwrap().insert(g, raft.clone());
+        Ok(raft)
+    }
+
+    fn save_groups(&self) -> Result<(), ServerError> {
+        write_node_record(
+            &self.db,
+            &NodeRecord {
+                id: self.id,
+                groups: self.groups(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records this node's address in group 0, through whichever node leads it.
+    async fn register_self(&self, groups: &[GroupId]) -> Result<(), ServerError> {
+        let req = MetaRequest::RegisterNode {
+            id: self.id,
+            addr: self.addr.clone(),
+            groups: groups.to_vec(),
         };
+        if self.is_registered(&req)? {
+            return Ok(());
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match node.handle(CLUSTER_GROUP, register.clone(), None).await {
-                Ok(_) => break,
+            let res = match self.serve(CLUSTER_GROUP, req.clone(), None).await {
+                Err(MetaError::NotLeader {
+                    leader: Some((_, addr)),
+                    ..
+                }) => match self
+                    .pool
+                    .call(
+                        &addr,
+                        Request::Meta {
+                            group: CLUSTER_GROUP,
+                            req: req.clone(),
+                            origin: None,
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(Response::Meta(r)) => r,
+                    Ok(_) => Err(MetaError::Protocol("unexpected answer".into())),
+                    Err(e) => Err(MetaError::Unavailable(e.to_string())),
+                },
+                other => other,
+            };
+            match res {
+                Ok(_) => return Ok(()),
                 Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
-                    // Waits for this node's own election after a restart.
+                    // Waits for an election after a restart.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => {
@@ -197,23 +247,210 @@ impl MetaNode {
                 }
             }
         }
-        tracing::info!(id = cfg.id, addr = %node.addr, groups = ?record.groups, "metaserver ready");
-        Ok(node)
+    }
+
+    /// Whether the local copy of the cluster map already has this exact entry.
+    fn is_registered(&self, req: &MetaRequest) -> Result<bool, ServerError> {
+        let MetaRequest::RegisterNode { id, addr, groups } = req else {
+            return Ok(false);
+        };
+        let map = match state_machine::read(&self.db, CLUSTER_GROUP, MetaRequest::GetClusterMap)? {
+            Ok(crate::request::MetaResponse::ClusterMap(m)) => m,
+            _ => return Ok(false),
+        };
+        Ok(map.nodes.get(id) == Some(addr)
+            && groups
+                .iter()
+                .all(|g| map.groups.get(g).is_some_and(|m| m.contains(id))))
+    }
+
+    /// Makes a node without state a one-node cluster: group 0 and the
+    /// partition groups, each with this node as its only voter.
+    async fn bootstrap(&self) -> Result<(), MetaError> {
+        let _guard = self.membership_lock.lock().await;
+        if read_node_record(&self.db)?.is_some() {
+            return Ok(());
+        }
+        let groups: Vec<GroupId> = (0..=DEFAULT_PARTITION_GROUPS).collect();
+        for &g in &groups {
+            let raft = self
+                .start_group(g)
+                .await
+                .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+            let members = BTreeMap::from([(
+                self.id,
+                BasicNode {
+                    addr: self.addr.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| MetaError::Unavailable(format!("bootstrapping group {g}: {e}")))?;
+        }
+        self.save_groups()
+            .map_err(|e| MetaError::Storage(e.to_string()))?;
+        self.register_self(&groups)
+            .await
+            .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        tracing::info!(id = self.id, "bootstrapped a one-node cluster");
+        Ok(())
+    }
+
+    /// Hosts `groups` as a member-to-be: Raft instances that wait for a leader
+    /// to add them.
+    async fn join(&self, groups: &[GroupId]) -> Result<(), MetaError> {
+        let _guard = self.membership_lock.lock().await;
+        for &g in groups {
+            self.start_group(g)
+                .await
+                .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        }
+        self.save_groups()
+            .map_err(|e| MetaError::Storage(e.to_string()))
+    }
+
+    /// Forms a cluster from this one-node cluster and fresh `peers`: they join
+    /// every group, become voters, and `partition_groups` partition groups exist.
+    pub async fn init_cluster(
+        &self,
+        peers: BTreeMap<NodeId, String>,
+        partition_groups: u32,
+    ) -> Result<(), MetaError> {
+        if read_node_record(&self.db)?.is_none() {
+            self.bootstrap().await?;
+        }
+        let map = match self
+            .serve(CLUSTER_GROUP, MetaRequest::GetClusterMap, None)
+            .await?
+        {
+            crate::request::MetaResponse::ClusterMap(m) => m,
+            _ => return Err(MetaError::Protocol("unexpected answer".into())),
+        };
+        if map.nodes.len() > 1 {
+            return Err(MetaError::Invalid(
+                "this node is already part of a multi-node cluster".into(),
+            ));
+        }
+        let mut members: BTreeMap<NodeId, BasicNode> = peers
+            .iter()
+            .map(|(id, a)| (*id, BasicNode { addr: a.clone() }))
+            .collect();
+        members.insert(
+            self.id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        );
+        let all_groups: Vec<GroupId> =
+            (0..=partition_groups.max(DEFAULT_PARTITION_GROUPS)).collect();
+        for (id, addr) in &peers {
+            if *id == self.id {
+                continue;
+            }
+            match self
+                .pool
+                .call(
+                    addr,
+                    Request::Join {
+                        groups: all_groups.clone(),
+                    },
+                    Duration::from_secs(10),
+                )
+                .await
+            {
+                Ok(Response::Join(Ok(()))) => {}
+                Ok(Response::Join(Err(e))) => return Err(e),
+                Ok(_) => return Err(MetaError::Protocol(format!("node {id} answered oddly"))),
+                Err(e) => return Err(MetaError::Unavailable(format!("node {id} at {addr}: {e}"))),
+            }
+        }
+        let voters: std::collections::BTreeSet<NodeId> = members.keys().copied().collect();
+        for &g in &all_groups {
+            let existed = self.raft(g).is_some();
+            let raft = self
+                .start_group(g)
+                .await
+                .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+            let err = |e: String| MetaError::Unavailable(format!("group {g}: {e}"));
+            if existed {
+                for (id, node) in &members {
+                    if *id != self.id {
+                        raft.add_learner(*id, node.clone(), true)
+                            .await
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                }
+                raft.change_membership(voters.clone(), false)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            } else {
+                raft.initialize(members.clone())
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        self.save_groups()
+            .map_err(|e| MetaError::Storage(e.to_string()))?;
+        for (id, addr) in &members {
+            self.serve(
+                CLUSTER_GROUP,
+                MetaRequest::RegisterNode {
+                    id: *id,
+                    addr: addr.addr.clone(),
+                    groups: all_groups.clone(),
+                },
+                None,
+            )
+            .await?;
+        }
+        tracing::info!(nodes = ?voters, groups = ?all_groups, "cluster formed");
+        Ok(())
     }
 
     pub fn groups(&self) -> Vec<GroupId> {
-        let mut g: Vec<_> = self.groups.keys().copied().collect();
+        let mut g: Vec<_> = self.groups.read().unwrap().keys().copied().collect();
         g.sort();
         g
     }
 
-    pub fn raft(&self, g: GroupId) -> Option<&Raft> {
-        self.groups.get(&g)
+    pub fn raft(&self, g: GroupId) -> Option<Raft> {
+        self.groups.read().unwrap().get(&g).cloned()
     }
 
-    /// Serves one client request for group `g` on this node.
+    /// Leader, term, log and applied index of every group on this node.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        let mut out: Vec<GroupStatus> = self
+            .groups
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(g, raft)| {
+                let m = raft.metrics().borrow().clone();
+                GroupStatus {
+                    group: *g,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_log: m.last_log_index,
+                    applied: m.last_applied.map(|l| l.index),
+                    voters: m.membership_config.membership().voter_ids().collect(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.group);
+        out
+    }
+
+    /// Serves one client request for group `g` on this node; the first one a
+    /// node without state receives makes it a one-node cluster.
     pub async fn handle(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
-        let raft = self.groups.get(&g).ok_or(MetaError::NoSuchGroup(g))?;
+        if self.groups.read().unwrap().is_empty() && read_node_record(&self.db)?.is_none() {
+            self.bootstrap().await?;
+        }
+        self.serve(g, req, origin).await
+    }
+
+    async fn serve(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
+        let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
         if req.is_read() {
             raft.ensure_linearizable().await.map_err(|e| match e {
                 RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
@@ -247,18 +484,27 @@ impl MetaNode {
             Request::Meta { group, req, origin } => {
                 Response::Meta(self.handle(group, req, origin).await)
             }
-            Request::Append { group, rpc } => Response::Append(match self.groups.get(&group) {
+            Request::Append { group, rpc } => Response::Append(match self.raft(group) {
                 Some(r) => r.append_entries(rpc).await.map_err(|e| e.to_string()),
                 None => Err(MetaError::NoSuchGroup(group).to_string()),
             }),
-            Request::Vote { group, rpc } => Response::Vote(match self.groups.get(&group) {
+            Request::Vote { group, rpc } => Response::Vote(match self.raft(group) {
                 Some(r) => r.vote(rpc).await.map_err(|e| e.to_string()),
                 None => Err(MetaError::NoSuchGroup(group).to_string()),
             }),
-            Request::Snapshot { group, rpc } => Response::Snapshot(match self.groups.get(&group) {
+            Request::Snapshot { group, rpc } => Response::Snapshot(match self.raft(group) {
                 Some(r) => r.install_snapshot(rpc).await.map_err(|e| e.to_string()),
                 None => Err(MetaError::NoSuchGroup(group).to_string()),
             }),
+            Request::Join { groups } => Response::Join(self.join(&groups).await),
+            Request::InitCluster {
+                peers,
+                partition_groups,
+            } => Response::Join(self.init_cluster(peers, partition_groups).await),
+            Request::Status => Response::Status {
+                id: self.id,
+                groups: self.status(),
+            },
         }
     }
 
@@ -268,7 +514,8 @@ impl MetaNode {
         let _ = self.shutdown.send(true);
         self.tasks.close();
         self.tasks.wait().await;
-        for raft in self.groups.values() {
+        let rafts: Vec<Raft> = self.groups.read().unwrap().values().cloned().collect();
+        for raft in rafts {
             let _ = raft.shutdown().await;
         }
     }

@@ -3,12 +3,40 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use strata_meta::server::{MetaNode, NodeConfig, addr_file};
 
-use super::CliResult;
+use super::{CliError, CliResult, meta_addrs};
+use strata_meta::rpc::Connection;
+use strata_meta::wire::{Request, Response};
 
 #[derive(Subcommand)]
 pub enum MetaCommand {
     /// Run a metaserver node in the foreground until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Form a cluster: the node at --meta (fresh, or a one-node cluster) takes
+    /// the fresh nodes in --peers into every group as voters.
+    Init(InitArgs),
+    /// Show every node (up/down) and every Raft group with its leader,
+    /// members, applied index and lag.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// The node that forms the cluster.
+    #[arg(long)]
+    pub meta: String,
+    /// All members, this node included: ID=ADDR,ID=ADDR,...
+    #[arg(long)]
+    pub peers: String,
+    /// Partition groups to create (each replicated on every member).
+    #[arg(long, default_value_t = 3)]
+    pub partition_groups: u32,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Metaserver addresses, comma separated.
+    #[arg(long)]
+    pub meta: String,
 }
 
 #[derive(Args)]
@@ -27,6 +55,8 @@ pub struct ServeArgs {
 pub async fn run(cmd: MetaCommand) -> CliResult {
     match cmd {
         MetaCommand::Serve(a) => serve(a).await,
+        MetaCommand::Init(a) => init(a).await,
+        MetaCommand::Status(a) => status(a).await,
     }
 }
 
@@ -70,4 +100,124 @@ impl Shutdown {
             _ = self.int.recv() => {}
         }
     }
+}
+
+fn parse_peers(s: &str) -> Result<std::collections::BTreeMap<u64, String>, CliError> {
+    let mut peers = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            CliError(format!(
+                "peer {part:?}: write ID=ADDR, like 2=10.0.0.2:7700"
+            ))
+        })?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| CliError(format!("peer {part:?}: the id must be a number")))?;
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(CliError(format!("node id {id} appears twice in --peers")));
+        }
+    }
+    if peers.len() < 2 {
+        return Err(CliError("--peers needs at least two nodes".into()));
+    }
+    Ok(peers)
+}
+
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn init(a: InitArgs) -> CliResult {
+    let peers = parse_peers(&a.peers)?;
+    if a.partition_groups == 0 || a.partition_groups > 64 {
+        return Err(CliError(
+            "--partition-groups must be between 1 and 64".into(),
+        ));
+    }
+    let conn = Connection::connect(&a.meta).await?;
+    let resp = conn
+        .call(
+            Request::InitCluster {
+                peers: peers.clone(),
+                partition_groups: a.partition_groups,
+            },
+            ADMIN_TIMEOUT,
+        )
+        .await?;
+    match resp {
+        Response::Join(Ok(())) => {
+            println!(
+                "cluster formed: nodes {:?}, groups 0..={}",
+                peers.keys().collect::<Vec<_>>(),
+                a.partition_groups
+            );
+            Ok(())
+        }
+        Response::Join(Err(e)) => Err(CliError(format!("forming the cluster failed: {e}"))),
+        other => Err(CliError(format!("unexpected answer {other:?}"))),
+    }
+}
+
+async fn status(a: StatusArgs) -> CliResult {
+    let client = strata_meta::MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let map = client.refresh_map().await?;
+    let mut views = Vec::new();
+    println!("nodes:");
+    for (id, addr) in &map.nodes {
+        let view = match Connection::connect(addr).await {
+            Ok(c) => match c
+                .call(Request::Status, std::time::Duration::from_secs(5))
+                .await
+            {
+                Ok(Response::Status { groups, .. }) => Some(groups),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        println!(
+            "  node {id}  {addr}  {}",
+            if view.is_some() { "up" } else { "DOWN" }
+        );
+        if let Some(v) = view {
+            views.push((*id, v));
+        }
+    }
+    println!("groups:");
+    for (g, members) in &map.groups {
+        let reports: Vec<_> = views
+            .iter()
+            .filter_map(|(id, v)| v.iter().find(|s| s.group == *g).map(|s| (*id, s.clone())))
+            .collect();
+        let leader = reports.iter().filter_map(|(_, s)| s.leader).max();
+        let leader_applied = reports
+            .iter()
+            .find(|(id, _)| Some(*id) == leader)
+            .and_then(|(_, s)| s.applied)
+            .unwrap_or(0);
+        let term = reports.iter().map(|(_, s)| s.term).max().unwrap_or(0);
+        println!(
+            "  group {g}  leader {}  term {term}  members {members:?}",
+            leader.map_or("none".to_string(), |l| l.to_string())
+        );
+        for (id, s) in &reports {
+            let applied = s.applied.unwrap_or(0);
+            println!(
+                "    node {id}: applied {applied}  lag {}",
+                leader_applied.saturating_sub(applied)
+            );
+        }
+    }
+    println!("partitions:");
+    for f in client.list_fs().await? {
+        for p in client.partitions(f.id).await? {
+            println!(
+                "  fs {}  partition {}  inodes {}..{}  group {}",
+                f.name, p.id, p.start, p.end, p.group
+            );
+        }
+        let u = client.usage(f.id).await?;
+        println!(
+            "  fs {}  usage: {} inodes, {} bytes",
+            f.name, u.inodes, u.bytes
+        );
+    }
+    Ok(())
 }

@@ -92,3 +92,68 @@ fn three_node_cluster_survives_losing_any_one_node() {
     assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 70);
     m.unmount();
 }
+
+#[test]
+fn nodes_are_added_and_removed_while_the_cluster_serves() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<MetaServer> = (1..=3)
+        .map(|id| MetaServer::start_node(id, &tmp.path().join(format!("n{id}")), "127.0.0.1:0"))
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    let all = addrs.join(",");
+    let blocks = tmp.path().join("blocks");
+    run_ok(&[
+        "format",
+        "--meta",
+        &all,
+        "c",
+        "--storage",
+        &format!("file://{}", blocks.display()),
+    ]);
+    let m = Mount::new(&tmp.path().join("mnt"), &["--meta", &all, "c"], &[]);
+    for i in 0..20 {
+        write_synced(&m.path(&format!("a{i}")), &format!("before {i}"));
+    }
+
+    let n4 = MetaServer::start_node(4, &tmp.path().join("n4"), "127.0.0.1:0");
+    let out = run_ok(&[
+        "meta", "add-node", "--meta", &all, "--id", "4", "--addr", &n4.addr,
+    ]);
+    assert!(out.contains("added"), "{out}");
+    let out = run_ok(&["meta", "remove-node", "--meta", &all, "--id", "1"]);
+    assert!(out.contains("removed"), "{out}");
+    nodes[0].kill9();
+    // With node 1 gone, a quorum of {2, 3, 4} needs node 4: writes prove it joined.
+    nodes[1].kill9();
+    for i in 0..20 {
+        write_synced(&m.path(&format!("b{i}")), &format!("after {i}"));
+    }
+    nodes[1] = MetaServer::start_node(2, &tmp.path().join("n2"), &addrs[1]);
+    let status = run_ok(&[
+        "meta",
+        "status",
+        "--meta",
+        &format!("{},{}", addrs[1], n4.addr),
+    ]);
+    assert!(!status.contains("node 1 "), "node 1 left the map: {status}");
+    assert!(status.contains("members [2, 3, 4]"), "{status}");
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read_to_string(m.path(&format!("a{i}"))).unwrap(),
+            format!("before {i}")
+        );
+        assert_eq!(
+            std::fs::read_to_string(m.path(&format!("b{i}"))).unwrap(),
+            format!("after {i}")
+        );
+    }
+    m.unmount();
+}

@@ -17,6 +17,10 @@ pub enum MetaRequest {
         addr: String,
         groups: Vec<GroupId>,
     },
+    /// Removes a node from the cluster map (after it left every group).
+    UnregisterNode {
+        id: NodeId,
+    },
     /// Creates the filesystem record and its partitions. Idempotent while the
     /// filesystem is not ready yet, so an interrupted format can run again.
     CreateFs {

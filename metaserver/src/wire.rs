@@ -49,6 +49,16 @@ pub enum Request {
     },
     /// This node's view of its groups.
     Status,
+    /// Change one group's voters; only its leader does it.
+    Members {
+        group: GroupId,
+        add: Option<(NodeId, String)>,
+        remove: Option<NodeId>,
+    },
+    /// Add a fresh node to every group of the cluster as a voter.
+    AddNode { id: NodeId, addr: String },
+    /// Take a node out of every group and the cluster map.
+    RemoveNode { id: NodeId },
 }
 
 /// Raft RPC failures travel as text: the caller only needs to know it failed.

@@ -407,6 +407,156 @@ impl MetaNode {
         Ok(())
     }
 
+    /// Adds and/or removes one voter of group `g`; this node must lead it.
+    async fn change_members(
+        &self,
+        g: GroupId,
+        add: Option<(NodeId, String)>,
+        remove: Option<NodeId>,
+    ) -> Result<(), MetaError> {
+        let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id) {
+            let leader = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| (l, n.addr.clone()))
+            });
+            return Err(MetaError::NotLeader { group: g, leader });
+        }
+        let mut voters: std::collections::BTreeSet<NodeId> =
+            m.membership_config.membership().voter_ids().collect();
+        let err = |e: String| MetaError::Unavailable(format!("group {g}: {e}"));
+        if let Some((id, addr)) = add {
+            raft.add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            voters.insert(id);
+        }
+        if let Some(id) = remove {
+            voters.remove(&id);
+        }
+        if voters.is_empty() {
+            return Err(MetaError::Invalid(
+                "a group cannot lose its last voter".into(),
+            ));
+        }
+        raft.change_membership(voters, false)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Changes the voters of `g` on its leader, wherever it is.
+    async fn on_leader(
+        &self,
+        g: GroupId,
+        add: Option<(NodeId, String)>,
+        remove: Option<NodeId>,
+    ) -> Result<(), MetaError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut target = self.addr.clone();
+        loop {
+            let req = Request::Members {
+                group: g,
+                add: add.clone(),
+                remove,
+            };
+            let res = match self.pool.call(&target, req, Duration::from_secs(60)).await {
+                Ok(Response::Join(r)) => r,
+                Ok(_) => Err(MetaError::Protocol("unexpected answer".into())),
+                Err(e) => Err(MetaError::Unavailable(e.to_string())),
+            };
+            match res {
+                Err(MetaError::NotLeader {
+                    leader: Some((_, addr)),
+                    ..
+                }) => target = addr,
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    target = self.addr.clone();
+                }
+                Err(e) => return Err(MetaError::Unavailable(format!("group {g}: {e}"))),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
+        match self
+            .on_leader_meta(CLUSTER_GROUP, MetaRequest::GetClusterMap)
+            .await?
+        {
+            crate::request::MetaResponse::ClusterMap(m) => Ok(m),
+            _ => Err(MetaError::Protocol("unexpected answer".into())),
+        }
+    }
+
+    /// A metadata request through whichever node leads `g`.
+    async fn on_leader_meta(&self, g: GroupId, req: MetaRequest) -> MetaResult {
+        // Every node this one knows of, itself first: it may have just left group 0.
+        let mut seeds = vec![self.addr.clone()];
+        if let Ok(Ok(crate::request::MetaResponse::ClusterMap(map))) =
+            state_machine::read(&self.db, CLUSTER_GROUP, MetaRequest::GetClusterMap)
+        {
+            seeds.extend(map.nodes.into_values().filter(|a| *a != self.addr));
+        }
+        let client = crate::MetaClient::connect(&seeds).await?;
+        client.call(g, req).await
+    }
+
+    /// Adds a fresh node to every group as a voter, then to the cluster map.
+    pub async fn add_node(&self, id: NodeId, addr: String) -> Result<(), MetaError> {
+        let map = self.cluster_map().await?;
+        if map.nodes.contains_key(&id) {
+            return Err(MetaError::Invalid(format!("node {id} is already a member")));
+        }
+        let groups: Vec<GroupId> = map.groups.keys().copied().collect();
+        match self
+            .pool
+            .call(
+                &addr,
+                Request::Join {
+                    groups: groups.clone(),
+                },
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(Response::Join(Ok(()))) => {}
+            Ok(Response::Join(Err(e))) => return Err(e),
+            Ok(_) => return Err(MetaError::Protocol("unexpected answer".into())),
+            Err(e) => return Err(MetaError::Unavailable(format!("node {id} at {addr}: {e}"))),
+        }
+        for &g in &groups {
+            self.on_leader(g, Some((id, addr.clone())), None).await?;
+        }
+        self.on_leader_meta(
+            CLUSTER_GROUP,
+            MetaRequest::RegisterNode { id, addr, groups },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a node out of every group, then out of the cluster map.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), MetaError> {
+        let map = self.cluster_map().await?;
+        if !map.nodes.contains_key(&id) {
+            return Err(MetaError::Invalid(format!("node {id} is not a member")));
+        }
+        if map.nodes.len() <= 1 {
+            return Err(MetaError::Invalid("cannot remove the last node".into()));
+        }
+        for &g in map.groups.keys() {
+            self.on_leader(g, None, Some(id)).await?;
+        }
+        self.on_leader_meta(CLUSTER_GROUP, MetaRequest::UnregisterNode { id })
+            .await?;
+        Ok(())
+    }
+
     pub fn groups(&self) -> Vec<GroupId> {
         let mut g: Vec<_> = self.groups.read().unwrap().keys().copied().collect();
         g.sort();
@@ -505,6 +655,11 @@ impl MetaNode {
                 id: self.id,
                 groups: self.status(),
             },
+            Request::Members { group, add, remove } => {
+                Response::Join(self.change_members(group, add, remove).await)
+            }
+            Request::AddNode { id, addr } => Response::Join(self.add_node(id, addr).await),
+            Request::RemoveNode { id } => Response::Join(self.remove_node(id).await),
         }
     }
 

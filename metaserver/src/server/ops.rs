@@ -72,6 +72,7 @@ pub fn apply<T: RowsMut>(
     use MetaRequest as R;
     let res = match req {
         R::RegisterNode { id, addr, groups } => c.register_node(id, addr, groups)?,
+        R::UnregisterNode { id } => c.unregister_node(id)?,
         R::CreateFs {
             name,
             uuid,
@@ -295,6 +296,17 @@ impl<T: RowsMut> Ctx<'_, T> {
             if !members.contains(&id) {
                 members.push(id);
             }
+        }
+        self.t.put(&k, &map)?;
+        Ok(Ok(MetaResponse::Ok))
+    }
+
+    fn unregister_node(&mut self, id: NodeId) -> Result<MetaResult, StoreError> {
+        let k = key::cluster(self.g);
+        let mut map: ClusterMap = self.t.load(&k)?.unwrap_or_default();
+        map.nodes.remove(&id);
+        for members in map.groups.values_mut() {
+            members.retain(|m| *m != id);
         }
         self.t.put(&k, &map)?;
         Ok(Ok(MetaResponse::Ok))

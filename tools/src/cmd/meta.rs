@@ -17,6 +17,33 @@ pub enum MetaCommand {
     /// Show every node (up/down) and every Raft group with its leader,
     /// members, applied index and lag.
     Status(StatusArgs),
+    /// Add a fresh node (started with `meta serve`) to every group as a voter.
+    AddNode(AddNodeArgs),
+    /// Take a node out of every group and the cluster map.
+    RemoveNode(RemoveNodeArgs),
+}
+
+#[derive(Args)]
+pub struct AddNodeArgs {
+    /// Any members of the cluster, comma separated.
+    #[arg(long)]
+    pub meta: String,
+    /// Id of the new node.
+    #[arg(long)]
+    pub id: u64,
+    /// Address of the new node.
+    #[arg(long)]
+    pub addr: String,
+}
+
+#[derive(Args)]
+pub struct RemoveNodeArgs {
+    /// Any members of the cluster, comma separated.
+    #[arg(long)]
+    pub meta: String,
+    /// Id of the node to remove.
+    #[arg(long)]
+    pub id: u64,
 }
 
 #[derive(Args)]
@@ -57,6 +84,23 @@ pub async fn run(cmd: MetaCommand) -> CliResult {
         MetaCommand::Serve(a) => serve(a).await,
         MetaCommand::Init(a) => init(a).await,
         MetaCommand::Status(a) => status(a).await,
+        MetaCommand::AddNode(a) => {
+            admin(
+                &a.meta,
+                Request::AddNode {
+                    id: a.id,
+                    addr: a.addr.clone(),
+                },
+            )
+            .await?;
+            println!("node {} ({}) added to every group", a.id, a.addr);
+            Ok(())
+        }
+        MetaCommand::RemoveNode(a) => {
+            admin(&a.meta, Request::RemoveNode { id: a.id }).await?;
+            println!("node {} removed; it can be stopped now", a.id);
+            Ok(())
+        }
     }
 }
 
@@ -154,6 +198,26 @@ async fn init(a: InitArgs) -> CliResult {
         Response::Join(Err(e)) => Err(CliError(format!("forming the cluster failed: {e}"))),
         other => Err(CliError(format!("unexpected answer {other:?}"))),
     }
+}
+
+/// Sends a membership request to the first reachable node of `meta`.
+async fn admin(meta: &str, req: Request) -> CliResult {
+    let mut last = CliError("no metaserver address given".into());
+    for addr in meta_addrs(meta) {
+        let conn = match Connection::connect(&addr).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = e.into();
+                continue;
+            }
+        };
+        return match conn.call(req, ADMIN_TIMEOUT).await? {
+            Response::Join(Ok(())) => Ok(()),
+            Response::Join(Err(e)) => Err(CliError(format!("membership change failed: {e}"))),
+            other => Err(CliError(format!("unexpected answer {other:?}"))),
+        };
+    }
+    Err(last)
 }
 
 async fn status(a: StatusArgs) -> CliResult {

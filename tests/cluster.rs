@@ -13,12 +13,10 @@ fn write_synced(path: &std::path::Path, body: &str) {
     f.sync_all().unwrap();
 }
 
-#[test]
-fn three_node_cluster_survives_losing_any_one_node() {
-    require_fuse();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<MetaServer> = (1..=3)
-        .map(|id| MetaServer::start_node(id, &tmp.path().join(format!("n{id}")), "127.0.0.1:0"))
+/// Three `meta serve` processes under `dir`, formed into one cluster.
+fn start_cluster(dir: &std::path::Path) -> (Vec<MetaServer>, Vec<String>) {
+    let nodes: Vec<MetaServer> = (1..=3)
+        .map(|id| MetaServer::start_node(id, &dir.join(format!("n{id}")), "127.0.0.1:0"))
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     let peers = addrs
@@ -29,6 +27,14 @@ fn three_node_cluster_survives_losing_any_one_node() {
         .join(",");
     let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
     assert!(out.contains("cluster formed"), "{out}");
+    (nodes, addrs)
+}
+
+#[test]
+fn three_node_cluster_survives_losing_any_one_node() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(tmp.path());
     let all = addrs.join(",");
     let blocks = tmp.path().join("blocks");
     run_ok(&[
@@ -97,17 +103,7 @@ fn three_node_cluster_survives_losing_any_one_node() {
 fn nodes_are_added_and_removed_while_the_cluster_serves() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<MetaServer> = (1..=3)
-        .map(|id| MetaServer::start_node(id, &tmp.path().join(format!("n{id}")), "127.0.0.1:0"))
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    let (mut nodes, addrs) = start_cluster(tmp.path());
     let all = addrs.join(",");
     let blocks = tmp.path().join("blocks");
     run_ok(&[

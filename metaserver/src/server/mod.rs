@@ -309,6 +309,18 @@ impl MetaNode {
             .map_err(|e| MetaError::Storage(e.to_string()))
     }
 
+    /// Asks node `id` at `addr` to host `groups` as a member-to-be.
+    async fn send_join(&self, id: NodeId, addr: &str, groups: &[GroupId]) -> Result<(), MetaError> {
+        let req = Request::Join {
+            groups: groups.to_vec(),
+        };
+        match self.pool.call(addr, req, Duration::from_secs(10)).await {
+            Ok(Response::Join(r)) => r,
+            Ok(_) => Err(MetaError::Protocol(format!("node {id} answered oddly"))),
+            Err(e) => Err(MetaError::Unavailable(format!("node {id} at {addr}: {e}"))),
+        }
+    }
+
     /// Forms a cluster from this one-node cluster and fresh `peers`: they join
     /// every group, become voters, and `partition_groups` partition groups exist.
     pub async fn init_cluster(
@@ -347,22 +359,7 @@ impl MetaNode {
             if *id == self.id {
                 continue;
             }
-            match self
-                .pool
-                .call(
-                    addr,
-                    Request::Join {
-                        groups: all_groups.clone(),
-                    },
-                    Duration::from_secs(10),
-                )
-                .await
-            {
-                Ok(Response::Join(Ok(()))) => {}
-                Ok(Response::Join(Err(e))) => return Err(e),
-                Ok(_) => return Err(MetaError::Protocol(format!("node {id} answered oddly"))),
-                Err(e) => return Err(MetaError::Unavailable(format!("node {id} at {addr}: {e}"))),
-            }
+            self.send_join(*id, addr, &all_groups).await?;
         }
         let voters: std::collections::BTreeSet<NodeId> = members.keys().copied().collect();
         for &g in &all_groups {
@@ -513,22 +510,7 @@ impl MetaNode {
             return Err(MetaError::Invalid(format!("node {id} is already a member")));
         }
         let groups: Vec<GroupId> = map.groups.keys().copied().collect();
-        match self
-            .pool
-            .call(
-                &addr,
-                Request::Join {
-                    groups: groups.clone(),
-                },
-                Duration::from_secs(10),
-            )
-            .await
-        {
-            Ok(Response::Join(Ok(()))) => {}
-            Ok(Response::Join(Err(e))) => return Err(e),
-            Ok(_) => return Err(MetaError::Protocol("unexpected answer".into())),
-            Err(e) => return Err(MetaError::Unavailable(format!("node {id} at {addr}: {e}"))),
-        }
+        self.send_join(id, &addr, &groups).await?;
         for &g in &groups {
             self.on_leader(g, Some((id, addr.clone())), None).await?;
         }

@@ -21,6 +21,7 @@ async fn setup(block: u32, chunk: u32) -> Env {
         id: 1,
         listen: "127.0.0.1:0".into(),
         data_dir: dir.path().join("meta"),
+        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
     })
     .await
     .unwrap();

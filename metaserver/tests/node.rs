@@ -9,6 +9,7 @@ async fn start(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
         id: 1,
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
+        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
     })
     .await
     .expect("node starts")

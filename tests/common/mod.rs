@@ -101,6 +101,11 @@ impl MetaServer {
     }
 
     pub fn start_node(id: u64, data_dir: &Path, listen: &str) -> MetaServer {
+        Self::start_node_with(id, data_dir, listen, &[])
+    }
+
+    /// `extra` are more `meta serve` flags.
+    pub fn start_node_with(id: u64, data_dir: &Path, listen: &str, extra: &[&str]) -> MetaServer {
         let id = id.to_string();
         let mut child = strata()
             .args([
@@ -113,6 +118,7 @@ impl MetaServer {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

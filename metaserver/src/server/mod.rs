@@ -53,7 +53,12 @@ pub struct NodeConfig {
     /// Address to bind, e.g. `127.0.0.1:7700`; port 0 picks a free one.
     pub listen: String,
     pub data_dir: PathBuf,
+    /// Log entries applied since the last snapshot that trigger a new one.
+    pub snapshot_logs: u64,
 }
+
+/// Default of `NodeConfig::snapshot_logs`.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 20_000;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct NodeRecord {
@@ -72,19 +77,21 @@ pub struct MetaNode {
     membership_lock: tokio::sync::Mutex<()>,
     pool: ConnPool,
     snapshot_dir: PathBuf,
+    snapshot_logs: u64,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The accept loop and every connection task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
 }
 
-fn raft_config() -> Arc<Config> {
+fn raft_config(snapshot_logs: u64) -> Arc<Config> {
     let cfg = Config {
         cluster_name: "strata".into(),
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs.max(1)),
+        // Keep a tail of the log so a briefly lagging follower needs no snapshot.
+        max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(1_000),
         // Keeps snapshot chunks far below the wire's frame limit.
         snapshot_max_chunk_size: 4 << 20,
         ..Default::default()
@@ -145,6 +152,7 @@ impl MetaNode {
             membership_lock: Default::default(),
             pool: ConnPool::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
+            snapshot_logs: cfg.snapshot_logs,
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -170,7 +178,7 @@ impl MetaNode {
         }
         let raft = Raft::new(
             self.id,
-            raft_config(),
+            raft_config(self.snapshot_logs),
             network::NetworkFactory {
                 group: g,
                 pool: self.pool.clone(),

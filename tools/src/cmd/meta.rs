@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Where the node keeps its Raft logs, state and snapshots.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Take a snapshot of a group after this many new log entries (older
+    /// entries are then purged; lagging followers catch up from the snapshot).
+    #[arg(long, default_value_t = strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_logs: u64,
 }
 
 pub async fn run(cmd: MetaCommand) -> CliResult {
@@ -110,6 +115,7 @@ async fn serve(a: ServeArgs) -> CliResult {
         id: a.id,
         listen: a.listen,
         data_dir: a.data_dir.clone(),
+        snapshot_logs: a.snapshot_logs,
     })
     .await?;
     std::fs::write(addr_file(&a.data_dir), &node.addr)?;

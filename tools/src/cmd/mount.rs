@@ -164,6 +164,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
                 id: 1,
                 listen: "127.0.0.1:0".into(),
                 data_dir: dd.join("meta"),
+                snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
             })
             .await
             .map_err(|e| {

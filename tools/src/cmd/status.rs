@@ -50,6 +50,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
                         id: 1,
                         listen: "127.0.0.1:0".into(),
                         data_dir: meta_dir,
+                        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
                     })
                     .await?;
                     let c = MetaClient::connect(std::slice::from_ref(&node.addr)).await?;

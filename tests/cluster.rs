@@ -13,29 +13,6 @@ fn write_synced(path: &std::path::Path, body: &str) {
     f.sync_all().unwrap();
 }
 
-/// Three `meta serve` processes under `dir`, formed into one cluster.
-fn start_cluster(dir: &std::path::Path) -> (Vec<MetaServer>, Vec<String>) {
-    start_cluster_with(dir, &[])
-}
-
-fn start_cluster_with(dir: &std::path::Path, extra: &[&str]) -> (Vec<MetaServer>, Vec<String>) {
-    let nodes: Vec<MetaServer> = (1..=3)
-        .map(|id| {
-            MetaServer::start_node_with(id, &dir.join(format!("n{id}")), "127.0.0.1:0", extra)
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
-    assert!(out.contains("cluster formed"), "{out}");
-    (nodes, addrs)
-}
-
 #[test]
 fn three_node_cluster_survives_losing_any_one_node() {
     require_fuse();

@@ -29,7 +29,16 @@ async fn setup(block: u32, chunk: u32) -> Env {
         .await
         .unwrap();
     client
-        .format("t", "file:///unused", None, block, chunk, 2, (0, 0))
+        .format(
+            "t",
+            "file:///unused",
+            None,
+            block,
+            chunk,
+            2,
+            strata_meta::DEFAULT_PARTITION_SIZE,
+            (0, 0),
+        )
         .await
         .unwrap();
     let meta = client.open_fs("t").await.unwrap();

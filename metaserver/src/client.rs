@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, Origin};
+use crate::request::{IntentInfo, MetaRequest, MetaResponse, Origin, TxId, TxStep};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{Request, Response};
@@ -97,6 +97,24 @@ impl MetaClient {
         }
     }
 
+    /// Applied index and state hash of group `g` on the node at `addr` (that
+    /// replica itself, not the leader).
+    pub async fn replica_digest(
+        &self,
+        addr: &str,
+        g: GroupId,
+    ) -> Result<(Option<u64>, u64), MetaError> {
+        match self
+            .pool
+            .call(addr, Request::Digest { group: g }, RPC_TIMEOUT)
+            .await
+        {
+            Ok(Response::Digest(r)) => r,
+            Ok(other) => Err(MetaError::Protocol(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(MetaError::Unavailable(e.to_string())),
+        }
+    }
+
     pub fn cluster_map(&self) -> ClusterMap {
         self.map.read().unwrap().clone()
     }
@@ -153,6 +171,7 @@ impl MetaClient {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         let mut last_err = MetaError::Unavailable("no metaserver reachable".into());
+        let mut just_hinted = false;
         loop {
             let mut hinted = None;
             for addr in self.candidates(g) {
@@ -167,6 +186,7 @@ impl MetaClient {
                         return Ok(resp);
                     }
                     Ok(Response::Meta(Err(MetaError::NotLeader { leader, .. }))) => {
+                        tracing::debug!(%addr, group = g, ?leader, "not the leader");
                         self.leaders.write().unwrap().remove(&g);
                         if let Some((_, hint)) = leader
                             && hint != addr
@@ -176,7 +196,10 @@ impl MetaClient {
                         }
                         last_err = MetaError::Unavailable(format!("group {g} has no leader yet"));
                     }
-                    Ok(Response::Meta(Err(e))) if e.is_retryable() => last_err = e,
+                    Ok(Response::Meta(Err(e))) if e.is_retryable() => {
+                        tracing::debug!(%addr, group = g, error = %e, "retrying elsewhere");
+                        last_err = e
+                    }
                     Ok(Response::Meta(Err(e))) => return Err(e),
                     Ok(other) => {
                         return Err(MetaError::Protocol(format!("unexpected answer {other:?}")));
@@ -189,14 +212,45 @@ impl MetaClient {
             }
             if let Some(h) = hinted {
                 self.leaders.write().unwrap().insert(g, h);
-                continue;
+                // Follow a hint at once, but only once in a row: two nodes
+                // pointing at each other must not make this loop spin.
+                if !just_hinted {
+                    just_hinted = true;
+                    continue;
+                }
             }
+            just_hinted = false;
             if tokio::time::Instant::now() >= deadline {
                 return Err(last_err);
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Finishes a transaction found prepared in some group: asks its
+    /// coordinator for the decision (aborting it if none was made), carries it
+    /// out in every participant and drops the record. Returns the decision.
+    pub async fn resolve_transaction(&self, t: &IntentInfo) -> Result<bool, MetaError> {
+        let commit = match self
+            .call(t.coord, MetaRequest::TxResolve { tx: t.tx })
+            .await?
+        {
+            MetaResponse::Decision(d) => d,
+            other => return Err(unexpected(other)),
+        };
+        for &g in &t.participants {
+            let req = MetaRequest::TxFinish {
+                fs: t.fs,
+                tx: t.tx,
+                commit,
+                now: Timestamp::now(),
+            };
+            self.call(g, req).await?;
+        }
+        self.call(t.coord, MetaRequest::TxForget { tx: t.tx })
+            .await?;
+        Ok(commit)
     }
 
     pub async fn list_fs(&self) -> Result<Vec<FsInfo>, MetaError> {
@@ -218,13 +272,14 @@ impl MetaClient {
         block_size: u32,
         chunk_size: u32,
         partitions: u32,
+        partition_size: u64,
         root_owner: (u32, u32),
     ) -> Result<FsInfo, MetaError> {
         let now = Timestamp::now();
         let info = match self
             .call(
                 CLUSTER_GROUP,
-                MetaRequest::CreateFs {
+                MetaRequest::CreateFsSized {
                     name: name.into(),
                     uuid: new_uuid(),
                     storage: storage.into(),
@@ -232,6 +287,7 @@ impl MetaClient {
                     block_size,
                     chunk_size,
                     partitions,
+                    partition_size,
                     now,
                 },
             )
@@ -307,7 +363,9 @@ impl MetaClient {
         Ok(FsClient {
             meta: self.clone(),
             info,
-            partitions: parts,
+            partitions: RwLock::new(parts),
+            dir_spread_slack: std::sync::atomic::AtomicU64::new(DEFAULT_DIR_SPREAD_SLACK),
+            loads: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -338,11 +396,31 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Default of `FsClient::set_dir_spread_slack`.
+pub const DEFAULT_DIR_SPREAD_SLACK: u64 = 1000;
+/// How long inode counts per group are trusted when placing a directory.
+const LOAD_REFRESH: Duration = Duration::from_secs(2);
+
 /// Typed metadata calls for one filesystem.
 pub struct FsClient {
     meta: Arc<MetaClient>,
     pub info: FsInfo,
-    partitions: Vec<Partition>,
+    partitions: RwLock<Vec<Partition>>,
+    dir_spread_slack: std::sync::atomic::AtomicU64,
+    /// Inodes per group when last asked, counted up by this client's creates since.
+    loads: tokio::sync::Mutex<Option<(tokio::time::Instant, HashMap<GroupId, u64>)>>,
+}
+
+/// Whether an operation's failure means "try the whole operation again".
+fn transient(e: &MetaError) -> bool {
+    matches!(e, MetaError::Busy(_) | MetaError::TxAborted)
+}
+
+/// A short random pause, so two operations that collided do not collide again.
+async fn jitter(attempt: u32) {
+    let cap = 5u64 << attempt.min(6);
+    let ms = 1 + uuid::Uuid::new_v4().as_u64_pair().0 % cap;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 macro_rules! expect {
@@ -359,28 +437,227 @@ impl FsClient {
         &self.meta
     }
 
-    fn group_of(&self, ino: Ino) -> Result<GroupId, MetaError> {
-        partition_of(&self.partitions, ino)
-            .map(|p| p.group)
+    /// A new directory goes to the least-loaded group once its parent's group
+    /// holds more than `slack` inodes beyond it (0: every directory goes to the
+    /// least-loaded group). Small trees stay in one group, where every
+    /// operation is one log entry; big ones spread over the cluster.
+    pub fn set_dir_spread_slack(&self, slack: u64) {
+        self.dir_spread_slack
+            .store(slack, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn known_group(&self, ino: Ino) -> Option<GroupId> {
+        partition_of(&self.partitions.read().unwrap(), ino).map(|p| p.group)
+    }
+
+    /// The group holding `ino`; reloads the partition list for an inode of a
+    /// partition created after this client started.
+    pub async fn group_of(&self, ino: Ino) -> Result<GroupId, MetaError> {
+        if let Some(g) = self.known_group(ino) {
+            return Ok(g);
+        }
+        self.reload_partitions().await?;
+        self.known_group(ino)
             .ok_or_else(|| MetaError::Invalid(format!("inode {ino} is in no partition")))
     }
 
+    async fn reload_partitions(&self) -> Result<(), MetaError> {
+        let parts = self.meta.partitions(self.info.id).await?;
+        *self.partitions.write().unwrap() = parts;
+        Ok(())
+    }
+
+    /// The groups holding this filesystem's partitions.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut gs: Vec<GroupId> = self
+            .partitions
+            .read()
+            .unwrap()
+            .iter()
+            .map(|p| p.group)
+            .collect();
+        gs.sort();
+        gs.dedup();
+        gs
+    }
+
+    /// Sends `req` to group `g`; a request that met a pending transaction's
+    /// lock is sent again after a short pause.
+    async fn call_group(&self, g: GroupId, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        let mut attempt = 0;
+        loop {
+            match self.meta.call(g, req.clone()).await {
+                Err(MetaError::Busy(why)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(%why, "busy, trying again");
+                    attempt += 1;
+                    jitter(attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn call(&self, ino: Ino, req: MetaRequest) -> Result<MetaResponse, MetaError> {
-        self.meta.call(self.group_of(ino)?, req).await
+        self.call_group(self.group_of(ino).await?, req).await
+    }
+
+    /// Runs `op` again while it fails for a transient reason (a lock or an
+    /// aborted transaction), until the call deadline.
+    async fn retrying<F, Fut, T>(&self, mut op: F) -> Result<T, MetaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MetaError>>,
+    {
+        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if transient(&e) && tokio::time::Instant::now() < deadline => {
+                    attempt += 1;
+                    jitter(attempt).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs a cross-group transaction (see `crate::server::txn`): `parts` are
+    /// prepared in order, then the coordinator applies the steps `coord_steps`
+    /// builds from the inodes the parts created, then the parts finish.
+    /// Returns every inode a step changed, with whether it is gone.
+    async fn transact(
+        &self,
+        parts: Vec<(GroupId, Vec<TxStep>)>,
+        coord: GroupId,
+        coord_steps: impl FnOnce(&[Inode]) -> Vec<TxStep>,
+    ) -> Result<Vec<(Inode, bool)>, MetaError> {
+        let fs = self.info.id;
+        let tx: TxId = uuid::Uuid::new_v4().as_u64_pair().0;
+        let participants: Vec<GroupId> = parts.iter().map(|(g, _)| *g).collect();
+        let mut prepared = Vec::new();
+        let mut created: Vec<Inode> = Vec::new();
+        let mut failure = None;
+        for (g, steps) in parts {
+            let req = MetaRequest::TxPrepare {
+                fs,
+                tx,
+                coord,
+                participants: participants.clone(),
+                steps,
+                now: Timestamp::now(),
+            };
+            match self.meta.call(g, req).await {
+                Ok(MetaResponse::TxApplied(c)) => {
+                    prepared.push(g);
+                    created.extend(c.into_iter().map(|(i, _)| i));
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut changed: Vec<(Inode, bool)> = created.iter().map(|i| (i.clone(), false)).collect();
+        if failure.is_none() {
+            let req = MetaRequest::TxCommit {
+                fs,
+                tx,
+                steps: coord_steps(&created),
+                now: Timestamp::now(),
+            };
+            match self.meta.call(coord, req).await {
+                Ok(MetaResponse::TxApplied(c)) => changed.extend(c),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let commit = match failure {
+            None => true,
+            // The commit may have landed even though its answer was lost:
+            // only the coordinator's record says.
+            Some(e) => match self.meta.call(coord, MetaRequest::TxResolve { tx }).await {
+                Ok(MetaResponse::Decision(true)) => true,
+                Ok(MetaResponse::Decision(false)) => {
+                    self.finish(tx, coord, &prepared, false).await;
+                    return Err(e);
+                }
+                // Unreachable coordinator: recovery finishes the transaction.
+                _ => return Err(e),
+            },
+        };
+        debug_assert!(commit);
+        changed.extend(self.finish(tx, coord, &prepared, true).await);
+        Ok(changed)
+    }
+
+    /// Finishes `tx` in `groups`, then drops the coordinator's record. A
+    /// group that cannot be reached is left to its leader's recovery.
+    async fn finish(
+        &self,
+        tx: TxId,
+        coord: GroupId,
+        groups: &[GroupId],
+        commit: bool,
+    ) -> Vec<(Inode, bool)> {
+        let mut changed = Vec::new();
+        let mut all = true;
+        for &g in groups {
+            let req = MetaRequest::TxFinish {
+                fs: self.info.id,
+                tx,
+                commit,
+                now: Timestamp::now(),
+            };
+            match self.meta.call(g, req).await {
+                Ok(MetaResponse::TxApplied(c)) => changed.extend(c),
+                other => {
+                    tracing::warn!(tx, group = g, answer = ?other, "transaction left to recovery");
+                    all = false;
+                }
+            }
+        }
+        if all {
+            // Only a tidy-up: recovery forgets decisions it finishes, too.
+            let _ = self.meta.call(coord, MetaRequest::TxForget { tx }).await;
+        }
+        changed
     }
 
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Inode, MetaError> {
-        let r = self
-            .call(
+        match self.lookup_entry(parent, name).await? {
+            MetaResponse::Inode(i) => Ok(i),
+            MetaResponse::Remote(d) => self.getattr(d.ino).await,
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The entry `parent/name`: its inode when it lives in the parent's group,
+    /// else just the dentry.
+    async fn lookup_entry(&self, parent: Ino, name: &[u8]) -> Result<MetaResponse, MetaError> {
+        self.call(
+            parent,
+            MetaRequest::Lookup {
+                fs: self.info.id,
                 parent,
-                MetaRequest::Lookup {
-                    fs: self.info.id,
-                    parent,
-                    name: name.to_vec(),
-                },
-            )
-            .await?;
-        expect!(r, MetaResponse::Inode(i) => i)
+                name: name.to_vec(),
+            },
+        )
+        .await
+    }
+
+    async fn dentry(&self, parent: Ino, name: &[u8]) -> Result<Option<Dentry>, MetaError> {
+        match self.lookup_entry(parent, name).await {
+            Ok(MetaResponse::Inode(i)) => Ok(Some(Dentry {
+                ino: i.ino,
+                kind: i.kind,
+            })),
+            Ok(MetaResponse::Remote(d)) => Ok(Some(d)),
+            Ok(other) => Err(unexpected(other)),
+            Err(MetaError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn getattr(&self, ino: Ino) -> Result<Inode, MetaError> {
@@ -423,74 +700,285 @@ impl FsClient {
         rdev: u32,
         symlink: Option<Vec<u8>>,
     ) -> Result<Inode, MetaError> {
-        let r = self
-            .call(
-                parent,
-                MetaRequest::Create {
-                    fs: self.info.id,
-                    parent,
-                    name: name.to_vec(),
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                    rdev,
-                    symlink,
-                    now: Timestamp::now(),
-                },
-            )
-            .await?;
+        let pg = self.group_of(parent).await?;
+        if kind == FileType::Dir {
+            let target = self.place_dir(pg).await;
+            if target != pg {
+                let mkdir = || self.mkdir_elsewhere(target, pg, parent, name, mode, uid, gid);
+                return match self.retrying(mkdir).await {
+                    Err(MetaError::PartitionsFull) => {
+                        self.grow(target).await?;
+                        self.retrying(mkdir).await
+                    }
+                    other => other,
+                };
+            }
+        }
+        let req = MetaRequest::Create {
+            fs: self.info.id,
+            parent,
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink,
+            now: Timestamp::now(),
+        };
+        let r = match self.call_group(pg, req.clone()).await {
+            Err(MetaError::PartitionsFull) => {
+                self.grow(pg).await?;
+                self.call_group(pg, req).await?
+            }
+            other => other?,
+        };
+        self.count_create(pg).await;
         expect!(r, MetaResponse::Inode(i) => i)
+    }
+
+    /// Gives group `g` a new inode partition (its own are used up).
+    async fn grow(&self, g: GroupId) -> Result<(), MetaError> {
+        let seen = self
+            .partitions
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|p| p.group == g)
+            .count() as u32;
+        let req = MetaRequest::AddPartition {
+            fs: self.info.id,
+            group: g,
+            seen,
+        };
+        let parts =
+            expect!(self.meta.call(CLUSTER_GROUP, req).await?, MetaResponse::Partitions(p) => p)?;
+        // Every partition of the group, not only the new one: a client that
+        // died after adding one may have left it uninitialized (this is idempotent).
+        for p in parts.iter().filter(|p| p.group == g) {
+            let req = MetaRequest::InitPartition {
+                part: *p,
+                chunk_size: self.info.chunk_size,
+            };
+            self.meta.call(g, req).await?;
+        }
+        tracing::info!(
+            group = g,
+            partitions = parts.len(),
+            "added an inode partition"
+        );
+        *self.partitions.write().unwrap() = parts;
+        Ok(())
+    }
+
+    /// The group a new directory under a directory of group `parent_group` goes to.
+    async fn place_dir(&self, parent_group: GroupId) -> GroupId {
+        let slack = self
+            .dir_spread_slack
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut loads = self.loads.lock().await;
+        let stale = loads
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > LOAD_REFRESH);
+        if stale {
+            let mut fresh = HashMap::new();
+            for g in self.groups() {
+                if let Ok(MetaResponse::Usage(u)) = self
+                    .meta
+                    .call(g, MetaRequest::Usage { fs: self.info.id })
+                    .await
+                {
+                    fresh.insert(g, u.inodes);
+                }
+            }
+            *loads = Some((tokio::time::Instant::now(), fresh));
+        }
+        let (_, counts) = loads.as_ref().expect("just filled");
+        let here = counts.get(&parent_group).copied().unwrap_or(0);
+        match counts.iter().min_by_key(|(g, n)| (**n, **g)) {
+            Some((&g, &n)) if here > n.saturating_add(slack) || (slack == 0 && here > n) => g,
+            _ => parent_group,
+        }
+    }
+
+    async fn count_create(&self, g: GroupId) {
+        if let Some((_, counts)) = self.loads.lock().await.as_mut() {
+            *counts.entry(g).or_default() += 1;
+        }
+    }
+
+    /// mkdir with the new inode in group `target` and its entry in `pg`.
+    #[allow(clippy::too_many_arguments)]
+    async fn mkdir_elsewhere(
+        &self,
+        target: GroupId,
+        pg: GroupId,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Inode, MetaError> {
+        validate_name(name)?;
+        let dir = self.getattr(parent).await?;
+        if dir.kind != FileType::Dir {
+            return Err(MetaError::NotDir);
+        }
+        // BSD group semantics under a setgid directory, as a local mkdir has.
+        let (gid, mode) = if dir.mode & 0o2000 != 0 {
+            (dir.gid, mode | 0o2000)
+        } else {
+            (gid, mode)
+        };
+        let create = TxStep::CreateInode {
+            kind: FileType::Dir,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            symlink: None,
+            parent,
+        };
+        let name = name.to_vec();
+        let changed = self
+            .transact(vec![(target, vec![create])], pg, |created| {
+                let ino = created.first().map_or(0, |i| i.ino);
+                vec![
+                    TxStep::PutDentry {
+                        parent,
+                        name,
+                        ino,
+                        kind: FileType::Dir,
+                        replace: None,
+                    },
+                    TxStep::TouchDir {
+                        ino: parent,
+                        nlink: 1,
+                    },
+                ]
+            })
+            .await?;
+        self.count_create(target).await;
+        changed
+            .into_iter()
+            .map(|(i, _)| i)
+            .find(|i| i.kind == FileType::Dir && i.parent == parent && i.ino != parent)
+            .ok_or_else(|| MetaError::Protocol("mkdir answered no inode".into()))
     }
 
     pub async fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Inode, MetaError> {
-        if self.group_of(ino)? != self.group_of(parent)? {
-            return Err(MetaError::CrossGroup("link across groups".into()));
-        }
-        let r = self
-            .call(
+        let (pg, ig) = (self.group_of(parent).await?, self.group_of(ino).await?);
+        if pg == ig {
+            let req = MetaRequest::Link {
+                fs: self.info.id,
+                ino,
                 parent,
-                MetaRequest::Link {
-                    fs: self.info.id,
-                    ino,
-                    parent,
-                    name: name.to_vec(),
-                    now: Timestamp::now(),
-                },
-            )
-            .await?;
-        expect!(r, MetaResponse::Inode(i) => i)
+                name: name.to_vec(),
+                now: Timestamp::now(),
+            };
+            return expect!(self.call_group(pg, req).await?, MetaResponse::Inode(i) => i);
+        }
+        self.retrying(|| async {
+            validate_name(name)?;
+            let kind = self.getattr(ino).await?.kind;
+            let changed = self
+                .transact(vec![(ig, vec![TxStep::AddLink { ino }])], pg, |_| {
+                    vec![
+                        TxStep::PutDentry {
+                            parent,
+                            name: name.to_vec(),
+                            ino,
+                            kind,
+                            replace: None,
+                        },
+                        TxStep::TouchDir {
+                            ino: parent,
+                            nlink: 0,
+                        },
+                    ]
+                })
+                .await?;
+            match changed.into_iter().find(|(i, _)| i.ino == ino) {
+                Some((i, _)) => Ok(i),
+                None => self.getattr(ino).await,
+            }
+        })
+        .await
     }
 
-    /// Returns the inode that lost a link and whether it is gone.
-    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<(Inode, bool), MetaError> {
-        let r = self
-            .call(
-                parent,
-                MetaRequest::Unlink {
-                    fs: self.info.id,
-                    parent,
-                    name: name.to_vec(),
-                    now: Timestamp::now(),
-                },
-            )
-            .await?;
-        expect!(r, MetaResponse::Unlinked { inode, removed } => (inode, removed))
+    /// Returns whether the file's last link went with it.
+    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<bool, MetaError> {
+        self.remove(parent, name, false).await
     }
 
     pub async fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<(), MetaError> {
-        let r = self
-            .call(
+        self.remove(parent, name, true).await.map(|_| ())
+    }
+
+    async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<bool, MetaError> {
+        let fs = self.info.id;
+        let now = Timestamp::now();
+        let name_v = name.to_vec();
+        let req = if dir {
+            MetaRequest::Rmdir {
+                fs,
                 parent,
-                MetaRequest::Rmdir {
-                    fs: self.info.id,
+                name: name_v,
+                now,
+            }
+        } else {
+            MetaRequest::Unlink {
+                fs,
+                parent,
+                name: name_v,
+                now,
+            }
+        };
+        match self.call(parent, req).await {
+            Ok(MetaResponse::Unlinked { removed, .. }) => return Ok(removed),
+            Ok(other) => return Err(unexpected(other)),
+            Err(MetaError::CrossGroup(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // The entry is here and its inode in another group.
+        self.retrying(|| async {
+            let pg = self.group_of(parent).await?;
+            let d = self
+                .dentry(parent, name)
+                .await?
+                .ok_or(MetaError::NotFound)?;
+            match (dir, d.kind == FileType::Dir) {
+                (true, false) => return Err(MetaError::NotDir),
+                (false, true) => return Err(MetaError::IsDir),
+                _ => {}
+            }
+            let ig = self.group_of(d.ino).await?;
+            let coord_steps = vec![
+                TxStep::DelDentry {
                     parent,
                     name: name.to_vec(),
-                    now: Timestamp::now(),
+                    ino: d.ino,
                 },
-            )
-            .await?;
-        expect!(r, MetaResponse::Unlinked { .. } => ())
+                TxStep::TouchDir {
+                    ino: parent,
+                    nlink: if dir { -1 } else { 0 },
+                },
+            ];
+            let drop = TxStep::DropLink { ino: d.ino, dir };
+            let (parts, coord_steps) = if ig == pg {
+                (vec![], [coord_steps, vec![drop]].concat())
+            } else {
+                (vec![(ig, vec![drop])], coord_steps)
+            };
+            let changed = self.transact(parts, pg, |_| coord_steps).await?;
+            // No answer from the inode's group (recovery finishes it there):
+            // the inode outlives the entry only if it had other links.
+            Ok(match changed.into_iter().find(|(i, _)| i.ino == d.ino) {
+                Some((_, removed)) => removed,
+                None => dir,
+            })
+        })
+        .await
     }
 
     pub async fn rename(
@@ -500,23 +988,149 @@ impl FsClient {
         new_parent: Ino,
         new_name: &[u8],
     ) -> Result<Option<Inode>, MetaError> {
-        if self.group_of(parent)? != self.group_of(new_parent)? {
-            return Err(MetaError::CrossGroup("rename across groups".into()));
-        }
-        let r = self
-            .call(
+        let (sg, dg) = (
+            self.group_of(parent).await?,
+            self.group_of(new_parent).await?,
+        );
+        if sg == dg {
+            let req = MetaRequest::Rename {
+                fs: self.info.id,
                 parent,
-                MetaRequest::Rename {
-                    fs: self.info.id,
+                name: name.to_vec(),
+                new_parent,
+                new_name: new_name.to_vec(),
+                now: Timestamp::now(),
+            };
+            match self.call_group(sg, req).await {
+                Ok(r) => return expect!(r, MetaResponse::Renamed { replaced } => replaced),
+                Err(MetaError::CrossGroup(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.retrying(|| self.rename_across(parent, name, new_parent, new_name))
+            .await
+    }
+
+    /// A rename whose entries or inodes live in more than one group.
+    async fn rename_across(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+    ) -> Result<Option<Inode>, MetaError> {
+        validate_name(name)?;
+        validate_name(new_name)?;
+        let src = self
+            .dentry(parent, name)
+            .await?
+            .ok_or(MetaError::NotFound)?;
+        let dst = self.dentry(new_parent, new_name).await?;
+        let target_dir = self.getattr(new_parent).await?;
+        if target_dir.kind != FileType::Dir {
+            return Err(MetaError::NotDir);
+        }
+        if dst.is_some_and(|d| d.ino == src.ino) {
+            // POSIX: renaming onto another link of the same file does nothing.
+            return Ok(None);
+        }
+        let src_dir = src.kind == FileType::Dir;
+        if let Some(d) = dst {
+            match (src_dir, d.kind == FileType::Dir) {
+                (true, false) => return Err(MetaError::NotDir),
+                (false, true) => return Err(MetaError::IsDir),
+                _ => {}
+            }
+        }
+        if src_dir && parent != new_parent {
+            // A directory may not move below itself. Checked by walking up
+            // from the target; a concurrent rename elsewhere in the tree by
+            // another client is not excluded (see docs/decisions.md).
+            let mut cur = new_parent;
+            while cur != ROOT_INO {
+                if cur == src.ino {
+                    return Err(MetaError::Invalid(
+                        "cannot move a directory into itself".into(),
+                    ));
+                }
+                cur = self.getattr(cur).await?.parent;
+            }
+        }
+        let (sg, dg) = (
+            self.group_of(parent).await?,
+            self.group_of(new_parent).await?,
+        );
+        let moves_dir = src_dir && parent != new_parent;
+        let mut steps: Vec<(GroupId, TxStep)> = vec![
+            (
+                sg,
+                TxStep::DelDentry {
                     parent,
                     name: name.to_vec(),
-                    new_parent,
-                    new_name: new_name.to_vec(),
-                    now: Timestamp::now(),
+                    ino: src.ino,
                 },
-            )
-            .await?;
-        expect!(r, MetaResponse::Renamed { replaced } => replaced)
+            ),
+            (
+                sg,
+                TxStep::TouchDir {
+                    ino: parent,
+                    nlink: if moves_dir { -1 } else { 0 },
+                },
+            ),
+            (
+                dg,
+                TxStep::PutDentry {
+                    parent: new_parent,
+                    name: new_name.to_vec(),
+                    ino: src.ino,
+                    kind: src.kind,
+                    replace: dst.map(|d| d.ino),
+                },
+            ),
+            (
+                dg,
+                TxStep::TouchDir {
+                    ino: new_parent,
+                    nlink: i32::from(moves_dir)
+                        - i32::from(dst.is_some_and(|d| d.kind == FileType::Dir)),
+                },
+            ),
+            (
+                self.group_of(src.ino).await?,
+                TxStep::Moved {
+                    ino: src.ino,
+                    new_parent,
+                },
+            ),
+        ];
+        if let Some(d) = dst {
+            steps.push((
+                self.group_of(d.ino).await?,
+                TxStep::DropLink {
+                    ino: d.ino,
+                    dir: d.kind == FileType::Dir,
+                },
+            ));
+        }
+        let mut parts: Vec<(GroupId, Vec<TxStep>)> = Vec::new();
+        let mut coord_steps = Vec::new();
+        for (g, step) in steps {
+            if g == dg {
+                coord_steps.push(step);
+            } else if let Some((_, list)) = parts.iter_mut().find(|(pg, _)| *pg == g) {
+                list.push(step);
+            } else {
+                parts.push((g, vec![step]));
+            }
+        }
+        let changed = self.transact(parts, dg, |_| coord_steps).await?;
+        Ok(dst.and_then(|d| {
+            changed
+                .into_iter()
+                .rev()
+                .find(|(i, _)| i.ino == d.ino)
+                .map(|(i, _)| i)
+        }))
     }
 
     /// One page of a directory; entries whose inode lives elsewhere are filled in.
@@ -596,5 +1210,20 @@ impl FsClient {
 
     pub async fn usage(&self) -> Result<Usage, MetaError> {
         self.meta.usage(self.info.id).await
+    }
+
+    /// One page of the inodes group `g` holds, numbers above `after`.
+    pub async fn list_inodes(&self, g: GroupId, after: Ino) -> Result<Vec<Inode>, MetaError> {
+        let req = MetaRequest::ListInodes {
+            fs: self.info.id,
+            after,
+            limit: 4096,
+        };
+        expect!(self.meta.call(g, req).await?, MetaResponse::Inodes(l) => l)
+    }
+
+    /// Transactions prepared in group `g` and not finished yet.
+    pub async fn intents(&self, g: GroupId) -> Result<Vec<IntentInfo>, MetaError> {
+        expect!(self.meta.call(g, MetaRequest::ListIntents).await?, MetaResponse::Intents(l) => l)
     }
 }

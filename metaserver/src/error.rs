@@ -25,7 +25,9 @@ pub enum MetaError {
     NotPermitted(String),
     #[error("no space: {0}")]
     NoSpace(String),
-    #[error("cross-group operation not supported yet: {0}")]
+    /// The operation touches an inode of another group; the client retries it
+    /// as a cross-group transaction. Never reaches a filesystem call.
+    #[error("operation spans groups: {0}")]
     CrossGroup(String),
     #[error("filesystem {0:?} not found; create it with `strata format`")]
     FsNotFound(String),
@@ -44,6 +46,18 @@ pub enum MetaError {
     Protocol(String),
     #[error("metaserver storage error: {0}")]
     Storage(String),
+    // New variants go last: results are stored (dedup rows) and travel as bincode.
+    /// A cross-group transaction holds a lock on what the operation touches;
+    /// nothing was changed, and the client tries again shortly.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The transaction was aborted (by recovery, or a failed step elsewhere).
+    #[error("transaction aborted")]
+    TxAborted,
+    /// Every inode partition of the filesystem in this group is used up; the
+    /// client adds a partition and tries again.
+    #[error("no free inode number in this group's partitions")]
+    PartitionsFull,
 }
 
 impl MetaError {
@@ -59,8 +73,9 @@ impl MetaError {
             MetaError::TooManyLinks => libc_errno::EMLINK,
             MetaError::Invalid(_) => libc_errno::EINVAL,
             MetaError::NotPermitted(_) => libc_errno::EPERM,
-            MetaError::NoSpace(_) => libc_errno::ENOSPC,
+            MetaError::NoSpace(_) | MetaError::PartitionsFull => libc_errno::ENOSPC,
             MetaError::CrossGroup(_) => libc_errno::EXDEV,
+            MetaError::Busy(_) | MetaError::TxAborted => libc_errno::EAGAIN,
             _ => libc_errno::EIO,
         }
     }
@@ -79,6 +94,7 @@ mod libc_errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
+    pub const EAGAIN: i32 = 11;
     pub const EXDEV: i32 = 18;
     pub const EEXIST: i32 = 17;
     pub const ENOTDIR: i32 = 20;

@@ -2,6 +2,7 @@
 
 pub mod client;
 mod error;
+pub mod fsck;
 pub mod raft_types;
 pub mod request;
 pub mod rpc;

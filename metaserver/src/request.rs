@@ -139,6 +139,123 @@ pub enum MetaRequest {
     Usage {
         fs: FsId,
     },
+    /// Inodes of this group with numbers above `after`, in order (fsck).
+    ListInodes {
+        fs: FsId,
+        after: Ino,
+        limit: u32,
+    },
+
+    // ---- cross-group transactions (see `crate::server::txn`) ----
+    /// A participant checks its steps, locks what they touch and records an
+    /// intent; inodes to create are created now (unreachable until commit).
+    TxPrepare {
+        fs: FsId,
+        tx: TxId,
+        coord: GroupId,
+        participants: Vec<GroupId>,
+        steps: Vec<TxStep>,
+        now: Timestamp,
+    },
+    /// The coordinator checks and applies its steps and records the decision,
+    /// in one entry: this is the transaction's commit point.
+    TxCommit {
+        fs: FsId,
+        tx: TxId,
+        steps: Vec<TxStep>,
+        now: Timestamp,
+    },
+    /// The coordinator's decision; records "aborted" if none was made yet.
+    TxResolve {
+        tx: TxId,
+    },
+    /// A participant applies (or drops) its prepared steps and unlocks.
+    TxFinish {
+        fs: FsId,
+        tx: TxId,
+        commit: bool,
+        now: Timestamp,
+    },
+    /// The coordinator forgets a decision every participant has carried out.
+    TxForget {
+        tx: TxId,
+    },
+    /// Prepared transactions waiting in this group.
+    ListIntents,
+    /// Group 0: adds a partition in `group` for `fs` unless that group has
+    /// more than `seen` partitions already (another client added one).
+    /// Answers every partition of `fs`.
+    AddPartition {
+        fs: FsId,
+        group: GroupId,
+        seen: u32,
+    },
+    /// `CreateFs` with the number of inodes per partition. (`CreateFs` stays
+    /// so log entries written before it was added still apply.)
+    CreateFsSized {
+        name: String,
+        uuid: String,
+        storage: String,
+        s3_endpoint: Option<String>,
+        block_size: u32,
+        chunk_size: u32,
+        partitions: u32,
+        partition_size: u64,
+        now: Timestamp,
+    },
+}
+
+/// Names a cross-group transaction; chosen at random by the client.
+pub type TxId = u64;
+
+/// One change a transaction makes in one group. Each is checked when the group
+/// prepares (or, for the coordinator, commits) and applied at commit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum TxStep {
+    /// A new inode in this group; its number is picked from this group's partitions.
+    CreateInode {
+        kind: FileType,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u32,
+        symlink: Option<Vec<u8>>,
+        parent: Ino,
+    },
+    /// `parent/name -> ino`; `replace` is the inode the name must point to
+    /// now (`None`: the name must be free).
+    PutDentry {
+        parent: Ino,
+        name: Vec<u8>,
+        ino: Ino,
+        kind: FileType,
+        replace: Option<Ino>,
+    },
+    /// Removes `parent/name`, which must point to `ino`.
+    DelDentry {
+        parent: Ino,
+        name: Vec<u8>,
+        ino: Ino,
+    },
+    /// One more link to a file (hard link).
+    AddLink { ino: Ino },
+    /// A renamed inode: its ctime, and for a directory its parent pointer.
+    Moved { ino: Ino, new_parent: Ino },
+    /// Drops one link; a directory must be empty and goes at once. `dir`
+    /// says which kind the caller saw, so a changed kind fails the check.
+    DropLink { ino: Ino, dir: bool },
+    /// A directory whose entries changed: mtime/ctime, and nlink by `nlink`.
+    TouchDir { ino: Ino, nlink: i32 },
+}
+
+/// A transaction prepared in a group and not finished yet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IntentInfo {
+    pub tx: TxId,
+    pub fs: FsId,
+    pub coord: GroupId,
+    pub participants: Vec<GroupId>,
+    pub prepared: Timestamp,
 }
 
 impl MetaRequest {
@@ -155,6 +272,8 @@ impl MetaRequest {
                 | MetaRequest::ReadDir { .. }
                 | MetaRequest::ReadChunk { .. }
                 | MetaRequest::Usage { .. }
+                | MetaRequest::ListInodes { .. }
+                | MetaRequest::ListIntents
         )
     }
 }
@@ -182,6 +301,15 @@ pub enum MetaResponse {
     Entries(Vec<DirEntry>),
     Slices(Vec<Slice>),
     Usage(Usage),
+    /// Lookup: the entry exists but its inode lives in another group.
+    Remote(Dentry),
+    Inodes(Vec<Inode>),
+    /// Inodes a transaction step changed in this group, each with whether it
+    /// is gone for good (a dropped last link).
+    TxApplied(Vec<(Inode, bool)>),
+    /// TxResolve: whether the transaction committed.
+    Decision(bool),
+    Intents(Vec<IntentInfo>),
 }
 
 pub type MetaResult<T = MetaResponse> = Result<T, crate::MetaError>;

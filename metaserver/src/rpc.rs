@@ -153,6 +153,16 @@ impl ConnPool {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
-        self.get(addr).await?.call(body, timeout).await
+        let conn = self.get(addr).await?;
+        let result = conn.call(body, timeout).await;
+        if result.is_err() {
+            // Whatever broke, the next call starts on a fresh connection
+            // rather than trusting this one again.
+            let mut conns = self.conns.lock().await;
+            if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                conns.remove(addr);
+            }
+        }
+        result
     }
 }

@@ -59,6 +59,8 @@ pub enum Request {
     AddNode { id: NodeId, addr: String },
     /// Take a node out of every group and the cluster map.
     RemoveNode { id: NodeId },
+    /// This replica's applied index and a hash of group `group`'s state.
+    Digest { group: GroupId },
 }
 
 /// Raft RPC failures travel as text: the caller only needs to know it failed.
@@ -73,6 +75,7 @@ pub enum Response {
         id: NodeId,
         groups: Vec<crate::server::GroupStatus>,
     },
+    Digest(MetaResult<(Option<u64>, u64)>),
 }
 
 #[derive(Serialize, Deserialize, Debug)]

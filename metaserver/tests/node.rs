@@ -23,7 +23,16 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         .await
         .unwrap();
     client
-        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 2, (0, 0))
+        .format(
+            "t",
+            "file:///tmp/x",
+            None,
+            1 << 20,
+            8 << 20,
+            2,
+            strata_meta::DEFAULT_PARTITION_SIZE,
+            (0, 0),
+        )
         .await
         .unwrap();
     let fs = client.open_fs("t").await.unwrap();
@@ -122,8 +131,7 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         vec![b"d".to_vec(), b"hard".to_vec(), b"moved".to_vec()]
     );
     fs.unlink(1, b"hard").await.unwrap();
-    let (gone, removed) = fs.unlink(1, b"moved").await.unwrap();
-    assert!(removed && gone.nlink == 0);
+    assert!(fs.unlink(1, b"moved").await.unwrap(), "last link gone");
     fs.rmdir(1, b"d").await.unwrap();
     assert_eq!(fs.usage().await.unwrap().inodes, 1);
     node.shutdown().await;
@@ -162,7 +170,7 @@ async fn a_retried_write_applies_once() {
         .await
         .unwrap();
     client
-        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, (0, 0))
+        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, 64, (0, 0))
         .await
         .unwrap();
     let fs = client.open_fs("t").await.unwrap();
@@ -204,5 +212,46 @@ async fn a_retried_write_applies_once() {
         matches!(new, Response::Meta(Err(MetaError::Exists))),
         "{new:?}"
     );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_partition_gets_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+        .await
+        .unwrap();
+    client
+        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, 16, (0, 0))
+        .await
+        .unwrap();
+    let fs = client.open_fs("t").await.unwrap();
+    // 16 inode numbers per partition: 60 entries need four partitions.
+    for i in 0..60 {
+        fs.create(
+            1,
+            format!("f{i}").as_bytes(),
+            FileType::File,
+            0o644,
+            0,
+            0,
+            0,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create f{i}: {e}"));
+    }
+    let parts = client.partitions(fs.info.id).await.unwrap();
+    assert!(parts.len() >= 4, "partitions were added: {parts:?}");
+    for w in parts.windows(2) {
+        assert_eq!(w[0].end, w[1].start, "partitions are contiguous");
+    }
+    let report = strata_meta::fsck::check(&fs).await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.files, 60);
+    // Another client sees every entry, whichever partition holds its inode.
+    let late = client.open_fs("t").await.unwrap();
+    assert_eq!(late.readdir(1, None, 100).await.unwrap().len(), 60);
     node.shutdown().await;
 }

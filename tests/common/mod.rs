@@ -155,6 +155,30 @@ impl Drop for MetaServer {
     }
 }
 
+/// Three `meta serve` processes under `dir`, formed into one cluster.
+pub fn start_cluster(dir: &Path) -> (Vec<MetaServer>, Vec<String>) {
+    start_cluster_with(dir, &[])
+}
+
+/// Like `start_cluster`, with more `meta serve` flags for every node.
+pub fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<MetaServer>, Vec<String>) {
+    let nodes: Vec<MetaServer> = (1..=3)
+        .map(|id| {
+            MetaServer::start_node_with(id, &dir.join(format!("n{id}")), "127.0.0.1:0", extra)
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    assert!(out.contains("cluster formed"), "{out}");
+    (nodes, addrs)
+}
+
 /// Deterministic pseudo-random numbers (xorshift), so failures reproduce from the seed.
 pub struct Rng(pub u64);
 

@@ -30,6 +30,9 @@ enum Command {
     Format(cmd::format::FormatArgs),
     /// Show metaservers, filesystems and their usage.
     Status(cmd::status::StatusArgs),
+    /// Check a filesystem's metadata: entries, link counts, reachability,
+    /// unfinished cross-group transactions.
+    Fsck(cmd::fsck::FsckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Meta(m) => cmd::meta::run(m).await,
             Command::Format(a) => cmd::format::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Fsck(a) => cmd::fsck::run(a).await,
         }
     });
     // Do not wait for stray blocking tasks (a stuck S3 request must not hang exit).

@@ -5,6 +5,7 @@ mod network;
 pub mod ops;
 mod state_machine;
 pub mod store;
+pub mod txn;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -161,6 +162,8 @@ impl MetaNode {
                 node.start_group(g).await?;
             }
         }
+        node.tasks
+            .spawn(recover_transactions(node.clone(), shutdown_rx.clone()));
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
         if let Some(r) = record {
@@ -599,7 +602,10 @@ impl MetaNode {
                         leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                     }
                 }
-                other => MetaError::Unavailable(other.to_string()),
+                other => {
+                    tracing::warn!(group = g, error = %other, "read refused");
+                    MetaError::Unavailable(other.to_string())
+                }
             })?;
             let db = self.db.clone();
             return tokio::task::spawn_blocking(move || state_machine::read(&db, g, req))
@@ -615,7 +621,10 @@ impl MetaNode {
                     leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
                 })
             }
-            Err(e) => Err(MetaError::Unavailable(e.to_string())),
+            Err(e) => {
+                tracing::warn!(group = g, error = %e, "write refused");
+                Err(MetaError::Unavailable(e.to_string()))
+            }
         }
     }
 
@@ -641,6 +650,15 @@ impl MetaNode {
                 peers,
                 partition_groups,
             } => Response::Join(self.init_cluster(peers, partition_groups).await),
+            Request::Digest { group } => Response::Digest(if self.raft(group).is_none() {
+                Err(MetaError::NoSuchGroup(group))
+            } else {
+                let db = self.db.clone();
+                match tokio::task::spawn_blocking(move || state_machine::digest(&db, group)).await {
+                    Ok(r) => r.map_err(MetaError::from),
+                    Err(e) => Err(MetaError::Storage(e.to_string())),
+                }
+            }),
             Request::Status => Response::Status {
                 id: self.id,
                 groups: self.status(),
@@ -668,6 +686,81 @@ impl MetaNode {
     /// A handle that dies with the last user of the database (tests reopen it).
     pub fn database_weak(&self) -> std::sync::Weak<Database> {
         Arc::downgrade(&self.db)
+    }
+}
+
+/// How often a leader looks for transactions whose client went away.
+const TX_RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// A prepared transaction this old is presumed abandoned by its client. A
+/// live client that is slower than this only sees its operation retried.
+const TX_STALE_SECS: i64 = 5;
+
+/// Finishes, from the leader of each of this node's partition groups, the
+/// transactions whose client stopped between prepare and finish.
+async fn recover_transactions(node: Arc<MetaNode>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let client: tokio::sync::Mutex<Option<Arc<crate::MetaClient>>> = Default::default();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(TX_RECOVERY_INTERVAL) => {}
+        }
+        let sweep = async {
+            for g in node.groups() {
+                if g == CLUSTER_GROUP {
+                    continue;
+                }
+                let Some(raft) = node.raft(g) else { continue };
+                if raft.metrics().borrow().current_leader != Some(node.id) {
+                    continue;
+                }
+                let db = node.db.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    state_machine::read(&db, g, MetaRequest::ListIntents)
+                })
+                .await;
+                let Ok(Ok(Ok(crate::request::MetaResponse::Intents(intents)))) = read else {
+                    continue;
+                };
+                let now = Timestamp::now().sec;
+                let stale: Vec<_> = intents
+                    .into_iter()
+                    .filter(|i| now - i.prepared.sec >= TX_STALE_SECS)
+                    .collect();
+                if stale.is_empty() {
+                    continue;
+                }
+                let mut client = client.lock().await;
+                if client.is_none() {
+                    match crate::MetaClient::connect(std::slice::from_ref(&node.addr)).await {
+                        Ok(c) => *client = Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "transaction recovery cannot reach the cluster");
+                            continue;
+                        }
+                    }
+                }
+                let c = client.as_ref().expect("just set");
+                for intent in stale {
+                    match c.resolve_transaction(&intent).await {
+                        Ok(committed) => {
+                            tracing::info!(
+                                tx = intent.tx,
+                                group = g,
+                                committed,
+                                "finished an abandoned transaction"
+                            )
+                        }
+                        Err(e) => {
+                            tracing::warn!(tx = intent.tx, error = %e, "transaction recovery failed")
+                        }
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = sweep => {}
+        }
     }
 }
 

@@ -11,6 +11,11 @@ use crate::types::*;
 
 /// Readdir pages are capped so one answer stays far below the frame limit.
 pub const MAX_READDIR: u32 = 4096;
+/// Bounds of the inodes per partition a filesystem may be formatted with.
+pub const MIN_PARTITION_SIZE: u64 = 16;
+pub const MAX_PARTITION_SIZE: u64 = 1 << 40;
+/// Most partitions one filesystem may have (about 2^30 inodes at the default size).
+pub const MAX_PARTITIONS: usize = 1 << 10;
 /// Hard links one inode may have.
 pub const MAX_LINKS: u32 = 65_000;
 
@@ -20,13 +25,13 @@ struct PartState {
     next_ino: Ino,
 }
 
-/// Bookkeeping rows that are not part of the metadata model proper.
-struct Ctx<'a, T> {
-    t: &'a mut T,
-    g: GroupId,
+/// One group's rows inside the write transaction of a log batch.
+pub(crate) struct Ctx<'a, T> {
+    pub(crate) t: &'a mut T,
+    pub(crate) g: GroupId,
 }
 
-type OpResult<T> = Result<Result<T, MetaError>, StoreError>;
+pub(crate) type OpResult<T> = Result<Result<T, MetaError>, StoreError>;
 
 macro_rules! tri {
     ($e:expr) => {
@@ -59,7 +64,11 @@ pub fn apply_logged<T: RowsMut>(
         return Ok(first);
     }
     let result = apply(t, g, entry.req)?;
-    t.put(&k, &result)?;
+    // A busy answer changed nothing and the client sends the request again
+    // under a new sequence number; remembering it would only take space.
+    if !matches!(result, Err(MetaError::Busy(_))) {
+        t.put(&k, &result)?;
+    }
     Ok(result)
 }
 
@@ -95,7 +104,34 @@ pub fn apply<T: RowsMut>(
                 ready: false,
             },
             partitions,
+            DEFAULT_PARTITION_SIZE,
         )?,
+        R::CreateFsSized {
+            name,
+            uuid,
+            storage,
+            s3_endpoint,
+            block_size,
+            chunk_size,
+            partitions,
+            partition_size,
+            now,
+        } => c.create_fs(
+            FsInfo {
+                id: 0,
+                name,
+                uuid,
+                storage,
+                s3_endpoint,
+                block_size,
+                chunk_size,
+                created: now,
+                ready: false,
+            },
+            partitions,
+            partition_size,
+        )?,
+        R::AddPartition { fs, group, seen } => c.add_partition(fs, group, seen)?,
         R::MarkFsReady { name } => c.mark_ready(&name)?,
         R::AllocSliceIds { fs, count } => c.alloc_slices(fs, count)?,
         R::InitPartition { part, chunk_size } => c.init_partition(part, chunk_size)?,
@@ -159,6 +195,23 @@ pub fn apply<T: RowsMut>(
         } => c
             .write_slices(fs, ino, slices, end, now)?
             .map(MetaResponse::Inode),
+        R::TxPrepare {
+            fs,
+            tx,
+            coord,
+            participants,
+            steps,
+            now,
+        } => c.tx_prepare(fs, tx, coord, participants, steps, now)?,
+        R::TxCommit { fs, tx, steps, now } => c.tx_commit(fs, tx, steps, now)?,
+        R::TxResolve { tx } => c.tx_resolve(tx)?,
+        R::TxFinish {
+            fs,
+            tx,
+            commit,
+            now,
+        } => c.tx_finish(fs, tx, commit, now)?,
+        R::TxForget { tx } => c.tx_forget(tx)?,
         read => return read_rows(&*c.t, g, read),
     };
     Ok(res)
@@ -191,7 +244,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
             }
             Ok(MetaResponse::Partitions(list))
         }
-        R::Lookup { fs, parent, name } => lookup(t, g, fs, parent, &name)?.map(MetaResponse::Inode),
+        R::Lookup { fs, parent, name } => lookup(t, g, fs, parent, &name)?,
         R::GetAttr { fs, ino } => match t.load::<Inode>(&key::inode(g, fs, ino))? {
             Some(i) => Ok(MetaResponse::Inode(i)),
             None => Err(MetaError::NotFound),
@@ -208,32 +261,59 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::Usage { fs } => Ok(MetaResponse::Usage(
             t.load(&key::usage(g, fs))?.unwrap_or_default(),
         )),
+        R::ListInodes { fs, after, limit } => {
+            let prefix = key::inode(g, fs, 0);
+            let prefix = &prefix[..prefix.len() - 8];
+            let rows = t.scan(
+                prefix,
+                Some(&key::inode(g, fs, after)),
+                limit.clamp(1, MAX_READDIR) as usize,
+            )?;
+            let mut list = Vec::with_capacity(rows.len());
+            for (_, v) in rows {
+                list.push(crate::server::store::decode(&v)?);
+            }
+            Ok(MetaResponse::Inodes(list))
+        }
+        R::ListIntents => Ok(MetaResponse::Intents(
+            crate::server::txn::intents(t, g)?
+                .into_iter()
+                .map(|i| i.info)
+                .collect(),
+        )),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),
     })
 }
 
-fn lookup<T: Rows>(t: &T, g: GroupId, fs: FsId, parent: Ino, name: &[u8]) -> OpResult<Inode> {
+fn lookup<T: Rows>(
+    t: &T,
+    g: GroupId,
+    fs: FsId,
+    parent: Ino,
+    name: &[u8],
+) -> OpResult<MetaResponse> {
     tri!(validate_lookup_name(name));
     let dir = tri!(get_dir(t, g, fs, parent)?);
     if name == b"." {
-        return Ok(Ok(dir));
+        return Ok(Ok(MetaResponse::Inode(dir)));
     }
-    if name == b".." {
-        return Ok(t
-            .load::<Inode>(&key::inode(g, fs, dir.parent))?
-            .ok_or(MetaError::NotFound));
-    }
-    let Some(d) = t.load::<Dentry>(&key::dentry(g, fs, parent, name))? else {
-        return Ok(Err(MetaError::NotFound));
+    let d = if name == b".." {
+        Dentry {
+            ino: dir.parent,
+            kind: FileType::Dir,
+        }
+    } else {
+        match t.load::<Dentry>(&key::dentry(g, fs, parent, name))? {
+            Some(d) => d,
+            None => return Ok(Err(MetaError::NotFound)),
+        }
     };
     match t.load::<Inode>(&key::inode(g, fs, d.ino))? {
-        Some(i) => Ok(Ok(i)),
-        None => Ok(Err(MetaError::CrossGroup(format!(
-            "inode {} is not in this group",
-            d.ino
-        )))),
+        Some(i) => Ok(Ok(MetaResponse::Inode(i))),
+        // The client asks the inode's own group.
+        None => Ok(Ok(MetaResponse::Remote(d))),
     }
 }
 
@@ -319,7 +399,12 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(cur)
     }
 
-    fn create_fs(&mut self, mut info: FsInfo, partitions: u32) -> Result<MetaResult, StoreError> {
+    fn create_fs(
+        &mut self,
+        mut info: FsInfo,
+        partitions: u32,
+        partition_size: u64,
+    ) -> Result<MetaResult, StoreError> {
         let k = key::fs(self.g, &info.name);
         if let Some(existing) = self.t.load::<FsInfo>(&k)? {
             if existing.ready {
@@ -361,21 +446,68 @@ impl<T: RowsMut> Ctx<'_, T> {
                 "the cluster has no partition groups yet".into(),
             )));
         }
+        if !(MIN_PARTITION_SIZE..=MAX_PARTITION_SIZE).contains(&partition_size) {
+            return Ok(Err(MetaError::Invalid(format!(
+                "{partition_size} inodes per partition: use {MIN_PARTITION_SIZE} to {MAX_PARTITION_SIZE}"
+            ))));
+        }
         info.id = self.next_counter("fs", 1, 1)? as FsId;
         for i in 0..partitions.max(1) {
-            let id = self.next_counter(&format!("part:{}", info.id), 1, 0)? as PartitionId;
-            let start = 1 + id as u64 * DEFAULT_PARTITION_SIZE;
-            let part = Partition {
-                fs: info.id,
-                id,
-                start,
-                end: start + DEFAULT_PARTITION_SIZE,
-                group: groups[i as usize % groups.len()],
-            };
-            self.t.put(&key::partition(self.g, info.id, id), &part)?;
+            self.new_partition(info.id, groups[i as usize % groups.len()], partition_size)?;
         }
         self.t.put(&k, &info)?;
         Ok(Ok(MetaResponse::Fs(info)))
+    }
+
+    /// Records partition number `next` of `fs`, right after the last one.
+    fn new_partition(&mut self, fs: FsId, group: GroupId, size: u64) -> Result<(), StoreError> {
+        let id = self.next_counter(&format!("part:{fs}"), 1, 0)? as PartitionId;
+        let start = self
+            .partitions(fs)?
+            .iter()
+            .map(|p| p.end)
+            .max()
+            .unwrap_or(1);
+        let part = Partition {
+            fs,
+            id,
+            start,
+            end: start + size,
+            group,
+        };
+        self.t.put(&key::partition(self.g, fs, id), &part)
+    }
+
+    fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, StoreError> {
+        self.t
+            .scan(&key::partition_prefix(self.g, fs), None, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| crate::server::store::decode(&v))
+            .collect()
+    }
+
+    fn add_partition(
+        &mut self,
+        fs: FsId,
+        group: GroupId,
+        seen: u32,
+    ) -> Result<MetaResult, StoreError> {
+        let parts = self.partitions(fs)?;
+        let Some(first) = parts.first() else {
+            return Ok(Err(MetaError::Invalid(format!(
+                "filesystem {fs} has no partitions"
+            ))));
+        };
+        if parts.iter().filter(|p| p.group == group).count() as u32 <= seen {
+            if parts.len() >= MAX_PARTITIONS {
+                return Ok(Err(MetaError::NoSpace(format!(
+                    "the filesystem has {MAX_PARTITIONS} inode partitions, the most it may have"
+                ))));
+            }
+            let size = first.end - first.start;
+            self.new_partition(fs, group, size)?;
+        }
+        Ok(Ok(MetaResponse::Partitions(self.partitions(fs)?)))
     }
 
     fn mark_ready(&mut self, name: &str) -> Result<MetaResult, StoreError> {
@@ -445,7 +577,12 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Inode(root)))
     }
 
-    fn add_usage(&mut self, fs: FsId, inodes: i64, bytes: i64) -> Result<(), StoreError> {
+    pub(crate) fn add_usage(
+        &mut self,
+        fs: FsId,
+        inodes: i64,
+        bytes: i64,
+    ) -> Result<(), StoreError> {
         let k = key::usage(self.g, fs);
         let mut u: Usage = self.t.load(&k)?.unwrap_or_default();
         u.inodes = u.inodes.saturating_add_signed(inodes);
@@ -453,20 +590,79 @@ impl<T: RowsMut> Ctx<'_, T> {
         self.t.put(&k, &u)
     }
 
-    fn inode(&self, fs: FsId, ino: Ino) -> OpResult<Inode> {
-        Ok(self
-            .t
-            .load(&key::inode(self.g, fs, ino))?
-            .ok_or(MetaError::NotFound))
+    pub(crate) fn inode(&self, fs: FsId, ino: Ino) -> OpResult<Inode> {
+        if let Some(i) = self.t.load(&key::inode(self.g, fs, ino))? {
+            return Ok(Ok(i));
+        }
+        if self.owns(fs, ino)? {
+            Ok(Err(MetaError::NotFound))
+        } else {
+            Ok(Err(MetaError::CrossGroup(format!(
+                "inode {ino} is not in group {}",
+                self.g
+            ))))
+        }
     }
 
-    fn save(&mut self, fs: FsId, inode: &Inode) -> Result<(), StoreError> {
+    /// Whether `ino` falls in one of this group's partitions.
+    fn owns(&self, fs: FsId, ino: Ino) -> Result<bool, StoreError> {
+        for (_, v) in self
+            .t
+            .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?
+        {
+            if crate::server::store::decode::<PartState>(&v)?
+                .part
+                .contains(ino)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Busy if a prepared transaction holds a lock on one of these inodes or
+    /// entries. One seek when no transaction is pending, which is the rule.
+    pub(crate) fn check_unlocked(
+        &self,
+        fs: FsId,
+        inodes: &[Ino],
+        dentries: &[(Ino, &[u8])],
+    ) -> OpResult<()> {
+        if self.t.scan(&key::lock_prefix(self.g), None, 1)?.is_empty() {
+            return Ok(Ok(()));
+        }
+        for &ino in inodes {
+            if self
+                .t
+                .load_raw(&key::inode_lock(self.g, fs, ino))?
+                .is_some()
+            {
+                return Ok(Err(MetaError::Busy(format!(
+                    "inode {ino} is part of a pending cross-group operation"
+                ))));
+            }
+        }
+        for (parent, name) in dentries {
+            if self
+                .t
+                .load_raw(&key::dentry_lock(self.g, fs, *parent, name))?
+                .is_some()
+            {
+                return Ok(Err(MetaError::Busy(format!(
+                    "an entry of directory {parent} is part of a pending cross-group operation"
+                ))));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    pub(crate) fn save(&mut self, fs: FsId, inode: &Inode) -> Result<(), StoreError> {
         self.t.put(&key::inode(self.g, fs, inode.ino), inode)
     }
 
     /// A new inode number, from the parent's partition when it has room so the
     /// entry and the inode stay together.
-    fn alloc_ino(&mut self, fs: FsId, near: Ino) -> OpResult<Ino> {
+    pub(crate) fn alloc_ino(&mut self, fs: FsId, near: Ino) -> OpResult<Ino> {
         let rows = self
             .t
             .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?;
@@ -483,9 +679,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                 return Ok(Ok(ino));
             }
         }
-        Ok(Err(MetaError::NoSpace(
-            "every inode partition of this filesystem in this group is full".into(),
-        )))
+        Ok(Err(MetaError::PartitionsFull))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -524,6 +718,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         if self.t.load_raw(&dkey)?.is_some() {
             return Ok(Err(MetaError::Exists));
         }
+        tri!(self.check_unlocked(fs, &[parent], &[(parent, name)])?);
         if kind == FileType::Dir && dir.nlink >= MAX_LINKS {
             return Ok(Err(MetaError::TooManyLinks));
         }
@@ -581,6 +776,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         if self.t.load_raw(&dkey)?.is_some() {
             return Ok(Err(MetaError::Exists));
         }
+        tri!(self.check_unlocked(fs, &[parent, ino], &[(parent, name)])?);
         self.t.put(
             &dkey,
             &Dentry {
@@ -598,7 +794,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// Drops one link of `inode`; removes it with its chunks when none is left.
-    fn drop_link(
+    pub(crate) fn drop_link(
         &mut self,
         fs: FsId,
         mut inode: Inode,
@@ -640,6 +836,7 @@ impl<T: RowsMut> Ctx<'_, T> {
             return Ok(Err(MetaError::IsDir));
         }
         let inode = tri!(self.inode(fs, d.ino)?);
+        tri!(self.check_unlocked(fs, &[d.ino], &[(parent, name)])?);
         self.t.del(&dkey)?;
         let (inode, removed) = self.drop_link(fs, inode, now)?;
         dir.mtime = now;
@@ -648,11 +845,26 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Unlinked { inode, removed }))
     }
 
-    fn is_empty_dir(&self, fs: FsId, ino: Ino) -> Result<bool, StoreError> {
-        Ok(self
+    /// Empty: no entries, and none about to be added by a prepared
+    /// transaction (that answers Busy: it may still abort).
+    pub(crate) fn empty_dir(&self, fs: FsId, ino: Ino) -> OpResult<bool> {
+        if !self
             .t
             .scan(&key::dentry_prefix(self.g, fs, ino), None, 1)?
-            .is_empty())
+            .is_empty()
+        {
+            return Ok(Ok(false));
+        }
+        if !self
+            .t
+            .scan(&key::dentry_lock_prefix(self.g, fs, ino), None, 1)?
+            .is_empty()
+        {
+            return Ok(Err(MetaError::Busy(format!(
+                "directory {ino} has a pending cross-group entry"
+            ))));
+        }
+        Ok(Ok(true))
     }
 
     fn rmdir(
@@ -677,10 +889,11 @@ impl<T: RowsMut> Ctx<'_, T> {
         if d.kind != FileType::Dir {
             return Ok(Err(MetaError::NotDir));
         }
-        if !self.is_empty_dir(fs, d.ino)? {
+        let child = tri!(self.inode(fs, d.ino)?);
+        if !tri!(self.empty_dir(fs, d.ino)?) {
             return Ok(Err(MetaError::NotEmpty));
         }
-        let child = tri!(self.inode(fs, d.ino)?);
+        tri!(self.check_unlocked(fs, &[d.ino], &[(parent, name)])?);
         self.t.del(&dkey)?;
         let (inode, removed) = self.drop_link(fs, child, now)?;
         dir.nlink = dir.nlink.saturating_sub(1);
@@ -738,16 +951,28 @@ impl<T: RowsMut> Ctx<'_, T> {
             match (src.kind == FileType::Dir, d.kind == FileType::Dir) {
                 (true, false) => return Ok(Err(MetaError::NotDir)),
                 (false, true) => return Ok(Err(MetaError::IsDir)),
-                (true, true) if !self.is_empty_dir(fs, d.ino)? => {
-                    return Ok(Err(MetaError::NotEmpty));
-                }
                 _ => {}
             }
-            let victim = tri!(self.inode(fs, d.ino)?);
-            let (victim, _) = self.drop_link(fs, victim, now)?;
-            replaced = Some(victim);
         }
+        // Check everything before the first write.
         let mut moved = tri!(self.inode(fs, src.ino)?);
+        let victim = match dst {
+            Some(d) => {
+                let v = tri!(self.inode(fs, d.ino)?);
+                if v.kind == FileType::Dir && !tri!(self.empty_dir(fs, d.ino)?) {
+                    return Ok(Err(MetaError::NotEmpty));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let mut locked = vec![src.ino, new_parent];
+        locked.extend(dst.map(|d| d.ino));
+        tri!(self.check_unlocked(fs, &locked, &[(parent, name), (new_parent, new_name)])?);
+        if let Some(v) = victim {
+            let (v, _) = self.drop_link(fs, v, now)?;
+            replaced = Some(v);
+        }
         self.t.del(&src_key)?;
         self.t.put(&dst_key, &src)?;
         moved.ctime = now;
@@ -908,7 +1133,7 @@ impl<T: RowsMut> Ctx<'_, T> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn new_inode(
+pub(crate) fn new_inode(
     ino: Ino,
     kind: FileType,
     mode: u32,

@@ -339,6 +339,22 @@ fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, Store
 }
 
 /// Answers a read-only request from the group's current state.
+/// A replica's applied index and a hash of every state row of group `g`, read
+/// in one transaction: replicas at the same index must have the same hash.
+pub fn digest(db: &Database, g: GroupId) -> Result<(Option<u64>, u64), StoreError> {
+    use std::hash::{Hash, Hasher};
+    let tx = db.begin_read()?;
+    let applied = StateMachine::applied(&tx, g)?.0.map(|l| l.index);
+    let t = tx.open_table(SM)?;
+    // DefaultHasher::new() uses fixed keys, so every node computes the same.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (k, v) in t.scan(&key::group(g), None, usize::MAX)? {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    Ok((applied, h.finish()))
+}
+
 pub fn read(
     db: &Database,
     g: GroupId,

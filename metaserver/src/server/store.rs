@@ -106,6 +106,9 @@ pub mod key {
     pub const PART_STATE: u8 = 13;
     pub const USAGE: u8 = 14;
     pub const DEDUP: u8 = 15;
+    pub const TX_LOCK: u8 = 16;
+    pub const TX_INTENT: u8 = 17;
+    pub const TX_DECISION: u8 = 18;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -182,6 +185,43 @@ pub mod key {
     pub fn usage(g: GroupId, fs: FsId) -> Vec<u8> {
         let mut k = tagged(g, USAGE);
         k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    /// Every transaction lock of a group.
+    pub fn lock_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, TX_LOCK)
+    }
+    pub fn inode_lock(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, TX_LOCK);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.push(0);
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    /// Locks on entries of one directory: a directory with one is not empty.
+    pub fn dentry_lock_prefix(g: GroupId, fs: FsId, parent: Ino) -> Vec<u8> {
+        let mut k = tagged(g, TX_LOCK);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.push(1);
+        k.extend_from_slice(&parent.to_be_bytes());
+        k
+    }
+    pub fn dentry_lock(g: GroupId, fs: FsId, parent: Ino, name: &[u8]) -> Vec<u8> {
+        let mut k = dentry_lock_prefix(g, fs, parent);
+        k.extend_from_slice(name);
+        k
+    }
+    pub fn intent_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, TX_INTENT)
+    }
+    pub fn intent(g: GroupId, tx: u64) -> Vec<u8> {
+        let mut k = tagged(g, TX_INTENT);
+        k.extend_from_slice(&tx.to_be_bytes());
+        k
+    }
+    pub fn decision(g: GroupId, tx: u64) -> Vec<u8> {
+        let mut k = tagged(g, TX_DECISION);
+        k.extend_from_slice(&tx.to_be_bytes());
         k
     }
     pub fn dedup_prefix(g: GroupId, client: u64) -> Vec<u8> {

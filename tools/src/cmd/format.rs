@@ -22,9 +22,13 @@ pub struct FormatArgs {
     /// Chunk size: files are cut into chunks of this size (a multiple of the block size).
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub chunk_size: u64,
-    /// Inode partitions to create (each owns 2^20 inode ids).
+    /// Inode partitions to create, spread over the partition groups. More are
+    /// added on their own when a group's partitions run out of inode numbers.
     #[arg(long, default_value_t = 4)]
     pub partitions: u32,
+    /// Inode numbers each partition owns (16 to 2^40).
+    #[arg(long, default_value_t = strata_meta::DEFAULT_PARTITION_SIZE)]
+    pub inodes_per_partition: u64,
 }
 
 pub async fn run(a: FormatArgs) -> CliResult {
@@ -45,6 +49,7 @@ pub async fn run(a: FormatArgs) -> CliResult {
             block_size,
             chunk_size,
             a.partitions,
+            a.inodes_per_partition,
             (0, 0),
         )
         .await?;

@@ -1,4 +1,5 @@
 pub mod format;
+pub mod fsck;
 pub mod meta;
 pub mod mount;
 pub mod status;

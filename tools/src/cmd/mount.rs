@@ -40,6 +40,11 @@ pub struct MountArgs {
     /// S3 endpoint URL, overriding the one recorded at format time and AWS_ENDPOINT_URL.
     #[arg(long)]
     pub s3_endpoint: Option<String>,
+    /// A new directory goes to the least-loaded metadata group once its
+    /// parent's group holds more than this many inodes beyond that one;
+    /// 0 spreads every new directory.
+    #[arg(long, default_value_t = strata_meta::client::DEFAULT_DIR_SPREAD_SLACK)]
+    pub dir_spread_slack: u64,
     /// Seconds the kernel may cache file attributes.
     #[arg(long, default_value_t = 1.0)]
     pub attr_cache: f64,
@@ -200,12 +205,14 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
                 strata_meta::DEFAULT_BLOCK_SIZE,
                 strata_meta::DEFAULT_CHUNK_SIZE,
                 4,
+                strata_meta::DEFAULT_PARTITION_SIZE,
                 (uid, gid),
             )
             .await?;
         tracing::info!(data_dir = %a.data_dir().display(), "created the embedded filesystem");
     }
     let fs_client = client.open_fs(&target.name).await?;
+    fs_client.set_dir_spread_slack(a.dir_spread_slack);
     let endpoint = a
         .s3_endpoint
         .clone()

@@ -1,0 +1,403 @@
+//! Cross-group transactions: two-phase commit with intent records.
+//!
+//! An operation whose rows live in several Raft groups (a rename between
+//! directories of different groups, a directory placed in another group than
+//! its parent, a hard link or unlink of an inode that lives elsewhere) is cut
+//! into per-group steps. The client drives it:
+//!
+//! 1. every participant but one prepares (`TxPrepare`): it checks its steps
+//!    against its state, takes locks on the entries and inodes they touch and
+//!    records an intent with the steps, the coordinator and all participants;
+//!    an inode to create is created now (nothing points at it yet);
+//! 2. the coordinator (the group of the entry that appears, else of the one
+//!    that goes) checks and applies its own steps and records "committed" in
+//!    the same log entry (`TxCommit`): the commit point. If its check fails,
+//!    it records "aborted";
+//! 3. every participant applies or drops its intent (`TxFinish`), then the
+//!    coordinator forgets the decision (`TxForget`).
+//!
+//! If the client dies between steps, each group's leader finds intents older
+//! than a few seconds and asks the coordinator (`TxResolve`), which answers
+//! the decision or, if there is none yet, records "aborted" so that a late
+//! commit cannot happen; the leader then finishes the transaction everywhere.
+//! Plain single-group operations answer Busy (and are retried) while they
+//! would touch a locked entry or inode, so what a participant checked at
+//! prepare time still holds when it commits.
+
+use crate::MetaError;
+use crate::request::{IntentInfo, MetaResponse, MetaResult, TxId, TxStep};
+use crate::server::ops::{Ctx, MAX_LINKS, OpResult};
+use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::types::*;
+
+/// A prepared transaction, as a participant keeps it until it finishes.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+pub struct Intent {
+    pub info: IntentInfo,
+    pub steps: Vec<TxStep>,
+    /// Inodes created at prepare time: removed again if the transaction aborts.
+    pub created: Vec<Ino>,
+    pub locks: Vec<Vec<u8>>,
+}
+
+/// Every intent of group `g`.
+pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, StoreError> {
+    t.scan(&key::intent_prefix(g), None, usize::MAX)?
+        .into_iter()
+        .map(|(_, v)| decode(&v))
+        .collect()
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
+fn busy(what: &str) -> MetaError {
+    MetaError::Busy(format!("{what} is part of a pending cross-group operation"))
+}
+
+impl<T: RowsMut> Ctx<'_, T> {
+    pub fn tx_prepare(
+        &mut self,
+        fs: FsId,
+        tx: TxId,
+        coord: GroupId,
+        participants: Vec<GroupId>,
+        steps: Vec<TxStep>,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        let ikey = key::intent(self.g, tx);
+        if let Some(done) = self.t.load::<Intent>(&ikey)? {
+            return self.created_inodes(fs, &done.created);
+        }
+        let locks = tri!(self.check_steps(fs, &steps)?);
+        let mut created = Vec::new();
+        let mut answer = Vec::new();
+        for step in &steps {
+            if let TxStep::CreateInode { .. } = step {
+                let (inode, _) = tri!(self.apply_step(fs, step, now)?).expect("creates");
+                created.push(inode.ino);
+                answer.push((inode, false));
+            }
+        }
+        let mut locks = locks;
+        locks.extend(created.iter().map(|&ino| key::inode_lock(self.g, fs, ino)));
+        for l in &locks {
+            self.t.put(l, &tx)?;
+        }
+        let intent = Intent {
+            info: IntentInfo {
+                tx,
+                fs,
+                coord,
+                participants,
+                prepared: now,
+            },
+            steps,
+            created,
+            locks,
+        };
+        self.t.put(&ikey, &intent)?;
+        Ok(Ok(MetaResponse::TxApplied(answer)))
+    }
+
+    pub fn tx_commit(
+        &mut self,
+        fs: FsId,
+        tx: TxId,
+        steps: Vec<TxStep>,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        let dkey = key::decision(self.g, tx);
+        match self.t.load::<bool>(&dkey)? {
+            Some(false) => return Ok(Err(MetaError::TxAborted)),
+            // Applied already (a retry the dedup table no longer remembers).
+            Some(true) => return Ok(Ok(MetaResponse::TxApplied(vec![]))),
+            None => {}
+        }
+        match self.check_steps(fs, &steps)? {
+            Ok(_) => {}
+            // Nothing is decided while busy: the client aborts and starts over.
+            Err(e @ MetaError::Busy(_)) => return Ok(Err(e)),
+            Err(e) => {
+                self.t.put(&dkey, &false)?;
+                return Ok(Err(e));
+            }
+        }
+        let mut answer = Vec::new();
+        for step in &steps {
+            if let Some(changed) = tri!(self.apply_step(fs, step, now)?) {
+                answer.push(changed);
+            }
+        }
+        self.t.put(&dkey, &true)?;
+        Ok(Ok(MetaResponse::TxApplied(answer)))
+    }
+
+    pub fn tx_resolve(&mut self, tx: TxId) -> Result<MetaResult, StoreError> {
+        let dkey = key::decision(self.g, tx);
+        let decision = match self.t.load::<bool>(&dkey)? {
+            Some(d) => d,
+            None => {
+                self.t.put(&dkey, &false)?;
+                false
+            }
+        };
+        Ok(Ok(MetaResponse::Decision(decision)))
+    }
+
+    pub fn tx_forget(&mut self, tx: TxId) -> Result<MetaResult, StoreError> {
+        self.t.del(&key::decision(self.g, tx))?;
+        Ok(Ok(MetaResponse::Ok))
+    }
+
+    pub fn tx_finish(
+        &mut self,
+        fs: FsId,
+        tx: TxId,
+        commit: bool,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        let ikey = key::intent(self.g, tx);
+        let Some(intent) = self.t.load::<Intent>(&ikey)? else {
+            // Finished already, by the client or by recovery.
+            return Ok(Ok(MetaResponse::TxApplied(vec![])));
+        };
+        for l in &intent.locks {
+            self.t.del(l)?;
+        }
+        self.t.del(&ikey)?;
+        let mut answer = Vec::new();
+        if commit {
+            for step in &intent.steps {
+                if matches!(step, TxStep::CreateInode { .. }) {
+                    continue;
+                }
+                match self.apply_step(fs, step, now)? {
+                    Ok(Some(changed)) => answer.push(changed),
+                    Ok(None) => {}
+                    // The locks make this unreachable; keep going so the
+                    // other steps still land.
+                    Err(e) => tracing::error!(tx, ?step, error = %e, "prepared step failed"),
+                }
+            }
+            if let Ok(Ok(MetaResponse::TxApplied(created))) =
+                self.created_inodes(fs, &intent.created)
+            {
+                answer.extend(created);
+            }
+        } else {
+            for &ino in &intent.created {
+                if let Ok(inode) = self.inode(fs, ino)? {
+                    self.t.del(&key::inode(self.g, fs, ino))?;
+                    self.add_usage(fs, -1, -(inode.size as i64))?;
+                }
+            }
+        }
+        Ok(Ok(MetaResponse::TxApplied(answer)))
+    }
+
+    fn created_inodes(&self, fs: FsId, inos: &[Ino]) -> Result<MetaResult, StoreError> {
+        let mut out = Vec::new();
+        for &ino in inos {
+            if let Ok(i) = self.inode(fs, ino)? {
+                out.push((i, false));
+            }
+        }
+        Ok(Ok(MetaResponse::TxApplied(out)))
+    }
+
+    /// Checks `steps` against this group's state; returns the locks they need.
+    fn check_steps(&self, fs: FsId, steps: &[TxStep]) -> OpResult<Vec<Vec<u8>>> {
+        let g = self.g;
+        let mut locks: Vec<Vec<u8>> = Vec::new();
+        let free = |k: &Vec<u8>| -> Result<bool, StoreError> { Ok(self.t.load_raw(k)?.is_none()) };
+        for step in steps {
+            match step {
+                TxStep::CreateInode { kind, symlink, .. } => {
+                    if (*kind == FileType::Symlink) != symlink.is_some() {
+                        return Ok(Err(MetaError::Invalid(
+                            "a symlink needs a target, and only a symlink".into(),
+                        )));
+                    }
+                }
+                TxStep::PutDentry {
+                    parent,
+                    name,
+                    replace,
+                    ..
+                } => {
+                    tri!(validate_name(name));
+                    let dir = tri!(self.inode(fs, *parent)?);
+                    if dir.kind != FileType::Dir {
+                        return Ok(Err(MetaError::NotDir));
+                    }
+                    if dir.nlink == 0 {
+                        return Ok(Err(MetaError::NotFound));
+                    }
+                    let current = self.t.load::<Dentry>(&key::dentry(g, fs, *parent, name))?;
+                    match (current.map(|d| d.ino), replace) {
+                        (None, None) => {}
+                        (Some(_), None) => return Ok(Err(MetaError::Exists)),
+                        (Some(a), Some(b)) if a == *b => {}
+                        // The target changed since the client looked: start over.
+                        _ => return Ok(Err(busy("the target name"))),
+                    }
+                    let l = key::dentry_lock(g, fs, *parent, name);
+                    if !free(&l)? || !free(&key::inode_lock(g, fs, *parent))? {
+                        return Ok(Err(busy("the target name")));
+                    }
+                    locks.push(l);
+                }
+                TxStep::DelDentry { parent, name, ino } => {
+                    match self.t.load::<Dentry>(&key::dentry(g, fs, *parent, name))? {
+                        Some(d) if d.ino == *ino => {}
+                        Some(_) => return Ok(Err(busy("the source name"))),
+                        None => return Ok(Err(MetaError::NotFound)),
+                    }
+                    let l = key::dentry_lock(g, fs, *parent, name);
+                    if !free(&l)? {
+                        return Ok(Err(busy("the source name")));
+                    }
+                    locks.push(l);
+                }
+                TxStep::AddLink { ino } => {
+                    let inode = tri!(self.inode(fs, *ino)?);
+                    if inode.kind == FileType::Dir {
+                        return Ok(Err(MetaError::NotPermitted(
+                            "hard links to directories are not allowed".into(),
+                        )));
+                    }
+                    if inode.nlink == 0 {
+                        return Ok(Err(MetaError::NotFound));
+                    }
+                    if inode.nlink >= MAX_LINKS {
+                        return Ok(Err(MetaError::TooManyLinks));
+                    }
+                    locks.push(tri!(self.inode_lock(fs, *ino)?));
+                }
+                TxStep::Moved { ino, .. } => {
+                    tri!(self.inode(fs, *ino)?);
+                    locks.push(tri!(self.inode_lock(fs, *ino)?));
+                }
+                TxStep::DropLink { ino, dir } => {
+                    let inode = tri!(self.inode(fs, *ino)?);
+                    match (*dir, inode.kind == FileType::Dir) {
+                        (true, false) => return Ok(Err(MetaError::NotDir)),
+                        (false, true) => return Ok(Err(MetaError::IsDir)),
+                        (true, true) if !tri!(self.empty_dir(fs, *ino)?) => {
+                            return Ok(Err(MetaError::NotEmpty));
+                        }
+                        _ => {}
+                    }
+                    locks.push(tri!(self.inode_lock(fs, *ino)?));
+                }
+                TxStep::TouchDir { ino, .. } => {
+                    let dir = tri!(self.inode(fs, *ino)?);
+                    if dir.kind != FileType::Dir {
+                        return Ok(Err(MetaError::NotDir));
+                    }
+                }
+            }
+        }
+        Ok(Ok(locks))
+    }
+
+    fn inode_lock(&self, fs: FsId, ino: Ino) -> OpResult<Vec<u8>> {
+        let l = key::inode_lock(self.g, fs, ino);
+        if self.t.load_raw(&l)?.is_some() {
+            return Ok(Err(busy(&format!("inode {ino}"))));
+        }
+        Ok(Ok(l))
+    }
+
+    /// Applies one checked step; returns the inode it changed, if any.
+    fn apply_step(
+        &mut self,
+        fs: FsId,
+        step: &TxStep,
+        now: Timestamp,
+    ) -> OpResult<Option<(Inode, bool)>> {
+        let g = self.g;
+        Ok(Ok(match step {
+            TxStep::CreateInode {
+                kind,
+                mode,
+                uid,
+                gid,
+                rdev,
+                symlink,
+                parent,
+            } => {
+                let ino = tri!(self.alloc_ino(fs, *parent)?);
+                let inode = crate::server::ops::new_inode(
+                    ino,
+                    *kind,
+                    *mode,
+                    *uid,
+                    *gid,
+                    *rdev,
+                    symlink.clone(),
+                    *parent,
+                    now,
+                );
+                self.save(fs, &inode)?;
+                self.add_usage(fs, 1, inode.size as i64)?;
+                Some((inode, false))
+            }
+            TxStep::PutDentry {
+                parent,
+                name,
+                ino,
+                kind,
+                ..
+            } => {
+                self.t.put(
+                    &key::dentry(g, fs, *parent, name),
+                    &Dentry {
+                        ino: *ino,
+                        kind: *kind,
+                    },
+                )?;
+                None
+            }
+            TxStep::DelDentry { parent, name, .. } => {
+                self.t.del(&key::dentry(g, fs, *parent, name))?;
+                None
+            }
+            TxStep::AddLink { ino } => {
+                let mut inode = tri!(self.inode(fs, *ino)?);
+                inode.nlink += 1;
+                inode.ctime = now;
+                self.save(fs, &inode)?;
+                Some((inode, false))
+            }
+            TxStep::Moved { ino, new_parent } => {
+                let mut inode = tri!(self.inode(fs, *ino)?);
+                inode.ctime = now;
+                if inode.kind == FileType::Dir {
+                    inode.parent = *new_parent;
+                }
+                self.save(fs, &inode)?;
+                Some((inode, false))
+            }
+            TxStep::DropLink { ino, .. } => {
+                let inode = tri!(self.inode(fs, *ino)?);
+                Some(self.drop_link(fs, inode, now)?)
+            }
+            TxStep::TouchDir { ino, nlink } => {
+                let mut dir = tri!(self.inode(fs, *ino)?);
+                dir.nlink = dir.nlink.saturating_add_signed(*nlink);
+                dir.mtime = now;
+                dir.ctime = now;
+                self.save(fs, &dir)?;
+                None
+            }
+        }))
+    }
+}

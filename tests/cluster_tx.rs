@@ -1,0 +1,406 @@
+//! Cross-group operations on a three-node cluster (separate processes) while
+//! leaders and nodes are SIGKILLed: every acknowledged operation is there,
+//! the tree is consistent (fsck), and the replicas of each group agree.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_meta::{FileType, FsClient, Ino, MetaClient, MetaError};
+
+fn open(rt: &tokio::runtime::Runtime, addrs: &[String]) -> FsClient {
+    let client = rt.block_on(MetaClient::connect(addrs)).unwrap();
+    let fs = rt.block_on(client.open_fs("t")).unwrap();
+    // Every new directory goes to the least-loaded group: most directory
+    // operations below cross groups.
+    fs.set_dir_spread_slack(0);
+    fs
+}
+
+fn leader_of(all: &str, group: u32) -> Option<usize> {
+    let status = run_ok(&["meta", "status", "--meta", all]);
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("group {group} ")))?;
+    let leader = line.split("leader ").nth(1)?.split_whitespace().next()?;
+    leader.parse::<usize>().ok()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// fsck until clean; transactions a killed client or leader left are
+/// finished by recovery within seconds, so only those may take a while.
+fn assert_consistent(rt: &tokio::runtime::Runtime, fs: &FsClient) -> strata_meta::fsck::Report {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = rt.block_on(strata_meta::fsck::check(fs)).unwrap();
+        if r.is_clean() {
+            return r;
+        }
+        let only_pending = r.dangling.is_empty()
+            && r.bad_nlink.is_empty()
+            && r.unreachable.is_empty()
+            && r.multiply_linked_dirs.is_empty();
+        assert!(
+            only_pending && Instant::now() < deadline,
+            "metadata inconsistent: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the three replicas of every group applied the same log, then
+/// compares their state digests.
+fn assert_replicas_agree(rt: &tokio::runtime::Runtime, fs: &FsClient, addrs: &[String]) {
+    let meta = fs.meta().clone();
+    let mut groups = fs.groups();
+    groups.push(0);
+    for g in groups {
+        let mut digests = Vec::new();
+        wait_until(&format!("replicas of group {g} to converge"), || {
+            digests = addrs
+                .iter()
+                .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
+                .collect();
+            digests.iter().all(|d| d.0 == digests[0].0)
+        });
+        assert!(
+            digests.iter().all(|d| d.1 == digests[0].1),
+            "group {g}: replicas differ at the same applied index: {digests:?}"
+        );
+    }
+}
+
+fn format(all: &str) {
+    run_ok(&[
+        "format",
+        "--meta",
+        all,
+        "t",
+        "--storage",
+        "file:///unused",
+        "--partitions",
+        "6",
+    ]);
+}
+
+/// What one worker believes its subtree holds: entries per directory.
+#[derive(Default)]
+struct Model {
+    dirs: Vec<Ino>,
+    entries: BTreeMap<(usize, String), (Ino, FileType)>,
+}
+
+/// Random creates, renames across directories, links, unlinks, mkdirs and
+/// rmdirs under `/w{id}`; every call must succeed (a node down is no excuse).
+fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> Model {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rng = Rng(0x5eed + id);
+    let mut m = Model::default();
+    let top = rt
+        .block_on(fs.create(
+            1,
+            format!("w{id}").as_bytes(),
+            FileType::Dir,
+            0o755,
+            0,
+            0,
+            0,
+            None,
+        ))
+        .unwrap();
+    m.dirs.push(top.ino);
+    for d in 0..3 {
+        let sub = rt
+            .block_on(fs.create(
+                top.ino,
+                format!("d{d}").as_bytes(),
+                FileType::Dir,
+                0o755,
+                0,
+                0,
+                0,
+                None,
+            ))
+            .unwrap();
+        m.dirs.push(sub.ino);
+        m.entries
+            .insert((0, format!("d{d}")), (sub.ino, FileType::Dir));
+    }
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let dir = 1 + rng.below(3) as usize;
+        let files: Vec<(usize, String)> = m
+            .entries
+            .iter()
+            .filter(|(_, (_, k))| *k == FileType::File)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let pick = |rng: &mut Rng| files[rng.below(files.len() as u64) as usize].clone();
+        let op = rng.below(10);
+        match op {
+            0..=2 => {
+                let name = format!("f{n}");
+                let i = rt
+                    .block_on(fs.create(
+                        m.dirs[dir],
+                        name.as_bytes(),
+                        FileType::File,
+                        0o644,
+                        0,
+                        0,
+                        0,
+                        None,
+                    ))
+                    .unwrap();
+                m.entries.insert((dir, name), (i.ino, FileType::File));
+            }
+            3..=4 if !files.is_empty() => {
+                let (from, name) = pick(&mut rng);
+                let new_name = format!("r{n}");
+                rt.block_on(fs.rename(
+                    m.dirs[from],
+                    name.as_bytes(),
+                    m.dirs[dir],
+                    new_name.as_bytes(),
+                ))
+                .unwrap_or_else(|e| panic!("rename {from}/{name} -> {dir}/{new_name}: {e}"));
+                let v = m.entries.remove(&(from, name)).unwrap();
+                m.entries.insert((dir, new_name), v);
+            }
+            5 if !files.is_empty() => {
+                let (from, name) = pick(&mut rng);
+                let (ino, _) = m.entries[&(from, name)];
+                let new_name = format!("l{n}");
+                rt.block_on(fs.link(ino, m.dirs[dir], new_name.as_bytes()))
+                    .unwrap_or_else(|e| panic!("link {ino} -> {dir}/{new_name}: {e}"));
+                m.entries.insert((dir, new_name), (ino, FileType::File));
+            }
+            6 if files.len() > 1 => {
+                // Rename onto an existing file, replacing it.
+                let (from, name) = pick(&mut rng);
+                let (to, victim) = pick(&mut rng);
+                // Onto another link of the same file POSIX does nothing; skip it.
+                if m.entries[&(from, name.clone())].0 != m.entries[&(to, victim.clone())].0 {
+                    rt.block_on(fs.rename(
+                        m.dirs[from],
+                        name.as_bytes(),
+                        m.dirs[to],
+                        victim.as_bytes(),
+                    ))
+                    .unwrap_or_else(|e| panic!("rename {from}/{name} onto {to}/{victim}: {e}"));
+                    let v = m.entries.remove(&(from, name)).unwrap();
+                    m.entries.insert((to, victim), v);
+                }
+            }
+            7 if !files.is_empty() => {
+                let (from, name) = pick(&mut rng);
+                rt.block_on(fs.unlink(m.dirs[from], name.as_bytes()))
+                    .unwrap_or_else(|e| panic!("unlink {from}/{name}: {e}"));
+                m.entries.remove(&(from, name));
+            }
+            8 => {
+                let name = format!("e{n}");
+                let i = rt
+                    .block_on(fs.create(
+                        m.dirs[dir],
+                        name.as_bytes(),
+                        FileType::Dir,
+                        0o755,
+                        0,
+                        0,
+                        0,
+                        None,
+                    ))
+                    .unwrap();
+                m.entries.insert((dir, name), (i.ino, FileType::Dir));
+            }
+            _ => {
+                let empty: Vec<(usize, String)> = m
+                    .entries
+                    .keys()
+                    .filter(|(d, name)| *d != 0 && name.starts_with('e'))
+                    .cloned()
+                    .collect();
+                if let Some((d, name)) = empty.first().cloned() {
+                    rt.block_on(fs.rmdir(m.dirs[d], name.as_bytes()))
+                        .unwrap_or_else(|e| panic!("rmdir {d}/{name}: {e}"));
+                    m.entries.remove(&(d, name));
+                }
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    m
+}
+
+fn listing(rt: &tokio::runtime::Runtime, fs: &FsClient, dir: Ino) -> BTreeMap<String, Ino> {
+    let mut out = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = rt.block_on(fs.readdir(dir, after.clone(), 4096)).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.name.clone());
+        for e in page {
+            out.insert(String::from_utf8(e.name).unwrap(), e.dentry.ino);
+        }
+    }
+    out
+}
+
+#[test]
+fn mixed_workload_survives_killing_every_groups_leader() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    format(&all);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = Arc::new(open(&rt, &addrs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..2)
+        .map(|id| {
+            let (fs, stop, done) = (fs.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || worker(fs, id, stop, done))
+        })
+        .collect();
+    let progressed = |by: u64| {
+        let target = done.load(Ordering::Relaxed) + by;
+        wait_until("the workload to make progress", || {
+            done.load(Ordering::Relaxed) >= target
+        });
+    };
+    // Each partition group's leader in turn, then group 0's.
+    for group in [1, 2, 3, 0] {
+        progressed(60);
+        let Some(leader) = leader_of(&all, group) else {
+            panic!("group {group} has no leader")
+        };
+        let victim = leader - 1;
+        nodes[victim].kill9();
+        progressed(60);
+        let dir = tmp.path().join(format!("n{leader}"));
+        nodes[victim] = MetaServer::start_node(leader as u64, &dir, &addrs[victim]);
+    }
+    progressed(60);
+    stop.store(true, Ordering::Relaxed);
+    let models: Vec<Model> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+
+    for m in &models {
+        for (d, &dir) in m.dirs.iter().enumerate() {
+            let want: BTreeMap<String, Ino> = m
+                .entries
+                .iter()
+                .filter(|((di, _), _)| *di == d)
+                .map(|((_, name), (ino, _))| (name.clone(), *ino))
+                .collect();
+            assert_eq!(listing(&rt, &fs, dir), want, "directory {d} of a worker");
+        }
+    }
+    let report = assert_consistent(&rt, &fs);
+    assert!(report.files > 0 && report.directories > 8, "{report:?}");
+    let spread: BTreeSet<u32> = models
+        .iter()
+        .flat_map(|m| m.dirs.iter())
+        .map(|&d| rt.block_on(fs.group_of(d)).unwrap())
+        .collect();
+    assert!(
+        spread.len() > 1,
+        "directories were spread over groups: {spread:?}"
+    );
+    assert_replicas_agree(&rt, &fs, &addrs);
+}
+
+#[test]
+fn concurrent_cross_group_renames_while_a_node_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    format(&all);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = open(&rt, &addrs);
+    let mk = |name: &str| {
+        rt.block_on(fs.create(1, name.as_bytes(), FileType::Dir, 0o755, 0, 0, 0, None))
+            .unwrap()
+            .ino
+    };
+    let (a, b, c) = (mk("a"), mk("b"), mk("c"));
+    let groups: BTreeSet<u32> = [a, b, c]
+        .iter()
+        .map(|&d| rt.block_on(fs.group_of(d)).unwrap())
+        .collect();
+    assert_eq!(groups.len(), 3, "a, b and c live in three groups");
+    const FILES: usize = 150;
+    for i in 0..FILES {
+        rt.block_on(fs.create(
+            a,
+            format!("f{i}").as_bytes(),
+            FileType::File,
+            0o644,
+            0,
+            0,
+            0,
+            None,
+        ))
+        .unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    // Two clients race to move every file out of a, one to b and one to c.
+    let movers: Vec<_> = [b, c]
+        .into_iter()
+        .map(|to| {
+            let (addrs, done) = (addrs.clone(), done.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                let fs = open(&rt, &addrs);
+                let mut won = BTreeSet::new();
+                for i in 0..FILES {
+                    let name = format!("f{i}");
+                    match rt.block_on(fs.rename(a, name.as_bytes(), to, name.as_bytes())) {
+                        Ok(_) => {
+                            won.insert(name);
+                        }
+                        Err(MetaError::NotFound) => {}
+                        Err(e) => panic!("rename {name}: {e}"),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                won
+            })
+        })
+        .collect();
+    wait_until("renames to start", || done.load(Ordering::Relaxed) >= 40);
+    nodes[1].kill9();
+    wait_until("renames to go on with a node down", || {
+        done.load(Ordering::Relaxed) >= 120
+    });
+    nodes[1] = MetaServer::start_node(2, &tmp.path().join("n2"), &addrs[1]);
+    let won: Vec<BTreeSet<String>> = movers.into_iter().map(|m| m.join().unwrap()).collect();
+
+    assert!(listing(&rt, &fs, a).is_empty(), "every file left a");
+    let in_b: BTreeSet<String> = listing(&rt, &fs, b).into_keys().collect();
+    let in_c: BTreeSet<String> = listing(&rt, &fs, c).into_keys().collect();
+    assert_eq!(in_b, won[0], "b holds exactly the files its mover won");
+    assert_eq!(in_c, won[1], "c holds exactly the files its mover won");
+    assert!(in_b.is_disjoint(&in_c), "no file in both");
+    assert_eq!(in_b.len() + in_c.len(), FILES, "no file lost");
+    assert_consistent(&rt, &fs);
+    assert_replicas_agree(&rt, &fs, &addrs);
+}

@@ -13,21 +13,26 @@ fn write_synced(path: &std::path::Path, body: &str) {
     f.sync_all().unwrap();
 }
 
+/// Formats filesystem `c` with its blocks under `dir/blocks`.
+fn format_c(dir: &std::path::Path, all: &str) {
+    let blocks = dir.join("blocks");
+    run_ok(&[
+        "format",
+        "--meta",
+        all,
+        "c",
+        "--storage",
+        &format!("file://{}", blocks.display()),
+    ]);
+}
+
 #[test]
 fn three_node_cluster_survives_losing_any_one_node() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let (mut nodes, addrs) = start_cluster(tmp.path());
     let all = addrs.join(",");
-    let blocks = tmp.path().join("blocks");
-    run_ok(&[
-        "format",
-        "--meta",
-        &all,
-        "c",
-        "--storage",
-        &format!("file://{}", blocks.display()),
-    ]);
+    format_c(tmp.path(), &all);
     let status = run_ok(&["meta", "status", "--meta", &all]);
     assert_eq!(status.matches(" up").count(), 3, "{status}");
     assert!(
@@ -88,15 +93,7 @@ fn nodes_are_added_and_removed_while_the_cluster_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut nodes, addrs) = start_cluster(tmp.path());
     let all = addrs.join(",");
-    let blocks = tmp.path().join("blocks");
-    run_ok(&[
-        "format",
-        "--meta",
-        &all,
-        "c",
-        "--storage",
-        &format!("file://{}", blocks.display()),
-    ]);
+    format_c(tmp.path(), &all);
     let m = Mount::new(&tmp.path().join("mnt"), &["--meta", &all, "c"], &[]);
     for i in 0..20 {
         write_synced(&m.path(&format!("a{i}")), &format!("before {i}"));

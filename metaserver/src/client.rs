@@ -229,8 +229,8 @@ impl MetaClient {
     }
 
     /// Finishes a transaction found prepared in some group: asks its
-    /// coordinator for the decision (aborting it if none was made), carries it
-    /// out in every participant and drops the record. Returns the decision.
+    /// coordinator for the decision (aborting it if none was made) and carries
+    /// it out everywhere. Returns the decision.
     pub async fn resolve_transaction(&self, t: &IntentInfo) -> Result<bool, MetaError> {
         let commit = match self
             .call(t.coord, MetaRequest::TxResolve { tx: t.tx })
@@ -239,18 +239,36 @@ impl MetaClient {
             MetaResponse::Decision(d) => d,
             other => return Err(unexpected(other)),
         };
-        for &g in &t.participants {
+        self.finish_transaction(t.fs, t.tx, t.coord, &t.participants, commit)
+            .await?;
+        Ok(commit)
+    }
+
+    /// Carries out a decided transaction in `participants`, then drops the
+    /// coordinator's record of it. Returns the inodes the steps changed.
+    async fn finish_transaction(
+        &self,
+        fs: FsId,
+        tx: TxId,
+        coord: GroupId,
+        participants: &[GroupId],
+        commit: bool,
+    ) -> Result<Vec<(Inode, bool)>, MetaError> {
+        let mut changed = Vec::new();
+        for &g in participants {
             let req = MetaRequest::TxFinish {
-                fs: t.fs,
-                tx: t.tx,
+                fs,
+                tx,
                 commit,
                 now: Timestamp::now(),
             };
-            self.call(g, req).await?;
+            match self.call(g, req).await? {
+                MetaResponse::TxApplied(c) => changed.extend(c),
+                other => return Err(unexpected(other)),
+            }
         }
-        self.call(t.coord, MetaRequest::TxForget { tx: t.tx })
-            .await?;
-        Ok(commit)
+        self.call(coord, MetaRequest::TxForget { tx }).await?;
+        Ok(changed)
     }
 
     pub async fn list_fs(&self) -> Result<Vec<FsInfo>, MetaError> {
@@ -484,18 +502,7 @@ impl FsClient {
     /// Sends `req` to group `g`; a request that met a pending transaction's
     /// lock is sent again after a short pause.
     async fn call_group(&self, g: GroupId, req: MetaRequest) -> Result<MetaResponse, MetaError> {
-        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
-        let mut attempt = 0;
-        loop {
-            match self.meta.call(g, req.clone()).await {
-                Err(MetaError::Busy(why)) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(%why, "busy, trying again");
-                    attempt += 1;
-                    jitter(attempt).await;
-                }
-                other => return other,
-            }
-        }
+        self.retrying(|| self.meta.call(g, req.clone())).await
     }
 
     async fn call(&self, ino: Ino, req: MetaRequest) -> Result<MetaResponse, MetaError> {
@@ -573,56 +580,32 @@ impl FsClient {
                 Err(e) => failure = Some(e),
             }
         }
-        let commit = match failure {
-            None => true,
+        if let Some(e) = failure {
             // The commit may have landed even though its answer was lost:
             // only the coordinator's record says.
-            Some(e) => match self.meta.call(coord, MetaRequest::TxResolve { tx }).await {
-                Ok(MetaResponse::Decision(true)) => true,
+            match self.meta.call(coord, MetaRequest::TxResolve { tx }).await {
+                Ok(MetaResponse::Decision(true)) => {}
                 Ok(MetaResponse::Decision(false)) => {
-                    self.finish(tx, coord, &prepared, false).await;
+                    let _ = self
+                        .meta
+                        .finish_transaction(fs, tx, coord, &prepared, false)
+                        .await;
                     return Err(e);
                 }
                 // Unreachable coordinator: recovery finishes the transaction.
                 _ => return Err(e),
-            },
-        };
-        debug_assert!(commit);
-        changed.extend(self.finish(tx, coord, &prepared, true).await);
-        Ok(changed)
-    }
-
-    /// Finishes `tx` in `groups`, then drops the coordinator's record. A
-    /// group that cannot be reached is left to its leader's recovery.
-    async fn finish(
-        &self,
-        tx: TxId,
-        coord: GroupId,
-        groups: &[GroupId],
-        commit: bool,
-    ) -> Vec<(Inode, bool)> {
-        let mut changed = Vec::new();
-        let mut all = true;
-        for &g in groups {
-            let req = MetaRequest::TxFinish {
-                fs: self.info.id,
-                tx,
-                commit,
-                now: Timestamp::now(),
-            };
-            match self.meta.call(g, req).await {
-                Ok(MetaResponse::TxApplied(c)) => changed.extend(c),
-                other => {
-                    tracing::warn!(tx, group = g, answer = ?other, "transaction left to recovery");
-                    all = false;
-                }
             }
         }
-        if all {
-            // Only a tidy-up: recovery forgets decisions it finishes, too.
-            let _ = self.meta.call(coord, MetaRequest::TxForget { tx }).await;
+        // A group that cannot be reached now is left to its leader's recovery.
+        match self
+            .meta
+            .finish_transaction(fs, tx, coord, &prepared, true)
+            .await
+        {
+            Ok(c) => changed.extend(c),
+            Err(e) => tracing::warn!(tx, error = %e, "transaction left to recovery"),
         }
-        changed
+        Ok(changed)
     }
 
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Inode, MetaError> {
@@ -705,13 +688,7 @@ impl FsClient {
             let target = self.place_dir(pg).await;
             if target != pg {
                 let mkdir = || self.mkdir_elsewhere(target, pg, parent, name, mode, uid, gid);
-                return match self.retrying(mkdir).await {
-                    Err(MetaError::PartitionsFull) => {
-                        self.grow(target).await?;
-                        self.retrying(mkdir).await
-                    }
-                    other => other,
-                };
+                return self.growing(target, || self.retrying(mkdir)).await;
             }
         }
         let req = MetaRequest::Create {
@@ -726,15 +703,27 @@ impl FsClient {
             symlink,
             now: Timestamp::now(),
         };
-        let r = match self.call_group(pg, req.clone()).await {
-            Err(MetaError::PartitionsFull) => {
-                self.grow(pg).await?;
-                self.call_group(pg, req).await?
-            }
-            other => other?,
-        };
+        let r = self
+            .growing(pg, || self.call_group(pg, req.clone()))
+            .await?;
         self.count_create(pg).await;
         expect!(r, MetaResponse::Inode(i) => i)
+    }
+
+    /// Runs `op`, which creates an inode in group `g`, once more after giving
+    /// `g` a new partition if its own are full.
+    async fn growing<F, Fut, T>(&self, g: GroupId, op: F) -> Result<T, MetaError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MetaError>>,
+    {
+        match op().await {
+            Err(MetaError::PartitionsFull) => {
+                self.grow(g).await?;
+                op().await
+            }
+            other => other,
+        }
     }
 
     /// Gives group `g` a new inode partition (its own are used up).
@@ -859,10 +848,11 @@ impl FsClient {
             })
             .await?;
         self.count_create(target).await;
+        // `transact` lists the inodes the participants created first.
         changed
             .into_iter()
+            .next()
             .map(|(i, _)| i)
-            .find(|i| i.kind == FileType::Dir && i.parent == parent && i.ino != parent)
             .ok_or_else(|| MetaError::Protocol("mkdir answered no inode".into()))
     }
 

@@ -15,10 +15,13 @@ async fn start(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
     .expect("node starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_survives_restart_and_errors_are_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
+/// Formats filesystem `t` on `node` with `partitions` partitions of `size`
+/// inode numbers, and opens it.
+async fn format(
+    node: &MetaNode,
+    partitions: u32,
+    size: u64,
+) -> (std::sync::Arc<MetaClient>, strata_meta::FsClient) {
     let client = MetaClient::connect(std::slice::from_ref(&node.addr))
         .await
         .unwrap();
@@ -29,13 +32,21 @@ async fn metadata_survives_restart_and_errors_are_exact() {
             None,
             1 << 20,
             8 << 20,
-            2,
-            strata_meta::DEFAULT_PARTITION_SIZE,
+            partitions,
+            size,
             (0, 0),
         )
         .await
         .unwrap();
     let fs = client.open_fs("t").await.unwrap();
+    (client, fs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_survives_restart_and_errors_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path()).await;
+    let (client, fs) = format(&node, 2, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let d = fs
         .create(1, b"d", FileType::Dir, 0o755, 1, 2, 0, None)
         .await
@@ -166,14 +177,7 @@ async fn a_retried_write_applies_once() {
     use strata_meta::{Timestamp, types::CLUSTER_GROUP};
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
-    client
-        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, 64, (0, 0))
-        .await
-        .unwrap();
-    let fs = client.open_fs("t").await.unwrap();
+    let (client, fs) = format(&node, 1, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let group = client.partitions(fs.info.id).await.unwrap()[0].group;
     assert_ne!(group, CLUSTER_GROUP);
     let conn = Connection::connect(&node.addr).await.unwrap();
@@ -219,14 +223,7 @@ async fn a_retried_write_applies_once() {
 async fn a_full_partition_gets_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path()).await;
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
-    client
-        .format("t", "file:///tmp/x", None, 1 << 20, 8 << 20, 1, 16, (0, 0))
-        .await
-        .unwrap();
-    let fs = client.open_fs("t").await.unwrap();
+    let (client, fs) = format(&node, 1, 16).await;
     // 16 inode numbers per partition: 60 entries need four partitions.
     for i in 0..60 {
         fs.create(

@@ -33,6 +33,7 @@ pub(crate) struct Ctx<'a, T> {
 
 pub(crate) type OpResult<T> = Result<Result<T, MetaError>, StoreError>;
 
+/// Unwraps the inner result of an `OpResult`, returning a refusal as is.
 macro_rules! tri {
     ($e:expr) => {
         match $e {
@@ -41,6 +42,7 @@ macro_rules! tri {
         }
     };
 }
+pub(crate) use tri;
 
 /// Applies a log entry, answering a retried client write from the result of
 /// its first application.
@@ -91,21 +93,18 @@ pub fn apply<T: RowsMut>(
             chunk_size,
             partitions,
             now,
-        } => c.create_fs(
-            FsInfo {
-                id: 0,
+        } => {
+            let info = new_fs_info(
                 name,
                 uuid,
                 storage,
                 s3_endpoint,
                 block_size,
                 chunk_size,
-                created: now,
-                ready: false,
-            },
-            partitions,
-            DEFAULT_PARTITION_SIZE,
-        )?,
+                now,
+            );
+            c.create_fs(info, partitions, DEFAULT_PARTITION_SIZE)?
+        }
         R::CreateFsSized {
             name,
             uuid,
@@ -116,21 +115,18 @@ pub fn apply<T: RowsMut>(
             partitions,
             partition_size,
             now,
-        } => c.create_fs(
-            FsInfo {
-                id: 0,
+        } => {
+            let info = new_fs_info(
                 name,
                 uuid,
                 storage,
                 s3_endpoint,
                 block_size,
                 chunk_size,
-                created: now,
-                ready: false,
-            },
-            partitions,
-            partition_size,
-        )?,
+                now,
+            );
+            c.create_fs(info, partitions, partition_size)?
+        }
         R::AddPartition { fs, group, seen } => c.add_partition(fs, group, seen)?,
         R::MarkFsReady { name } => c.mark_ready(&name)?,
         R::AllocSliceIds { fs, count } => c.alloc_slices(fs, count)?,
@@ -1129,6 +1125,29 @@ impl<T: RowsMut> Ctx<'_, T> {
         inode.ctime = now;
         self.save(fs, &inode)?;
         Ok(Ok(inode))
+    }
+}
+
+/// A filesystem record not yet numbered nor ready.
+fn new_fs_info(
+    name: String,
+    uuid: String,
+    storage: String,
+    s3_endpoint: Option<String>,
+    block_size: u32,
+    chunk_size: u32,
+    now: Timestamp,
+) -> FsInfo {
+    FsInfo {
+        id: 0,
+        name,
+        uuid,
+        storage,
+        s3_endpoint,
+        block_size,
+        chunk_size,
+        created: now,
+        ready: false,
     }
 }
 

@@ -26,7 +26,7 @@
 
 use crate::MetaError;
 use crate::request::{IntentInfo, MetaResponse, MetaResult, TxId, TxStep};
-use crate::server::ops::{Ctx, MAX_LINKS, OpResult};
+use crate::server::ops::{Ctx, MAX_LINKS, OpResult, tri};
 use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
 use crate::types::*;
 
@@ -48,15 +48,6 @@ pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, StoreError> {
         .collect()
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        }
-    };
-}
-
 fn busy(what: &str) -> MetaError {
     MetaError::Busy(format!("{what} is part of a pending cross-group operation"))
 }
@@ -73,7 +64,9 @@ impl<T: RowsMut> Ctx<'_, T> {
     ) -> Result<MetaResult, StoreError> {
         let ikey = key::intent(self.g, tx);
         if let Some(done) = self.t.load::<Intent>(&ikey)? {
-            return self.created_inodes(fs, &done.created);
+            return Ok(Ok(MetaResponse::TxApplied(
+                self.created_inodes(fs, &done.created)?,
+            )));
         }
         let locks = tri!(self.check_steps(fs, &steps)?);
         let mut created = Vec::new();
@@ -186,11 +179,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                     Err(e) => tracing::error!(tx, ?step, error = %e, "prepared step failed"),
                 }
             }
-            if let Ok(Ok(MetaResponse::TxApplied(created))) =
-                self.created_inodes(fs, &intent.created)
-            {
-                answer.extend(created);
-            }
+            answer.extend(self.created_inodes(fs, &intent.created)?);
         } else {
             for &ino in &intent.created {
                 if let Ok(inode) = self.inode(fs, ino)? {
@@ -202,14 +191,14 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::TxApplied(answer)))
     }
 
-    fn created_inodes(&self, fs: FsId, inos: &[Ino]) -> Result<MetaResult, StoreError> {
+    fn created_inodes(&self, fs: FsId, inos: &[Ino]) -> Result<Vec<(Inode, bool)>, StoreError> {
         let mut out = Vec::new();
         for &ino in inos {
             if let Ok(i) = self.inode(fs, ino)? {
                 out.push((i, false));
             }
         }
-        Ok(Ok(MetaResponse::TxApplied(out)))
+        Ok(out)
     }
 
     /// Checks `steps` against this group's state; returns the locks they need.

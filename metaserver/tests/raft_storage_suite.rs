@@ -3,7 +3,7 @@
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use strata_meta::raft_types::TypeConfig;
-use strata_meta::server::{LogStore, StateMachine, store};
+use strata_meta::server::{LogStore, LogWriter, StateMachine, store};
 
 struct RedbBuilder;
 
@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         let dir = tempfile::tempdir().expect("temp dir");
         let db = store::open(&dir.path().join("meta.redb")).expect("database opens");
         // Group 3 on purpose: nothing may assume a group id.
-        let log = LogStore::new(db.clone(), 3);
+        let log = LogStore::new(db.clone(), 3, LogWriter::start(&db));
         let sm = StateMachine::new(db, 3, dir.path().join("snapshots"));
         Ok((dir, log, sm))
     }

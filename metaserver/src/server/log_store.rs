@@ -16,6 +16,144 @@ use crate::types::GroupId;
 pub struct LogStore {
     db: Arc<Database>,
     group: GroupId,
+    writer: LogWriter,
+}
+
+/// Entries appended but not yet durable, by log key, so readers see them at
+/// once (openraft reads what it appended before the append is flushed).
+type Pending = Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Entry>>>;
+
+/// A write the log writer runs in its place in the queue.
+type InOrderWrite = Box<dyn FnOnce(&Database) -> Result<(), store::StoreError> + Send>;
+
+/// Something the log writer thread does, in the order it was asked.
+enum Job {
+    Append {
+        group: GroupId,
+        entries: Vec<Entry>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// A truncate, purge or vote: runs after every append queued before it.
+    Run(
+        InOrderWrite,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    ),
+}
+
+/// Writes the Raft logs of every group of a node, on one thread, so one
+/// durable commit (one fsync) covers every append that queued up meanwhile,
+/// whichever group it belongs to. An append returns as soon as its entries are
+/// queued and readable from `pending`; its callback, which lets openraft count
+/// the entries toward a quorum, fires after the commit that made them durable.
+#[derive(Clone)]
+pub struct LogWriter {
+    jobs: std::sync::mpsc::Sender<Job>,
+    pending: Pending,
+}
+
+impl LogWriter {
+    /// Starts the writer thread; it ends when the last clone is gone.
+    pub fn start(db: &Arc<Database>) -> LogWriter {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let pending: Pending = Default::default();
+        // Weak, so a node that shut down can have its database reopened.
+        let db = Arc::downgrade(db);
+        let written = pending.clone();
+        std::thread::Builder::new()
+            .name("strata-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let Some(db) = db.upgrade() else {
+                        fail_all(batch, "the database is closed");
+                        continue;
+                    };
+                    let mut appends = Vec::new();
+                    for job in batch {
+                        match job {
+                            Job::Append { .. } => appends.push(job),
+                            Job::Run(f, reply) => {
+                                write_appends(&db, &written, std::mem::take(&mut appends));
+                                let _ = reply.send(f(&db).map_err(|e| e.to_string()));
+                            }
+                        }
+                    }
+                    write_appends(&db, &written, appends);
+                }
+            })
+            .expect("the log writer thread starts");
+        LogWriter { jobs, pending }
+    }
+
+    /// Queues `f` behind every append queued so far and waits for it.
+    async fn run(
+        &self,
+        f: impl FnOnce(&Database) -> Result<(), store::StoreError> + Send + 'static,
+    ) -> Result<(), String> {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Run(Box::new(f), reply))
+            .map_err(|_| "the log writer stopped".to_string())?;
+        done.await
+            .map_err(|_| "the log writer stopped".to_string())?
+    }
+}
+
+fn fail_all(batch: Vec<Job>, why: &str) {
+    for job in batch {
+        match job {
+            Job::Append { callback, .. } => {
+                callback.log_io_completed(Err(std::io::Error::other(why.to_string())))
+            }
+            Job::Run(_, reply) => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+        }
+    }
+}
+
+/// Writes `appends` in one durable commit, then answers their callbacks.
+fn write_appends(db: &Database, pending: &Pending, appends: Vec<Job>) {
+    if appends.is_empty() {
+        return;
+    }
+    let commit = || -> Result<(), store::StoreError> {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(LOG)?;
+            for job in &appends {
+                if let Job::Append { group, entries, .. } = job {
+                    for e in entries {
+                        t.put(&key::log(*group, e.log_id.index), e)?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    };
+    let result = commit().map_err(|e| e.to_string());
+    if result.is_ok() {
+        let mut p = pending.lock().unwrap();
+        for job in &appends {
+            if let Job::Append { group, entries, .. } = job {
+                for e in entries {
+                    let k = key::log(*group, e.log_id.index);
+                    // Only if not replaced by a later append since.
+                    if p.get(&k).is_some_and(|x| x.log_id == e.log_id) {
+                        p.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+    for job in appends {
+        if let Job::Append { callback, .. } = job {
+            callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+        }
+    }
 }
 
 fn io_err(e: impl std::fmt::Display) -> AnyError {
@@ -23,8 +161,34 @@ fn io_err(e: impl std::fmt::Display) -> AnyError {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>, group: GroupId) -> Self {
-        LogStore { db, group }
+    pub fn new(db: Arc<Database>, group: GroupId, writer: LogWriter) -> Self {
+        LogStore { db, group, writer }
+    }
+
+    /// Runs a write behind every append queued so far (openraft needs every
+    /// write of a group's log and vote done in the order it asked for them).
+    async fn in_order(
+        &self,
+        f: impl FnOnce(&Database, GroupId) -> Result<(), store::StoreError> + Send + 'static,
+    ) -> Result<(), String> {
+        let g = self.group;
+        self.writer.run(move |db| f(db, g)).await
+    }
+
+    /// Entries of this group not yet durable, with index in `start..end`.
+    fn pending(&self, start: u64, end: Option<u64>) -> Vec<Entry> {
+        let lo = key::log(self.group, start);
+        let hi = match end {
+            Some(e) => key::log(self.group, e),
+            None => key::log(self.group + 1, 0),
+        };
+        self.writer
+            .pending
+            .lock()
+            .unwrap()
+            .range(lo..hi)
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     async fn blocking<R: Send + 'static>(
@@ -78,23 +242,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        self.blocking(move |db, g| {
-            let tx = db.begin_read()?;
-            let t = tx.open_table(LOG)?;
-            let lo = key::log(g, start);
-            let hi = match end {
-                Some(e) => key::log(g, e),
-                None => key::log(g + 1, 0),
-            };
-            let mut out = Vec::new();
-            for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
-                let (_, v) = row?;
-                out.push(store::decode::<Entry>(v.value())?);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageIOError::read_logs(io_err(e)).into())
+        // Pending first: an entry leaves it only once it is in the database.
+        let pending = self.pending(start, end);
+        let stored = self
+            .blocking(move |db, g| {
+                let tx = db.begin_read()?;
+                let t = tx.open_table(LOG)?;
+                let lo = key::log(g, start);
+                let hi = match end {
+                    Some(e) => key::log(g, e),
+                    None => key::log(g + 1, 0),
+                };
+                let mut out = Vec::new();
+                for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+                    let (_, v) = row?;
+                    out.push(store::decode::<Entry>(v.value())?);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+        let mut by_index: std::collections::BTreeMap<u64, Entry> =
+            stored.into_iter().map(|e| (e.log_id.index, e)).collect();
+        by_index.extend(pending.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(by_index.into_values().collect())
     }
 }
 
@@ -102,23 +273,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        self.blocking(|db, g| {
-            let purged: Option<LogId> = Self::read_meta(db, g, "purged")?.flatten();
-            let tx = db.begin_read()?;
-            let t = tx.open_table(LOG)?;
-            let lo = key::log(g, 0);
-            let hi = key::log(g + 1, 0);
-            let last = match t.range::<&[u8]>(lo.as_slice()..hi.as_slice())?.next_back() {
-                Some(row) => Some(store::decode::<Entry>(row?.1.value())?.log_id),
-                None => purged,
-            };
-            Ok(LogState {
-                last_purged_log_id: purged,
-                last_log_id: last,
+        let pending_last = self.pending(0, None).last().map(|e| e.log_id);
+        let mut state = self
+            .blocking(|db, g| {
+                let purged: Option<LogId> = Self::read_meta(db, g, "purged")?.flatten();
+                let tx = db.begin_read()?;
+                let t = tx.open_table(LOG)?;
+                let lo = key::log(g, 0);
+                let hi = key::log(g + 1, 0);
+                let last = match t.range::<&[u8]>(lo.as_slice()..hi.as_slice())?.next_back() {
+                    Some(row) => Some(store::decode::<Entry>(row?.1.value())?.log_id),
+                    None => purged,
+                };
+                Ok(LogState {
+                    last_purged_log_id: purged,
+                    last_log_id: last,
+                })
             })
-        })
-        .await
-        .map_err(|e| StorageIOError::read_logs(io_err(e)).into())
+            .await
+            .map_err(|e| StorageIOError::read_logs(io_err(e)))?;
+        if pending_last > state.last_log_id {
+            state.last_log_id = pending_last;
+        }
+        Ok(state)
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -127,7 +304,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
-        self.blocking(move |db, g| Self::write_meta(db, g, "vote", &vote))
+        self.in_order(move |db, g| Self::write_meta(db, g, "vote", &vote))
             .await
             .map_err(|e| StorageIOError::write_vote(io_err(e)).into())
     }
@@ -148,41 +325,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        // Durable before the callback: openraft counts this entry toward a quorum.
-        let res = self
-            .blocking(move |db, g| {
-                let mut tx = db.begin_write()?;
-                tx.set_durability(Durability::Immediate)?;
-                {
-                    let mut t = tx.open_table(LOG)?;
-                    for e in &entries {
-                        t.put(&key::log(g, e.log_id.index), e)?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-        match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(io_err(e)).into())
+        {
+            let mut p = self.writer.pending.lock().unwrap();
+            for e in &entries {
+                p.insert(key::log(self.group, e.log_id.index), e.clone());
             }
         }
+        let job = Job::Append {
+            group: self.group,
+            entries,
+            callback,
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = self.writer.jobs.send(job) {
+            fail_all(vec![job], "the log writer stopped");
+            return Err(StorageIOError::write_logs(io_err("the log writer stopped")).into());
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.blocking(move |db, g| {
+        let pending = self.writer.pending.clone();
+        self.in_order(move |db, g| {
+            let lo = key::log(g, log_id.index);
+            let hi = key::log(g + 1, 0);
+            // Appends queued before this one are in the database by now.
+            pending.lock().unwrap().retain(|k, _| *k < lo || *k >= hi);
             let mut tx = db.begin_write()?;
             tx.set_durability(Durability::Immediate)?;
             {
                 let mut t = tx.open_table(LOG)?;
-                let lo = key::log(g, log_id.index);
-                let hi = key::log(g + 1, 0);
                 t.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
             }
             tx.commit()?;
@@ -193,7 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.blocking(move |db, g| {
+        self.in_order(move |db, g| {
             let mut tx = db.begin_write()?;
             tx.set_durability(Durability::Immediate)?;
             {

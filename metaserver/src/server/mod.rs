@@ -27,7 +27,7 @@ use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{self, Frame, Request, Response};
 
-pub use log_store::LogStore;
+pub use log_store::{LogStore, LogWriter};
 pub use state_machine::StateMachine;
 
 /// Partition groups a fresh single-node cluster creates next to group 0.
@@ -79,6 +79,8 @@ pub struct MetaNode {
     pool: ConnPool,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
+    /// Writes the logs of all groups, one fsync per batch (see `LogWriter`).
+    log_writer: LogWriter,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The accept loop and every connection task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
@@ -145,6 +147,7 @@ impl MetaNode {
             });
         }
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let log_writer = LogWriter::start(&db);
         let node = Arc::new(MetaNode {
             id: cfg.id,
             addr,
@@ -154,6 +157,7 @@ impl MetaNode {
             pool: ConnPool::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
+            log_writer,
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -186,7 +190,7 @@ impl MetaNode {
                 group: g,
                 pool: self.pool.clone(),
             },
-            LogStore::new(self.db.clone(), g),
+            LogStore::new(self.db.clone(), g, self.log_writer.clone()),
             StateMachine::new(self.db.clone(), g, self.snapshot_dir.clone()),
         )
         .await

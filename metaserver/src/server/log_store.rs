@@ -38,6 +38,8 @@ enum Job {
         InOrderWrite,
         tokio::sync::oneshot::Sender<Result<(), String>>,
     ),
+    /// Shutdown: the thread ends after the jobs queued before this one.
+    Stop,
 }
 
 /// Writes the Raft logs of every group of a node, on one thread, so one
@@ -49,6 +51,7 @@ enum Job {
 pub struct LogWriter {
     jobs: std::sync::mpsc::Sender<Job>,
     pending: Pending,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl LogWriter {
@@ -59,10 +62,11 @@ impl LogWriter {
         // Weak, so a node that shut down can have its database reopened.
         let db = Arc::downgrade(db);
         let written = pending.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("strata-log-writer".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut stopping = false;
+                while !stopping && let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     let Some(db) = db.upgrade() else {
@@ -72,10 +76,15 @@ impl LogWriter {
                     let mut appends = Vec::new();
                     for job in batch {
                         match job {
+                            _ if stopping => fail_all(vec![job], "the log writer stopped"),
                             Job::Append { .. } => appends.push(job),
                             Job::Run(f, reply) => {
                                 write_appends(&db, &written, std::mem::take(&mut appends));
                                 let _ = reply.send(f(&db).map_err(|e| e.to_string()));
+                            }
+                            Job::Stop => {
+                                write_appends(&db, &written, std::mem::take(&mut appends));
+                                stopping = true;
                             }
                         }
                     }
@@ -83,7 +92,21 @@ impl LogWriter {
                 }
             })
             .expect("the log writer thread starts");
-        LogWriter { jobs, pending }
+        LogWriter {
+            jobs,
+            pending,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        }
+    }
+
+    /// Writes what is queued, then ends the thread and waits for it, so the
+    /// database is not held once this returns.
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Job::Stop);
+        let thread = self.thread.lock().unwrap().take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 
     /// Queues `f` behind every append queued so far and waits for it.
@@ -109,6 +132,7 @@ fn fail_all(batch: Vec<Job>, why: &str) {
             Job::Run(_, reply) => {
                 let _ = reply.send(Err(why.to_string()));
             }
+            Job::Stop => {}
         }
     }
 }

@@ -685,6 +685,7 @@ impl MetaNode {
         for raft in rafts {
             let _ = raft.shutdown().await;
         }
+        self.log_writer.stop().await;
     }
 
     /// A handle that dies with the last user of the database (tests reopen it).

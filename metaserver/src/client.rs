@@ -542,6 +542,18 @@ impl FsClient {
         let fs = self.info.id;
         let tx: TxId = uuid::Uuid::new_v4().as_u64_pair().0;
         let participants: Vec<GroupId> = parts.iter().map(|(g, _)| *g).collect();
+        let begin = MetaRequest::TxBegin {
+            fs,
+            tx,
+            participants: participants.clone(),
+            now: Timestamp::now(),
+        };
+        match self.meta.call(coord, begin).await {
+            Ok(MetaResponse::Ok) => {}
+            Ok(other) => return Err(unexpected(other)),
+            // Not begun, or begun and left to the coordinator's recovery.
+            Err(e) => return Err(e),
+        }
         let mut prepared = Vec::new();
         let mut created: Vec<Inode> = Vec::new();
         let mut failure = None;

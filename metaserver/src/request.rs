@@ -180,7 +180,8 @@ pub enum MetaRequest {
     TxForget {
         tx: TxId,
     },
-    /// Prepared transactions waiting in this group.
+    /// Transactions waiting in this group: prepared here and not finished,
+    /// or begun with this group as coordinator and not decided.
     ListIntents,
     /// Group 0: adds a partition in `group` for `fs` unless that group has
     /// more than `seen` partitions already (another client added one).
@@ -201,6 +202,15 @@ pub enum MetaRequest {
         chunk_size: u32,
         partitions: u32,
         partition_size: u64,
+        now: Timestamp,
+    },
+    /// The coordinator records a transaction as begun, before any participant
+    /// prepares. `TxCommit` commits only a begun, undecided transaction, so a
+    /// commit arriving after recovery aborted and forgot it is refused.
+    TxBegin {
+        fs: FsId,
+        tx: TxId,
+        participants: Vec<GroupId>,
         now: Timestamp,
     },
 }

@@ -27,6 +27,22 @@ pub enum RpcError {
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
+/// Marks a connection closed and wakes every caller with an error when one
+/// of its tasks ends, however it ends: on EOF, on a bad frame, or dropped
+/// with the runtime that ran it (a connection outlives the runtime that
+/// opened it when a client is shared between runtimes).
+struct ClosedOnDrop {
+    closed: Arc<AtomicBool>,
+    pending: Pending,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        self.pending.lock().unwrap().clear();
+    }
+}
+
 pub struct Connection {
     addr: String,
     next_id: AtomicU64,
@@ -52,21 +68,28 @@ impl Connection {
         let (out, mut out_rx) = mpsc::channel::<bytes::Bytes>(1024);
 
         let mut writer = FramedWrite::new(wr, wire::codec());
-        let w_closed = closed.clone();
+        let w_guard = ClosedOnDrop {
+            closed: closed.clone(),
+            pending: pending.clone(),
+        };
         tokio::spawn(async move {
+            let _guard = w_guard;
             while let Some(buf) = out_rx.recv().await {
                 if writer.send(buf).await.is_err() {
                     break;
                 }
             }
-            w_closed.store(true, Ordering::Release);
         });
 
         let mut reader = FramedRead::new(rd, wire::codec());
         let r_pending = pending.clone();
-        let r_closed = closed.clone();
+        let r_guard = ClosedOnDrop {
+            closed: closed.clone(),
+            pending: pending.clone(),
+        };
         let r_addr = addr.to_string();
         tokio::spawn(async move {
+            let _guard = r_guard;
             while let Some(Ok(buf)) = reader.next().await {
                 match wire::decode::<Response>(&buf) {
                     Ok(frame) => {
@@ -81,9 +104,6 @@ impl Connection {
                     }
                 }
             }
-            r_closed.store(true, Ordering::Release);
-            // Waking every caller with an error beats leaving them to time out.
-            r_pending.lock().unwrap().clear();
         });
 
         Ok(Arc::new(Connection {
@@ -164,5 +184,28 @@ impl ConnPool {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client shared between runtimes: the runtime that opened a pooled
+    /// connection ends, and the pool must not hand out the dead connection.
+    #[test]
+    fn a_connection_whose_runtime_ended_is_not_reused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = ConnPool::default();
+        let opener = tokio::runtime::Runtime::new().unwrap();
+        let first = opener.block_on(pool.get(&addr)).unwrap();
+        let (_server_side, _) = listener.accept().unwrap();
+        assert!(!first.is_closed());
+        drop(opener);
+        assert!(first.is_closed(), "its tasks are gone with the runtime");
+        let other = tokio::runtime::Runtime::new().unwrap();
+        let second = other.block_on(pool.get(&addr)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "a fresh connection");
     }
 }

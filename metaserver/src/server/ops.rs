@@ -208,6 +208,12 @@ pub fn apply<T: RowsMut>(
             now,
         } => c.tx_finish(fs, tx, commit, now)?,
         R::TxForget { tx } => c.tx_forget(tx)?,
+        R::TxBegin {
+            fs,
+            tx,
+            participants,
+            now,
+        } => c.tx_begin(fs, tx, participants, now)?,
         read => return read_rows(&*c.t, g, read),
     };
     Ok(res)
@@ -271,12 +277,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
             }
             Ok(MetaResponse::Inodes(list))
         }
-        R::ListIntents => Ok(MetaResponse::Intents(
-            crate::server::txn::intents(t, g)?
-                .into_iter()
-                .map(|i| i.info)
-                .collect(),
-        )),
+        R::ListIntents => Ok(MetaResponse::Intents(crate::server::txn::pending(t, g)?)),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),

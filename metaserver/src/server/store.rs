@@ -109,6 +109,7 @@ pub mod key {
     pub const TX_LOCK: u8 = 16;
     pub const TX_INTENT: u8 = 17;
     pub const TX_DECISION: u8 = 18;
+    pub const TX_BEGUN: u8 = 19;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -216,6 +217,14 @@ pub mod key {
     }
     pub fn intent(g: GroupId, tx: u64) -> Vec<u8> {
         let mut k = tagged(g, TX_INTENT);
+        k.extend_from_slice(&tx.to_be_bytes());
+        k
+    }
+    pub fn begun_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, TX_BEGUN)
+    }
+    pub fn begun(g: GroupId, tx: u64) -> Vec<u8> {
+        let mut k = tagged(g, TX_BEGUN);
         k.extend_from_slice(&tx.to_be_bytes());
         k
     }

@@ -5,21 +5,25 @@
 //! its parent, a hard link or unlink of an inode that lives elsewhere) is cut
 //! into per-group steps. The client drives it:
 //!
+//! 0. the coordinator (the group of the entry that appears, else of the one
+//!    that goes) records the transaction as begun (`TxBegin`);
 //! 1. every participant but one prepares (`TxPrepare`): it checks its steps
 //!    against its state, takes locks on the entries and inodes they touch and
 //!    records an intent with the steps, the coordinator and all participants;
 //!    an inode to create is created now (nothing points at it yet);
-//! 2. the coordinator (the group of the entry that appears, else of the one
-//!    that goes) checks and applies its own steps and records "committed" in
-//!    the same log entry (`TxCommit`): the commit point. If its check fails,
-//!    it records "aborted";
+//! 2. the coordinator checks and applies its own steps and records
+//!    "committed" in the same log entry (`TxCommit`): the commit point. If its
+//!    check fails, it records "aborted". It commits only a transaction that
+//!    began and is undecided: once recovery aborted one and every group
+//!    forgot it, a late commit finds no record and is refused;
 //! 3. every participant applies or drops its intent (`TxFinish`), then the
 //!    coordinator forgets the decision (`TxForget`).
 //!
-//! If the client dies between steps, each group's leader finds intents older
-//! than a few seconds and asks the coordinator (`TxResolve`), which answers
-//! the decision or, if there is none yet, records "aborted" so that a late
-//! commit cannot happen; the leader then finishes the transaction everywhere.
+//! If the client dies between steps, each group's leader finds intents (and,
+//! as coordinator, begun transactions) older than a few seconds and asks the
+//! coordinator (`TxResolve`), which answers the decision or, if there is none
+//! yet, records "aborted" so that a late commit cannot happen; the leader then
+//! finishes the transaction everywhere.
 //! Plain single-group operations answer Busy (and are retried) while they
 //! would touch a locked entry or inode, so what a participant checked at
 //! prepare time still holds when it commits.
@@ -46,6 +50,16 @@ pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, StoreError> {
         .into_iter()
         .map(|(_, v)| decode(&v))
         .collect()
+}
+
+/// What recovery looks at in group `g`: its intents, and the transactions it
+/// coordinates that began and are not decided.
+pub fn pending<T: Rows>(t: &T, g: GroupId) -> Result<Vec<IntentInfo>, StoreError> {
+    let mut out: Vec<IntentInfo> = intents(t, g)?.into_iter().map(|i| i.info).collect();
+    for (_, v) in t.scan(&key::begun_prefix(g), None, usize::MAX)? {
+        out.push(decode(&v)?);
+    }
+    Ok(out)
 }
 
 fn busy(what: &str) -> MetaError {
@@ -99,6 +113,27 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::TxApplied(answer)))
     }
 
+    pub fn tx_begin(
+        &mut self,
+        fs: FsId,
+        tx: TxId,
+        participants: Vec<GroupId>,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        if self.t.load::<bool>(&key::decision(self.g, tx))?.is_some() {
+            return Ok(Err(MetaError::TxAborted));
+        }
+        let info = IntentInfo {
+            tx,
+            fs,
+            coord: self.g,
+            participants,
+            prepared: now,
+        };
+        self.t.put(&key::begun(self.g, tx), &info)?;
+        Ok(Ok(MetaResponse::Ok))
+    }
+
     pub fn tx_commit(
         &mut self,
         fs: FsId,
@@ -113,15 +148,23 @@ impl<T: RowsMut> Ctx<'_, T> {
             Some(true) => return Ok(Ok(MetaResponse::TxApplied(vec![]))),
             None => {}
         }
+        let bkey = key::begun(self.g, tx);
+        if self.t.load_raw(&bkey)?.is_none() {
+            // Aborted by recovery and forgotten (or never begun): the
+            // participants may have dropped their intents already.
+            return Ok(Err(MetaError::TxAborted));
+        }
         match self.check_steps(fs, &steps)? {
             Ok(_) => {}
             // Nothing is decided while busy: the client aborts and starts over.
             Err(e @ MetaError::Busy(_)) => return Ok(Err(e)),
             Err(e) => {
+                self.t.del(&bkey)?;
                 self.t.put(&dkey, &false)?;
                 return Ok(Err(e));
             }
         }
+        self.t.del(&bkey)?;
         let mut answer = Vec::new();
         for step in &steps {
             if let Some(changed) = tri!(self.apply_step(fs, step, now)?) {
@@ -137,6 +180,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         let decision = match self.t.load::<bool>(&dkey)? {
             Some(d) => d,
             None => {
+                self.t.del(&key::begun(self.g, tx))?;
                 self.t.put(&dkey, &false)?;
                 false
             }
@@ -388,5 +432,96 @@ impl<T: RowsMut> Ctx<'_, T> {
                 None
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::MetaRequest;
+    use crate::server::ops::apply;
+    use crate::server::store::SM;
+    use redb::backends::InMemoryBackend;
+
+    const COORD: GroupId = 1;
+
+    /// Applies `req` to group `COORD` of a fresh in-memory table per test.
+    fn run(db: &redb::Database, req: MetaRequest) -> MetaResult {
+        let w = db.begin_write().unwrap();
+        let res = {
+            let mut t = w.open_table(SM).unwrap();
+            apply(&mut t, COORD, req).unwrap()
+        };
+        w.commit().unwrap();
+        res
+    }
+
+    fn db() -> redb::Database {
+        redb::Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap()
+    }
+
+    fn begin(tx: TxId) -> MetaRequest {
+        MetaRequest::TxBegin {
+            fs: 1,
+            tx,
+            participants: vec![2],
+            now: Timestamp::now(),
+        }
+    }
+
+    fn commit(tx: TxId) -> MetaRequest {
+        MetaRequest::TxCommit {
+            fs: 1,
+            tx,
+            steps: vec![],
+            now: Timestamp::now(),
+        }
+    }
+
+    fn pending(db: &redb::Database) -> Vec<TxId> {
+        match run(db, MetaRequest::ListIntents).unwrap() {
+            MetaResponse::Intents(i) => i.into_iter().map(|i| i.tx).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_commit_after_recovery_aborted_and_forgot_is_refused() {
+        let db = db();
+        assert_eq!(run(&db, begin(7)), Ok(MetaResponse::Ok));
+        assert_eq!(
+            pending(&db),
+            vec![7],
+            "a begun transaction waits for recovery"
+        );
+        // Recovery: the coordinator decides "aborted", participants drop
+        // their intents, the coordinator forgets.
+        assert_eq!(
+            run(&db, MetaRequest::TxResolve { tx: 7 }),
+            Ok(MetaResponse::Decision(false))
+        );
+        assert!(pending(&db).is_empty());
+        assert_eq!(run(&db, commit(7)), Err(MetaError::TxAborted));
+        run(&db, MetaRequest::TxForget { tx: 7 }).unwrap();
+        // The client's commit arrives late: nothing may commit now.
+        assert_eq!(run(&db, commit(7)), Err(MetaError::TxAborted));
+        // Nor may a transaction that never began.
+        assert_eq!(run(&db, commit(8)), Err(MetaError::TxAborted));
+    }
+
+    #[test]
+    fn a_begun_transaction_commits_once_and_resolves_as_committed() {
+        let db = db();
+        run(&db, begin(9)).unwrap();
+        assert_eq!(run(&db, commit(9)), Ok(MetaResponse::TxApplied(vec![])));
+        assert!(pending(&db).is_empty(), "decided: nothing left to recover");
+        assert_eq!(
+            run(&db, MetaRequest::TxResolve { tx: 9 }),
+            Ok(MetaResponse::Decision(true))
+        );
+        // A begin replayed after the decision does not reopen it.
+        assert_eq!(run(&db, begin(9)), Err(MetaError::TxAborted));
     }
 }

@@ -1,6 +1,7 @@
 //! Cross-group operations on a three-node cluster (separate processes) while
 //! leaders and nodes are SIGKILLed: every acknowledged operation is there,
-//! the tree is consistent (fsck), and the replicas of each group agree.
+//! the tree is consistent (fsck), and the replicas of each group agree; a
+//! paused leader does not hold clients up.
 
 mod common;
 
@@ -403,4 +404,46 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
     assert_eq!(in_b.len() + in_c.len(), FILES, "no file lost");
     assert_consistent(&rt, &fs);
     assert_replicas_agree(&rt, &fs, &addrs);
+}
+
+/// A leader frozen (SIGSTOP), as a stuck disk or a paused VM leaves it, must
+/// not hold clients up for long: a client that only knows the other nodes is
+/// sent to the frozen leader by their hints until they elect a new one, gives
+/// up on it after one attempt's timeout and writes through the new leader.
+/// Once the old leader runs again, a read through it sees that write.
+#[test]
+fn clients_get_past_a_paused_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    format(&all);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = open(&rt, &addrs);
+    let file = |fs: &FsClient, name: &[u8]| {
+        rt.block_on(fs.create(1, name, FileType::File, 0o644, 0, 0, 0, None))
+            .unwrap()
+    };
+    file(&fs, b"before");
+    let g = rt.block_on(fs.group_of(1)).unwrap();
+    let leader = leader_of(&all, g).expect("the root's group has a leader") - 1;
+    let through_leader = open(&rt, &addrs[leader..=leader]);
+    rt.block_on(through_leader.lookup(1, b"before")).unwrap();
+
+    let pid = nodes[leader].child.id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != leader)
+        .map(|i| addrs[i].clone())
+        .collect();
+    // Acknowledged only once the other two have elected a leader.
+    file(&open(&rt, &others), b"after");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+
+    let seen = rt.block_on(through_leader.lookup(1, b"after"));
+    assert!(
+        seen.is_ok(),
+        "a read through the old leader missed an acknowledged create: {seen:?}"
+    );
+    nodes[leader].kill9();
 }

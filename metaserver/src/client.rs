@@ -16,7 +16,13 @@ use crate::wire::{Request, Response};
 const CALL_DEADLINE: Duration = Duration::from_secs(60);
 /// A first contact fails sooner: a wrong address should not stall a command.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
-const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt at one node. Short, so that a node that hangs (paused, stuck
+/// on its disk) costs a few seconds before the next node is tried, not the
+/// whole deadline; a retried write is deduplicated, so giving up on a slow
+/// attempt is safe.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A digest hashes a whole group.
+const DIGEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Sequence numbers of this client's writes still waiting for an answer.
 #[derive(Default)]
@@ -106,7 +112,7 @@ impl MetaClient {
     ) -> Result<(Option<u64>, u64), MetaError> {
         match self
             .pool
-            .call(addr, Request::Digest { group: g }, RPC_TIMEOUT)
+            .call(addr, Request::Digest { group: g }, DIGEST_TIMEOUT)
             .await
         {
             Ok(Response::Digest(r)) => r,
@@ -180,7 +186,9 @@ impl MetaClient {
                     req: req.clone(),
                     origin,
                 };
-                match self.pool.call(&addr, body, RPC_TIMEOUT).await {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let timeout = ATTEMPT_TIMEOUT.min(left.max(Duration::from_millis(200)));
+                match self.pool.call(&addr, body, timeout).await {
                     Ok(Response::Meta(Ok(resp))) => {
                         self.leaders.write().unwrap().insert(g, addr);
                         return Ok(resp);

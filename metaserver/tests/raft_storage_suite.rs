@@ -1,9 +1,9 @@
-//! openraft's own storage test suite against the redb log store and state machine.
+//! openraft's own storage test suite against the write-ahead log store and the redb state machine.
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
 use strata_meta::raft_types::TypeConfig;
-use strata_meta::server::{LogStore, LogWriter, StateMachine, store};
+use strata_meta::server::{LogStore, StateMachine, Wal, store};
 
 struct RedbBuilder;
 
@@ -14,13 +14,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         let dir = tempfile::tempdir().expect("temp dir");
         let db = store::open(&dir.path().join("meta.redb")).expect("database opens");
         // Group 3 on purpose: nothing may assume a group id.
-        let log = LogStore::new(db.clone(), 3, LogWriter::start(&db));
+        let wal = Wal::open(&dir.path().join("wal"), &db).expect("log opens");
+        let log = LogStore::new(wal, 3);
         let sm = StateMachine::new(db, 3, dir.path().join("snapshots"));
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn openraft_storage_suite_passes_on_redb() {
+fn openraft_storage_suite_passes() {
     Suite::test_all(RedbBuilder).expect("openraft storage suite");
 }

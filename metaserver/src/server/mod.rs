@@ -6,6 +6,7 @@ pub mod ops;
 mod state_machine;
 pub mod store;
 pub mod txn;
+mod wal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,8 +28,9 @@ use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{self, Frame, Request, Response};
 
-pub use log_store::{LogStore, LogWriter};
+pub use log_store::LogStore;
 pub use state_machine::StateMachine;
+pub use wal::Wal;
 
 /// Partition groups a fresh single-node cluster creates next to group 0.
 pub const DEFAULT_PARTITION_GROUPS: u32 = 1;
@@ -79,19 +81,36 @@ pub struct MetaNode {
     pool: ConnPool,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
-    /// Writes the logs of all groups, one fsync per batch (see `LogWriter`).
-    log_writer: LogWriter,
+    /// The logs and votes of all groups, one fsync per batch (see `Wal`).
+    wal: Wal,
+    /// Per group this node leads: until when reads need no confirmation.
+    read_leases: std::sync::Mutex<HashMap<GroupId, ReadLease>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The accept loop and every connection task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
 }
 
+/// Raft timing, shared by `raft_config` and the read lease.
+const HEARTBEAT_MS: u64 = 100;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 400;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+/// How long after a confirmed heartbeat the leader serves reads alone: half
+/// the lease openraft's followers grant (see `MetaNode::confirm_leadership`).
+const READ_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX_MS / 2);
+
+/// A leader's right to serve reads without confirming leadership, valid
+/// while its term and membership (`epoch`) stay the same.
+struct ReadLease {
+    epoch: (u64, Option<openraft::LogId<NodeId>>),
+    until: tokio::time::Instant,
+}
+
 fn raft_config(snapshot_logs: u64) -> Arc<Config> {
     let cfg = Config {
         cluster_name: "strata".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs.max(1)),
         // Keep a tail of the log so a briefly lagging follower needs no snapshot.
         max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(1_000),
@@ -147,7 +166,7 @@ impl MetaNode {
             });
         }
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-        let log_writer = LogWriter::start(&db);
+        let wal = Wal::open(&cfg.data_dir.join("wal"), &db)?;
         let node = Arc::new(MetaNode {
             id: cfg.id,
             addr,
@@ -157,7 +176,8 @@ impl MetaNode {
             pool: ConnPool::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
-            log_writer,
+            wal,
+            read_leases: Default::default(),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
@@ -190,7 +210,7 @@ impl MetaNode {
                 group: g,
                 pool: self.pool.clone(),
             },
-            LogStore::new(self.db.clone(), g, self.log_writer.clone()),
+            LogStore::new(self.wal.clone(), g),
             StateMachine::new(self.db.clone(), g, self.snapshot_dir.clone()),
         )
         .await
@@ -596,26 +616,63 @@ impl MetaNode {
         self.serve(g, req, origin).await
     }
 
+    /// Makes sure this node still leads group `g` and its state machine holds
+    /// every acknowledged write, so a read from it is linearizable: within a
+    /// read lease from the last confirmation, without asking anyone.
+    ///
+    /// Why a lease is safe: `ensure_linearizable` returns once a quorum has
+    /// answered a heartbeat sent after `asked`, and a follower refuses to vote
+    /// for another leader for openraft's follower lease (the election timeout
+    /// maximum) after such a heartbeat. So until `asked + READ_LEASE` (half of
+    /// that) no other leader can exist, every write acknowledged meanwhile was
+    /// applied here before its answer, and the confirmation applied every
+    /// earlier one. The lease also ends with this node's term or membership.
+    async fn confirm_leadership(&self, g: GroupId, raft: &Raft) -> Result<(), MetaError> {
+        let epoch = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            (m.current_leader == Some(self.id))
+                .then(|| (m.current_term, *m.membership_config.log_id()))
+        };
+        let now_epoch = epoch(&raft.metrics().borrow());
+        if let Some(e) = now_epoch
+            && let Some(lease) = self.read_leases.lock().unwrap().get(&g)
+            && lease.epoch == e
+            && tokio::time::Instant::now() < lease.until
+        {
+            return Ok(());
+        }
+        let asked = tokio::time::Instant::now();
+        raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => MetaError::NotLeader {
+                group: g,
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            },
+            other => {
+                tracing::warn!(group = g, error = %other, "read refused");
+                MetaError::Unavailable(other.to_string())
+            }
+        })?;
+        // Only if nothing changed since before the confirmation.
+        if let Some(e) = now_epoch
+            && epoch(&raft.metrics().borrow()) == Some(e)
+        {
+            self.read_leases.lock().unwrap().insert(
+                g,
+                ReadLease {
+                    epoch: e,
+                    until: asked + READ_LEASE,
+                },
+            );
+        }
+        Ok(())
+    }
+
     async fn serve(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
         let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
         if req.is_read() {
-            raft.ensure_linearizable().await.map_err(|e| match e {
-                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-                    MetaError::NotLeader {
-                        group: g,
-                        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                    }
-                }
-                other => {
-                    tracing::warn!(group = g, error = %other, "read refused");
-                    MetaError::Unavailable(other.to_string())
-                }
-            })?;
-            let db = self.db.clone();
-            return tokio::task::spawn_blocking(move || state_machine::read(&db, g, req))
-                .await
-                .map_err(|e| MetaError::Storage(e.to_string()))?
-                .map_err(MetaError::from)?;
+            self.confirm_leadership(g, &raft).await?;
+            // Inline, not on a blocking thread: every read is a few point
+            // lookups or one bounded page, shorter than the thread handoff.
+            return state_machine::read(&self.db, g, req).map_err(MetaError::from)?;
         }
         match raft.client_write(LogRequest { req, origin }).await {
             Ok(resp) => resp.data,
@@ -685,7 +742,7 @@ impl MetaNode {
         for raft in rafts {
             let _ = raft.shutdown().await;
         }
-        self.log_writer.stop().await;
+        self.wal.stop().await;
     }
 
     /// A handle that dies with the last user of the database (tests reopen it).

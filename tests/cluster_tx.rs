@@ -22,6 +22,29 @@ fn open(rt: &tokio::runtime::Runtime, addrs: &[String]) -> FsClient {
     fs
 }
 
+/// Three node processes with filesystem `t` formed on them: the temp dir
+/// holding them, the nodes, their addresses, the addresses joined as `--meta`
+/// takes them, and a runtime for the client.
+fn start_with_fs() -> (
+    tempfile::TempDir,
+    Vec<MetaServer>,
+    Vec<String>,
+    String,
+    tokio::runtime::Runtime,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    format(&all);
+    (
+        tmp,
+        nodes,
+        addrs,
+        all,
+        tokio::runtime::Runtime::new().unwrap(),
+    )
+}
+
 fn leader_of(all: &str, group: u32) -> Option<usize> {
     let status = run_ok(&["meta", "status", "--meta", all]);
     let line = status
@@ -268,11 +291,7 @@ fn mixed_workload_survives_killing_every_groups_leader() {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut nodes, addrs) = start_cluster(tmp.path());
-    let all = addrs.join(",");
-    format(&all);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tmp, mut nodes, addrs, all, rt) = start_with_fs();
     let fs = Arc::new(open(&rt, &addrs));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -331,11 +350,7 @@ fn mixed_workload_survives_killing_every_groups_leader() {
 
 #[test]
 fn concurrent_cross_group_renames_while_a_node_dies() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut nodes, addrs) = start_cluster(tmp.path());
-    let all = addrs.join(",");
-    format(&all);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tmp, mut nodes, addrs, _all, rt) = start_with_fs();
     let fs = open(&rt, &addrs);
     let mk = |name: &str| {
         rt.block_on(fs.create(1, name.as_bytes(), FileType::Dir, 0o755, 0, 0, 0, None))
@@ -413,11 +428,7 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
 /// Once the old leader runs again, a read through it sees that write.
 #[test]
 fn clients_get_past_a_paused_leader() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut nodes, addrs) = start_cluster(tmp.path());
-    let all = addrs.join(",");
-    format(&all);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (_tmp, mut nodes, addrs, all, rt) = start_with_fs();
     let fs = open(&rt, &addrs);
     let file = |fs: &FsClient, name: &[u8]| {
         rt.block_on(fs.create(1, name, FileType::File, 0o644, 0, 0, 0, None))

@@ -270,11 +270,13 @@ impl Segment {
             frame(&mut buf, self.next_lsn, p);
             self.next_lsn += 1;
         }
-        let path = self.dir.join(segment_name(self.seq));
         self.file
             .write_all_at(&buf, self.offset)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| {
+                let path = self.dir.join(segment_name(self.seq));
+                format!("cannot write {}: {e}", path.display())
+            })?;
         self.offset += buf.len() as u64;
         Ok(())
     }

@@ -324,6 +324,42 @@ impl Filesystem {
             .ok_or_else(|| FsError::new(libc::EBADF, "file is not open"))
     }
 
+    /// Attributes of a directory this client changed less than the
+    /// attribute TTL ago, with what is left of the TTL: as fresh as what the
+    /// kernel would have cached had it kept them, and no round trip.
+    pub fn recent_dir_attr(&self, ino: Ino) -> Option<(Inode, Duration)> {
+        self.meta.recent_dir(ino, self.config.attr_ttl)
+    }
+
+    /// Whether a flush of `ino` would have nothing to commit, known without
+    /// waiting: then the caller may answer at once.
+    pub fn nothing_to_flush(&self, ino: Ino) -> bool {
+        let Ok(of) = self.open_file(ino) else {
+            return true;
+        };
+        of.data.try_lock().is_ok_and(|d| !d.has_pending())
+    }
+
+    /// Releases handle `fh` of `ino` without waiting when it has nothing to
+    /// commit; returns false (and does nothing) otherwise.
+    pub fn try_release_now(&self, ino: Ino, fh: u64) -> bool {
+        if !self.nothing_to_flush(ino) {
+            return false;
+        }
+        self.forget_handle(ino, fh);
+        true
+    }
+
+    fn forget_handle(&self, ino: Ino, fh: u64) {
+        self.handles.lock().unwrap().remove(&fh);
+        let mut files = self.open_files.lock().unwrap();
+        if let Some(of) = files.get(&ino)
+            && of.handles.fetch_sub(1, Ordering::Relaxed) == 1
+        {
+            files.remove(&ino);
+        }
+    }
+
     pub async fn flush(&self, ino: Ino, _fh: u64) -> FsResult<()> {
         let Ok(of) = self.open_file(ino) else {
             return Ok(());
@@ -340,13 +376,7 @@ impl Filesystem {
 
     pub async fn release(&self, ino: Ino, fh: u64) -> FsResult<()> {
         let res = self.flush(ino, fh).await;
-        self.handles.lock().unwrap().remove(&fh);
-        let mut files = self.open_files.lock().unwrap();
-        if let Some(of) = files.get(&ino)
-            && of.handles.fetch_sub(1, Ordering::Relaxed) == 1
-        {
-            files.remove(&ino);
-        }
+        self.forget_handle(ino, fh);
         res
     }
 

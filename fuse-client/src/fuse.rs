@@ -177,6 +177,12 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // The common case after a create or unlink: the kernel re-reads the
+        // directory it just changed. Answered here, without a task.
+        if let Some((i, ttl)) = self.fs.recent_dir_attr(ino.0) {
+            reply.attr(&ttl, &to_file_attr(&i));
+            return;
+        }
         self.spawn(move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
@@ -386,6 +392,12 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // Nothing buffered (a file opened only to read, or already
+        // committed): answered here, without a task.
+        if self.fs.nothing_to_flush(ino.0) {
+            reply.ok();
+            return;
+        }
         self.spawn(move |fs| async move { empty(reply, fs.flush(ino.0, fh.0).await) });
     }
 
@@ -399,6 +411,10 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.fs.try_release_now(ino.0, fh.0) {
+            reply.ok();
+            return;
+        }
         self.spawn(move |fs| async move { empty(reply, fs.release(ino.0, fh.0).await) });
     }
 

@@ -392,6 +392,7 @@ impl MetaClient {
             partitions: RwLock::new(parts),
             dir_spread_slack: std::sync::atomic::AtomicU64::new(DEFAULT_DIR_SPREAD_SLACK),
             loads: tokio::sync::Mutex::new(None),
+            recent_dirs: RecentDirs::default(),
         })
     }
 
@@ -422,6 +423,54 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Directories as this client's own namespace changes left them. The kernel
+/// drops its cached attributes of a directory after every change in it and
+/// asks again before the next one (to check permissions), so without these a
+/// create in a directory costs two round trips instead of one.
+#[derive(Default)]
+struct RecentDirs {
+    map: std::sync::Mutex<HashMap<Ino, (Inode, tokio::time::Instant)>>,
+}
+
+/// Entries kept before the oldest are dropped.
+const RECENT_DIRS_MAX: usize = 4096;
+
+impl RecentDirs {
+    fn note(&self, dirs: impl IntoIterator<Item = Inode>) {
+        let now = tokio::time::Instant::now();
+        let mut map = self.map.lock().unwrap();
+        for d in dirs {
+            if d.kind != FileType::Dir || d.nlink == 0 {
+                map.remove(&d.ino);
+                continue;
+            }
+            // Answers of concurrent changes may arrive out of order: the
+            // later change (by its ctime) wins.
+            if map.get(&d.ino).is_some_and(|(old, _)| old.ctime > d.ctime) {
+                continue;
+            }
+            map.insert(d.ino, (d, now));
+        }
+        if map.len() > RECENT_DIRS_MAX {
+            let mut ages: Vec<tokio::time::Instant> = map.values().map(|(_, at)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            map.retain(|_, (_, at)| *at > cut);
+        }
+    }
+
+    fn forget(&self, ino: Ino) {
+        self.map.lock().unwrap().remove(&ino);
+    }
+
+    fn get(&self, ino: Ino, max_age: Duration) -> Option<(Inode, Duration)> {
+        let map = self.map.lock().unwrap();
+        let (inode, at) = map.get(&ino)?;
+        let age = at.elapsed();
+        (age < max_age).then(|| (inode.clone(), max_age - age))
+    }
+}
+
 /// Default of `FsClient::set_dir_spread_slack`.
 pub const DEFAULT_DIR_SPREAD_SLACK: u64 = 1000;
 /// How long inode counts per group are trusted when placing a directory.
@@ -435,6 +484,7 @@ pub struct FsClient {
     dir_spread_slack: std::sync::atomic::AtomicU64,
     /// Inodes per group when last asked, counted up by this client's creates since.
     loads: tokio::sync::Mutex<Option<(tokio::time::Instant, HashMap<GroupId, u64>)>>,
+    recent_dirs: RecentDirs,
 }
 
 /// Whether an operation's failure means "try the whole operation again".
@@ -470,6 +520,28 @@ impl FsClient {
     pub fn set_dir_spread_slack(&self, slack: u64) {
         self.dir_spread_slack
             .store(slack, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Attributes of directory `ino` as a namespace change of this client
+    /// left it less than `max_age` ago, and how much of `max_age` is left.
+    /// Changes by other clients since are not in it: use it only where
+    /// attributes that old are acceptable (the kernel's attribute cache).
+    pub fn recent_dir(&self, ino: Ino, max_age: Duration) -> Option<(Inode, Duration)> {
+        self.recent_dirs.get(ino, max_age)
+    }
+
+    /// Takes the directories off a namespace change's answer and remembers them.
+    fn note_dirs(&self, r: MetaResponse) -> MetaResponse {
+        let (answer, dirs) = r.split_dirs();
+        self.recent_dirs.note(dirs);
+        match &answer {
+            MetaResponse::Unlinked { inode, .. } => self.recent_dirs.forget(inode.ino),
+            MetaResponse::Renamed {
+                replaced: Some(inode),
+            } => self.recent_dirs.forget(inode.ino),
+            _ => {}
+        }
+        answer
     }
 
     fn known_group(&self, ino: Ino) -> Option<GroupId> {
@@ -625,6 +697,13 @@ impl FsClient {
             Ok(c) => changed.extend(c),
             Err(e) => tracing::warn!(tx, error = %e, "transaction left to recovery"),
         }
+        for (inode, removed) in &changed {
+            if *removed {
+                self.recent_dirs.forget(inode.ino);
+            } else {
+                self.recent_dirs.note([inode.clone()]);
+            }
+        }
         Ok(changed)
     }
 
@@ -688,7 +767,11 @@ impl FsClient {
                 },
             )
             .await?;
-        expect!(r, MetaResponse::Inode(i) => i)
+        let inode = expect!(r, MetaResponse::Inode(i) => i)?;
+        if inode.kind == FileType::Dir {
+            self.recent_dirs.note([inode.clone()]);
+        }
+        Ok(inode)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -727,7 +810,7 @@ impl FsClient {
             .growing(pg, || self.call_group(pg, req.clone()))
             .await?;
         self.count_create(pg).await;
-        expect!(r, MetaResponse::Inode(i) => i)
+        expect!(self.note_dirs(r), MetaResponse::Inode(i) => i)
     }
 
     /// Runs `op`, which creates an inode in group `g`, once more after giving
@@ -886,7 +969,8 @@ impl FsClient {
                 name: name.to_vec(),
                 now: Timestamp::now(),
             };
-            return expect!(self.call_group(pg, req).await?, MetaResponse::Inode(i) => i);
+            let r = self.call_group(pg, req).await?;
+            return expect!(self.note_dirs(r), MetaResponse::Inode(i) => i);
         }
         self.retrying(|| async {
             validate_name(name)?;
@@ -944,7 +1028,7 @@ impl FsClient {
                 now,
             }
         };
-        match self.call(parent, req).await {
+        match self.call(parent, req).await.map(|r| self.note_dirs(r)) {
             Ok(MetaResponse::Unlinked { removed, .. }) => return Ok(removed),
             Ok(other) => return Err(unexpected(other)),
             Err(MetaError::CrossGroup(_)) => {}
@@ -1012,7 +1096,9 @@ impl FsClient {
                 now: Timestamp::now(),
             };
             match self.call_group(sg, req).await {
-                Ok(r) => return expect!(r, MetaResponse::Renamed { replaced } => replaced),
+                Ok(r) => {
+                    return expect!(self.note_dirs(r), MetaResponse::Renamed { replaced } => replaced);
+                }
                 Err(MetaError::CrossGroup(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -1235,5 +1321,67 @@ impl FsClient {
     /// Transactions prepared in group `g` and not finished yet.
     pub async fn intents(&self, g: GroupId) -> Result<Vec<IntentInfo>, MetaError> {
         expect!(self.meta.call(g, MetaRequest::ListIntents).await?, MetaResponse::Intents(l) => l)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(ino: Ino, ctime: i64, nlink: u32) -> Inode {
+        let mut d = crate::server::ops::new_inode(
+            ino,
+            FileType::Dir,
+            0o755,
+            0,
+            0,
+            0,
+            None,
+            1,
+            Timestamp {
+                sec: ctime,
+                nsec: 0,
+            },
+        );
+        d.nlink = nlink;
+        d
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_dirs_keep_the_latest_change_for_a_while() {
+        let recent = RecentDirs::default();
+        let ttl = Duration::from_secs(1);
+        recent.note([dir(5, 20, 2)]);
+        // An older answer arriving late does not replace a newer one.
+        recent.note([dir(5, 10, 3)]);
+        assert_eq!(recent.get(5, ttl).unwrap().0.nlink, 2);
+        recent.note([dir(5, 30, 4)]);
+        assert_eq!(recent.get(5, ttl).unwrap().0.nlink, 4);
+        tokio::time::advance(Duration::from_millis(600)).await;
+        let (_, left) = recent.get(5, ttl).unwrap();
+        assert_eq!(left, Duration::from_millis(400), "what is left of the ttl");
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert!(recent.get(5, ttl).is_none(), "too old");
+        // Removed directories and other kinds are not kept.
+        recent.note([dir(6, 1, 2)]);
+        recent.note([dir(6, 2, 0)]);
+        assert!(recent.get(6, ttl).is_none());
+        let mut file = dir(7, 1, 1);
+        file.kind = FileType::File;
+        recent.note([file]);
+        assert!(recent.get(7, ttl).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_dirs_stay_bounded() {
+        let recent = RecentDirs::default();
+        for ino in 0..(RECENT_DIRS_MAX as u64 * 3) {
+            recent.note([dir(ino + 2, 1, 2)]);
+            tokio::time::advance(Duration::from_micros(1)).await;
+        }
+        let len = recent.map.lock().unwrap().len();
+        assert!(len <= RECENT_DIRS_MAX, "{len} entries");
+        let newest = RECENT_DIRS_MAX as u64 * 3 + 1;
+        assert!(recent.get(newest, Duration::from_secs(1)).is_some());
     }
 }

@@ -320,6 +320,35 @@ pub enum MetaResponse {
     /// TxResolve: whether the transaction committed.
     Decision(bool),
     Intents(Vec<IntentInfo>),
+    /// A namespace change's answer with the directories it changed, as they
+    /// are right after it, so a client can answer the kernel's next look at
+    /// them without another round trip.
+    InDirs {
+        answer: Box<MetaResponse>,
+        dirs: Vec<Inode>,
+    },
+}
+
+impl MetaResponse {
+    pub fn in_dirs(answer: MetaResponse, dirs: Vec<Inode>) -> MetaResponse {
+        MetaResponse::InDirs {
+            answer: Box::new(answer),
+            dirs,
+        }
+    }
+
+    /// A new inode and the directory that holds it.
+    pub fn created(inode: Inode, dir: Inode) -> MetaResponse {
+        Self::in_dirs(MetaResponse::Inode(inode), vec![dir])
+    }
+
+    /// The answer without the directories, and the directories.
+    pub fn split_dirs(self) -> (MetaResponse, Vec<Inode>) {
+        match self {
+            MetaResponse::InDirs { answer, dirs } => (*answer, dirs),
+            other => (other, Vec::new()),
+        }
+    }
 }
 
 pub type MetaResult<T = MetaResponse> = Result<T, crate::MetaError>;

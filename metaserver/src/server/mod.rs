@@ -18,7 +18,6 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use redb::{Database, ReadableDatabase};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::MetaError;
@@ -877,15 +876,10 @@ async fn serve_connection(
         .unwrap_or_default();
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::new(rd, wire::codec());
-    let mut writer = FramedWrite::new(wr, wire::codec());
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(1024);
-    let write_task = tokio::spawn(async move {
-        while let Some(b) = rx.recv().await {
-            if writer.send(b).await.is_err() {
-                break;
-            }
-        }
-    });
+    // Each request's task writes its own answer (see `rpc::FrameSink`).
+    let writer: Arc<crate::rpc::FrameSink> =
+        Arc::new(tokio::sync::Mutex::new(FramedWrite::new(wr, wire::codec())));
+    let mut requests = tokio::task::JoinSet::new();
     loop {
         let next = tokio::select! {
             _ = stop.changed() => break,
@@ -907,19 +901,21 @@ async fn serve_connection(
             }
         };
         let node = node.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
+        let writer = writer.clone();
+        requests.spawn(async move {
             let body = node.handle_frame(frame.body).await;
             match wire::encode(&Frame { id: frame.id, body }) {
                 Ok(b) => {
-                    let _ = tx.send(b).await;
+                    let _ = writer.lock().await.send(b).await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode a response"),
             }
         });
+        // Reap finished requests so the set stays as small as what is in flight.
+        while requests.try_join_next().is_some() {}
     }
-    drop(tx);
-    let _ = write_task.await;
+    // Requests already taken still get their answers.
+    while requests.join_next().await.is_some() {}
 }
 
 /// Where a data dir keeps the address of the node that runs on it, so tools can

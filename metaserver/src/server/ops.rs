@@ -152,7 +152,7 @@ pub fn apply<T: RowsMut>(
             now,
         } => c
             .create(fs, parent, &name, kind, mode, uid, gid, rdev, symlink, now)?
-            .map(MetaResponse::Inode),
+            .map(|(inode, dir)| MetaResponse::created(inode, dir)),
         R::Link {
             fs,
             ino,
@@ -161,7 +161,7 @@ pub fn apply<T: RowsMut>(
             now,
         } => c
             .link(fs, ino, parent, &name, now)?
-            .map(MetaResponse::Inode),
+            .map(|(inode, dir)| MetaResponse::created(inode, dir)),
         R::Unlink {
             fs,
             parent,
@@ -692,7 +692,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         rdev: u32,
         symlink: Option<Vec<u8>>,
         now: Timestamp,
-    ) -> OpResult<Inode> {
+    ) -> OpResult<(Inode, Inode)> {
         tri!(validate_name(name));
         if let Some(target) = &symlink
             && (target.is_empty() || target.len() > MAX_SYMLINK_LEN)
@@ -744,7 +744,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         dir.ctime = now;
         self.save(fs, &dir)?;
         self.add_usage(fs, 1, inode.size as i64)?;
-        Ok(Ok(inode))
+        Ok(Ok((inode, dir)))
     }
 
     fn link(
@@ -754,7 +754,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         parent: Ino,
         name: &[u8],
         now: Timestamp,
-    ) -> OpResult<Inode> {
+    ) -> OpResult<(Inode, Inode)> {
         tri!(validate_name(name));
         let mut inode = tri!(self.inode(fs, ino)?);
         if inode.kind == FileType::Dir {
@@ -787,7 +787,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         dir.mtime = now;
         dir.ctime = now;
         self.save(fs, &dir)?;
-        Ok(Ok(inode))
+        Ok(Ok((inode, dir)))
     }
 
     /// Drops one link of `inode`; removes it with its chunks when none is left.
@@ -839,7 +839,10 @@ impl<T: RowsMut> Ctx<'_, T> {
         dir.mtime = now;
         dir.ctime = now;
         self.save(fs, &dir)?;
-        Ok(Ok(MetaResponse::Unlinked { inode, removed }))
+        Ok(Ok(MetaResponse::in_dirs(
+            MetaResponse::Unlinked { inode, removed },
+            vec![dir],
+        )))
     }
 
     /// Empty: no entries, and none about to be added by a prepared
@@ -897,7 +900,10 @@ impl<T: RowsMut> Ctx<'_, T> {
         dir.mtime = now;
         dir.ctime = now;
         self.save(fs, &dir)?;
-        Ok(Ok(MetaResponse::Unlinked { inode, removed }))
+        Ok(Ok(MetaResponse::in_dirs(
+            MetaResponse::Unlinked { inode, removed },
+            vec![dir],
+        )))
     }
 
     fn rename(
@@ -981,13 +987,16 @@ impl<T: RowsMut> Ctx<'_, T> {
         let mut old_dir = tri!(self.inode(fs, parent)?);
         let src_is_dir = src.kind == FileType::Dir;
         let replaced_dir = replaced.as_ref().is_some_and(|r| r.kind == FileType::Dir);
-        if parent == new_parent {
+        // A moved directory changed too (ctime, parent pointer).
+        let moved_dir = (src.kind == FileType::Dir).then(|| moved.clone());
+        let mut dirs = if parent == new_parent {
             if replaced_dir {
                 old_dir.nlink = old_dir.nlink.saturating_sub(1);
             }
             old_dir.mtime = now;
             old_dir.ctime = now;
             self.save(fs, &old_dir)?;
+            vec![old_dir]
         } else {
             let mut new_dir = tri!(self.inode(fs, new_parent)?);
             if src_is_dir {
@@ -1003,8 +1012,13 @@ impl<T: RowsMut> Ctx<'_, T> {
             new_dir.ctime = now;
             self.save(fs, &old_dir)?;
             self.save(fs, &new_dir)?;
-        }
-        Ok(Ok(MetaResponse::Renamed { replaced }))
+            vec![old_dir, new_dir]
+        };
+        dirs.extend(moved_dir);
+        Ok(Ok(MetaResponse::in_dirs(
+            MetaResponse::Renamed { replaced },
+            dirs,
+        )))
     }
 
     fn setattr(&mut self, fs: FsId, ino: Ino, set: SetAttr, now: Timestamp) -> OpResult<Inode> {

@@ -3,115 +3,218 @@
 //! that is missing or fails its checksum is treated as a miss, never served.
 //! The index is rebuilt from the directory at start, so a restarted client
 //! keeps its cache.
+//!
+//! Besides its own capacity the cache keeps a share of the filesystem free
+//! (`free_ratio`): the cache dir usually shares a disk with other things, and
+//! a cache that fills the disk breaks them. Before each write it asks the
+//! filesystem how much is free (statvfs), evicts old blocks until the write
+//! leaves at least that share free, and skips the write if even an empty
+//! cache could not.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use crate::StoreError;
-use crate::object_store::ObjectStore;
+/// Size and free space of a filesystem, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    pub total: u64,
+    /// What unprivileged writers may still use (statvfs `f_bavail`).
+    pub available: u64,
+}
+
+/// The space of the filesystem holding `path`.
+pub fn fs_space(path: &Path) -> std::io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes into the zeroed struct we own, and `c` is a
+    // valid NUL-terminated path for the duration of the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok(FsSpace {
+        total: (st.f_blocks as u64).saturating_mul(unit),
+        available: (st.f_bavail as u64).saturating_mul(unit),
+    })
+}
+
+/// Asks how much space the filesystem holding the cache has; tests replace it.
+type SpaceProbe = Box<dyn Fn(&Path) -> std::io::Result<FsSpace> + Send + Sync>;
+
+/// The share of the filesystem `DiskCache::open` keeps free.
+pub const DEFAULT_FREE_RATIO: f64 = 0.1;
 
 struct Entry {
     size: u64,
     last_use: u64,
 }
 
+/// What is cached, in least-recently-used order. `last_use` values come from
+/// one counter, so they are unique and order the `lru` map.
 #[derive(Default)]
 struct Index {
     entries: HashMap<String, Entry>,
+    lru: BTreeMap<u64, String>,
     used: u64,
     clock: u64,
+    /// Bytes of writes that have made room but are not in `entries` yet: the
+    /// filesystem does not show them yet, so room is made for them too.
+    writing: u64,
 }
 
-pub struct DiskCache {
-    dir: PathBuf,
-    capacity: u64,
-    index: Mutex<Index>,
-}
-
-const TRAILER: usize = 4;
-
-impl DiskCache {
-    /// Opens (creating) the cache under `dir`, holding at most `capacity` bytes.
-    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<DiskCache> {
-        let dir = dir.join("blocks");
-        std::fs::create_dir_all(&dir)?;
-        let cache = DiskCache {
-            dir,
-            capacity,
-            index: Mutex::new(Index::default()),
-        };
-        let mut found = Vec::new();
-        scan(&cache.dir, &cache.dir, &mut found)?;
-        {
-            let mut idx = cache.index.lock().unwrap();
-            for (key, size, mtime) in found {
-                idx.used += size;
-                idx.entries.insert(
-                    key,
-                    Entry {
-                        size,
-                        last_use: mtime,
-                    },
-                );
-            }
-            idx.clock = idx.entries.values().map(|e| e.last_use).max().unwrap_or(0) + 1;
-        }
-        cache.evict();
-        Ok(cache)
+impl Index {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
     }
 
-    pub fn used(&self) -> u64 {
-        self.index.lock().unwrap().used
-    }
-
-    fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(key)
-    }
-
-    fn touch(&self, key: &str) -> bool {
-        let mut idx = self.index.lock().unwrap();
-        idx.clock += 1;
-        let now = idx.clock;
-        match idx.entries.get_mut(key) {
+    fn touch(&mut self, key: &str) -> bool {
+        let now = self.tick();
+        match self.entries.get_mut(key) {
             Some(e) => {
+                self.lru.remove(&e.last_use);
                 e.last_use = now;
+                self.lru.insert(now, key.to_string());
                 true
             }
             None => false,
         }
     }
 
-    fn forget(&self, key: &str) {
-        let mut idx = self.index.lock().unwrap();
-        if let Some(e) = idx.entries.remove(key) {
-            idx.used -= e.size;
+    fn insert(&mut self, key: &str, size: u64) {
+        self.remove(key);
+        let last_use = self.tick();
+        self.entries
+            .insert(key.to_string(), Entry { size, last_use });
+        self.lru.insert(last_use, key.to_string());
+        self.used += size;
+    }
+
+    fn remove(&mut self, key: &str) -> Option<u64> {
+        let e = self.entries.remove(key)?;
+        self.lru.remove(&e.last_use);
+        self.used -= e.size;
+        Some(e.size)
+    }
+
+    fn pop_oldest(&mut self) -> Option<(String, u64)> {
+        let (_, key) = self.lru.pop_first()?;
+        let e = self.entries.remove(&key).expect("lru and entries agree");
+        self.used -= e.size;
+        Some((key, e.size))
+    }
+}
+
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    free_ratio: f64,
+    probe: SpaceProbe,
+    index: Mutex<Index>,
+}
+
+const TRAILER: usize = 4;
+
+impl DiskCache {
+    /// Opens (creating) the cache under `dir`, holding at most `capacity`
+    /// bytes and keeping 10% of the filesystem free.
+    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<DiskCache> {
+        Self::open_with(dir, capacity, DEFAULT_FREE_RATIO)
+    }
+
+    /// Like `open`, keeping `free_ratio` (0.0 to below 1.0) of the filesystem free.
+    pub fn open_with(dir: &Path, capacity: u64, free_ratio: f64) -> std::io::Result<DiskCache> {
+        Self::open_with_probe(dir, capacity, free_ratio, fs_space)
+    }
+
+    /// Like `open_with`, asking `probe` instead of statvfs how much space the
+    /// filesystem has (tests model a disk that fills up this way).
+    pub fn open_with_probe(
+        dir: &Path,
+        capacity: u64,
+        free_ratio: f64,
+        probe: impl Fn(&Path) -> std::io::Result<FsSpace> + Send + Sync + 'static,
+    ) -> std::io::Result<DiskCache> {
+        if !(0.0..1.0).contains(&free_ratio) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the free-space ratio must be at least 0 and below 1, not {free_ratio}"),
+            ));
         }
+        let dir = dir.join("blocks");
+        std::fs::create_dir_all(&dir)?;
+        let cache = DiskCache {
+            dir,
+            capacity,
+            free_ratio,
+            probe: Box::new(probe),
+            index: Mutex::new(Index::default()),
+        };
+        let mut found = Vec::new();
+        scan(&cache.dir, &cache.dir, &mut found)?;
+        // Oldest first, so the order of last use survives a restart as far
+        // as mtimes (whole seconds) tell it.
+        found.sort_by(|a, b| (a.2, &a.0).cmp(&(b.2, &b.0)));
+        {
+            let mut idx = cache.index.lock().unwrap();
+            for (key, size, _mtime) in found {
+                idx.insert(&key, size);
+            }
+        }
+        cache.make_room(0);
+        Ok(cache)
+    }
+
+    /// Bytes of cached block files.
+    pub fn used(&self) -> u64 {
+        self.index.lock().unwrap().used
+    }
+
+    /// Whether `key` is cached, by the index alone (no IO): a file damaged
+    /// since is found out by `get`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.index.lock().unwrap().entries.contains_key(key)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// Drops `key` from the cache; a missing key is fine.
+    pub fn remove(&self, key: &str) {
+        self.index.lock().unwrap().remove(key);
         let _ = std::fs::remove_file(self.path(key));
     }
 
     /// The cached block, if present and intact.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        if !self.touch(key) {
+        if !self.index.lock().unwrap().touch(key) {
             return None;
         }
         let raw = match std::fs::read(self.path(key)) {
             Ok(r) => r,
             Err(_) => {
-                self.forget(key);
+                self.remove(key);
                 return None;
             }
         };
         if raw.len() < TRAILER {
-            self.forget(key);
+            self.remove(key);
             return None;
         }
         let (data, sum) = raw.split_at(raw.len() - TRAILER);
         if crc32fast::hash(data).to_le_bytes() != sum {
             tracing::warn!(key, "cached block failed its checksum; fetching it again");
-            self.forget(key);
+            self.remove(key);
             return None;
         }
         let mut raw = raw;
@@ -119,8 +222,23 @@ impl DiskCache {
         Some(Bytes::from(raw))
     }
 
-    /// Stores a block; errors only cost the cache entry.
+    /// Stores a block; errors only cost the cache entry. Blocks are
+    /// immutable, so a key already cached is only marked as used. A block
+    /// that does not fit (over the capacity, or no room above the free-space
+    /// floor even after evicting) is not stored.
     pub fn put(&self, key: &str, data: &[u8]) {
+        if self.index.lock().unwrap().touch(key) {
+            return;
+        }
+        let size = (data.len() + TRAILER) as u64;
+        if size > self.capacity || !self.make_room(size) {
+            tracing::debug!(
+                key,
+                size,
+                "no room in the disk cache; not caching the block"
+            );
+            return;
+        }
         let path = self.path(key);
         let write = || -> std::io::Result<()> {
             use std::io::Write;
@@ -128,57 +246,70 @@ impl DiskCache {
             std::fs::create_dir_all(parent)?;
             let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            f.write_all(&crc32fast::hash(data).to_le_bytes())?;
-            drop(f);
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
-            tracing::warn!(key, error = %e, "cannot write to the disk cache");
-            return;
-        }
-        let size = (data.len() + TRAILER) as u64;
-        {
-            let mut idx = self.index.lock().unwrap();
-            idx.clock += 1;
-            let last_use = idx.clock;
-            if let Some(old) = idx
-                .entries
-                .insert(key.to_string(), Entry { size, last_use })
-            {
-                idx.used -= old.size;
+            // No fsync: after a crash a torn file fails its checksum and is a miss.
+            let res = f
+                .write_all(data)
+                .and_then(|()| f.write_all(&crc32fast::hash(data).to_le_bytes()))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if res.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            idx.used += size;
+            res
+        };
+        let res = write();
+        let mut idx = self.index.lock().unwrap();
+        idx.writing -= size;
+        match res {
+            Ok(()) => idx.insert(key, size),
+            Err(e) => tracing::warn!(key, error = %e, "cannot write to the disk cache"),
         }
-        self.evict();
     }
 
-    fn evict(&self) {
-        let victims: Vec<String> = {
-            let mut idx = self.index.lock().unwrap();
-            if idx.used <= self.capacity {
-                return;
-            }
-            let mut by_age: Vec<(u64, String, u64)> = idx
-                .entries
-                .iter()
-                .map(|(k, e)| (e.last_use, k.clone(), e.size))
-                .collect();
-            by_age.sort();
-            let mut out = Vec::new();
-            for (_, k, size) in by_age {
-                if idx.used <= self.capacity {
-                    break;
+    /// Evicts least-recently-used blocks until `incoming` more bytes fit
+    /// under the capacity and above the free-space floor; if they fit,
+    /// reserves them (in `writing`) and says so. When the filesystem is below
+    /// the floor for other reasons the cache shrinks anyway, even if that
+    /// cannot make room: giving the space back is the point of the floor.
+    fn make_room(&self, incoming: u64) -> bool {
+        let space = if self.free_ratio > 0.0 {
+            match (self.probe)(&self.dir) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e,
+                        "cannot tell the free space of the cache's filesystem");
+                    None
                 }
-                idx.entries.remove(&k);
-                idx.used -= size;
-                out.push(k);
             }
-            out
+        } else {
+            None
+        };
+        let mut victims = Vec::new();
+        let fits = {
+            let mut idx = self.index.lock().unwrap();
+            let over_capacity = |idx: &Index| idx.used + idx.writing + incoming > self.capacity;
+            // Bytes still to free before the write leaves the floor free.
+            let mut below_floor = space.map_or(0, |s| {
+                let floor = (s.total as f64 * self.free_ratio).ceil() as u64;
+                let available = s.available.saturating_sub(idx.writing);
+                (floor + incoming).saturating_sub(available)
+            });
+            while over_capacity(&idx) || below_floor > 0 {
+                let Some((key, size)) = idx.pop_oldest() else {
+                    break;
+                };
+                below_floor = below_floor.saturating_sub(size);
+                victims.push(key);
+            }
+            let fits = !over_capacity(&idx) && below_floor == 0;
+            if fits {
+                idx.writing += incoming;
+            }
+            fits
         };
         for k in victims {
             let _ = std::fs::remove_file(self.path(&k));
         }
+        fits
     }
 }
 
@@ -208,86 +339,174 @@ fn scan(root: &Path, dir: &Path, out: &mut Vec<(String, u64, u64)>) -> std::io::
     Ok(())
 }
 
-/// An object store with a disk cache in front: reads fetch and keep whole
-/// blocks (objects are immutable, so a cached block never goes stale);
-/// writes go to the store first, then into the cache.
-pub struct CachedStore {
-    inner: Arc<dyn ObjectStore>,
-    cache: Arc<DiskCache>,
-}
-
-impl CachedStore {
-    pub fn new(inner: Arc<dyn ObjectStore>, cache: Arc<DiskCache>) -> Self {
-        CachedStore { inner, cache }
-    }
-}
-
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("cache task panicked")
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for CachedStore {
-    async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
-        self.inner.put(key, data.clone()).await?;
-        let (cache, key) = (self.cache.clone(), key.to_string());
-        blocking(move || cache.put(&key, &data)).await;
-        Ok(())
-    }
-
-    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
-        let block = self.get(key).await?;
-        let end = offset.checked_add(len).filter(|&e| e <= block.len() as u64);
-        match end {
-            Some(end) => Ok(block.slice(offset as usize..end as usize)),
-            None => Err(StoreError::Io {
-                context: format!("reading {len} bytes at {offset} of {key}: the object is shorter"),
-                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-            }),
-        }
-    }
-
-    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let (cache, k) = (self.cache.clone(), key.to_string());
-        if let Some(hit) = blocking(move || cache.get(&k)).await {
-            return Ok(hit);
-        }
-        let data = self.inner.get(key).await?;
-        let (cache, k, d) = (self.cache.clone(), key.to_string(), data.clone());
-        blocking(move || cache.put(&k, &d)).await;
-        Ok(data)
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let (cache, k) = (self.cache.clone(), key.to_string());
-        blocking(move || cache.forget(&k)).await;
-        self.inner.delete(key).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.inner.list(prefix).await
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} (disk cache {})",
-            self.inner.describe(),
-            self.cache.dir.display()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LocalStore;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A filesystem of `total` bytes where `others` belong to someone else
+    /// and the cache's files take what they take, so the free-space floor is
+    /// tested without filling a real disk.
+    struct FakeFs {
+        total: u64,
+        others: AtomicU64,
+    }
+
+    fn du(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = e.metadata().unwrap();
+                if md.is_dir() { du(&e.path()) } else { md.len() }
+            })
+            .sum()
+    }
+
+    impl FakeFs {
+        fn new(total: u64) -> Arc<FakeFs> {
+            Arc::new(FakeFs {
+                total,
+                others: AtomicU64::new(0),
+            })
+        }
+
+        fn probe(
+            self: &Arc<Self>,
+        ) -> impl Fn(&Path) -> std::io::Result<FsSpace> + Send + Sync + use<> {
+            let fs = self.clone();
+            move |dir| {
+                let taken = fs.others.load(Ordering::SeqCst) + du(dir);
+                Ok(FsSpace {
+                    total: fs.total,
+                    available: fs.total.saturating_sub(taken),
+                })
+            }
+        }
+    }
+
+    const BLOCK: u64 = 100 + TRAILER as u64;
+
+    fn cached(c: &DiskCache, keys: impl IntoIterator<Item = String>) -> Vec<bool> {
+        keys.into_iter().map(|k| c.contains(&k)).collect()
+    }
+
+    #[test]
+    fn keeps_the_free_share_of_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeFs::new(10_000);
+        let c = DiskCache::open_with_probe(dir.path(), 1 << 30, 0.1, fs.probe()).unwrap();
+        for i in 0..100 {
+            c.put(&format!("k{i:03}"), &[1u8; 100]);
+        }
+        // 1 000 bytes stay free: 86 blocks of 104 bytes leave 1 056.
+        assert_eq!(c.used(), 86 * BLOCK);
+        assert_eq!(du(c.dir()), 86 * BLOCK);
+        assert!(
+            cached(&c, (0..14).map(|i| format!("k{i:03}")))
+                .iter()
+                .all(|&x| !x)
+        );
+        assert!(
+            cached(&c, (14..100).map(|i| format!("k{i:03}")))
+                .iter()
+                .all(|&x| x)
+        );
+
+        // Someone else takes 5 000 bytes: the next write first evicts the 11
+        // oldest blocks, enough to leave 1 000 free after it.
+        fs.others.store(5_000, Ordering::SeqCst);
+        c.put("new", &[2u8; 100]);
+        assert_eq!(c.used(), 76 * BLOCK);
+        assert!(
+            cached(&c, (14..25).map(|i| format!("k{i:03}")))
+                .iter()
+                .all(|&x| !x)
+        );
+        assert!(c.contains("k025") && c.contains("new"));
+        assert_eq!(c.get("new").as_deref(), Some(&[2u8; 100][..]));
+    }
+
+    #[test]
+    fn refuses_blocks_when_even_an_empty_cache_leaves_too_little_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeFs::new(10_000);
+        fs.others.store(9_000, Ordering::SeqCst);
+        let c = DiskCache::open_with_probe(dir.path(), 1 << 30, 0.1, fs.probe()).unwrap();
+        c.put("a", &[1u8; 100]);
+        assert_eq!(c.get("a"), None);
+        assert_eq!(c.used(), 0);
+        assert_eq!(du(c.dir()), 0, "nothing was written");
+        fs.others.store(8_000, Ordering::SeqCst);
+        c.put("a", &[1u8; 100]);
+        assert_eq!(c.get("a").as_deref(), Some(&[1u8; 100][..]));
+    }
+
+    #[test]
+    fn open_evicts_down_to_the_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FakeFs::new(10_000);
+        let c = DiskCache::open_with_probe(dir.path(), 1 << 30, 0.0, fs.probe()).unwrap();
+        for i in 0..10 {
+            c.put(&format!("k{i}"), &[1u8; 100]);
+        }
+        drop(c);
+        // 460 bytes free: 540 short of the floor, so 6 blocks go, oldest first.
+        fs.others.store(8_500, Ordering::SeqCst);
+        let c = DiskCache::open_with_probe(dir.path(), 1 << 30, 0.1, fs.probe()).unwrap();
+        assert_eq!(c.used(), 4 * BLOCK);
+        assert_eq!(
+            cached(&c, (0..10).map(|i| format!("k{i}"))),
+            [
+                false, false, false, false, false, false, true, true, true, true
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_probe_does_not_stop_caching() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open_with_probe(dir.path(), 1 << 20, 0.1, |_: &Path| {
+            Err(std::io::Error::other("no statvfs here"))
+        })
+        .unwrap();
+        c.put("a", b"x");
+        assert_eq!(c.get("a").as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn free_ratio_must_be_a_share() {
+        let dir = tempfile::tempdir().unwrap();
+        for r in [-0.1, 1.0, f64::NAN] {
+            let e = DiskCache::open_with(dir.path(), 1, r).err().unwrap();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{r}");
+        }
+    }
+
+    #[test]
+    fn statvfs_reports_the_real_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = fs_space(dir.path()).unwrap();
+        assert!(s.total > 0 && s.available <= s.total, "{s:?}");
+        assert!(fs_space(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn blocks_over_the_capacity_are_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open_with(dir.path(), 2 * BLOCK, 0.0).unwrap();
+        c.put("a", &[1u8; 100]);
+        c.put("big", &[1u8; 300]);
+        assert_eq!(c.get("big"), None);
+        assert!(c.contains("a"), "a block too big evicts nothing");
+        assert_eq!(c.used(), BLOCK);
+    }
 
     #[test]
     fn corrupt_or_missing_files_are_misses() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let c = DiskCache::open_with(dir.path(), 1 << 20, 0.0).unwrap();
         c.put("a/1", b"hello");
         assert_eq!(c.get("a/1").as_deref(), Some(&b"hello"[..]));
         // Flip one byte: the checksum catches it and the entry is dropped.
@@ -305,7 +524,7 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_and_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open(dir.path(), 3 * (100 + TRAILER as u64)).unwrap();
+        let c = DiskCache::open_with(dir.path(), 3 * (100 + TRAILER as u64), 0.0).unwrap();
         for k in ["k1", "k2", "k3"] {
             c.put(k, &[7u8; 100]);
         }
@@ -314,35 +533,8 @@ mod tests {
         assert!(c.get("k2").is_none());
         assert!(c.get("k1").is_some() && c.get("k3").is_some() && c.get("k4").is_some());
         drop(c);
-        let c = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let c = DiskCache::open_with(dir.path(), 1 << 20, 0.0).unwrap();
         assert_eq!(c.used(), 3 * (100 + TRAILER as u64));
         assert_eq!(c.get("k4").as_deref(), Some(&[7u8; 100][..]));
-    }
-
-    #[tokio::test]
-    async fn cached_store_serves_ranges_from_whole_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::new(dir.path().join("store")).unwrap());
-        inner
-            .put("blk", Bytes::from_static(b"0123456789"))
-            .await
-            .unwrap();
-        let cache = Arc::new(DiskCache::open(&dir.path().join("cache"), 1 << 20).unwrap());
-        let s = CachedStore::new(inner.clone(), cache.clone());
-        assert_eq!(
-            s.get_range("blk", 2, 3).await.unwrap(),
-            Bytes::from_static(b"234")
-        );
-        // Served from the cache now, even with the object gone from the store.
-        inner.delete("blk").await.unwrap();
-        assert_eq!(
-            s.get_range("blk", 7, 3).await.unwrap(),
-            Bytes::from_static(b"789")
-        );
-        assert!(s.get_range("blk", 8, 3).await.is_err());
-        s.put("new", Bytes::from_static(b"abc")).await.unwrap();
-        assert_eq!(inner.get("new").await.unwrap(), Bytes::from_static(b"abc"));
-        assert!(cache.get("new").is_some());
     }
 }

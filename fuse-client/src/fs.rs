@@ -1,16 +1,18 @@
 //! The filesystem core: plain async Rust over the metaserver client and the
 //! object store. The FUSE adapter calls one method per kernel request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use strata_cache::ObjectStore;
-use strata_meta::{Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Slice, Timestamp};
-use tokio::sync::Mutex;
+use strata_cache::{BlockCache, Staging};
+use strata_meta::{Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Timestamp};
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::error::{FsError, FsResult};
+use crate::garbage::Compactor;
+use crate::writeback::Writeback;
 
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -18,9 +20,24 @@ pub struct FsConfig {
     pub attr_ttl: Duration,
     /// How long the kernel may cache name lookups.
     pub entry_ttl: Duration,
-    /// Buffered bytes per open file before they are committed without waiting for close.
+    /// Bytes written to an open file before they are committed without
+    /// waiting for close.
     pub file_buffer: usize,
     pub read_only: bool,
+    /// Bytes of full blocks on their way to the store at once; writers wait
+    /// beyond it. (Each file being written also holds its last partial block.)
+    pub buffer_size: usize,
+    /// Block uploads running at once.
+    pub max_uploads: usize,
+    /// Most blocks fetched ahead of a sequential reader (0: no prefetch).
+    pub max_prefetch_blocks: u32,
+    /// Block fetches running at once for prefetch.
+    pub max_prefetches: usize,
+    /// How often the background garbage worker runs.
+    pub gc_interval: Duration,
+    /// How long objects of a slice that left every chunk map stay before they
+    /// are deleted, so reads that started from the old map still find them.
+    pub deletion_delay: Duration,
 }
 
 impl Default for FsConfig {
@@ -30,6 +47,12 @@ impl Default for FsConfig {
             entry_ttl: Duration::from_secs(1),
             file_buffer: 64 << 20,
             read_only: false,
+            buffer_size: 300 << 20,
+            max_uploads: 20,
+            max_prefetch_blocks: 16,
+            max_prefetches: 32,
+            gc_interval: Duration::from_secs(10),
+            deletion_delay: Duration::from_secs(60),
         }
     }
 }
@@ -49,7 +72,7 @@ pub struct StatFs {
 /// State of one inode while at least one handle has it open.
 pub(crate) struct OpenFile {
     pub handles: AtomicUsize,
-    pub data: Mutex<crate::data::FileData>,
+    pub data: Mutex<crate::file::FileData>,
 }
 
 struct DirHandle {
@@ -59,9 +82,17 @@ struct DirHandle {
 }
 
 pub struct Filesystem {
-    pub(crate) meta: FsClient,
-    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) meta: Arc<FsClient>,
+    pub(crate) cache: Arc<BlockCache>,
     pub(crate) config: FsConfig,
+    /// Bytes of blocks being stored (see `FsConfig::buffer_size`).
+    pub(crate) buffer_budget: Arc<Semaphore>,
+    pub(crate) upload_slots: Arc<Semaphore>,
+    pub(crate) prefetch_slots: Arc<Semaphore>,
+    pub(crate) writeback: Option<Arc<Writeback>>,
+    pub(crate) compactor: Compactor,
+    /// Unlinked files this client has open, held out of the trash purge.
+    pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
     handles: std::sync::Mutex<HashMap<u64, Ino>>,
     dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
@@ -75,17 +106,46 @@ const REPORTED_CAPACITY: u64 = 1 << 50;
 const REPORTED_INODES: u64 = 1 << 40;
 
 impl Filesystem {
-    pub fn new(meta: FsClient, store: Arc<dyn ObjectStore>, config: FsConfig) -> Arc<Filesystem> {
-        Arc::new(Filesystem {
+    /// A filesystem core over `meta` and the block cache in front of its
+    /// store; with `writeback`, blocks and commits are staged there first
+    /// (and what a previous run left staged is finished in the background).
+    /// Call `start_background` to run the garbage worker and compactor.
+    pub fn new(
+        meta: FsClient,
+        cache: Arc<BlockCache>,
+        config: FsConfig,
+        writeback: Option<Staging>,
+    ) -> FsResult<Arc<Filesystem>> {
+        let meta = Arc::new(meta);
+        let writeback = match writeback {
+            Some(staging) => {
+                let wb = Arc::new(Writeback::open(staging)?);
+                wb.start(meta.clone(), cache.clone());
+                Some(wb)
+            }
+            None => None,
+        };
+        Ok(Arc::new(Filesystem {
+            buffer_budget: Arc::new(Semaphore::new(config.buffer_size.max(1))),
+            upload_slots: Arc::new(Semaphore::new(config.max_uploads.max(1))),
+            prefetch_slots: Arc::new(Semaphore::new(config.max_prefetches)),
             meta,
-            store,
+            cache,
             config,
+            writeback,
+            compactor: Compactor::new(),
+            held: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
             dirs: Default::default(),
             next_fh: AtomicU64::new(1),
             slice_ids: Mutex::new((0, 0)),
-        })
+        }))
+    }
+
+    /// The block cache (for statistics).
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
     }
 
     pub fn config(&self) -> &FsConfig {
@@ -103,11 +163,19 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Attributes as this client sees them: buffered writes count toward the size.
+    /// Attributes as this client sees them: buffered writes, and write-back
+    /// commits still on their way, count toward the size.
     pub(crate) async fn overlay(&self, mut inode: Inode) -> Inode {
         let of = self.open_files.lock().unwrap().get(&inode.ino).cloned();
         if let Some(of) = of {
             of.data.lock().await.overlay_attr(&mut inode);
+        }
+        if let Some(end) = self
+            .writeback
+            .as_ref()
+            .and_then(|w| w.pending_end(inode.ino))
+        {
+            inode.size = inode.size.max(end);
         }
         inode
     }
@@ -129,11 +197,21 @@ impl Filesystem {
             // Buffered writes land first so a truncate cuts them too.
             let mut d = of.data.lock().await;
             self.commit(ino, &mut d).await?;
+            self.wait_written_back(ino).await?;
             let inode = self.meta.setattr(ino, set).await?;
             d.invalidate(&inode);
             return Ok(inode);
         }
+        self.wait_written_back(ino).await?;
         Ok(self.meta.setattr(ino, set).await?)
+    }
+
+    /// With write-back, waits until `ino`'s journaled commits have landed.
+    async fn wait_written_back(&self, ino: Ino) -> FsResult<()> {
+        match &self.writeback {
+            Some(wb) => wb.wait_inode(ino).await,
+            None => Ok(()),
+        }
     }
 
     pub async fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
@@ -211,7 +289,11 @@ impl Filesystem {
 
     pub async fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
-        self.meta.unlink(parent, name).await?;
+        let held = self.hold_if_open(parent, name).await;
+        let gone = self.meta.unlink(parent, name).await;
+        self.unlinked(held, gone.as_ref().ok().copied().flatten())
+            .await;
+        gone?;
         Ok(())
     }
 
@@ -235,7 +317,16 @@ impl Filesystem {
                 "rename flags (RENAME_NOREPLACE/EXCHANGE) are not supported yet",
             ));
         }
-        self.meta.rename(parent, name, new_parent, new_name).await?;
+        let held = self.hold_if_open(new_parent, new_name).await;
+        let replaced = self.meta.rename(parent, name, new_parent, new_name).await;
+        let gone = replaced
+            .as_ref()
+            .ok()
+            .and_then(|r| r.as_ref())
+            .filter(|r| r.nlink == 0 && r.kind != FileType::Dir)
+            .map(|r| r.ino);
+        self.unlinked(held, gone).await;
+        replaced?;
         Ok(())
     }
 
@@ -286,7 +377,7 @@ impl Filesystem {
                         ino,
                         Arc::new(OpenFile {
                             handles: AtomicUsize::new(1),
-                            data: Mutex::new(crate::data::FileData::new(inode)),
+                            data: Mutex::new(crate::file::FileData::new(inode)),
                         }),
                     );
                 }
@@ -343,21 +434,24 @@ impl Filesystem {
     /// Releases handle `fh` of `ino` without waiting when it has nothing to
     /// commit; returns false (and does nothing) otherwise.
     pub fn try_release_now(&self, ino: Ino, fh: u64) -> bool {
-        if !self.nothing_to_flush(ino) {
+        if !self.nothing_to_flush(ino) || self.held.lock().unwrap().contains(&ino) {
             return false;
         }
         self.forget_handle(ino, fh);
         true
     }
 
-    fn forget_handle(&self, ino: Ino, fh: u64) {
+    /// Drops handle `fh`; returns whether it was `ino`'s last one here.
+    fn forget_handle(&self, ino: Ino, fh: u64) -> bool {
         self.handles.lock().unwrap().remove(&fh);
         let mut files = self.open_files.lock().unwrap();
         if let Some(of) = files.get(&ino)
             && of.handles.fetch_sub(1, Ordering::Relaxed) == 1
         {
             files.remove(&ino);
+            return true;
         }
+        false
     }
 
     pub async fn flush(&self, ino: Ino, _fh: u64) -> FsResult<()> {
@@ -376,7 +470,9 @@ impl Filesystem {
 
     pub async fn release(&self, ino: Ino, fh: u64) -> FsResult<()> {
         let res = self.flush(ino, fh).await;
-        self.forget_handle(ino, fh);
+        if self.forget_handle(ino, fh) {
+            self.closed(ino).await;
+        }
         res
     }
 
@@ -394,6 +490,14 @@ impl Filesystem {
             let mut d = of.data.lock().await;
             if let Err(e) = self.commit(ino, &mut d).await {
                 tracing::error!(ino, error = %e, "flushing at shutdown failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(wb) = &self.writeback {
+            // Other clients see written-back data once it is committed; the
+            // journal would finish it at the next start, but not for them.
+            tracing::info!("waiting for write-back uploads to finish");
+            if let Err(e) = wb.wait_all().await {
                 first_err.get_or_insert(e);
             }
         }
@@ -517,15 +621,6 @@ impl Filesystem {
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
-    }
-
-    pub(crate) async fn commit_slices(
-        &self,
-        ino: Ino,
-        slices: Vec<(u32, Slice)>,
-        end: u64,
-    ) -> FsResult<Inode> {
-        Ok(self.meta.write_slices(ino, slices, end).await?)
     }
 
     pub fn now() -> Timestamp {

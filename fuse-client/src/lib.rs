@@ -1,11 +1,16 @@
 //! strata-fuse: the filesystem core (async, testable without FUSE) and a thin
 //! fuser adapter.
 
-mod data;
 pub mod error;
+mod file;
 pub mod fs;
 pub mod fuse;
+pub mod garbage;
+mod read;
 pub mod slices;
+mod write;
+mod writeback;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Filesystem, FsConfig, StatFs};
+pub use garbage::GarbagePass;

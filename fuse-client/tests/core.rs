@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use strata_cache::LocalStore;
+use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
 use strata_fuse::{Filesystem, FsConfig};
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{MetaClient, SetAttr};
@@ -43,14 +43,17 @@ async fn setup(block: u32, chunk: u32) -> Env {
         .unwrap();
     let meta = client.open_fs("t").await.unwrap();
     let store = Arc::new(LocalStore::new(dir.path().join("blocks")).unwrap());
+    let cache = BlockCache::new(store, BlockCacheConfig::default()).unwrap();
     let fs = Filesystem::new(
         meta,
-        store,
+        cache,
         FsConfig {
             file_buffer: 300 << 10,
             ..Default::default()
         },
-    );
+        None,
+    )
+    .unwrap();
     Env {
         _dir: dir,
         node,

@@ -581,7 +581,11 @@ impl FsClient {
 
     /// Sends `req` to group `g`; a request that met a pending transaction's
     /// lock is sent again after a short pause.
-    async fn call_group(&self, g: GroupId, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+    pub(crate) async fn call_group(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+    ) -> Result<MetaResponse, MetaError> {
         self.retrying(|| self.meta.call(g, req.clone())).await
     }
 
@@ -1000,8 +1004,9 @@ impl FsClient {
         .await
     }
 
-    /// Returns whether the file's last link went with it.
-    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<bool, MetaError> {
+    /// Returns the inode whose last link went with the name, if it did (it
+    /// is in the trash now).
+    pub async fn unlink(&self, parent: Ino, name: &[u8]) -> Result<Option<Ino>, MetaError> {
         self.remove(parent, name, false).await
     }
 
@@ -1009,7 +1014,7 @@ impl FsClient {
         self.remove(parent, name, true).await.map(|_| ())
     }
 
-    async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<bool, MetaError> {
+    async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<Option<Ino>, MetaError> {
         let fs = self.info.id;
         let now = Timestamp::now();
         let name_v = name.to_vec();
@@ -1029,7 +1034,9 @@ impl FsClient {
             }
         };
         match self.call(parent, req).await.map(|r| self.note_dirs(r)) {
-            Ok(MetaResponse::Unlinked { removed, .. }) => return Ok(removed),
+            Ok(MetaResponse::Unlinked { inode, removed }) => {
+                return Ok(removed.then_some(inode.ino));
+            }
             Ok(other) => return Err(unexpected(other)),
             Err(MetaError::CrossGroup(_)) => {}
             Err(e) => return Err(e),
@@ -1065,12 +1072,12 @@ impl FsClient {
                 (vec![(ig, vec![drop])], coord_steps)
             };
             let changed = self.transact(parts, pg, |_| coord_steps).await?;
-            // No answer from the inode's group (recovery finishes it there):
-            // the inode outlives the entry only if it had other links.
-            Ok(match changed.into_iter().find(|(i, _)| i.ino == d.ino) {
-                Some((_, removed)) => removed,
-                None => dir,
-            })
+            // No answer from the inode's group (recovery finishes it
+            // there): whether the last link went is not known here.
+            Ok(changed
+                .into_iter()
+                .find(|(i, removed)| i.ino == d.ino && *removed)
+                .map(|(i, _)| i.ino))
         })
         .await
     }
@@ -1268,12 +1275,14 @@ impl FsClient {
         expect!(r, MetaResponse::Slices(s) => s)
     }
 
+    /// Adds written slices to their chunk maps; returns the inode and the
+    /// chunks whose slice lists are long enough to be worth compacting.
     pub async fn write_slices(
         &self,
         ino: Ino,
         slices: Vec<(u32, Slice)>,
         end: u64,
-    ) -> Result<Inode, MetaError> {
+    ) -> Result<(Inode, Vec<u32>), MetaError> {
         let r = self
             .call(
                 ino,
@@ -1286,7 +1295,12 @@ impl FsClient {
                 },
             )
             .await?;
-        expect!(r, MetaResponse::Inode(i) => i)
+        match r {
+            MetaResponse::Written { inode, crowded } => Ok((inode, crowded)),
+            // Remembered from before `Written` existed.
+            MetaResponse::Inode(i) => Ok((i, Vec::new())),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Reserves `count` consecutive slice ids and returns the first.

@@ -12,6 +12,8 @@ use crate::types::*;
 pub struct Report {
     pub directories: u64,
     pub files: u64,
+    /// Files in the trash (no links; kept until purged).
+    pub trashed: u64,
     /// `parent/name -> ino` entries whose inode does not exist.
     pub dangling: Vec<(Ino, Vec<u8>, Ino)>,
     /// Inodes whose nlink differs from what the entries say: (ino, nlink, expected).
@@ -80,6 +82,10 @@ pub async fn check(fs: &FsClient) -> Result<Report, MetaError> {
                         continue;
                     }
                     2 + subdirs.get(&inode.ino).copied().unwrap_or(0)
+                } else if inode.nlink == 0 {
+                    // In the trash: unreachable on purpose.
+                    report.trashed += 1;
+                    continue;
                 } else {
                     report.files += 1;
                     match links.get(&inode.ino) {

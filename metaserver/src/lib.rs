@@ -3,6 +3,7 @@
 pub mod client;
 mod error;
 pub mod fsck;
+pub mod garbage_client;
 pub mod raft_types;
 pub mod request;
 pub mod rpc;

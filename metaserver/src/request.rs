@@ -213,6 +213,70 @@ pub enum MetaRequest {
         participants: Vec<GroupId>,
         now: Timestamp,
     },
+
+    // ---- garbage: trash, deletion queue, compaction (`crate::server::garbage`) ----
+    /// Partition group: days a file whose last link went stays in the trash
+    /// (0: only while a client holds it open, and a minute's grace).
+    SetTrashDays {
+        fs: FsId,
+        days: u32,
+    },
+    /// Inodes this client has open stay out of the trash purge until
+    /// `until` (renewed while open; sent before unlinking one); an `until`
+    /// not after `now` lets them go.
+    HoldInodes {
+        fs: FsId,
+        inos: Vec<Ino>,
+        until: Timestamp,
+        now: Timestamp,
+    },
+    /// Read: how many trashed inodes are due for purging at `now`, and a page
+    /// of the deletion queue after slice `after`.
+    GarbageWork {
+        fs: FsId,
+        now: Timestamp,
+        after: SliceId,
+        limit: u32,
+    },
+    /// Deletes up to `limit` trashed inodes due at `now`, queuing their slices.
+    PurgeTrash {
+        fs: FsId,
+        now: Timestamp,
+        limit: u32,
+    },
+    /// Drops deletion-queue entries whose objects are gone.
+    AckDeletions {
+        fs: FsId,
+        slices: Vec<SliceId>,
+    },
+    /// Replaces the first `old.len()` slices of a chunk with `new` if they are
+    /// still exactly `old`; otherwise queues `new` for deletion instead.
+    CompactChunk {
+        fs: FsId,
+        ino: Ino,
+        index: u32,
+        old: Vec<Slice>,
+        new: Slice,
+        now: Timestamp,
+    },
+    /// Read: trashed inodes with numbers above `after`.
+    ListTrash {
+        fs: FsId,
+        after: Ino,
+        limit: u32,
+    },
+    /// Links a trashed inode back under the name it was removed from.
+    RestoreTrash {
+        fs: FsId,
+        ino: Ino,
+        now: Timestamp,
+    },
+    /// Read: chunk maps of this group after `(ino, index)`, in order (gc).
+    ListChunks {
+        fs: FsId,
+        after: Option<(Ino, u32)>,
+        limit: u32,
+    },
 }
 
 /// Names a cross-group transaction; chosen at random by the client.
@@ -284,6 +348,9 @@ impl MetaRequest {
                 | MetaRequest::Usage { .. }
                 | MetaRequest::ListInodes { .. }
                 | MetaRequest::ListIntents
+                | MetaRequest::GarbageWork { .. }
+                | MetaRequest::ListTrash { .. }
+                | MetaRequest::ListChunks { .. }
         )
     }
 }
@@ -327,6 +394,22 @@ pub enum MetaResponse {
         answer: Box<MetaResponse>,
         dirs: Vec<Inode>,
     },
+    /// WriteSlices: the inode, and chunks whose slice lists grew long enough
+    /// to be worth compacting.
+    Written {
+        inode: Inode,
+        crowded: Vec<u32>,
+    },
+    GarbageWork {
+        trash_due: u64,
+        deletions: Vec<Deletion>,
+    },
+    /// How many trashed inodes were purged.
+    Purged(u64),
+    /// CompactChunk: whether the chunk now holds the new slice.
+    Compacted(bool),
+    Trash(Vec<TrashEntry>),
+    Chunks(Vec<(Ino, u32, Vec<Slice>)>),
 }
 
 impl MetaResponse {

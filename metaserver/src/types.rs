@@ -140,6 +140,30 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+/// A file whose last link went, kept in its group's trash until the
+/// filesystem's trash days have passed and no client holds it open.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TrashEntry {
+    pub inode: Inode,
+    pub deleted: Timestamp,
+    /// The directory and name it was removed from (`name` is empty when the
+    /// removal crossed groups and only the creating directory is known).
+    pub parent: Ino,
+    pub name: Vec<u8>,
+    /// A client has it open until then (renewed while it stays open).
+    pub held_until: Option<Timestamp>,
+}
+
+/// A slice whose objects are queued for deletion.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub slice: SliceId,
+    pub len: u32,
+    /// When it left the last chunk map: a reader that read the map just
+    /// before may still fetch its blocks for a while.
+    pub queued: Timestamp,
+}
+
 /// Attributes to change in a setattr; `None` leaves the field alone.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SetAttr {

@@ -79,7 +79,8 @@ async fn metadata_survives_restart_and_errors_are_exact() {
             100,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(f.size, 100);
     fs.link(f.ino, 1, b"hard").await.unwrap();
     assert_eq!(fs.getattr(f.ino).await.unwrap().nlink, 2);
@@ -141,9 +142,19 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         names,
         vec![b"d".to_vec(), b"hard".to_vec(), b"moved".to_vec()]
     );
-    fs.unlink(1, b"hard").await.unwrap();
-    assert!(fs.unlink(1, b"moved").await.unwrap(), "last link gone");
+    assert_eq!(fs.unlink(1, b"hard").await.unwrap(), None, "a link is left");
+    assert_eq!(
+        fs.unlink(1, b"moved").await.unwrap(),
+        Some(moved.ino),
+        "last link gone"
+    );
     fs.rmdir(1, b"d").await.unwrap();
+    // The file waits in the trash (a day by default) and still counts.
+    assert_eq!(fs.usage().await.unwrap().inodes, 2);
+    let g = fs.group_of(moved.ino).await.unwrap();
+    assert_eq!(fs.purge_trash(g, 10).await.unwrap(), 0, "not due yet");
+    fs.set_trash_days(0).await.unwrap();
+    assert_eq!(fs.purge_trash(g, 10).await.unwrap(), 1);
     assert_eq!(fs.usage().await.unwrap().inodes, 1);
     node.shutdown().await;
 }

@@ -33,6 +33,18 @@ enum Command {
     /// Check a filesystem's metadata: entries, link counts, reachability,
     /// unfinished cross-group transactions.
     Fsck(cmd::fsck::FsckArgs),
+    /// Read every file under the given paths once through the mount, so their
+    /// blocks are in Strata's caches before a job needs them.
+    Warmup(cmd::warmup::WarmupArgs),
+    /// Run a standard workload (big and small files) in a directory and print
+    /// the rates.
+    Bench(cmd::bench::BenchArgs),
+    /// Files whose last link went: list them, restore them.
+    #[command(subcommand)]
+    Trash(cmd::trash::TrashCommand),
+    /// Compare a filesystem's objects with its chunk maps: report objects no
+    /// slice references (leaks) and referenced objects that are missing.
+    Gc(cmd::gc::GcArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +82,10 @@ fn main() -> std::process::ExitCode {
             Command::Format(a) => cmd::format::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
             Command::Fsck(a) => cmd::fsck::run(a).await,
+            Command::Warmup(a) => cmd::warmup::run(a).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Trash(c) => cmd::trash::run(c).await,
+            Command::Gc(a) => cmd::gc::run(a).await,
         }
     });
     // Do not wait for stray blocking tasks (a stuck S3 request must not hang exit).

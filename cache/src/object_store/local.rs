@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::ObjectStore;
+use super::{ObjectInfo, ObjectStore};
 use crate::StoreError;
 
 pub struct LocalStore {
@@ -83,7 +83,7 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -101,7 +101,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Resul
                 .expect("under root")
                 .to_string_lossy()
                 .into_owned();
-            out.push((rel, e.metadata()?.len()));
+            let md = e.metadata()?;
+            out.push(ObjectInfo {
+                key: rel,
+                size: md.len(),
+                modified: md.modified().ok(),
+            });
         }
     }
     Ok(())
@@ -156,6 +161,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list_detailed(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    async fn list_detailed(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         let mut all = tokio::task::spawn_blocking(move || {
@@ -168,8 +182,8 @@ impl ObjectStore for LocalStore {
             source: std::io::Error::other(e),
         })?
         .map_err(io("listing objects"))?;
-        all.retain(|(k, _)| k.starts_with(&prefix));
-        all.sort();
+        all.retain(|o| o.key.starts_with(&prefix));
+        all.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(all)
     }
 

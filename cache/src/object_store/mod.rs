@@ -4,6 +4,7 @@ mod local;
 mod s3;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -11,6 +12,14 @@ pub use local::LocalStore;
 pub use s3::S3Store;
 
 use crate::StoreError;
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
 
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
@@ -23,10 +32,25 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys under `prefix` with their sizes, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// `list` with modification times where the store keeps them (`strata
+    /// gc` deletes only leaks old enough not to belong to a write that is
+    /// about to commit).
+    async fn list_detailed(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, size)| ObjectInfo {
+                key,
+                size,
+                modified: None,
+            })
+            .collect())
+    }
     fn describe(&self) -> String;
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// S3 endpoint; without it aws-config's chain (AWS_ENDPOINT_URL, profiles) decides.
     pub s3_endpoint: Option<String>,
@@ -36,6 +60,32 @@ pub struct StoreOptions {
     /// Static credentials instead of the AWS chain.
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
+    /// How long opening a connection to S3 may take (default 5 s).
+    pub connect_timeout: Duration,
+    /// How long one attempt of one request may take, and separately how long
+    /// a GET's body may take to arrive (default 60 s: a 4 MiB block at
+    /// 70 KB/s). A server that hangs costs this much, then the attempt fails
+    /// as transient.
+    pub attempt_timeout: Duration,
+    /// Attempts the AWS SDK makes itself per request (its standard retry
+    /// mode, default 3). 1 leaves all retrying to a `RetryingStore` above,
+    /// which logs each retry.
+    pub s3_attempts: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            s3_endpoint: None,
+            path_style: false,
+            region: None,
+            access_key: None,
+            secret_key: None,
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(60),
+            s3_attempts: 3,
+        }
+    }
 }
 
 /// Opens `file:///abs/dir` or `s3://bucket[/prefix]`.

@@ -1,11 +1,21 @@
-//! Blocks as objects in an S3 bucket (aws-sdk-s3).
+//! Blocks as objects in an S3 bucket (aws-sdk-s3). Every failure is
+//! classified as transient (timeouts, dropped connections, throttling, 5xx:
+//! worth retrying, see `RetryingStore`) or permanent (missing objects,
+//! refused credentials, other 4xx), and every attempt is bounded in time so
+//! a server that hangs cannot hang the filesystem.
+
+use std::time::Duration;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::{ObjectStore, StoreOptions};
+use super::{ObjectInfo, ObjectStore, StoreOptions};
 use crate::StoreError;
 
 pub struct S3Store {
@@ -14,14 +24,90 @@ pub struct S3Store {
     /// Without leading or trailing '/'; may be empty.
     prefix: String,
     endpoint: Option<String>,
+    /// Bounds the arrival of a GET body, which the SDK's attempt timeout
+    /// (it ends when the response headers arrive) does not cover.
+    body_timeout: Duration,
 }
 
-fn s3_err<E: std::fmt::Debug + std::fmt::Display>(op: &'static str, key: &str, e: E) -> StoreError {
-    StoreError::S3 {
-        op,
-        key: key.to_string(),
-        message: format!("{e}: {e:?}").chars().take(600).collect(),
+/// Keeps messages readable in logs: one line, a few hundred characters.
+fn shorten(s: String) -> String {
+    s.replace('\n', " ").chars().take(600).collect()
+}
+
+/// An error and its sources, one line: "dispatch failure: io error:
+/// connection refused" (the SDK's own Display says only the first part).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
     }
+    out
+}
+
+/// Error codes S3 and compatible servers use for "try again later",
+/// whatever HTTP status they come with.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "TooManyRequests",
+];
+
+/// Whether an HTTP status means the request may succeed later: server
+/// errors, throttling (429) and request timeouts (408).
+fn transient_status(status: u16) -> bool {
+    status >= 500 || status == 429 || status == 408
+}
+
+/// Turns an SDK failure into a `StoreError`, deciding whether it is transient.
+fn sdk_err<E>(op: &'static str, key: &str, e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let (transient, message) = match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("");
+            let transient = transient_status(status) || TRANSIENT_CODES.contains(&code);
+            let text = se.err().message().unwrap_or("");
+            let message = match (code, text) {
+                ("", "") => format!("HTTP {status}"),
+                (code, "") => format!("HTTP {status} {code}"),
+                (code, text) => format!("HTTP {status} {code}: {text}"),
+            };
+            (transient, message)
+        }
+        SdkError::TimeoutError(_) => (true, causes(&e)),
+        // A user error (a malformed endpoint URL, say) fails the same way
+        // every time; a connection refused or reset may not.
+        SdkError::DispatchFailure(d) => (!d.is_user(), causes(&e)),
+        // A response that could not be read whole: usually a connection that
+        // dropped mid-response.
+        SdkError::ResponseError(_) => (true, causes(&e)),
+        // The request could not even be built: trying again builds it again.
+        _ => (false, causes(&e)),
+    };
+    let (key, message) = (key.to_string(), shorten(message));
+    if transient {
+        StoreError::S3Transient { op, key, message }
+    } else {
+        StoreError::S3 { op, key, message }
+    }
+}
+
+/// The object's total size from a `Content-Range: bytes a-b/total` header.
+fn range_total(content_range: Option<&str>) -> Option<u64> {
+    content_range?.rsplit_once('/')?.1.trim().parse().ok()
 }
 
 impl S3Store {
@@ -36,7 +122,14 @@ impl S3Store {
                 tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(opts.connect_timeout)
+            .operation_attempt_timeout(opts.attempt_timeout)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(opts.s3_attempts.max(1)));
         if let Some(ep) = &opts.s3_endpoint {
             loader = loader.endpoint_url(ep);
         }
@@ -63,17 +156,20 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint,
+            body_timeout: opts.attempt_timeout,
         })
     }
 
-    /// GetObject, whole or a `bytes=a-b` range.
-    async fn fetch(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+    /// GetObject, whole or `len` bytes from `offset`. A body that ends
+    /// before the length the server announced is a `ShortRead` (transient);
+    /// a range past the end of the object is permanent.
+    async fn fetch(&self, key: &str, range: Option<(u64, u64)>) -> Result<Bytes, StoreError> {
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full(key))
-            .set_range(range)
+            .set_range(range.map(|(offset, len)| format!("bytes={}-{}", offset, offset + len - 1)))
             .send()
             .await
             .map_err(|e| {
@@ -82,15 +178,54 @@ impl S3Store {
                         key: key.to_string(),
                     }
                 } else {
-                    s3_err("GET", key, aws_sdk_s3::error::DisplayErrorContext(e))
+                    sdk_err("GET", key, e)
                 }
             })?;
-        Ok(out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_err("GET", key, e))?
-            .into_bytes())
+        let announced = out.content_length().and_then(|l| u64::try_from(l).ok());
+        let total = range_total(out.content_range());
+        let body = match tokio::time::timeout(self.body_timeout, out.body.collect()).await {
+            Ok(Ok(b)) => b.into_bytes(),
+            Ok(Err(e)) => {
+                return Err(StoreError::S3Transient {
+                    op: "GET",
+                    key: key.to_string(),
+                    message: shorten(format!("reading the body: {}", causes(&e))),
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::S3Transient {
+                    op: "GET",
+                    key: key.to_string(),
+                    message: format!("the body took more than {:?} to arrive", self.body_timeout),
+                });
+            }
+        };
+        let got = body.len() as u64;
+        let (offset, asked) = match range {
+            Some((offset, len)) => (offset, len),
+            None => (0, announced.unwrap_or(got)),
+        };
+        if let Some(total) = total
+            && offset + asked > total
+        {
+            // The server clamped the range to the object: asking again will
+            // not make the object longer.
+            return Err(StoreError::Io {
+                context: format!(
+                    "reading {asked} bytes at {offset} of {key}: the object is shorter ({total} bytes)"
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            });
+        }
+        if got != asked || announced.is_some_and(|a| a != got) {
+            return Err(StoreError::ShortRead {
+                key: key.to_string(),
+                offset,
+                asked,
+                got,
+            });
+        }
+        Ok(body)
     }
 
     fn full(&self, key: &str) -> String {
@@ -113,7 +248,7 @@ impl ObjectStore for S3Store {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| s3_err("PUT", key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| sdk_err("PUT", key, e))?;
         Ok(())
     }
 
@@ -121,16 +256,7 @@ impl ObjectStore for S3Store {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let body = self.fetch(key, Some(range)).await?;
-        if body.len() as u64 != len {
-            return Err(StoreError::S3 {
-                op: "GET",
-                key: key.to_string(),
-                message: format!("asked for {len} bytes at {offset}, got {}", body.len()),
-            });
-        }
-        Ok(body)
+        self.fetch(key, Some((offset, len))).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -144,11 +270,20 @@ impl ObjectStore for S3Store {
             .key(self.full(key))
             .send()
             .await
-            .map_err(|e| s3_err("DELETE", key, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| sdk_err("DELETE", key, e))?;
         Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(self
+            .list_detailed(prefix)
+            .await?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect())
+    }
+
+    async fn list_detailed(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let strip = if self.prefix.is_empty() {
             0
         } else {
@@ -163,18 +298,20 @@ impl ObjectStore for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(|e| s3_err("LIST", prefix, aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let page = page.map_err(|e| sdk_err("LIST", prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((
-                        k[strip.min(k.len())..].to_string(),
-                        o.size().unwrap_or(0) as u64,
-                    ));
+                    out.push(ObjectInfo {
+                        key: k[strip.min(k.len())..].to_string(),
+                        size: o.size().unwrap_or(0) as u64,
+                        modified: o
+                            .last_modified()
+                            .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    });
                 }
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -184,5 +321,27 @@ impl ObjectStore for S3Store {
             s.push_str(&format!(" (endpoint {e})"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_worth_retrying() {
+        for s in [500, 502, 503, 504, 429, 408] {
+            assert!(transient_status(s), "{s}");
+        }
+        for s in [400, 401, 403, 404, 409, 412, 416] {
+            assert!(!transient_status(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn content_range_gives_the_object_size() {
+        assert_eq!(range_total(Some("bytes 0-9/100")), Some(100));
+        assert_eq!(range_total(Some("bytes 0-9/*")), None);
+        assert_eq!(range_total(None), None);
     }
 }

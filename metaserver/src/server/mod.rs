@@ -1,5 +1,6 @@
 //! The metaserver node: hosts Raft groups, serves clients and peers on one port.
 
+pub mod garbage;
 mod log_store;
 mod network;
 pub mod ops;

@@ -6,6 +6,7 @@
 
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult};
+use crate::server::garbage;
 use crate::server::store::{Rows, RowsMut, StoreError, key};
 use crate::types::*;
 
@@ -190,7 +191,7 @@ pub fn apply<T: RowsMut>(
             now,
         } => c
             .write_slices(fs, ino, slices, end, now)?
-            .map(MetaResponse::Inode),
+            .map(|(inode, crowded)| MetaResponse::Written { inode, crowded }),
         R::TxPrepare {
             fs,
             tx,
@@ -214,6 +215,26 @@ pub fn apply<T: RowsMut>(
             participants,
             now,
         } => c.tx_begin(fs, tx, participants, now)?,
+        R::SetTrashDays { fs, days } => c.set_trash_days(fs, days)?,
+        R::HoldInodes {
+            fs,
+            inos,
+            until,
+            now,
+        } => c.hold(fs, &inos, until, now)?,
+        R::PurgeTrash { fs, now, limit } => c.purge_trash(fs, now, limit)?,
+        R::AckDeletions { fs, slices } => c.ack_deletions(fs, &slices)?,
+        R::RestoreTrash { fs, ino, now } => c
+            .restore_trash(fs, ino, now)?
+            .map(|(inode, dir)| MetaResponse::created(inode, dir)),
+        R::CompactChunk {
+            fs,
+            ino,
+            index,
+            old,
+            new,
+            now,
+        } => c.compact_chunk(fs, ino, index, &old, new, now)?,
         read => return read_rows(&*c.t, g, read),
     };
     Ok(res)
@@ -278,6 +299,16 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
             Ok(MetaResponse::Inodes(list))
         }
         R::ListIntents => Ok(MetaResponse::Intents(crate::server::txn::pending(t, g)?)),
+        R::GarbageWork {
+            fs,
+            now,
+            after,
+            limit,
+        } => return garbage::garbage_work(t, g, fs, now, after, limit),
+        R::ListTrash { fs, after, limit } => return garbage::list_trash(t, g, fs, after, limit),
+        R::ListChunks { fs, after, limit } => {
+            return garbage::list_chunks(t, g, fs, after, limit);
+        }
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),
@@ -762,6 +793,10 @@ impl<T: RowsMut> Ctx<'_, T> {
                 "hard links to directories are not allowed".into(),
             )));
         }
+        if inode.nlink == 0 {
+            // In the trash: only `strata trash restore` brings it back.
+            return Ok(Err(MetaError::NotFound));
+        }
         if inode.nlink >= MAX_LINKS {
             return Ok(Err(MetaError::TooManyLinks));
         }
@@ -790,30 +825,29 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok((inode, dir)))
     }
 
-    /// Drops one link of `inode`; removes it with its chunks when none is left.
+    /// Drops one link of `inode`, which `from` (parent, name) named when
+    /// known. A directory goes at once; a file whose last link went moves to
+    /// the trash (see `garbage`). Returns whether the last link went.
     pub(crate) fn drop_link(
         &mut self,
         fs: FsId,
         mut inode: Inode,
+        from: Option<(Ino, &[u8])>,
         now: Timestamp,
     ) -> Result<(Inode, bool), StoreError> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
-        if inode.kind == FileType::Dir || inode.nlink == 0 {
+        if inode.kind == FileType::Dir {
             inode.nlink = 0;
-            self.t.del(&key::inode(self.g, fs, inode.ino))?;
-            let chunks =
-                self.t
-                    .scan(&key::chunk_prefix(self.g, fs, inode.ino), None, usize::MAX)?;
-            for (k, _) in chunks {
-                self.t.del(&k)?;
-            }
-            self.add_usage(fs, -1, -(inode.size as i64))?;
-            Ok((inode, true))
-        } else {
-            self.save(fs, &inode)?;
-            Ok((inode, false))
+            self.delete_inode(fs, &inode, now)?;
+            return Ok((inode, true));
         }
+        self.save(fs, &inode)?;
+        if inode.nlink == 0 {
+            self.trash(fs, &inode, from, now)?;
+            return Ok((inode, true));
+        }
+        Ok((inode, false))
     }
 
     fn unlink(
@@ -835,7 +869,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         let inode = tri!(self.inode(fs, d.ino)?);
         tri!(self.check_unlocked(fs, &[d.ino], &[(parent, name)])?);
         self.t.del(&dkey)?;
-        let (inode, removed) = self.drop_link(fs, inode, now)?;
+        let (inode, removed) = self.drop_link(fs, inode, Some((parent, name)), now)?;
         dir.mtime = now;
         dir.ctime = now;
         self.save(fs, &dir)?;
@@ -895,7 +929,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         }
         tri!(self.check_unlocked(fs, &[d.ino], &[(parent, name)])?);
         self.t.del(&dkey)?;
-        let (inode, removed) = self.drop_link(fs, child, now)?;
+        let (inode, removed) = self.drop_link(fs, child, None, now)?;
         dir.nlink = dir.nlink.saturating_sub(1);
         dir.mtime = now;
         dir.ctime = now;
@@ -973,7 +1007,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         locked.extend(dst.map(|d| d.ino));
         tri!(self.check_unlocked(fs, &locked, &[(parent, name), (new_parent, new_name)])?);
         if let Some(v) = victim {
-            let (v, _) = self.drop_link(fs, v, now)?;
+            let (v, _) = self.drop_link(fs, v, Some((new_parent, new_name)), now)?;
             replaced = Some(v);
         }
         self.t.del(&src_key)?;
@@ -1038,11 +1072,13 @@ impl<T: RowsMut> Ctx<'_, T> {
             }
             let chunk_size = self.chunk_size(fs)?;
             if size < inode.size {
-                self.cut_chunks(fs, ino, size, inode.size, chunk_size)?;
+                self.cut_chunks(fs, ino, size, inode.size, chunk_size, now)?;
             }
             self.add_usage(fs, 0, size as i64 - inode.size as i64)?;
+            let old_size = inode.size;
             inode.size = size;
             inode.mtime = now;
+            self.trash_resized(fs, &inode, old_size)?;
         }
         if let Some(mode) = set.mode {
             inode.mode = mode & 0o7777;
@@ -1065,7 +1101,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// The chunk size is recorded per partition state so partition groups need not ask group 0.
-    fn chunk_size(&self, fs: FsId) -> Result<u64, StoreError> {
+    pub(crate) fn chunk_size(&self, fs: FsId) -> Result<u64, StoreError> {
         Ok(self
             .t
             .load::<u32>(&key::counter(self.g, &format!("chunk_size:{fs}")))?
@@ -1082,11 +1118,16 @@ impl<T: RowsMut> Ctx<'_, T> {
         new_size: u64,
         old_size: u64,
         chunk_size: u64,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         let first_whole = new_size.div_ceil(chunk_size);
         let last = old_size.div_ceil(chunk_size);
         for idx in first_whole..last {
-            self.t.del(&key::chunk(self.g, fs, ino, idx as u32))?;
+            let k = key::chunk(self.g, fs, ino, idx as u32);
+            if let Some(slices) = self.t.load::<Vec<Slice>>(&k)? {
+                self.queue_slices(fs, slices, now)?;
+                self.t.del(&k)?;
+            }
         }
         let pos = new_size % chunk_size;
         if pos != 0 {
@@ -1111,7 +1152,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         slices: Vec<(u32, Slice)>,
         end: u64,
         now: Timestamp,
-    ) -> OpResult<Inode> {
+    ) -> OpResult<(Inode, Vec<u32>)> {
         let mut inode = tri!(self.inode(fs, ino)?);
         if inode.kind != FileType::File {
             return Ok(Err(MetaError::Invalid(
@@ -1126,20 +1167,30 @@ impl<T: RowsMut> Ctx<'_, T> {
                 ))));
             }
         }
+        let mut crowded = Vec::new();
         for (idx, s) in slices {
             let k = key::chunk(self.g, fs, ino, idx);
             let mut list: Vec<Slice> = self.t.load(&k)?.unwrap_or_default();
-            list.push(s);
+            // A slice committed again (a write-back client replaying its
+            // journal after a crash) is not added twice.
+            if !list.iter().any(|x| x.id == s.id) {
+                list.push(s);
+            }
+            if list.len() >= garbage::COMPACT_AT && !crowded.contains(&idx) {
+                crowded.push(idx);
+            }
             self.t.put(&k, &list)?;
         }
         if end > inode.size {
             self.add_usage(fs, 0, (end - inode.size) as i64)?;
+            let old_size = inode.size;
             inode.size = end;
+            self.trash_resized(fs, &inode, old_size)?;
         }
         inode.mtime = now;
         inode.ctime = now;
         self.save(fs, &inode)?;
-        Ok(Ok(inode))
+        Ok(Ok((inode, crowded)))
     }
 }
 

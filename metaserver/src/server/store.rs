@@ -110,6 +110,11 @@ pub mod key {
     pub const TX_INTENT: u8 = 17;
     pub const TX_DECISION: u8 = 18;
     pub const TX_BEGUN: u8 = 19;
+    pub const TRASH: u8 = 20;
+    pub const TRASH_INO: u8 = 21;
+    pub const DELETIONS: u8 = 22;
+    pub const TRASH_USAGE: u8 = 23;
+    pub const HOLD: u8 = 24;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -187,6 +192,69 @@ pub mod key {
         let mut k = tagged(g, USAGE);
         k.extend_from_slice(&fs.to_be_bytes());
         k
+    }
+    /// Trashed inodes of a filesystem, oldest deletion first.
+    pub fn trash_prefix(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, TRASH);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    pub fn trash(g: GroupId, fs: FsId, deleted_sec: u64, ino: Ino) -> Vec<u8> {
+        let mut k = trash_prefix(g, fs);
+        k.extend_from_slice(&deleted_sec.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    /// The inode at the end of a trash key.
+    pub fn trash_ino(k: &[u8]) -> Ino {
+        let tail: [u8; 8] = k[k.len() - 8..]
+            .try_into()
+            .expect("trash keys end in a u64");
+        u64::from_be_bytes(tail)
+    }
+    /// The deletion second inside a trash key.
+    pub fn trash_sec(k: &[u8]) -> u64 {
+        let mid: [u8; 8] = k[k.len() - 16..k.len() - 8]
+            .try_into()
+            .expect("trash keys hold a u64 second");
+        u64::from_be_bytes(mid)
+    }
+    /// Where a trashed inode's trash row is: ino -> deletion second.
+    pub fn trash_index(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, TRASH_INO);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    pub fn trash_usage(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, TRASH_USAGE);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    /// Inodes a client holds open: not purged from the trash until then.
+    pub fn hold(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, HOLD);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    /// Slices whose objects are to be deleted.
+    pub fn deletion_prefix(g: GroupId, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, DELETIONS);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
+    pub fn deletion(g: GroupId, fs: FsId, slice: SliceId) -> Vec<u8> {
+        let mut k = deletion_prefix(g, fs);
+        k.extend_from_slice(&slice.to_be_bytes());
+        k
+    }
+    /// The slice id at the end of a deletion key.
+    pub fn deletion_slice(k: &[u8]) -> SliceId {
+        let tail: [u8; 8] = k[k.len() - 8..]
+            .try_into()
+            .expect("deletion keys end in a u64");
+        u64::from_be_bytes(tail)
     }
     /// Every transaction lock of a group.
     pub fn lock_prefix(g: GroupId) -> Vec<u8> {

@@ -421,7 +421,7 @@ impl<T: RowsMut> Ctx<'_, T> {
             }
             TxStep::DropLink { ino, .. } => {
                 let inode = tri!(self.inode(fs, *ino)?);
-                Some(self.drop_link(fs, inode, now)?)
+                Some(self.drop_link(fs, inode, None, now)?)
             }
             TxStep::TouchDir { ino, nlink } => {
                 let mut dir = tri!(self.inode(fs, *ino)?);

@@ -29,6 +29,11 @@ pub struct FormatArgs {
     /// Inode numbers each partition owns (16 to 2^40).
     #[arg(long, default_value_t = strata_meta::DEFAULT_PARTITION_SIZE)]
     pub inodes_per_partition: u64,
+    /// Days a file whose last link went stays in the trash, where
+    /// `strata trash` can restore it, before its blocks are deleted (0: at
+    /// once, or when the last client that has it open closes it).
+    #[arg(long, default_value_t = strata_meta::server::garbage::DEFAULT_TRASH_DAYS)]
+    pub trash_days: u32,
 }
 
 pub async fn run(a: FormatArgs) -> CliResult {
@@ -39,6 +44,9 @@ pub async fn run(a: FormatArgs) -> CliResult {
         .map_err(|_| CliError("--chunk-size must be below 4G".into()))?;
     if a.partitions == 0 || a.partitions > 1024 {
         return Err(CliError("--partitions must be between 1 and 1024".into()));
+    }
+    if a.trash_days > 36_500 {
+        return Err(CliError("--trash-days must be at most 36500".into()));
     }
     let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
     let info = client
@@ -53,9 +61,11 @@ pub async fn run(a: FormatArgs) -> CliResult {
             (0, 0),
         )
         .await?;
+    let fs = client.open_fs(&a.name).await?;
+    fs.set_trash_days(a.trash_days).await?;
     println!(
-        "formatted {} (id {}, uuid {}): storage {}, block {} B, chunk {} B",
-        info.name, info.id, info.uuid, info.storage, info.block_size, info.chunk_size
+        "formatted {} (id {}, uuid {}): storage {}, block {} B, chunk {} B, trash {} days",
+        info.name, info.id, info.uuid, info.storage, info.block_size, info.chunk_size, a.trash_days
     );
     Ok(())
 }

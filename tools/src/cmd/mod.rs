@@ -1,8 +1,12 @@
+pub mod bench;
 pub mod format;
 pub mod fsck;
+pub mod gc;
 pub mod meta;
 pub mod mount;
 pub mod status;
+pub mod trash;
+pub mod warmup;
 
 use std::path::PathBuf;
 

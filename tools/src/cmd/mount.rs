@@ -37,6 +37,36 @@ pub struct MountArgs {
     /// Most bytes the disk cache may hold.
     #[arg(long, default_value = "10G", value_parser = super::parse_size)]
     pub cache_size: u64,
+    /// Share of the cache disk's space the disk cache always leaves free
+    /// (evicting blocks to keep it so), between 0 and 0.9.
+    #[arg(long, default_value_t = 0.1)]
+    pub cache_free_ratio: f64,
+    /// Most bytes of blocks the memory cache holds (0: none).
+    #[arg(long, default_value = "256M", value_parser = super::parse_size)]
+    pub cache_mem_size: u64,
+    /// Most bytes of written blocks on their way to the store at once;
+    /// writers wait beyond it.
+    #[arg(long, default_value = "300M", value_parser = super::parse_size)]
+    pub buffer_size: u64,
+    /// Block uploads running at once.
+    #[arg(long, default_value_t = 20)]
+    pub max_uploads: usize,
+    /// Most blocks fetched ahead of a sequential reader (0: no prefetch).
+    #[arg(long, default_value_t = 16)]
+    pub prefetch_blocks: u32,
+    /// Stage written blocks in --cache-dir and upload them in the background:
+    /// close and fsync return once the data is on local disk; other clients
+    /// see it once uploaded. A restarted client uploads what a crash left.
+    #[arg(long)]
+    pub writeback: bool,
+    /// Seconds between runs of the background worker that purges the trash,
+    /// deletes unreferenced objects and compacts fragmented chunks.
+    #[arg(long, default_value_t = 10.0)]
+    pub gc_interval: f64,
+    /// Seconds an object that no chunk map references any more is kept
+    /// before deletion (reads that began before it was dropped still find it).
+    #[arg(long, default_value_t = 60.0)]
+    pub deletion_delay: f64,
     /// S3 endpoint URL, overriding the one recorded at format time and AWS_ENDPOINT_URL.
     #[arg(long)]
     pub s3_endpoint: Option<String>,
@@ -81,6 +111,46 @@ impl MountArgs {
             (Some(_), _) => Err(CliError("with --meta, give the filesystem name and the mount point: `strata mount --meta ADDRS NAME DIR`".into())),
             _ => Err(CliError("give a mount point".into())),
         }
+    }
+
+    /// Refuses flag values that make no sense, before anything is mounted.
+    fn check_flags(&self) -> CliResult {
+        let secs = |v: f64| (0.0..1e6).contains(&v);
+        if !(secs(self.attr_cache) && secs(self.entry_cache)) {
+            return Err(CliError(
+                "--attr-cache and --entry-cache take seconds between 0 and 1000000".into(),
+            ));
+        }
+        if !(secs(self.deletion_delay) && self.gc_interval > 0.0 && secs(self.gc_interval)) {
+            return Err(CliError(
+                "--gc-interval takes seconds above 0 and --deletion-delay seconds from 0, both below 1000000".into(),
+            ));
+        }
+        if !(0.0..=0.9).contains(&self.cache_free_ratio) {
+            return Err(CliError(
+                "--cache-free-ratio is a share of the disk between 0 and 0.9".into(),
+            ));
+        }
+        if self.buffer_size < 1 << 20 {
+            return Err(CliError("--buffer-size must be at least 1M".into()));
+        }
+        if self.max_uploads == 0 || self.max_uploads > 1000 {
+            return Err(CliError("--max-uploads must be between 1 and 1000".into()));
+        }
+        if self.prefetch_blocks > 1024 {
+            return Err(CliError("--prefetch-blocks must be at most 1024".into()));
+        }
+        if self.writeback && self.cache_dir.is_none() {
+            return Err(CliError(
+                "--writeback stages blocks on local disk: give --cache-dir too".into(),
+            ));
+        }
+        if self.writeback && self.read_only {
+            return Err(CliError(
+                "--writeback and --read-only exclude each other".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -154,11 +224,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     let mut shutdown = super::meta::Shutdown::install()?;
     let target = a.target()?;
     check_mountpoint(&target.dir)?;
-    if !(a.attr_cache >= 0.0 && a.entry_cache >= 0.0 && a.attr_cache < 1e6 && a.entry_cache < 1e6) {
-        return Err(CliError(
-            "--attr-cache and --entry-cache take seconds between 0 and 1000000".into(),
-        ));
-    }
+    a.check_flags()?;
     // The embedded default runs its own one-node metaserver.
     let mut node = None;
     let addrs = match &a.meta {
@@ -221,34 +287,68 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         &fs_client.info.storage,
         &StoreOptions {
             s3_endpoint: endpoint,
+            // `RetryingStore` below does the retrying (and logs each retry).
+            s3_attempts: 1,
             ..Default::default()
         },
     )
     .await
     .map_err(|e| CliError(format!("opening storage {}: {e}", fs_client.info.storage)))?;
-    let store: std::sync::Arc<dyn strata_cache::ObjectStore> = match &a.cache_dir {
-        None => store,
-        Some(dir) => {
-            // Caches of different filesystems must not mix.
-            let dir = dir.join(&fs_client.info.uuid);
-            let cache = strata_cache::DiskCache::open(&dir, a.cache_size)
-                .map_err(|e| CliError(format!("cache dir {}: {e}", dir.display())))?;
-            std::sync::Arc::new(strata_cache::CachedStore::new(
-                store,
-                std::sync::Arc::new(cache),
-            ))
-        }
+    // Transient store errors (5xx, throttling, timeouts, cut connections)
+    // are retried with backoff below the caches.
+    let store: std::sync::Arc<dyn strata_cache::ObjectStore> = std::sync::Arc::new(
+        strata_cache::RetryingStore::new(store, strata_cache::RetryPolicy::default()),
+    );
+    // Caches and staged blocks of different filesystems must not mix.
+    let cache_dir = a.cache_dir.as_ref().map(|d| d.join(&fs_client.info.uuid));
+    let cache = strata_cache::BlockCache::new(
+        store,
+        strata_cache::BlockCacheConfig {
+            mem_bytes: a.cache_mem_size,
+            disk: cache_dir.as_ref().map(|dir| strata_cache::DiskCacheConfig {
+                dir: dir.clone(),
+                capacity: a.cache_size,
+                free_ratio: a.cache_free_ratio,
+            }),
+        },
+    )
+    .map_err(|e| CliError(format!("cache dir: {e}")))?;
+    let staging =
+        match (&cache_dir, a.writeback) {
+            (Some(dir), true) => {
+                let dir = dir.join("staging");
+                Some(strata_cache::Staging::open(&dir).map_err(|e| {
+                    CliError(format!("write-back staging dir {}: {e}", dir.display()))
+                })?)
+            }
+            _ => None,
+        };
+    let prefetch_blocks = if a.cache_mem_size == 0 && a.cache_dir.is_none() {
+        // Prefetched blocks would have nowhere to wait for their reader.
+        0
+    } else {
+        a.prefetch_blocks
     };
     let fs = Filesystem::new(
         fs_client,
-        store,
+        cache,
         FsConfig {
             attr_ttl: Duration::from_secs_f64(a.attr_cache),
             entry_ttl: Duration::from_secs_f64(a.entry_cache),
             read_only: a.read_only,
+            buffer_size: a.buffer_size as usize,
+            max_uploads: a.max_uploads,
+            max_prefetch_blocks: prefetch_blocks,
+            gc_interval: Duration::from_secs_f64(a.gc_interval),
+            deletion_delay: Duration::from_secs_f64(a.deletion_delay),
             ..Default::default()
         },
-    );
+        staging,
+    )
+    .map_err(|e| CliError(format!("starting the filesystem: {e}")))?;
+    if !a.read_only {
+        fs.start_background();
+    }
     let mut mount = strata_fuse::fuse::mount(
         fs.clone(),
         tokio::runtime::Handle::current(),

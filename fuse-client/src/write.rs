@@ -1,0 +1,239 @@
+//! The write path: buffered writes, block uploads and commits.
+//!
+//! Writes collect in pending slices (one per run of consecutive offsets in a
+//! chunk). Every block that fills goes to the store at once, in parallel,
+//! holding its bytes against the client-wide buffer budget until it is stored,
+//! so writers wait instead of the client growing without bound. A commit
+//! (flush, fsync, close, a size change, or enough bytes pending) stores the
+//! partial tails, waits for every block and then records the slices in the
+//! chunk maps with one metaserver call; with write-back the blocks and the
+//! commit go to local disk first and the upload follows (`writeback.rs`).
+
+use bytes::{Bytes, BytesMut};
+use strata_cache::{StoreError, block_key};
+use strata_meta::{Ino, Slice, SliceId};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+
+use crate::error::{FsError, FsResult};
+use crate::file::{BlockState, FileData, PendingSlice};
+use crate::fs::Filesystem;
+
+impl Filesystem {
+    pub(crate) fn block_size(&self) -> u32 {
+        self.meta.info.block_size
+    }
+
+    pub(crate) fn chunk_size(&self) -> u64 {
+        self.meta.info.chunk_size as u64
+    }
+
+    pub(crate) fn block_key(&self, id: SliceId, index: u32, len: u32) -> String {
+        block_key(&self.meta.info.uuid, id, index, len)
+    }
+
+    pub async fn write(&self, ino: Ino, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if self.config.read_only {
+            return Err(FsError::new(libc::EROFS, "mounted read-only"));
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= i64::MAX as u64)
+            .ok_or_else(|| FsError::new(libc::EFBIG, "write beyond the largest file size"))?;
+        let of = self.open_file(ino)?;
+        let mut d = of.data.lock().await;
+        let cs = self.chunk_size();
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let chunk = (at / cs) as u32;
+            let pos = (at % cs) as u32;
+            let n = rest.len().min((cs - pos as u64) as usize);
+            self.buffer(&mut d, chunk, pos, &rest[..n]).await?;
+            at += n as u64;
+            rest = &rest[n..];
+        }
+        d.pending_end = d.pending_end.max(end);
+        d.pending_len += data.len() as u64;
+        if d.pending_len >= self.config.file_buffer as u64 {
+            self.commit(ino, &mut d).await?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Appends to the newest pending slice when the write continues it, else
+    /// starts a new one; full blocks leave for the store at once.
+    async fn buffer(&self, d: &mut FileData, chunk: u32, pos: u32, bytes: &[u8]) -> FsResult<()> {
+        let continues = d.pending.last().is_some_and(|s| {
+            !s.sealed && s.chunk == chunk && s.pos as u64 + s.len as u64 == pos as u64
+        });
+        if !continues {
+            let id = self.next_slice_id().await?;
+            d.pending.push(PendingSlice {
+                chunk,
+                pos,
+                id,
+                len: 0,
+                tail: BytesMut::new(),
+                blocks: Vec::new(),
+                sealed: false,
+            });
+        }
+        let bs = self.block_size() as usize;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let s = d.pending.last_mut().expect("a pending slice exists");
+            let n = rest.len().min(bs - s.tail.len());
+            s.tail.extend_from_slice(&rest[..n]);
+            s.len += n as u32;
+            rest = &rest[n..];
+            if s.tail.len() == bs {
+                let block = s.tail.split().freeze();
+                let index = s.blocks.len() as u32;
+                let key = self.block_key(s.id, index, bs as u32);
+                // Waits here while the budget is spent: the writer slows to
+                // the store's pace instead of buffering without bound.
+                let permit = self.budget_for(block.len()).await;
+                let s = d.pending.last_mut().expect("a pending slice exists");
+                s.blocks
+                    .push(BlockState::Storing(self.spawn_store(key, block, permit)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn budget_for(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let n = len.min(self.config.buffer_size).max(1) as u32;
+        self.buffer_budget.clone().acquire_many_owned(n).await.ok()
+    }
+
+    /// Stores one block in the background: uploads it, or with write-back
+    /// stages it on local disk. A failure hands the bytes back for a retry.
+    fn spawn_store(
+        &self,
+        key: String,
+        block: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> JoinHandle<Result<(), (StoreError, Bytes)>> {
+        let cache = self.cache.clone();
+        let slots = self.upload_slots.clone();
+        let staging = self.writeback.as_ref().map(|w| w.staging());
+        tokio::spawn(async move {
+            let _budget = permit;
+            match staging {
+                Some(staging) => {
+                    let (k, b) = (key.clone(), block.clone());
+                    let staged = tokio::task::spawn_blocking(move || staging.put_block(&k, &b))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                    match staged {
+                        Ok(()) => {
+                            cache.insert(&key, block);
+                            Ok(())
+                        }
+                        Err(e) => Err((
+                            StoreError::Io {
+                                context: format!("staging block {key}"),
+                                source: e,
+                            },
+                            block,
+                        )),
+                    }
+                }
+                None => {
+                    let _slot = slots.acquire_owned().await;
+                    cache
+                        .put_block(&key, block.clone())
+                        .await
+                        .map_err(|e| (e, block))
+                }
+            }
+        })
+    }
+
+    /// Stores every block of the pending slices (tails included) and waits
+    /// for them; a block that failed is tried once more.
+    async fn store_pending(&self, d: &mut FileData) -> FsResult<()> {
+        let bs = self.block_size();
+        for s in &mut d.pending {
+            s.sealed = true;
+            if !s.tail.is_empty() {
+                let block = s.tail.split().freeze();
+                let key = self.block_key(s.id, s.blocks.len() as u32, block.len() as u32);
+                s.blocks
+                    .push(BlockState::Storing(self.spawn_store(key, block, None)));
+            }
+        }
+        let mut failure = None;
+        for s in &mut d.pending {
+            for (i, b) in s.blocks.iter_mut().enumerate() {
+                if let BlockState::Storing(task) = b {
+                    *b = match task.await {
+                        Ok(Ok(())) => BlockState::Stored,
+                        Ok(Err((e, bytes))) => {
+                            tracing::warn!(error = %e, "storing a block failed; trying again");
+                            BlockState::Failed(bytes)
+                        }
+                        Err(e) => {
+                            // The bytes went with the task (the runtime is
+                            // shutting down): nothing to try again with.
+                            return Err(FsError::new(
+                                libc::EIO,
+                                format!("a block upload task ended: {e}"),
+                            ));
+                        }
+                    };
+                }
+                if let BlockState::Failed(bytes) = b {
+                    let len = (s.len - i as u32 * bs).min(bs);
+                    let key = self.block_key(s.id, i as u32, len);
+                    match self.spawn_store(key, bytes.clone(), None).await {
+                        Ok(Ok(())) => *b = BlockState::Stored,
+                        Ok(Err((e, _))) => {
+                            failure.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            return Err(FsError::new(
+                                libc::EIO,
+                                format!("a block upload task ended: {e}"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        match failure {
+            // The bytes stay pending, so a later flush or fsync tries again.
+            Some(e) => Err(FsError::new(
+                libc::EIO,
+                format!("storing file data failed: {e}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores what is left of the buffered slices and commits them.
+    pub(crate) async fn commit(&self, ino: Ino, d: &mut FileData) -> FsResult<()> {
+        if d.pending.is_empty() {
+            return Ok(());
+        }
+        self.store_pending(d).await?;
+        let slices: Vec<(u32, Slice)> = d.pending.iter().map(|s| (s.chunk, s.slice())).collect();
+        let attr = match &self.writeback {
+            Some(wb) => wb.commit(self, ino, slices, d.pending_end, &d.attr).await?,
+            None => {
+                let (attr, crowded) = self.meta.write_slices(ino, slices, d.pending_end).await?;
+                for chunk in crowded {
+                    self.compactor.request(ino, chunk);
+                }
+                attr
+            }
+        };
+        d.pending.clear();
+        d.pending_len = 0;
+        d.pending_end = 0;
+        d.invalidate(&attr);
+        Ok(())
+    }
+}

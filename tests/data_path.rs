@@ -1,0 +1,320 @@
+//! The data path through real mounts: an S3 server over HTTP on loopback
+//! that fails, delays and cuts off requests; a write-back client killed
+//! after fsync; the trash and `strata gc` from the command line.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use strata_cache::ObjectStore;
+use strata_cache::test_s3::{Faults, start_faulty_s3_server};
+
+const ACCESS: &str = "strata-test-access";
+const SECRET: &str = "strata-test-secret-key";
+
+struct S3 {
+    _rt: tokio::runtime::Runtime,
+    faults: Arc<Faults>,
+    env: Vec<(&'static str, String)>,
+}
+
+impl S3 {
+    fn start(root: &Path) -> S3 {
+        std::fs::create_dir_all(root).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let faults = Arc::new(Faults::new(7));
+        let (endpoint, _task) = rt
+            .block_on(start_faulty_s3_server(
+                root,
+                "bucket",
+                ACCESS,
+                SECRET,
+                faults.clone(),
+            ))
+            .unwrap();
+        S3 {
+            _rt: rt,
+            faults,
+            env: vec![
+                ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+                ("AWS_REGION", "us-east-1".to_string()),
+                ("AWS_ENDPOINT_URL", endpoint),
+            ],
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// A metaserver with filesystem `data` on the test S3 server.
+fn setup(tmp: &Path, s3: &S3, extra: &[&str]) -> MetaServer {
+    let meta = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
+    let mut args = vec![
+        "format",
+        "--meta",
+        &meta.addr,
+        "data",
+        "--storage",
+        "s3://bucket/strata",
+        "--block-size",
+        "256K",
+        "--chunk-size",
+        "1M",
+    ];
+    args.extend_from_slice(extra);
+    run_env_ok(&args, &s3.env());
+    meta
+}
+
+#[test]
+fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let meta = setup(tmp.path(), &s3, &[]);
+    s3.faults.set_errors(0.2);
+    s3.faults.set_delays(0.1, Duration::from_millis(30));
+    s3.faults.set_cut_bodies(0.1);
+    let cache = tmp.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    // One client with a small memory cache and a disk cache (blocks are
+    // evicted all the time), one with no cache at all.
+    let a = Mount::new(
+        &tmp.path().join("a"),
+        &[
+            "--meta",
+            &meta.addr,
+            "--cache-dir",
+            cache,
+            "--cache-mem-size",
+            "512K",
+            "--cache-size",
+            "2M",
+            "data",
+        ],
+        &s3.env(),
+    );
+    let b = Mount::new(
+        &tmp.path().join("b"),
+        &["--meta", &meta.addr, "--cache-mem-size", "0", "data"],
+        &s3.env(),
+    );
+    let mut models = Vec::new();
+    for seed in 1..=3u64 {
+        let name = format!("f{seed}");
+        models.push((
+            name.clone(),
+            random_writes(&a.path(&name), seed, 60, 3 << 20, 400_000),
+        ));
+    }
+    for (name, model) in &models {
+        assert_same_file(&a.path(name), model, "writer");
+        assert_same_file(&b.path(name), model, "other client");
+    }
+    assert!(s3.faults.errors_injected() > 0, "no error was injected");
+    assert!(s3.faults.cuts_injected() + s3.faults.delays_injected() > 0);
+    a.unmount();
+    b.unmount();
+    // A fresh client (its disk cache kept from before) reads the same bytes.
+    let a = Mount::new(
+        &tmp.path().join("a"),
+        &["--meta", &meta.addr, "--cache-dir", cache, "data"],
+        &s3.env(),
+    );
+    for (name, model) in &models {
+        assert_same_file(&a.path(name), model, "remounted");
+    }
+    a.unmount();
+}
+
+/// Yields until `cond` holds, failing after `secs` seconds.
+fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The journal records of the one filesystem staged under `cache`.
+fn staged_records(cache: &Path) -> usize {
+    let mut n = 0;
+    for fs_dir in std::fs::read_dir(cache).unwrap().flatten() {
+        let staging = strata_cache::Staging::open(&fs_dir.path().join("staging")).unwrap();
+        n += staging.records().unwrap().len();
+    }
+    n
+}
+
+#[test]
+fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
+    require_fuse();
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let meta = setup(tmp.path(), &s3, &[]);
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("w");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let wb_args = [
+        "mount",
+        "-d",
+        "--meta",
+        &meta.addr,
+        "--writeback",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "data",
+        mnt.to_str().unwrap(),
+    ];
+    let out = run_env_ok(&wb_args, &s3.env());
+    let pid: i32 = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split([',', ')']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"));
+    // The store refuses everything: nothing written can be uploaded.
+    s3.faults.set_errors(1.0);
+    let mut rng = Rng(42);
+    let mut data = vec![0u8; 1_500_000];
+    rng.fill(&mut data);
+    {
+        let mut f = std::fs::File::create(mnt.join("kept")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert!(staged_records(&cache) > 0, "fsync left no journal record");
+    // SAFETY: kill(2) on the mount process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    until(10, "the killed mount to exit", || {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) != 0 }
+    });
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&mnt)
+        .status();
+    s3.faults.clear();
+    // Another client sees the file, but none of its data: it was never committed.
+    let other = Mount::new(
+        &tmp.path().join("o"),
+        &["--meta", &meta.addr, "--attr-cache", "0", "data"],
+        &s3.env(),
+    );
+    assert_eq!(std::fs::metadata(other.path("kept")).unwrap().len(), 0);
+    // The restarted write-back client finishes what the journal holds.
+    run_env_ok(&wb_args, &s3.env());
+    until(60, "the journal to be uploaded and committed", || {
+        std::fs::metadata(other.path("kept")).unwrap().len() == data.len() as u64
+    });
+    assert_same_file(&other.path("kept"), &data, "after the restart");
+    until(10, "the journal to empty", || staged_records(&cache) == 0);
+    run_ok(&["umount", mnt.to_str().unwrap()]);
+    other.unmount();
+}
+
+/// Runs `strata gc` until it finds no leak: background compactions and
+/// deletions may have blocks in flight for a moment, but a referenced block
+/// is never missing.
+fn gc_settles(meta: &str, s3: &S3) {
+    until(30, "gc to find no leaks", || {
+        let gc = run_env_ok(&["gc", "--meta", meta, "data"], &s3.env());
+        assert!(gc.contains(" 0 missing"), "{gc}");
+        gc.contains(" 0 leaked")
+    });
+}
+
+#[test]
+fn deleted_files_wait_in_the_trash_and_gc_finds_no_leaks() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let meta = setup(tmp.path(), &s3, &[]);
+    let m = Mount::new(
+        &tmp.path().join("m"),
+        &[
+            "--meta",
+            &meta.addr,
+            "--gc-interval",
+            "0.2",
+            "--deletion-delay",
+            "0",
+            "data",
+        ],
+        &s3.env(),
+    );
+    let model = random_writes(&m.path("doomed"), 9, 20, 2 << 20, 300_000);
+    let keep = random_writes(&m.path("kept"), 10, 20, 1 << 20, 200_000);
+    std::fs::remove_file(m.path("doomed")).unwrap();
+    let list = run_env_ok(&["trash", "list", "--meta", &meta.addr, "data"], &s3.env());
+    assert!(
+        list.contains("\"doomed\"") && list.contains("1 files"),
+        "{list}"
+    );
+    let ino = list
+        .lines()
+        .find(|l| l.contains("\"doomed\""))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    gc_settles(&meta.addr, &s3);
+    run_env_ok(
+        &["trash", "restore", "--meta", &meta.addr, "data", &ino],
+        &s3.env(),
+    );
+    assert_same_file(&m.path("doomed"), &model, "restored");
+    assert_same_file(&m.path("kept"), &keep, "untouched");
+    // An overwrite leaves the old slices behind; compaction and the
+    // background worker clean them up. While they work, gc may see their
+    // blocks in flight, but never a referenced block missing; once they are
+    // done it sees no leak either.
+    random_writes(&m.path("kept"), 11, 30, 1 << 20, 100_000);
+    gc_settles(&meta.addr, &s3);
+    // A leak (an object no slice references) is found and, with --delete, removed.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(strata_cache::S3Store::new(
+            "bucket",
+            "strata",
+            &strata_cache::StoreOptions {
+                s3_endpoint: Some(s3.env[3].1.clone()),
+                access_key: Some(ACCESS.into()),
+                secret_key: Some(SECRET.into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    let objects = rt.block_on(store.list("")).unwrap();
+    let uuid = objects[0].0.split('/').next().unwrap().to_string();
+    let leak = strata_cache::block_key(&uuid, 999_999_999, 0, 3);
+    rt.block_on(store.put(&leak, bytes::Bytes::from_static(b"abc")))
+        .unwrap();
+    let gc = run_env_ok(
+        &[
+            "gc",
+            "--meta",
+            &meta.addr,
+            "data",
+            "--delete",
+            "--min-age",
+            "0",
+        ],
+        &s3.env(),
+    );
+    assert!(
+        gc.contains(" 1 leaked") && gc.contains("deleted 1 leaked"),
+        "{gc}"
+    );
+    assert!(rt.block_on(store.get(&leak)).unwrap_err().is_not_found());
+    m.unmount();
+}

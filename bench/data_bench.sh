@@ -14,7 +14,8 @@
 #   RAND_RUNTIME=20                            seconds per fio random job
 #   SMALL_FILES=2000 SMALL_SIZE=16K SMALL_READERS=4
 #   CACHE=on CACHE_SIZE_MIB=10240              on: both mounts keep a disk cache of
-#                                              that size (JuiceFS's default); off: neither
+#                                              that size (JuiceFS caches by default);
+#                                              off: neither
 #   STRATA_MOUNT_OPTS= JFS_MOUNT_OPTS=         extra mount flags
 #   KEEP=1                                     keep the work directory (logs) at the end
 set -eEuo pipefail

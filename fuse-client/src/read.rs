@@ -93,6 +93,12 @@ impl Filesystem {
             (plan, sequential, prefetch)
         };
         self.start_prefetch(prefetch);
+        if let [(slices, start, stop)] = &plan[..] {
+            // One chunk: its bytes as they come, without another copy.
+            return self
+                .read_extents(&resolve(slices, *start, *stop), sequential)
+                .await;
+        }
         let mut out = BytesMut::with_capacity(size as usize);
         for (slices, start, stop) in plan {
             let extents = resolve(&slices, start, stop);
@@ -170,9 +176,8 @@ impl Filesystem {
         &self,
         extents: &[Extent],
         sequential: bool,
-    ) -> FsResult<Vec<u8>> {
+    ) -> FsResult<Bytes> {
         let (total, parts) = self.block_parts(extents);
-        let mut out = vec![0u8; total];
         let fetched = futures::future::join_all(parts.iter().map(|p| async move {
             let whole = sequential
                 || p.len as u64 * 2 >= p.block_len as u64
@@ -196,6 +201,7 @@ impl Filesystem {
             }
         }))
         .await;
+        let mut got_parts = Vec::with_capacity(parts.len());
         for (p, got) in parts.iter().zip(fetched) {
             let bytes = got.map_err(|e| {
                 // ESTALE: the caller may read the chunk map again and retry.
@@ -212,9 +218,19 @@ impl Filesystem {
                     format!("block {} is shorter than its slice says", p.key),
                 ));
             }
-            out[p.dst..p.dst + p.len].copy_from_slice(&bytes);
+            got_parts.push(bytes);
         }
-        Ok(out)
+        if let [only] = &got_parts[..]
+            && only.len() == total
+        {
+            // The whole range is one piece of one block: no copy.
+            return Ok(only.clone());
+        }
+        let mut out = vec![0u8; total];
+        for (p, bytes) in parts.iter().zip(&got_parts) {
+            out[p.dst..p.dst + p.len].copy_from_slice(bytes);
+        }
+        Ok(Bytes::from(out))
     }
 
     /// Fetches the blocks behind `plan` into the caches in the background.

@@ -45,6 +45,15 @@ pub struct BlockCacheConfig {
     pub disk: Option<DiskCacheConfig>,
 }
 
+/// Where `put_block` and `insert` keep a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The memory cache only: a block unlikely to be read again soon, or
+    /// with a copy on local disk already.
+    Memory,
+    MemoryAndDisk,
+}
+
 /// Counters since the cache was made, and the caches' sizes now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -110,15 +119,63 @@ fn slice(key: &str, block: &Bytes, offset: u64, len: u64) -> Result<Bytes, Store
     }
 }
 
-/// Keeps a fetched or uploaded block in both caches; returns once the disk
-/// copy is written, so a caller that saw `get_block` return finds it there.
-async fn keep(mem: &Option<MemCache>, disk: &Option<Arc<DiskCache>>, key: &str, data: &Bytes) {
+/// Keeps a block in memory at once and, with `Keep::MemoryAndDisk`, on disk
+/// from a blocking thread; until the disk copy is written the block is
+/// served from `pending`, so nobody waits for the disk.
+fn keep_block(
+    mem: &Option<MemCache>,
+    disk: &Option<Arc<DiskCache>>,
+    pending: &Arc<Pending>,
+    key: &str,
+    data: Bytes,
+    keep: Keep,
+) {
     if let Some(m) = mem {
         m.insert(key, data.clone());
     }
-    if let Some(d) = disk {
-        let (d, key, data) = (d.clone(), key.to_string(), data.clone());
-        blocking(move || d.put(&key, &data)).await;
+    if keep == Keep::Memory {
+        return;
+    }
+    let Some(disk) = disk.clone() else {
+        return;
+    };
+    {
+        let mut pending = pending.lock().unwrap();
+        let e = pending
+            .entry(key.to_string())
+            .or_insert_with(|| (data.clone(), 0));
+        e.1 += 1;
+    }
+    let pending = pending.clone();
+    let key = key.to_string();
+    let write = move || {
+        disk.put(&key, &data);
+        let deleted = {
+            let mut p = pending.lock().unwrap();
+            match p.get_mut(&key) {
+                Some(e) if e.1 > 1 => {
+                    e.1 -= 1;
+                    false
+                }
+                Some(_) => {
+                    p.remove(&key);
+                    false
+                }
+                None => true,
+            }
+        };
+        // `delete` ran while this was being written. Races here can only
+        // drop a cache entry, never serve wrong bytes: a key's bytes
+        // never change.
+        if deleted {
+            disk.remove(&key);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(write);
+        }
+        Err(_) => write(),
     }
 }
 
@@ -180,21 +237,6 @@ impl BlockCache {
         hit
     }
 
-    /// The block from the disk cache, copied into memory.
-    async fn disk_hit(&self, key: &str) -> Option<Bytes> {
-        let disk = self.disk.as_ref()?;
-        if !disk.contains(key) {
-            return None;
-        }
-        let (d, k) = (disk.clone(), key.to_string());
-        let hit = blocking(move || d.get(&k)).await?;
-        bump(&self.counters.disk_hits);
-        if let Some(m) = &self.mem {
-            m.insert(key, hit.clone());
-        }
-        Some(hit)
-    }
-
     /// The whole block: from memory, else disk, else one GET of the object,
     /// which then fills both caches. Concurrent calls for one block share
     /// one fetch and its outcome; after a failure the next call tries again.
@@ -218,10 +260,11 @@ impl BlockCache {
             inflight: self.inflight.clone(),
             key: key.to_string(),
         };
-        let (store, mem, disk, counters) = (
+        let (store, mem, disk, pending, counters) = (
             self.store.clone(),
             self.mem.clone(),
             self.disk.clone(),
+            self.pending.clone(),
             self.counters.clone(),
         );
         let k = key.to_string();
@@ -240,7 +283,7 @@ impl BlockCache {
             }
             bump(&counters.store_fetches);
             let data = store.get(&k).await?;
-            keep(&mem, &disk, &k, &data).await;
+            keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
             Ok(data)
         });
         let k = key.to_string();
@@ -269,11 +312,22 @@ impl BlockCache {
             bump(&self.counters.shared_fetches);
             return slice(key, &f.await?, offset, len);
         }
-        if let Some(hit) = self.disk_hit(key).await {
-            return slice(key, &hit, offset, len);
+        if let Some(d) = self.disk.as_ref().filter(|d| d.contains(key)) {
+            // Only the pages asked for are read (and checked) from disk.
+            let (d, k) = (d.clone(), key.to_string());
+            if let Some(hit) = blocking(move || d.get_range(&k, offset, len)).await {
+                bump(&self.counters.disk_hits);
+                return Ok(hit);
+            }
         }
         bump(&self.counters.store_range_fetches);
         self.store.get_range(key, offset, len).await
+    }
+
+    /// Whether the block is in memory (no IO, no fetching).
+    pub fn in_memory(&self, key: &str) -> bool {
+        self.mem.as_ref().is_some_and(|m| m.contains(key))
+            || self.pending.lock().unwrap().contains_key(key)
     }
 
     /// Whether the block is in memory or on disk (no IO, no fetching).
@@ -283,62 +337,20 @@ impl BlockCache {
             || self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 
-    /// Uploads a block, then keeps it in the caches (its writer or a reader
-    /// nearby is likely to read it soon).
-    pub async fn put_block(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+    /// Uploads a block, then keeps it as `keep` says (its writer or a reader
+    /// nearby may read it soon); the upload does not wait for the disk copy.
+    pub async fn put_block(&self, key: &str, data: Bytes, keep: Keep) -> Result<(), StoreError> {
         self.store.put(key, data.clone()).await?;
-        keep(&self.mem, &self.disk, key, &data).await;
+        self.insert(key, data, keep);
         Ok(())
     }
 
     /// Keeps a block in the caches without uploading it. Memory takes it at
-    /// once; the disk copy is written on a blocking thread, and until it is
-    /// the block is served from memory anyway.
-    pub fn insert(&self, key: &str, data: Bytes) {
-        if let Some(m) = &self.mem {
-            m.insert(key, data.clone());
-        }
-        let Some(disk) = self.disk.clone() else {
-            return;
-        };
-        {
-            let mut pending = self.pending.lock().unwrap();
-            let e = pending
-                .entry(key.to_string())
-                .or_insert_with(|| (data.clone(), 0));
-            e.1 += 1;
-        }
-        let pending = self.pending.clone();
-        let key = key.to_string();
-        let write = move || {
-            disk.put(&key, &data);
-            let deleted = {
-                let mut p = pending.lock().unwrap();
-                match p.get_mut(&key) {
-                    Some(e) if e.1 > 1 => {
-                        e.1 -= 1;
-                        false
-                    }
-                    Some(_) => {
-                        p.remove(&key);
-                        false
-                    }
-                    None => true,
-                }
-            };
-            // `delete` ran while this was being written. Races here can only
-            // drop a cache entry, never serve wrong bytes: a key's bytes
-            // never change.
-            if deleted {
-                disk.remove(&key);
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(write);
-            }
-            Err(_) => write(),
-        }
+    /// once; a disk copy (with `Keep::MemoryAndDisk`) is written on a
+    /// blocking thread, and until it is the block is served from memory
+    /// anyway.
+    pub fn insert(&self, key: &str, data: Bytes, keep: Keep) {
+        keep_block(&self.mem, &self.disk, &self.pending, key, data, keep);
     }
 
     /// Deletes the object and drops it from both caches.
@@ -508,7 +520,7 @@ mod tests {
     const DATA: &[u8] = b"0123456789";
 
     #[tokio::test]
-    async fn blocks_come_memory_hit_then_disk_then_the_store() {
+    async fn blocks_come_from_memory_then_disk_then_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = TestStore::with(&[("a/1", DATA)]);
         let c = BlockCache::new(store.clone(), both(dir.path())).unwrap();
@@ -516,9 +528,11 @@ mod tests {
         assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
         assert!(c.is_cached("a/1"));
         assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
+        settle(&c).await;
         let s = c.stats();
         assert_eq!((s.store_fetches, s.mem_hits, s.disk_hits), (1, 1, 0));
-        assert_eq!((s.mem_bytes, s.disk_bytes), (10, 14));
+        // On disk: the bytes, one page checksum and the footer.
+        assert_eq!((s.mem_bytes, s.disk_bytes), (10, 22));
         drop(c);
 
         // A new cache over the same dir (a restarted client) has it on disk.
@@ -558,12 +572,20 @@ mod tests {
         assert_eq!(c.stats().mem_hits, 3);
     }
 
+    /// Waits until the disk copies written in the background are written.
+    async fn settle(c: &BlockCache) {
+        while !c.pending.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn ranges_come_from_the_disk_cache() {
         let dir = tempfile::tempdir().unwrap();
         let store = TestStore::with(&[("a/1", DATA)]);
         let c = BlockCache::new(store.clone(), disk_only(dir.path())).unwrap();
         c.get_block("a/1").await.unwrap();
+        settle(&c).await;
         assert_eq!(c.get_range("a/1", 1, 2).await.unwrap(), &b"12"[..]);
         let s = c.stats();
         assert_eq!((s.disk_hits, s.mem_hits, s.mem_bytes), (1, 0, 0));
@@ -576,11 +598,13 @@ mod tests {
         let store = TestStore::with(&[("a/1", DATA)]);
         let c = BlockCache::new(store.clone(), disk_only(dir.path())).unwrap();
         c.get_block("a/1").await.unwrap();
+        settle(&c).await;
         let file = dir.path().join("blocks/a/1");
         let mut raw = std::fs::read(&file).unwrap();
         raw[3] ^= 0xff;
         std::fs::write(&file, raw).unwrap();
         assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
+        settle(&c).await;
         assert_eq!(c.get_range("a/1", 3, 1).await.unwrap(), &b"3"[..]);
         assert_eq!(TestStore::count(&store.gets), 2);
 
@@ -685,13 +709,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TestStore::new();
         let c = BlockCache::new(store.clone(), disk_only(dir.path())).unwrap();
-        c.put_block("b/1", Bytes::from_static(DATA)).await.unwrap();
+        c.put_block("b/1", Bytes::from_static(DATA), Keep::MemoryAndDisk)
+            .await
+            .unwrap();
         assert!(store.has("b/1"));
         assert!(c.is_cached("b/1"));
-        assert_eq!(c.stats().disk_bytes, 14);
         assert_eq!(c.get_block("b/1").await.unwrap(), DATA);
+        // The disk copy is written in the background.
+        while c.stats().disk_bytes != 22 {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(TestStore::count(&store.gets), 0);
         assert_eq!(TestStore::count(&store.puts), 1);
+        // Kept in memory only: nothing more on disk.
+        c.put_block("b/2", Bytes::from_static(DATA), Keep::Memory)
+            .await
+            .unwrap();
+        assert!(!c.is_cached("b/2"), "no memory cache here, and not on disk");
+        assert_eq!(c.stats().disk_bytes, 22);
     }
 
     #[tokio::test]
@@ -699,7 +734,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TestStore::new();
         let c = BlockCache::new(store.clone(), disk_only(dir.path())).unwrap();
-        c.insert("b/1", Bytes::from_static(DATA));
+        c.insert("b/1", Bytes::from_static(DATA), Keep::MemoryAndDisk);
         // Served at once, though no memory cache is configured: the disk
         // copy may still be on its way.
         assert!(c.is_cached("b/1"));
@@ -721,8 +756,8 @@ mod tests {
     fn insert_works_outside_a_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let c = BlockCache::new(TestStore::new(), disk_only(dir.path())).unwrap();
-        c.insert("b/1", Bytes::from_static(DATA));
-        assert_eq!(c.stats().disk_bytes, 14);
+        c.insert("b/1", Bytes::from_static(DATA), Keep::MemoryAndDisk);
+        assert_eq!(c.stats().disk_bytes, 22);
     }
 
     #[tokio::test]
@@ -730,7 +765,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TestStore::new();
         let c = BlockCache::new(store.clone(), both(dir.path())).unwrap();
-        c.put_block("b/1", Bytes::from_static(DATA)).await.unwrap();
+        c.put_block("b/1", Bytes::from_static(DATA), Keep::MemoryAndDisk)
+            .await
+            .unwrap();
+        // Once its disk copy is written (in the background)...
+        while c.stats().disk_bytes == 0 {
+            tokio::task::yield_now().await;
+        }
         c.delete("b/1").await.unwrap();
         assert!(!store.has("b/1"));
         assert!(!c.is_cached("b/1"));
@@ -746,7 +787,7 @@ mod tests {
         let c = BlockCache::new(store.clone(), BlockCacheConfig::default()).unwrap();
         assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
         assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
-        c.insert("x", Bytes::from_static(DATA));
+        c.insert("x", Bytes::from_static(DATA), Keep::MemoryAndDisk);
         assert!(!c.is_cached("a/1") && !c.is_cached("x"));
         assert_eq!(TestStore::count(&store.gets), 2);
         assert_eq!(

@@ -118,7 +118,58 @@ pub struct DiskCache {
     index: Mutex<Index>,
 }
 
-const TRAILER: usize = 4;
+/// Checksums cover pages of this many bytes, so a range read checks only
+/// the pages it reads.
+const PAGE: usize = 64 << 10;
+/// A cache file: the block's bytes, a CRC32 per page, then the block's
+/// length and a CRC32 of the page checksums and the length (all LE u32).
+const FOOTER: usize = 8;
+
+/// Bytes a cached block of `len` bytes takes on disk.
+fn file_len(len: usize) -> usize {
+    len + 4 * len.div_ceil(PAGE) + FOOTER
+}
+
+/// The block length of a cache file of `size` bytes, if any fits.
+fn block_len(size: usize) -> Option<usize> {
+    // size - FOOTER = len + 4 * pages, with pages = ceil(len / PAGE).
+    let x = size.checked_sub(FOOTER)?;
+    let around = x / (PAGE + 4);
+    (around.saturating_sub(1)..=around + 1)
+        .filter_map(|pages| x.checked_sub(4 * pages))
+        .find(|&len| file_len(len) == size)
+}
+
+fn encode_tail(data: &[u8]) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(file_len(data.len()) - data.len());
+    for page in data.chunks(PAGE) {
+        tail.extend_from_slice(&crc32fast::hash(page).to_le_bytes());
+    }
+    tail.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let sum = crc32fast::hash(&tail);
+    tail.extend_from_slice(&sum.to_le_bytes());
+    tail
+}
+
+/// The page checksums of a cache file of `file_len` bytes whose last bytes
+/// (from the start of the checksums) are `tail`, and the block length;
+/// None if they do not add up.
+fn decode_tail(tail: &[u8]) -> Option<(Vec<u32>, usize)> {
+    let n = tail.len();
+    if n < FOOTER {
+        return None;
+    }
+    let sum = u32::from_le_bytes(tail[n - 4..].try_into().ok()?);
+    if crc32fast::hash(&tail[..n - 4]) != sum {
+        return None;
+    }
+    let len = u32::from_le_bytes(tail[n - 8..n - 4].try_into().ok()?) as usize;
+    let crcs = tail[..n - 8]
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect::<Vec<_>>();
+    (crcs.len() == len.div_ceil(PAGE)).then_some((crcs, len))
+}
 
 impl DiskCache {
     /// Opens (creating) the cache under `dir`, holding at most `capacity`
@@ -200,26 +251,77 @@ impl DiskCache {
         if !self.index.lock().unwrap().touch(key) {
             return None;
         }
-        let raw = match std::fs::read(self.path(key)) {
-            Ok(r) => r,
-            Err(_) => {
-                self.remove(key);
+        let intact = std::fs::read(self.path(key)).ok().and_then(|mut raw| {
+            let len = block_len(raw.len())?;
+            let (crcs, stated) = decode_tail(&raw[len..])?;
+            let pages_ok = stated == len
+                && raw[..len]
+                    .chunks(PAGE)
+                    .zip(&crcs)
+                    .all(|(page, crc)| crc32fast::hash(page) == *crc);
+            pages_ok.then(|| {
+                raw.truncate(len);
+                Bytes::from(raw)
+            })
+        });
+        if intact.is_none() {
+            tracing::warn!(key, "cached block missing or damaged; fetching it again");
+            self.remove(key);
+        }
+        intact
+    }
+
+    /// `len` bytes at `offset` of the cached block, reading and checking
+    /// only the pages they lie in. None if the block is not cached, is
+    /// damaged (it is dropped), or is shorter than asked.
+    pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Option<Bytes> {
+        use std::os::unix::fs::FileExt;
+        {
+            let mut idx = self.index.lock().unwrap();
+            let size = idx.entries.get(key)?.size as usize;
+            let fits = block_len(size)
+                .is_some_and(|b| offset.checked_add(len).is_some_and(|end| end <= b as u64));
+            if !fits {
                 return None;
             }
+            idx.touch(key);
+        }
+        let read = || -> Option<Bytes> {
+            let f = std::fs::File::open(self.path(key)).ok()?;
+            let size = f.metadata().ok()?.len() as usize;
+            let block = block_len(size)?;
+            let mut tail = vec![0u8; size - block];
+            f.read_exact_at(&mut tail, block as u64).ok()?;
+            let (crcs, stated) = decode_tail(&tail)?;
+            if stated != block {
+                return None;
+            }
+            let end = offset.checked_add(len)? as usize;
+            if end > block {
+                return None;
+            }
+            let first = offset as usize / PAGE;
+            let last = end.div_ceil(PAGE).max(first + 1).min(crcs.len());
+            let from = first * PAGE;
+            let to = (last * PAGE).min(block);
+            let mut pages = vec![0u8; to - from];
+            f.read_exact_at(&mut pages, from as u64).ok()?;
+            let intact = pages
+                .chunks(PAGE)
+                .zip(&crcs[first..last])
+                .all(|(page, crc)| crc32fast::hash(page) == *crc);
+            if !intact {
+                return None;
+            }
+            let start = offset as usize - from;
+            Some(Bytes::from(pages).slice(start..start + len as usize))
         };
-        if raw.len() < TRAILER {
+        let got = read();
+        if got.is_none() {
+            tracing::warn!(key, "cached block missing or damaged; fetching it again");
             self.remove(key);
-            return None;
         }
-        let (data, sum) = raw.split_at(raw.len() - TRAILER);
-        if crc32fast::hash(data).to_le_bytes() != sum {
-            tracing::warn!(key, "cached block failed its checksum; fetching it again");
-            self.remove(key);
-            return None;
-        }
-        let mut raw = raw;
-        raw.truncate(raw.len() - TRAILER);
-        Some(Bytes::from(raw))
+        got
     }
 
     /// Stores a block; errors only cost the cache entry. Blocks are
@@ -230,7 +332,7 @@ impl DiskCache {
         if self.index.lock().unwrap().touch(key) {
             return;
         }
-        let size = (data.len() + TRAILER) as u64;
+        let size = file_len(data.len()) as u64;
         if size > self.capacity || !self.make_room(size) {
             tracing::debug!(
                 key,
@@ -249,7 +351,7 @@ impl DiskCache {
             // No fsync: after a crash a torn file fails its checksum and is a miss.
             let res = f
                 .write_all(data)
-                .and_then(|()| f.write_all(&crc32fast::hash(data).to_le_bytes()))
+                .and_then(|()| f.write_all(&encode_tail(data)))
                 .and_then(|()| std::fs::rename(&tmp, &path));
             if res.is_err() {
                 let _ = std::fs::remove_file(&tmp);
@@ -386,7 +488,7 @@ mod tests {
         }
     }
 
-    const BLOCK: u64 = 100 + TRAILER as u64;
+    const BLOCK: u64 = 100 + 4 + FOOTER as u64;
 
     fn cached(c: &DiskCache, keys: impl IntoIterator<Item = String>) -> Vec<bool> {
         keys.into_iter().map(|k| c.contains(&k)).collect()
@@ -400,31 +502,31 @@ mod tests {
         for i in 0..100 {
             c.put(&format!("k{i:03}"), &[1u8; 100]);
         }
-        // 1 000 bytes stay free: 86 blocks of 104 bytes leave 1 056.
-        assert_eq!(c.used(), 86 * BLOCK);
-        assert_eq!(du(c.dir()), 86 * BLOCK);
+        // 1 000 bytes stay free: 80 blocks of 112 bytes leave 1 040.
+        assert_eq!(c.used(), 80 * BLOCK);
+        assert_eq!(du(c.dir()), 80 * BLOCK);
         assert!(
-            cached(&c, (0..14).map(|i| format!("k{i:03}")))
+            cached(&c, (0..20).map(|i| format!("k{i:03}")))
                 .iter()
                 .all(|&x| !x)
         );
         assert!(
-            cached(&c, (14..100).map(|i| format!("k{i:03}")))
+            cached(&c, (20..100).map(|i| format!("k{i:03}")))
                 .iter()
                 .all(|&x| x)
         );
 
-        // Someone else takes 5 000 bytes: the next write first evicts the 11
+        // Someone else takes 5 000 bytes: the next write first evicts the 10
         // oldest blocks, enough to leave 1 000 free after it.
         fs.others.store(5_000, Ordering::SeqCst);
         c.put("new", &[2u8; 100]);
-        assert_eq!(c.used(), 76 * BLOCK);
+        assert_eq!(c.used(), 71 * BLOCK);
         assert!(
-            cached(&c, (14..25).map(|i| format!("k{i:03}")))
+            cached(&c, (20..30).map(|i| format!("k{i:03}")))
                 .iter()
                 .all(|&x| !x)
         );
-        assert!(c.contains("k025") && c.contains("new"));
+        assert!(c.contains("k030") && c.contains("new"));
         assert_eq!(c.get("new").as_deref(), Some(&[2u8; 100][..]));
     }
 
@@ -524,7 +626,7 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_and_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let c = DiskCache::open_with(dir.path(), 3 * (100 + TRAILER as u64), 0.0).unwrap();
+        let c = DiskCache::open_with(dir.path(), 3 * BLOCK, 0.0).unwrap();
         for k in ["k1", "k2", "k3"] {
             c.put(k, &[7u8; 100]);
         }
@@ -534,7 +636,41 @@ mod tests {
         assert!(c.get("k1").is_some() && c.get("k3").is_some() && c.get("k4").is_some());
         drop(c);
         let c = DiskCache::open_with(dir.path(), 1 << 20, 0.0).unwrap();
-        assert_eq!(c.used(), 3 * (100 + TRAILER as u64));
+        assert_eq!(c.used(), 3 * BLOCK);
         assert_eq!(c.get("k4").as_deref(), Some(&[7u8; 100][..]));
+    }
+
+    #[test]
+    fn ranges_are_read_and_checked_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open_with(dir.path(), 1 << 30, 0.0).unwrap();
+        let data: Vec<u8> = (0..(3 * PAGE + 123)).map(|i| (i * 7) as u8).collect();
+        c.put("k", &data);
+        for (off, len) in [
+            (0, 10),
+            (PAGE - 5, 10),
+            (2 * PAGE, PAGE + 123),
+            (0, data.len()),
+        ] {
+            let got = c.get_range("k", off as u64, len as u64).unwrap();
+            assert_eq!(&got[..], &data[off..off + len], "[{off}, +{len})");
+        }
+        assert_eq!(
+            c.get_range("k", data.len() as u64 - 1, 2),
+            None,
+            "past the end"
+        );
+        for len in [0, 1, PAGE - 1, PAGE, PAGE + 1, 5 * PAGE] {
+            assert_eq!(block_len(file_len(len)), Some(len), "{len}");
+        }
+        // A damaged page fails the range that reads it (and drops the
+        // block), not before.
+        let p = dir.path().join("blocks/k");
+        let mut raw = std::fs::read(&p).unwrap();
+        raw[2 * PAGE + 1] ^= 1;
+        std::fs::write(&p, raw).unwrap();
+        assert!(c.get_range("k", 0, 100).is_some(), "page 0 is intact");
+        assert_eq!(c.get_range("k", 2 * PAGE as u64, 10), None);
+        assert!(!c.contains("k"));
     }
 }

@@ -13,7 +13,7 @@ pub mod staging;
 #[cfg(feature = "test-s3-server")]
 pub mod test_s3;
 
-pub use block_cache::{BlockCache, BlockCacheConfig, CacheStats, DiskCacheConfig};
+pub use block_cache::{BlockCache, BlockCacheConfig, CacheStats, DiskCacheConfig, Keep};
 pub use disk::{DiskCache, FsSpace, fs_space};
 pub use error::StoreError;
 pub use layout::{block_key, parse_block_key};

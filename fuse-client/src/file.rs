@@ -46,13 +46,37 @@ impl PendingSlice {
 
 /// How an inode is being read: where the last read ended and how far ahead
 /// prefetching goes while reads keep following each other.
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 pub(crate) struct ReadState {
     pub next: u64,
     /// Blocks to keep fetched ahead of the reader; 0 while reads look random.
     pub window: u32,
     /// Prefetch was started up to this file offset.
     pub prefetched_to: u64,
+    pub started: PrefetchedKeys,
+}
+
+/// The blocks prefetch was last started for, so consecutive reads that end
+/// in one block do not start it again.
+#[derive(Default)]
+pub(crate) struct PrefetchedKeys {
+    recent: std::collections::VecDeque<String>,
+}
+
+impl PrefetchedKeys {
+    const KEEP: usize = 256;
+
+    /// Records `key`; false if it was recorded already.
+    pub fn insert(&mut self, key: &str) -> bool {
+        if self.recent.iter().any(|k| k == key) {
+            return false;
+        }
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key.to_string());
+        true
+    }
 }
 
 /// Per-inode state shared by the open handles of one client.

@@ -38,6 +38,9 @@ pub struct FsConfig {
     /// How long objects of a slice that left every chunk map stay before they
     /// are deleted, so reads that started from the old map still find them.
     pub deletion_delay: Duration,
+    /// Keep full blocks of large writes in the disk cache too (partial
+    /// blocks always go there).
+    pub cache_large_writes: bool,
 }
 
 impl Default for FsConfig {
@@ -53,6 +56,7 @@ impl Default for FsConfig {
             max_prefetches: 32,
             gc_interval: Duration::from_secs(10),
             deletion_delay: Duration::from_secs(60),
+            cache_large_writes: false,
         }
     }
 }
@@ -415,11 +419,20 @@ impl Filesystem {
             .ok_or_else(|| FsError::new(libc::EBADF, "file is not open"))
     }
 
-    /// Attributes of a directory this client changed less than the
-    /// attribute TTL ago, with what is left of the TTL: as fresh as what the
-    /// kernel would have cached had it kept them, and no round trip.
-    pub fn recent_dir_attr(&self, ino: Ino) -> Option<(Inode, Duration)> {
-        self.meta.recent_dir(ino, self.config.attr_ttl)
+    /// Attributes of an inode this client changed less than the attribute
+    /// TTL ago, with what is left of the TTL: as fresh as what the kernel
+    /// would have cached had it kept them, and no round trip. None while
+    /// this client has writes of it not committed yet (its size is theirs).
+    pub fn recent_attr(&self, ino: Ino) -> Option<(Inode, Duration)> {
+        if !self.nothing_to_flush(ino)
+            || self
+                .writeback
+                .as_ref()
+                .is_some_and(|w| w.pending_end(ino).is_some())
+        {
+            return None;
+        }
+        self.meta.recent_attr(ino, self.config.attr_ttl)
     }
 
     /// Whether a flush of `ino` would have nothing to commit, known without

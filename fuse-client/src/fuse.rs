@@ -177,9 +177,9 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        // The common case after a create or unlink: the kernel re-reads the
-        // directory it just changed. Answered here, without a task.
-        if let Some((i, ttl)) = self.fs.recent_dir_attr(ino.0) {
+        // The common case after a create, unlink or close: the kernel
+        // re-reads what it just changed. Answered here, without a task.
+        if let Some((i, ttl)) = self.fs.recent_attr(ino.0) {
             reply.attr(&ttl, &to_file_attr(&i));
             return;
         }

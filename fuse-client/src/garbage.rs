@@ -255,7 +255,11 @@ impl Filesystem {
         let stores = data.chunks(bs).enumerate().map(|(i, block)| {
             let key = self.block_key(id, i as u32, block.len() as u32);
             let block = bytes::Bytes::copy_from_slice(block);
-            async move { self.cache.put_block(&key, block).await }
+            async move {
+                self.cache
+                    .put_block(&key, block, strata_cache::Keep::Memory)
+                    .await
+            }
         });
         for r in futures::future::join_all(stores).await {
             r.map_err(|e| FsError::new(libc::EIO, format!("compaction upload: {e}")))?;

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use strata_meta::{Ino, Slice};
 
 use crate::error::{FsError, FsResult};
-use crate::file::FileData;
+use crate::file::{FileData, PrefetchedKeys};
 use crate::fs::Filesystem;
 use crate::slices::{Extent, resolve};
 
@@ -55,7 +55,7 @@ impl Filesystem {
         // Under the lock: commit own writes (reads see them), pin the chunk
         // maps and update the reader's state. Fetches run after it is
         // released, so concurrent reads of one file overlap.
-        let (plan, sequential, prefetch) = {
+        let (plan, sequential) = {
             let mut d = of.data.lock().await;
             self.commit(ino, &mut d).await?;
             if let Some(wb) = &self.writeback {
@@ -90,9 +90,9 @@ impl Filesystem {
                 d.read.prefetched_to = 0;
                 Vec::new()
             };
-            (plan, sequential, prefetch)
+            self.start_prefetch(prefetch, &mut d.read.started);
+            (plan, sequential)
         };
-        self.start_prefetch(prefetch);
         if let [(slices, start, stop)] = &plan[..] {
             // One chunk: its bytes as they come, without another copy.
             return self
@@ -179,9 +179,10 @@ impl Filesystem {
     ) -> FsResult<Bytes> {
         let (total, parts) = self.block_parts(extents);
         let fetched = futures::future::join_all(parts.iter().map(|p| async move {
+            // A block only on disk serves a small read from its pages.
             let whole = sequential
                 || p.len as u64 * 2 >= p.block_len as u64
-                || self.cache.is_cached(&p.key);
+                || self.cache.in_memory(&p.key);
             if whole {
                 let block = self.cache.get_block(&p.key).await?;
                 if block.len() != p.block_len as usize {
@@ -233,29 +234,37 @@ impl Filesystem {
         Ok(Bytes::from(out))
     }
 
-    /// Fetches the blocks behind `plan` into the caches in the background.
-    /// Blocks cached already, or beyond the prefetch slots free now, are
-    /// skipped: prefetch never queues up work.
-    fn start_prefetch(&self, plan: Vec<(Arc<Vec<Slice>>, u32, u32)>) {
+    /// Fetches the blocks behind `plan` into the caches in the background,
+    /// at most `max_prefetches` at once. Blocks cached already or asked for
+    /// by an earlier prefetch of this file (`started`) are skipped.
+    fn start_prefetch(&self, plan: Vec<(Arc<Vec<Slice>>, u32, u32)>, started: &mut PrefetchedKeys) {
+        let mut keys = Vec::new();
         for (slices, start, stop) in plan {
             let (_, parts) = self.block_parts(&resolve(&slices, start, stop));
-            let mut last = None;
             for p in parts {
-                if last.as_ref() == Some(&p.key) || self.cache.is_cached(&p.key) {
-                    continue;
+                if started.insert(&p.key) && !self.cache.is_cached(&p.key) {
+                    keys.push(p.key);
                 }
-                last = Some(p.key.clone());
-                let Ok(slot) = self.prefetch_slots.clone().try_acquire_owned() else {
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let (cache, slots) = (self.cache.clone(), self.prefetch_slots.clone());
+        tokio::spawn(async move {
+            for key in keys {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
-                let cache = self.cache.clone();
+                tracing::debug!(key = %key, "prefetch");
+                let cache = cache.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = cache.get_block(&p.key).await {
-                        tracing::debug!(key = %p.key, error = %e, "prefetch failed");
+                    if let Err(e) = cache.get_block(&key).await {
+                        tracing::debug!(key = %key, error = %e, "prefetch failed");
                     }
                 });
             }
-        }
+        });
     }
 }

@@ -10,7 +10,7 @@
 //! commit go to local disk first and the upload follows (`writeback.rs`).
 
 use bytes::{Bytes, BytesMut};
-use strata_cache::{StoreError, block_key};
+use strata_cache::{Keep, StoreError, block_key};
 use strata_meta::{Ino, Slice, SliceId};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -102,6 +102,18 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Where a written block of `len` bytes is kept: full blocks of large
+    /// writes in memory only (reading them back from disk soon is unlikely,
+    /// and writing them there costs as much as the upload), partial blocks
+    /// (small files, tails) on disk too, unless `cache_large_writes`.
+    pub(crate) fn keep_written(&self, len: usize) -> Keep {
+        if self.config.cache_large_writes || len < self.block_size() as usize {
+            Keep::MemoryAndDisk
+        } else {
+            Keep::Memory
+        }
+    }
+
     async fn budget_for(&self, len: usize) -> Option<OwnedSemaphorePermit> {
         let n = len.min(self.config.buffer_size).max(1) as u32;
         self.buffer_budget.clone().acquire_many_owned(n).await.ok()
@@ -118,6 +130,7 @@ impl Filesystem {
         let cache = self.cache.clone();
         let slots = self.upload_slots.clone();
         let staging = self.writeback.as_ref().map(|w| w.staging());
+        let keep = self.keep_written(block.len());
         tokio::spawn(async move {
             let _budget = permit;
             match staging {
@@ -129,7 +142,8 @@ impl Filesystem {
                         .and_then(|r| r);
                     match staged {
                         Ok(()) => {
-                            cache.insert(&key, block);
+                            // The staged file is the local copy until the upload.
+                            cache.insert(&key, block, Keep::Memory);
                             Ok(())
                         }
                         Err(e) => Err((
@@ -144,7 +158,7 @@ impl Filesystem {
                 None => {
                     let _slot = slots.acquire_owned().await;
                     cache
-                        .put_block(&key, block.clone())
+                        .put_block(&key, block.clone(), keep)
                         .await
                         .map_err(|e| (e, block))
                 }

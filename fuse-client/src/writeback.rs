@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata_cache::{BlockCache, Staging};
+use strata_cache::{BlockCache, Keep, Staging};
 use strata_meta::{FsClient, Ino, Inode, MetaError, Slice};
 use tokio::sync::{mpsc, watch};
 
@@ -247,7 +247,7 @@ impl Writeback {
         }
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.upload(&keys, cache).await {
+            match self.upload(&keys, cache, bs).await {
                 Ok(()) => break,
                 Err(Upload::Lost(e)) => {
                     // A staged block is missing or damaged: that data is
@@ -306,7 +306,7 @@ impl Writeback {
         .await;
     }
 
-    async fn upload(&self, keys: &[String], cache: &BlockCache) -> Result<(), Upload> {
+    async fn upload(&self, keys: &[String], cache: &BlockCache, bs: u32) -> Result<(), Upload> {
         let uploads = keys.iter().map(|key| async move {
             let staging = self.staging.clone();
             let k = key.clone();
@@ -314,8 +314,13 @@ impl Writeback {
                 .await
                 .map_err(Upload::Failed)?
                 .map_err(|e| Upload::Lost(io_err(&format!("reading staged block {key}"), e)))?;
+            let keep = if block.len() < bs as usize {
+                Keep::MemoryAndDisk
+            } else {
+                Keep::Memory
+            };
             cache
-                .put_block(key, block)
+                .put_block(key, block, keep)
                 .await
                 .map_err(|e| Upload::Failed(io_err(&format!("uploading {key}"), e)))
         });

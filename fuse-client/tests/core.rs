@@ -209,42 +209,49 @@ async fn errors_carry_errnos() {
     env.node.shutdown().await;
 }
 
-/// After each namespace change, the directory attributes this client keeps
-/// for the kernel's next GETATTR equal what the metaserver holds.
+/// After each change, the attributes this client keeps for the kernel's
+/// next GETATTR equal what the metaserver holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn directories_a_change_left_behind_match_the_metaserver() {
+async fn attributes_a_change_left_behind_match_the_metaserver() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
     let same = |ino| async move {
-        let (kept, ttl) = fs.recent_dir_attr(ino).expect("kept after a change");
+        let (kept, ttl) = fs.recent_attr(ino).expect("kept after a change");
         assert!(ttl <= fs.config().attr_ttl);
         assert_eq!(kept, fs.getattr(ino).await.unwrap());
     };
     let a = fs.mkdir(1, b"a", 0o755, 0, 0).await.unwrap();
     same(1).await;
     let b = fs.mkdir(1, b"b", 0o755, 0, 0).await.unwrap();
-    assert_eq!(
-        fs.recent_dir_attr(1).unwrap().0.nlink,
-        4,
-        "two subdirectories"
-    );
+    assert_eq!(fs.recent_attr(1).unwrap().0.nlink, 4, "two subdirectories");
     let (f, fh) = fs
         .create(a.ino, b"f", 0o644, libc::O_RDWR, 0, 0)
         .await
         .unwrap();
+    same(f.ino).await;
+    fs.write(f.ino, fh, 0, b"hello").await.unwrap();
+    assert!(
+        fs.recent_attr(f.ino).is_none(),
+        "not while writes are buffered"
+    );
     fs.release(f.ino, fh).await.unwrap();
+    same(f.ino).await;
+    assert_eq!(fs.recent_attr(f.ino).unwrap().0.size, 5);
     same(a.ino).await;
     fs.link(f.ino, b.ino, b"g").await.unwrap();
     same(b.ino).await;
+    same(f.ino).await;
     fs.rename(a.ino, b"f", b.ino, b"h", 0).await.unwrap();
     same(a.ino).await;
     same(b.ino).await;
+    same(f.ino).await;
     fs.rename(1, b"a", b.ino, b"a2", 0).await.unwrap();
     same(1).await;
     same(b.ino).await;
     same(a.ino).await;
     fs.unlink(b.ino, b"g").await.unwrap();
     same(b.ino).await;
+    same(f.ino).await;
     fs.setattr(
         b.ino,
         SetAttr {
@@ -258,10 +265,10 @@ async fn directories_a_change_left_behind_match_the_metaserver() {
     fs.rmdir(b.ino, b"a2").await.unwrap();
     same(b.ino).await;
     assert!(
-        fs.recent_dir_attr(a.ino).is_none(),
+        fs.recent_attr(a.ino).is_none(),
         "a removed directory is dropped"
     );
-    // Files are not kept: their size and times change through writes.
-    assert!(fs.recent_dir_attr(f.ino).is_none());
+    fs.unlink(b.ino, b"h").await.unwrap();
+    assert!(fs.recent_attr(f.ino).is_none(), "no links left");
     env.node.shutdown().await;
 }

@@ -392,7 +392,7 @@ impl MetaClient {
             partitions: RwLock::new(parts),
             dir_spread_slack: std::sync::atomic::AtomicU64::new(DEFAULT_DIR_SPREAD_SLACK),
             loads: tokio::sync::Mutex::new(None),
-            recent_dirs: RecentDirs::default(),
+            recent: RecentAttrs::default(),
         })
     }
 
@@ -423,24 +423,25 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Directories as this client's own namespace changes left them. The kernel
-/// drops its cached attributes of a directory after every change in it and
-/// asks again before the next one (to check permissions), so without these a
-/// create in a directory costs two round trips instead of one.
+/// Inodes as this client's own changes left them. The kernel drops its
+/// cached attributes of a directory after every change in it and asks again
+/// before the next one (to check permissions), and of a file after every
+/// write, so without these a create costs two round trips instead of one and
+/// a stat after a close costs one.
 #[derive(Default)]
-struct RecentDirs {
+struct RecentAttrs {
     map: std::sync::Mutex<HashMap<Ino, (Inode, tokio::time::Instant)>>,
 }
 
 /// Entries kept before the oldest are dropped.
-const RECENT_DIRS_MAX: usize = 4096;
+const RECENT_ATTRS_MAX: usize = 4096;
 
-impl RecentDirs {
-    fn note(&self, dirs: impl IntoIterator<Item = Inode>) {
+impl RecentAttrs {
+    fn note(&self, inodes: impl IntoIterator<Item = Inode>) {
         let now = tokio::time::Instant::now();
         let mut map = self.map.lock().unwrap();
-        for d in dirs {
-            if d.kind != FileType::Dir || d.nlink == 0 {
+        for d in inodes {
+            if d.nlink == 0 {
                 map.remove(&d.ino);
                 continue;
             }
@@ -451,7 +452,7 @@ impl RecentDirs {
             }
             map.insert(d.ino, (d, now));
         }
-        if map.len() > RECENT_DIRS_MAX {
+        if map.len() > RECENT_ATTRS_MAX {
             let mut ages: Vec<tokio::time::Instant> = map.values().map(|(_, at)| *at).collect();
             ages.sort_unstable();
             let cut = ages[ages.len() / 2];
@@ -484,7 +485,7 @@ pub struct FsClient {
     dir_spread_slack: std::sync::atomic::AtomicU64,
     /// Inodes per group when last asked, counted up by this client's creates since.
     loads: tokio::sync::Mutex<Option<(tokio::time::Instant, HashMap<GroupId, u64>)>>,
-    recent_dirs: RecentDirs,
+    recent: RecentAttrs,
 }
 
 /// Whether an operation's failure means "try the whole operation again".
@@ -522,23 +523,25 @@ impl FsClient {
             .store(slack, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Attributes of directory `ino` as a namespace change of this client
-    /// left it less than `max_age` ago, and how much of `max_age` is left.
-    /// Changes by other clients since are not in it: use it only where
-    /// attributes that old are acceptable (the kernel's attribute cache).
-    pub fn recent_dir(&self, ino: Ino, max_age: Duration) -> Option<(Inode, Duration)> {
-        self.recent_dirs.get(ino, max_age)
+    /// Attributes of `ino` as a change by this client left them less than
+    /// `max_age` ago, and how much of `max_age` is left. Changes by other
+    /// clients since are not in them: use them only where attributes that
+    /// old are acceptable (the kernel's attribute cache).
+    pub fn recent_attr(&self, ino: Ino, max_age: Duration) -> Option<(Inode, Duration)> {
+        self.recent.get(ino, max_age)
     }
 
-    /// Takes the directories off a namespace change's answer and remembers them.
-    fn note_dirs(&self, r: MetaResponse) -> MetaResponse {
-        let (answer, dirs) = r.split_dirs();
-        self.recent_dirs.note(dirs);
+    /// Takes the changed inodes off a namespace change's answer and
+    /// remembers them with the inodes the answer itself carries.
+    fn note_changed(&self, r: MetaResponse) -> MetaResponse {
+        let (answer, changed) = r.split_changed();
+        self.recent.note(changed);
         match &answer {
-            MetaResponse::Unlinked { inode, .. } => self.recent_dirs.forget(inode.ino),
-            MetaResponse::Renamed {
+            MetaResponse::Inode(inode)
+            | MetaResponse::Unlinked { inode, .. }
+            | MetaResponse::Renamed {
                 replaced: Some(inode),
-            } => self.recent_dirs.forget(inode.ino),
+            } => self.recent.note([inode.clone()]),
             _ => {}
         }
         answer
@@ -703,9 +706,9 @@ impl FsClient {
         }
         for (inode, removed) in &changed {
             if *removed {
-                self.recent_dirs.forget(inode.ino);
+                self.recent.forget(inode.ino);
             } else {
-                self.recent_dirs.note([inode.clone()]);
+                self.recent.note([inode.clone()]);
             }
         }
         Ok(changed)
@@ -772,9 +775,7 @@ impl FsClient {
             )
             .await?;
         let inode = expect!(r, MetaResponse::Inode(i) => i)?;
-        if inode.kind == FileType::Dir {
-            self.recent_dirs.note([inode.clone()]);
-        }
+        self.recent.note([inode.clone()]);
         Ok(inode)
     }
 
@@ -814,7 +815,7 @@ impl FsClient {
             .growing(pg, || self.call_group(pg, req.clone()))
             .await?;
         self.count_create(pg).await;
-        expect!(self.note_dirs(r), MetaResponse::Inode(i) => i)
+        expect!(self.note_changed(r), MetaResponse::Inode(i) => i)
     }
 
     /// Runs `op`, which creates an inode in group `g`, once more after giving
@@ -974,7 +975,7 @@ impl FsClient {
                 now: Timestamp::now(),
             };
             let r = self.call_group(pg, req).await?;
-            return expect!(self.note_dirs(r), MetaResponse::Inode(i) => i);
+            return expect!(self.note_changed(r), MetaResponse::Inode(i) => i);
         }
         self.retrying(|| async {
             validate_name(name)?;
@@ -1033,7 +1034,7 @@ impl FsClient {
                 now,
             }
         };
-        match self.call(parent, req).await.map(|r| self.note_dirs(r)) {
+        match self.call(parent, req).await.map(|r| self.note_changed(r)) {
             Ok(MetaResponse::Unlinked { inode, removed }) => {
                 return Ok(removed.then_some(inode.ino));
             }
@@ -1104,7 +1105,7 @@ impl FsClient {
             };
             match self.call_group(sg, req).await {
                 Ok(r) => {
-                    return expect!(self.note_dirs(r), MetaResponse::Renamed { replaced } => replaced);
+                    return expect!(self.note_changed(r), MetaResponse::Renamed { replaced } => replaced);
                 }
                 Err(MetaError::CrossGroup(_)) => {}
                 Err(e) => return Err(e),
@@ -1296,7 +1297,10 @@ impl FsClient {
             )
             .await?;
         match r {
-            MetaResponse::Written { inode, crowded } => Ok((inode, crowded)),
+            MetaResponse::Written { inode, crowded } => {
+                self.recent.note([inode.clone()]);
+                Ok((inode, crowded))
+            }
             // Remembered from before `Written` existed.
             MetaResponse::Inode(i) => Ok((i, Vec::new())),
             other => Err(unexpected(other)),
@@ -1363,7 +1367,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn recent_dirs_keep_the_latest_change_for_a_while() {
-        let recent = RecentDirs::default();
+        let recent = RecentAttrs::default();
         let ttl = Duration::from_secs(1);
         recent.note([dir(5, 20, 2)]);
         // An older answer arriving late does not replace a newer one.
@@ -1376,26 +1380,22 @@ mod tests {
         assert_eq!(left, Duration::from_millis(400), "what is left of the ttl");
         tokio::time::advance(Duration::from_millis(400)).await;
         assert!(recent.get(5, ttl).is_none(), "too old");
-        // Removed directories and other kinds are not kept.
+        // Removed inodes are dropped.
         recent.note([dir(6, 1, 2)]);
         recent.note([dir(6, 2, 0)]);
         assert!(recent.get(6, ttl).is_none());
-        let mut file = dir(7, 1, 1);
-        file.kind = FileType::File;
-        recent.note([file]);
-        assert!(recent.get(7, ttl).is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn recent_dirs_stay_bounded() {
-        let recent = RecentDirs::default();
-        for ino in 0..(RECENT_DIRS_MAX as u64 * 3) {
+        let recent = RecentAttrs::default();
+        for ino in 0..(RECENT_ATTRS_MAX as u64 * 3) {
             recent.note([dir(ino + 2, 1, 2)]);
             tokio::time::advance(Duration::from_micros(1)).await;
         }
         let len = recent.map.lock().unwrap().len();
-        assert!(len <= RECENT_DIRS_MAX, "{len} entries");
-        let newest = RECENT_DIRS_MAX as u64 * 3 + 1;
+        assert!(len <= RECENT_ATTRS_MAX, "{len} entries");
+        let newest = RECENT_ATTRS_MAX as u64 * 3 + 1;
         assert!(recent.get(newest, Duration::from_secs(1)).is_some());
     }
 }

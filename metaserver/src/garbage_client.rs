@@ -140,7 +140,7 @@ impl FsClient {
         match self
             .call_group(self.group_of(ino).await?, req)
             .await?
-            .split_dirs()
+            .split_changed()
             .0
         {
             MetaResponse::Inode(i) => Ok(i),

@@ -387,12 +387,12 @@ pub enum MetaResponse {
     /// TxResolve: whether the transaction committed.
     Decision(bool),
     Intents(Vec<IntentInfo>),
-    /// A namespace change's answer with the directories it changed, as they
-    /// are right after it, so a client can answer the kernel's next look at
-    /// them without another round trip.
+    /// A namespace change's answer with the other inodes it changed (the
+    /// directories, a moved inode), as they are right after it, so a client
+    /// can answer the kernel's next look at them without another round trip.
     InDirs {
         answer: Box<MetaResponse>,
-        dirs: Vec<Inode>,
+        changed: Vec<Inode>,
     },
     /// WriteSlices: the inode, and chunks whose slice lists grew long enough
     /// to be worth compacting.
@@ -413,10 +413,10 @@ pub enum MetaResponse {
 }
 
 impl MetaResponse {
-    pub fn in_dirs(answer: MetaResponse, dirs: Vec<Inode>) -> MetaResponse {
+    pub fn in_dirs(answer: MetaResponse, changed: Vec<Inode>) -> MetaResponse {
         MetaResponse::InDirs {
             answer: Box::new(answer),
-            dirs,
+            changed,
         }
     }
 
@@ -425,10 +425,10 @@ impl MetaResponse {
         Self::in_dirs(MetaResponse::Inode(inode), vec![dir])
     }
 
-    /// The answer without the directories, and the directories.
-    pub fn split_dirs(self) -> (MetaResponse, Vec<Inode>) {
+    /// The answer without the other changed inodes, and those.
+    pub fn split_changed(self) -> (MetaResponse, Vec<Inode>) {
         match self {
-            MetaResponse::InDirs { answer, dirs } => (*answer, dirs),
+            MetaResponse::InDirs { answer, changed } => (*answer, changed),
             other => (other, Vec::new()),
         }
     }

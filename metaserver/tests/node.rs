@@ -215,7 +215,7 @@ async fn a_retried_write_applies_once() {
     let timeout = std::time::Duration::from_secs(10);
     let first = conn.call(create(1, 1), timeout).await.unwrap();
     let made = match first {
-        Response::Meta(Ok(r)) => match r.split_dirs() {
+        Response::Meta(Ok(r)) => match r.split_changed() {
             (MetaResponse::Inode(i), dirs) => {
                 assert_eq!(dirs.len(), 1, "the parent as the create left it");
                 assert_eq!(dirs[0].ino, 1);
@@ -228,7 +228,7 @@ async fn a_retried_write_applies_once() {
     // The same write again (an answer lost on the way) gets the same answer...
     let again = conn.call(create(1, 1), timeout).await.unwrap();
     assert!(
-        matches!(again, Response::Meta(Ok(ref r)) if matches!(r.clone().split_dirs().0, MetaResponse::Inode(ref i) if i.ino == made.ino))
+        matches!(again, Response::Meta(Ok(ref r)) if matches!(r.clone().split_changed().0, MetaResponse::Inode(ref i) if i.ino == made.ino))
     );
     assert_eq!(fs.usage().await.unwrap().inodes, 2, "applied once");
     // ...while a new write with the same contents is a new operation.

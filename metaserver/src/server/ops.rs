@@ -1021,8 +1021,8 @@ impl<T: RowsMut> Ctx<'_, T> {
         let mut old_dir = tri!(self.inode(fs, parent)?);
         let src_is_dir = src.kind == FileType::Dir;
         let replaced_dir = replaced.as_ref().is_some_and(|r| r.kind == FileType::Dir);
-        // A moved directory changed too (ctime, parent pointer).
-        let moved_dir = (src.kind == FileType::Dir).then(|| moved.clone());
+        // The moved inode changed too (ctime; a directory's parent pointer).
+        let moved_inode = moved.clone();
         let mut dirs = if parent == new_parent {
             if replaced_dir {
                 old_dir.nlink = old_dir.nlink.saturating_sub(1);
@@ -1048,7 +1048,7 @@ impl<T: RowsMut> Ctx<'_, T> {
             self.save(fs, &new_dir)?;
             vec![old_dir, new_dir]
         };
-        dirs.extend(moved_dir);
+        dirs.push(moved_inode);
         Ok(Ok(MetaResponse::in_dirs(
             MetaResponse::Renamed { replaced },
             dirs,

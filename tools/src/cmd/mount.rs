@@ -44,6 +44,10 @@ pub struct MountArgs {
     /// Most bytes of blocks the memory cache holds (0: none).
     #[arg(long, default_value = "256M", value_parser = super::parse_size)]
     pub cache_mem_size: u64,
+    /// Keep full blocks of large writes in the disk cache too (by default
+    /// only partial blocks, as small files and tails are, go there).
+    #[arg(long)]
+    pub cache_large_writes: bool,
     /// Most bytes of written blocks on their way to the store at once;
     /// writers wait beyond it.
     #[arg(long, default_value = "300M", value_parser = super::parse_size)]
@@ -341,6 +345,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             max_prefetch_blocks: prefetch_blocks,
             gc_interval: Duration::from_secs_f64(a.gc_interval),
             deletion_delay: Duration::from_secs_f64(a.deletion_delay),
+            cache_large_writes: a.cache_large_writes,
             ..Default::default()
         },
         staging,

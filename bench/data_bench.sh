@@ -142,6 +142,9 @@ workloads() {  # on $mnt, recording under $fs
     record "fio rand write $bs" IOPS "$v"
   done
   rm -rf "$mnt/fio"
+  # Start from a quiet disk: writes of the steps before may still be going
+  # out, and they would slow fsyncs down in whatever runs next.
+  drop_caches
 
   step "$SMALL_FILES small files of $SMALL_SIZE: write, then read with $SMALL_READERS readers"
   v="$(python3 "$ops" small-write "$mnt/small" "$SMALL_FILES" "$SMALL_SIZE")"

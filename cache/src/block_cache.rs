@@ -45,6 +45,9 @@ pub struct BlockCacheConfig {
     pub disk: Option<DiskCacheConfig>,
 }
 
+/// Disk-cache range reads up to this size run on the calling task.
+const INLINE_DISK_READ: u64 = 64 << 10;
+
 /// Where `put_block` and `insert` keep a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
@@ -313,9 +316,16 @@ impl BlockCache {
             return slice(key, &f.await?, offset, len);
         }
         if let Some(d) = self.disk.as_ref().filter(|d| d.contains(key)) {
-            // Only the pages asked for are read (and checked) from disk.
-            let (d, k) = (d.clone(), key.to_string());
-            if let Some(hit) = blocking(move || d.get_range(&k, offset, len)).await {
+            // Only the pages asked for are read (and checked) from disk. A
+            // small range is read right here: a few pages, usually in the
+            // page cache, cost less than a hop to a blocking thread.
+            let hit = if len <= INLINE_DISK_READ {
+                d.get_range(key, offset, len)
+            } else {
+                let (d, k) = (d.clone(), key.to_string());
+                blocking(move || d.get_range(&k, offset, len)).await
+            };
+            if let Some(hit) = hit {
                 bump(&self.counters.disk_hits);
                 return Ok(hit);
             }

@@ -120,7 +120,7 @@ pub struct DiskCache {
 
 /// Checksums cover pages of this many bytes, so a range read checks only
 /// the pages it reads.
-const PAGE: usize = 64 << 10;
+const PAGE: usize = 16 << 10;
 /// A cache file: the block's bytes, a CRC32 per page, then the block's
 /// length and a CRC32 of the page checksums and the length (all LE u32).
 const FOOTER: usize = 8;

@@ -749,6 +749,8 @@ impl FsClient {
         }
     }
 
+    /// Fresh attributes from the metaserver (never from `recent_attr`),
+    /// which `recent_attr` then holds.
     pub async fn getattr(&self, ino: Ino) -> Result<Inode, MetaError> {
         let r = self
             .call(
@@ -759,7 +761,9 @@ impl FsClient {
                 },
             )
             .await?;
-        expect!(r, MetaResponse::Inode(i) => i)
+        let inode = expect!(r, MetaResponse::Inode(i) => i)?;
+        self.recent.note([inode.clone()]);
+        Ok(inode)
     }
 
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Inode, MetaError> {

@@ -212,10 +212,10 @@ impl Filesystem {
 
     /// With write-back, waits until `ino`'s journaled commits have landed.
     async fn wait_written_back(&self, ino: Ino) -> FsResult<()> {
-        match &self.writeback {
-            Some(wb) => wb.wait_inode(ino).await,
-            None => Ok(()),
+        if let Some(wb) = &self.writeback {
+            wb.wait_inode(ino).await?;
         }
+        Ok(())
     }
 
     pub async fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
@@ -349,6 +349,8 @@ impl Filesystem {
         if writes {
             self.check_writable()?;
         }
+        // Close-to-open holds for this client's own write-back commits too.
+        self.wait_written_back(ino).await?;
         let inode = self.meta.getattr(ino).await?;
         match inode.kind {
             FileType::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),

@@ -58,8 +58,12 @@ impl Filesystem {
         let (plan, sequential) = {
             let mut d = of.data.lock().await;
             self.commit(ino, &mut d).await?;
-            if let Some(wb) = &self.writeback {
-                wb.wait_inode(ino).await?;
+            if let Some(wb) = &self.writeback
+                && wb.wait_inode(ino).await?
+            {
+                // The attributes and maps this handle has predate the commit.
+                let fresh = self.meta.getattr(ino).await?;
+                d.invalidate(&fresh);
             }
             let file_size = d.attr.size;
             if offset >= file_size || size == 0 {

@@ -179,13 +179,16 @@ impl Writeback {
         self.in_flight.lock().unwrap().get(&ino).map(|f| f.end)
     }
 
-    /// Waits until every journaled commit of `ino` has reached the metaserver.
-    pub async fn wait_inode(&self, ino: Ino) -> FsResult<()> {
+    /// Waits until every journaled commit of `ino` has reached the
+    /// metaserver; returns whether there was any to wait for.
+    pub async fn wait_inode(&self, ino: Ino) -> FsResult<bool> {
         let mut progress = self.progress.subscribe();
+        let mut waited = false;
         loop {
             if !self.in_flight.lock().unwrap().contains_key(&ino) {
-                return Ok(());
+                return Ok(waited);
             }
+            waited = true;
             progress
                 .changed()
                 .await

@@ -301,6 +301,24 @@ async fn reads_after_writes_match_a_model_with_every_cache_setup() {
     env.node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_after_writes_match_a_model_with_write_back() {
+    let env = env().await;
+    let staging = strata_cache::Staging::open(&env.dir.path().join("staging")).unwrap();
+    let cache = BlockCache::new(
+        env.store.clone(),
+        BlockCacheConfig {
+            mem_bytes: 1 << 20,
+            disk: None,
+        },
+    )
+    .unwrap();
+    let wb = Filesystem::new(env.meta().await, cache, FsConfig::default(), Some(staging)).unwrap();
+    let other = env.mount("plain", 0, None, FsConfig::default()).await;
+    model_run(&wb, &other, 21).await;
+    env.node.shutdown().await;
+}
+
 /// Yields until `cond` holds, failing after `secs` seconds.
 async fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

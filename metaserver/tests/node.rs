@@ -15,6 +15,27 @@ async fn start(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
     .expect("node starts")
 }
 
+/// Starts a node on a data dir whose previous node just shut down.
+async fn restart(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
+    for _ in 0..1_000 {
+        let r = MetaNode::start(NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.to_path_buf(),
+            snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
+        })
+        .await;
+        match r {
+            Ok(node) => return node,
+            Err(e) if e.to_string().contains("already open") => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("node restarts: {e}"),
+        }
+    }
+    panic!("the data dir stayed locked after shutdown");
+}
+
 /// Formats filesystem `t` on `node` with `partitions` partitions of `size`
 /// inode numbers, and opens it.
 async fn format(
@@ -113,8 +134,9 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         );
         tokio::task::yield_now().await;
     }
-
-    let node = start(dir.path()).await;
+    // The last handle may still be closing on another thread (its drop
+    // writes and unlocks the file): the restart may have to try again.
+    let node = restart(dir.path()).await;
     let client = MetaClient::connect(std::slice::from_ref(&node.addr))
         .await
         .unwrap();

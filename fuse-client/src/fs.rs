@@ -97,6 +97,7 @@ pub struct Filesystem {
     pub(crate) compactor: Compactor,
     /// Unlinked files this client has open, held out of the trash purge.
     pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
+    pub(crate) xattr_names: crate::xattr::XattrNames,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
     handles: std::sync::Mutex<HashMap<u64, Ino>>,
     dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
@@ -139,6 +140,7 @@ impl Filesystem {
             writeback,
             compactor: Compactor::new(),
             held: Default::default(),
+            xattr_names: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
             dirs: Default::default(),

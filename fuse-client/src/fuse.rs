@@ -144,6 +144,18 @@ fn bytes(s: &OsStr) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
+/// Answers an xattr read: its size when asked with 0, ERANGE when the
+/// caller's buffer is too small, else the bytes.
+fn sized(reply: fuser::ReplyXattr, bytes: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(bytes.len() as u32);
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
 fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
@@ -533,35 +545,55 @@ impl fuser::Filesystem for FuseAdapter {
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        // ENOSYS tells the kernel to stop asking (it would otherwise ask for
-        // security.capability before every write). Xattrs arrive with issue 5.
-        reply.error(Errno::ENOSYS);
+        let name = bytes(name);
+        self.spawn(move |fs| async move {
+            match fs.getxattr(ino.0, &name).await {
+                Ok(v) => sized(reply, &v, size),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        self.spawn(move |fs| async move {
+            match fs.listxattr(ino.0).await {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for n in names {
+                        list.extend_from_slice(&n);
+                        list.push(0);
+                    }
+                    sized(reply, &list, size)
+                }
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        let (name, value) = (bytes(name), value.to_vec());
+        self.spawn(move |fs| async move {
+            empty(reply, fs.setxattr(ino.0, &name, &value, flags).await)
+        });
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { empty(reply, fs.removexattr(ino.0, &name).await) });
     }
 
     #[allow(clippy::too_many_arguments)]

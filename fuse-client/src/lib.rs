@@ -10,6 +10,7 @@ mod read;
 pub mod slices;
 mod write;
 mod writeback;
+mod xattr;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Filesystem, FsConfig, StatFs};

@@ -272,3 +272,91 @@ async fn attributes_a_change_left_behind_match_the_metaserver() {
     assert!(fs.recent_attr(f.ino).is_none(), "no links left");
     env.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_attributes_follow_linux_rules() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    let f = fs
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.getxattr(f.ino, b"user.a").await.unwrap_err().errno,
+        libc::ENODATA
+    );
+    assert!(fs.listxattr(f.ino).await.unwrap().is_empty());
+    fs.setxattr(f.ino, b"user.a", b"one", 0).await.unwrap();
+    let ctime = fs.getattr(f.ino).await.unwrap().ctime;
+    assert!(ctime >= f.ctime, "setxattr changes ctime");
+    assert_eq!(fs.getxattr(f.ino, b"user.a").await.unwrap(), b"one");
+    // XATTR_CREATE on an existing name, XATTR_REPLACE on a missing one.
+    assert_eq!(
+        fs.setxattr(f.ino, b"user.a", b"x", 1)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EEXIST
+    );
+    assert_eq!(
+        fs.setxattr(f.ino, b"user.b", b"x", 2)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.setxattr(f.ino, b"user.b", b"x", 3)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EINVAL
+    );
+    fs.setxattr(f.ino, b"user.a", b"two", 2).await.unwrap();
+    fs.setxattr(f.ino, b"trusted.t", b"", 0).await.unwrap();
+    fs.setxattr(f.ino, b"security.s", &[7u8; 65536], 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.setxattr(f.ino, b"user.big", &[7u8; 65537], 0)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::E2BIG
+    );
+    assert_eq!(
+        fs.listxattr(f.ino).await.unwrap(),
+        vec![
+            b"security.s".to_vec(),
+            b"trusted.t".to_vec(),
+            b"user.a".to_vec()
+        ]
+    );
+    assert_eq!(fs.getxattr(f.ino, b"user.a").await.unwrap(), b"two");
+    assert_eq!(fs.getxattr(f.ino, b"trusted.t").await.unwrap(), b"");
+    fs.removexattr(f.ino, b"user.a").await.unwrap();
+    assert_eq!(
+        fs.removexattr(f.ino, b"user.a").await.unwrap_err().errno,
+        libc::ENODATA
+    );
+    assert_eq!(
+        fs.getxattr(f.ino, b"user.a").await.unwrap_err().errno,
+        libc::ENODATA
+    );
+    // Directories carry them too, and a removed inode takes its own along.
+    let d = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    fs.setxattr(d.ino, b"user.d", b"dir", 0).await.unwrap();
+    assert_eq!(fs.getxattr(d.ino, b"user.d").await.unwrap(), b"dir");
+    fs.rmdir(1, b"d").await.unwrap();
+    let meta = MetaClient::connect(std::slice::from_ref(&env.node.addr))
+        .await
+        .unwrap()
+        .open_fs("t")
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.list_xattrs(d.ino).await.unwrap_err(),
+        strata_meta::MetaError::NotFound
+    );
+    env.node.shutdown().await;
+}

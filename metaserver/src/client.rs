@@ -531,6 +531,11 @@ impl FsClient {
         self.recent.get(ino, max_age)
     }
 
+    /// Remembers `inode` as a change of this client left it.
+    pub(crate) fn note_recent(&self, inode: &Inode) {
+        self.recent.note([inode.clone()]);
+    }
+
     /// Takes the changed inodes off a namespace change's answer and
     /// remembers them with the inodes the answer itself carries.
     fn note_changed(&self, r: MetaResponse) -> MetaResponse {

@@ -58,6 +58,12 @@ pub enum MetaError {
     /// client adds a partition and tries again.
     #[error("no free inode number in this group's partitions")]
     PartitionsFull,
+    /// The extended attribute asked for does not exist.
+    #[error("no such extended attribute")]
+    NoXattr,
+    /// An extended attribute (or all of an inode's) over the size limit.
+    #[error("extended attribute too large: {0}")]
+    TooBig(String),
 }
 
 impl MetaError {
@@ -76,6 +82,8 @@ impl MetaError {
             MetaError::NoSpace(_) | MetaError::PartitionsFull => libc_errno::ENOSPC,
             MetaError::CrossGroup(_) => libc_errno::EXDEV,
             MetaError::Busy(_) | MetaError::TxAborted => libc_errno::EAGAIN,
+            MetaError::NoXattr => libc_errno::ENODATA,
+            MetaError::TooBig(_) => libc_errno::E2BIG,
             _ => libc_errno::EIO,
         }
     }
@@ -104,4 +112,6 @@ mod libc_errno {
     pub const EMLINK: i32 = 31;
     pub const ENAMETOOLONG: i32 = 36;
     pub const ENOTEMPTY: i32 = 39;
+    pub const ENODATA: i32 = 61;
+    pub const E2BIG: i32 = 7;
 }

@@ -10,8 +10,9 @@ pub mod rpc;
 pub mod server;
 pub mod types;
 pub mod wire;
+pub mod xattr_client;
 
 pub use client::{FsClient, MetaClient};
 pub use error::MetaError;
-pub use request::{MetaRequest, MetaResponse, MetaResult};
+pub use request::{MetaRequest, MetaResponse, MetaResult, XattrMode};
 pub use types::*;

@@ -277,6 +277,45 @@ pub enum MetaRequest {
         after: Option<(Ino, u32)>,
         limit: u32,
     },
+
+    // ---- extended attributes (`crate::server::xattr`) ----
+    /// Read: one extended attribute's value.
+    GetXattr {
+        fs: FsId,
+        ino: Ino,
+        name: Vec<u8>,
+    },
+    /// Read: the names of an inode's extended attributes.
+    ListXattrs {
+        fs: FsId,
+        ino: Ino,
+    },
+    /// Sets an extended attribute; `mode` says whether it must exist or not.
+    SetXattr {
+        fs: FsId,
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        mode: XattrMode,
+        now: Timestamp,
+    },
+    RemoveXattr {
+        fs: FsId,
+        ino: Ino,
+        name: Vec<u8>,
+        now: Timestamp,
+    },
+}
+
+/// What `SetXattr` requires of the attribute's current state.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Fail with Exists if it exists (XATTR_CREATE).
+    Create,
+    /// Fail with NoXattr if it does not exist (XATTR_REPLACE).
+    Replace,
 }
 
 /// Names a cross-group transaction; chosen at random by the client.
@@ -351,6 +390,8 @@ impl MetaRequest {
                 | MetaRequest::GarbageWork { .. }
                 | MetaRequest::ListTrash { .. }
                 | MetaRequest::ListChunks { .. }
+                | MetaRequest::GetXattr { .. }
+                | MetaRequest::ListXattrs { .. }
         )
     }
 }
@@ -410,6 +451,10 @@ pub enum MetaResponse {
     Compacted(bool),
     Trash(Vec<TrashEntry>),
     Chunks(Vec<(Ino, u32, Vec<Slice>)>),
+    /// GetXattr: the value.
+    Xattr(Vec<u8>),
+    /// ListXattrs: the names.
+    XattrNames(Vec<Vec<u8>>),
 }
 
 impl MetaResponse {

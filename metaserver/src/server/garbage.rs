@@ -211,6 +211,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         self.t.del(&key::inode(self.g, fs, inode.ino))?;
+        self.drop_xattrs(fs, inode.ino)?;
         let chunks = self
             .t
             .scan(&key::chunk_prefix(self.g, fs, inode.ino), None, usize::MAX)?;

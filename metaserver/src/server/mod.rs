@@ -8,6 +8,7 @@ mod state_machine;
 pub mod store;
 pub mod txn;
 mod wal;
+pub mod xattr;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -6,8 +6,8 @@
 
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult};
-use crate::server::garbage;
 use crate::server::store::{Rows, RowsMut, StoreError, key};
+use crate::server::{garbage, xattr};
 use crate::types::*;
 
 /// Readdir pages are capped so one answer stays far below the frame limit.
@@ -235,6 +235,15 @@ pub fn apply<T: RowsMut>(
             new,
             now,
         } => c.compact_chunk(fs, ino, index, &old, new, now)?,
+        R::SetXattr {
+            fs,
+            ino,
+            name,
+            value,
+            mode,
+            now,
+        } => c.set_xattr(fs, ino, &name, value, mode, now)?,
+        R::RemoveXattr { fs, ino, name, now } => c.remove_xattr(fs, ino, &name, now)?,
         read => return read_rows(&*c.t, g, read),
     };
     Ok(res)
@@ -309,6 +318,8 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::ListChunks { fs, after, limit } => {
             return garbage::list_chunks(t, g, fs, after, limit);
         }
+        R::GetXattr { fs, ino, name } => return xattr::get(t, g, fs, ino, &name),
+        R::ListXattrs { fs, ino } => return xattr::list(t, g, fs, ino),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),

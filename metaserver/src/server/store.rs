@@ -115,6 +115,7 @@ pub mod key {
     pub const DELETIONS: u8 = 22;
     pub const TRASH_USAGE: u8 = 23;
     pub const HOLD: u8 = 24;
+    pub const XATTR: u8 = 25;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -236,6 +237,18 @@ pub mod key {
         let mut k = tagged(g, HOLD);
         k.extend_from_slice(&fs.to_be_bytes());
         k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    /// Extended attributes of one inode, by name.
+    pub fn xattr_prefix(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, XATTR);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+    pub fn xattr(g: GroupId, fs: FsId, ino: Ino, name: &[u8]) -> Vec<u8> {
+        let mut k = xattr_prefix(g, fs, ino);
+        k.extend_from_slice(name);
         k
     }
     /// Slices whose objects are to be deleted.

@@ -16,9 +16,12 @@ use crate::fs::Filesystem;
 /// Inodes whose names are kept before the oldest are dropped.
 const CACHED_INODES: usize = 4096;
 
+/// The attribute names of one inode, and when they were read.
+type Names = (Instant, HashSet<Vec<u8>>);
+
 #[derive(Default)]
 pub(crate) struct XattrNames {
-    map: std::sync::Mutex<HashMap<Ino, (Instant, HashSet<Vec<u8>>)>>,
+    map: std::sync::Mutex<HashMap<Ino, Names>>,
 }
 
 impl XattrNames {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use strata_meta::request::RenameMode;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -172,7 +174,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
             .map(|(k, _)| k.clone())
             .collect();
         let pick = |rng: &mut Rng| files[rng.below(files.len() as u64) as usize].clone();
-        let op = rng.below(10);
+        let op = rng.below(11);
         match op {
             0..=2 => {
                 let name = format!("f{n}");
@@ -198,6 +200,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                     name.as_bytes(),
                     m.dirs[dir],
                     new_name.as_bytes(),
+                    RenameMode::Replace,
                 ))
                 .unwrap_or_else(|e| panic!("rename {from}/{name} -> {dir}/{new_name}: {e}"));
                 let v = m.entries.remove(&(from, name)).unwrap();
@@ -222,6 +225,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                         name.as_bytes(),
                         m.dirs[to],
                         victim.as_bytes(),
+                        RenameMode::Replace,
                     ))
                     .unwrap_or_else(|e| panic!("rename {from}/{name} onto {to}/{victim}: {e}"));
                     let v = m.entries.remove(&(from, name)).unwrap();
@@ -233,6 +237,25 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                 rt.block_on(fs.unlink(m.dirs[from], name.as_bytes()))
                     .unwrap_or_else(|e| panic!("unlink {from}/{name}: {e}"));
                 m.entries.remove(&(from, name));
+            }
+            10 if files.len() > 1 => {
+                // Two names swap their files (RENAME_EXCHANGE), often across groups.
+                let (a, an) = pick(&mut rng);
+                let (b, bn) = pick(&mut rng);
+                if (a, &an) != (b, &bn) {
+                    rt.block_on(fs.rename(
+                        m.dirs[a],
+                        an.as_bytes(),
+                        m.dirs[b],
+                        bn.as_bytes(),
+                        RenameMode::Exchange,
+                    ))
+                    .unwrap_or_else(|e| panic!("exchange {a}/{an} with {b}/{bn}: {e}"));
+                    let va = m.entries[&(a, an.clone())];
+                    let vb = m.entries[&(b, bn.clone())];
+                    m.entries.insert((a, an), vb);
+                    m.entries.insert((b, bn), va);
+                }
             }
             8 => {
                 let name = format!("e{n}");
@@ -389,7 +412,13 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
                 let mut won = BTreeSet::new();
                 for i in 0..FILES {
                     let name = format!("f{i}");
-                    match rt.block_on(fs.rename(a, name.as_bytes(), to, name.as_bytes())) {
+                    match rt.block_on(fs.rename(
+                        a,
+                        name.as_bytes(),
+                        to,
+                        name.as_bytes(),
+                        RenameMode::Replace,
+                    )) {
                         Ok(_) => {
                             won.insert(name);
                         }

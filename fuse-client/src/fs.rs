@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use strata_cache::{BlockCache, Staging};
+use strata_meta::request::RenameMode;
 use strata_meta::{Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Timestamp};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -317,14 +318,27 @@ impl Filesystem {
         flags: u32,
     ) -> FsResult<()> {
         self.check_writable()?;
-        if flags != 0 {
-            return Err(FsError::new(
-                libc::EINVAL,
-                "rename flags (RENAME_NOREPLACE/EXCHANGE) are not supported yet",
-            ));
-        }
-        let held = self.hold_if_open(new_parent, new_name).await;
-        let replaced = self.meta.rename(parent, name, new_parent, new_name).await;
+        const NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+        const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+        let mode = match flags {
+            0 => RenameMode::Replace,
+            NOREPLACE => RenameMode::NoReplace,
+            EXCHANGE => RenameMode::Exchange,
+            _ => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "rename flags: RENAME_NOREPLACE or RENAME_EXCHANGE (whiteouts are not supported)",
+                ));
+            }
+        };
+        let held = match mode {
+            RenameMode::Replace => self.hold_if_open(new_parent, new_name).await,
+            _ => None,
+        };
+        let replaced = self
+            .meta
+            .rename(parent, name, new_parent, new_name, mode)
+            .await;
         let gone = replaced
             .as_ref()
             .ok()

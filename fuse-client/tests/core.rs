@@ -360,3 +360,73 @@ async fn extended_attributes_follow_linux_rules() {
     );
     env.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_noreplace_and_exchange() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    let (noreplace, exchange) = (libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE);
+    let file = |name: &'static [u8]| async move {
+        fs.mknod(1, name, strata_meta::FileType::File, 0o644, 0, 0, 0)
+            .await
+            .unwrap()
+    };
+    let a = file(b"a").await;
+    let b = file(b"b").await;
+    assert_eq!(
+        fs.rename(1, b"a", 1, b"b", noreplace)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EEXIST
+    );
+    fs.rename(1, b"a", 1, b"c", noreplace).await.unwrap();
+    assert_eq!(fs.lookup(1, b"c").await.unwrap().ino, a.ino);
+    // Exchange two files: each name now shows the other's inode.
+    fs.rename(1, b"c", 1, b"b", exchange).await.unwrap();
+    assert_eq!(fs.lookup(1, b"c").await.unwrap().ino, b.ino);
+    assert_eq!(fs.lookup(1, b"b").await.unwrap().ino, a.ino);
+    assert_eq!(
+        fs.rename(1, b"c", 1, b"missing", exchange)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::ENOENT
+    );
+    // A directory and a file in different directories: link counts follow.
+    let d1 = fs.mkdir(1, b"d1", 0o755, 0, 0).await.unwrap();
+    let sub = fs.mkdir(d1.ino, b"sub", 0o755, 0, 0).await.unwrap();
+    let d2 = fs.mkdir(1, b"d2", 0o755, 0, 0).await.unwrap();
+    let f = fs
+        .mknod(d2.ino, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .await
+        .unwrap();
+    fs.rename(d1.ino, b"sub", d2.ino, b"f", exchange)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(d1.ino, b"sub").await.unwrap().ino, f.ino);
+    assert_eq!(fs.lookup(d2.ino, b"f").await.unwrap().ino, sub.ino);
+    assert_eq!(fs.getattr(d1.ino).await.unwrap().nlink, 2);
+    assert_eq!(fs.getattr(d2.ino).await.unwrap().nlink, 3);
+    assert_eq!(fs.getattr(sub.ino).await.unwrap().parent, d2.ino);
+    // Never a directory into its own subtree.
+    let inner = fs.mkdir(sub.ino, b"inner", 0o755, 0, 0).await.unwrap();
+    let x = fs
+        .mknod(inner.ino, b"x", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.rename(d2.ino, b"f", inner.ino, b"x", exchange)
+            .await
+            .unwrap_err()
+            .errno,
+        libc::EINVAL
+    );
+    assert_eq!(fs.lookup(inner.ino, b"x").await.unwrap().ino, x.ino);
+    assert_eq!(
+        fs.rename(1, b"b", 1, b"c", 4).await.unwrap_err().errno,
+        libc::EINVAL,
+        "whiteouts are refused"
+    );
+    env.node.shutdown().await;
+}

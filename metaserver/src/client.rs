@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::MetaError;
-use crate::request::{IntentInfo, MetaRequest, MetaResponse, Origin, TxId, TxStep};
+use crate::request::{IntentInfo, MetaRequest, MetaResponse, Origin, RenameMode, TxId, TxStep};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{Request, Response};
@@ -413,6 +413,25 @@ impl MetaClient {
         }
         Ok(total)
     }
+}
+
+/// Steps of a transaction grouped by group: the coordinator's own, and each
+/// participant's, in the order they came.
+type Parts = Vec<(GroupId, Vec<TxStep>)>;
+
+fn split_steps(steps: Vec<(GroupId, TxStep)>, coord: GroupId) -> (Parts, Vec<TxStep>) {
+    let mut parts: Parts = Vec::new();
+    let mut coord_steps = Vec::new();
+    for (g, step) in steps {
+        if g == coord {
+            coord_steps.push(step);
+        } else if let Some((_, list)) = parts.iter_mut().find(|(pg, _)| *pg == g) {
+            list.push(step);
+        } else {
+            parts.push((g, vec![step]));
+        }
+    }
+    (parts, coord_steps)
 }
 
 fn unexpected(r: MetaResponse) -> MetaError {
@@ -1092,25 +1111,41 @@ impl FsClient {
         .await
     }
 
+    /// Renames `parent/name` to `new_parent/new_name` as `mode` says;
+    /// returns the inode a plain rename replaced, if any.
     pub async fn rename(
         &self,
         parent: Ino,
         name: &[u8],
         new_parent: Ino,
         new_name: &[u8],
+        mode: RenameMode,
     ) -> Result<Option<Inode>, MetaError> {
         let (sg, dg) = (
             self.group_of(parent).await?,
             self.group_of(new_parent).await?,
         );
         if sg == dg {
-            let req = MetaRequest::Rename {
-                fs: self.info.id,
-                parent,
-                name: name.to_vec(),
-                new_parent,
-                new_name: new_name.to_vec(),
-                now: Timestamp::now(),
+            let (fs, now) = (self.info.id, Timestamp::now());
+            let (name_v, new_name_v) = (name.to_vec(), new_name.to_vec());
+            let req = match mode {
+                RenameMode::Replace => MetaRequest::Rename {
+                    fs,
+                    parent,
+                    name: name_v,
+                    new_parent,
+                    new_name: new_name_v,
+                    now,
+                },
+                mode => MetaRequest::RenameWith {
+                    fs,
+                    parent,
+                    name: name_v,
+                    new_parent,
+                    new_name: new_name_v,
+                    mode,
+                    now,
+                },
             };
             match self.call_group(sg, req).await {
                 Ok(r) => {
@@ -1120,7 +1155,7 @@ impl FsClient {
                 Err(e) => return Err(e),
             }
         }
-        self.retrying(|| self.rename_across(parent, name, new_parent, new_name))
+        self.retrying(|| self.rename_across(parent, name, new_parent, new_name, mode))
             .await
     }
 
@@ -1131,6 +1166,7 @@ impl FsClient {
         name: &[u8],
         new_parent: Ino,
         new_name: &[u8],
+        mode: RenameMode,
     ) -> Result<Option<Inode>, MetaError> {
         validate_name(name)?;
         validate_name(new_name)?;
@@ -1142,6 +1178,16 @@ impl FsClient {
         let target_dir = self.getattr(new_parent).await?;
         if target_dir.kind != FileType::Dir {
             return Err(MetaError::NotDir);
+        }
+        match (mode, dst) {
+            (RenameMode::NoReplace, Some(_)) => return Err(MetaError::Exists),
+            (RenameMode::Exchange, None) => return Err(MetaError::NotFound),
+            (RenameMode::Exchange, Some(d)) => {
+                return self
+                    .exchange_across((parent, name, src), (new_parent, new_name, d))
+                    .await;
+            }
+            _ => {}
         }
         if dst.is_some_and(|d| d.ino == src.ino) {
             // POSIX: renaming onto another link of the same file does nothing.
@@ -1225,17 +1271,7 @@ impl FsClient {
                 },
             ));
         }
-        let mut parts: Vec<(GroupId, Vec<TxStep>)> = Vec::new();
-        let mut coord_steps = Vec::new();
-        for (g, step) in steps {
-            if g == dg {
-                coord_steps.push(step);
-            } else if let Some((_, list)) = parts.iter_mut().find(|(pg, _)| *pg == g) {
-                list.push(step);
-            } else {
-                parts.push((g, vec![step]));
-            }
-        }
+        let (parts, coord_steps) = split_steps(steps, dg);
         let changed = self.transact(parts, dg, |_| coord_steps).await?;
         Ok(dst.and_then(|d| {
             changed
@@ -1244,6 +1280,100 @@ impl FsClient {
                 .find(|(i, _)| i.ino == d.ino)
                 .map(|(i, _)| i)
         }))
+    }
+
+    /// Whether directory `dir` is `ancestor` or lies below it (walking up
+    /// parent pointers; see the cross-group rename decision).
+    async fn within(&self, ancestor: Ino, dir: Ino) -> Result<bool, MetaError> {
+        let mut cur = dir;
+        while cur != ROOT_INO {
+            if cur == ancestor {
+                return Ok(true);
+            }
+            cur = self.getattr(cur).await?.parent;
+        }
+        Ok(ancestor == ROOT_INO)
+    }
+
+    /// RENAME_EXCHANGE across groups: each name takes the other's inode.
+    async fn exchange_across(
+        &self,
+        (parent, name, src): (Ino, &[u8], Dentry),
+        (new_parent, new_name, dst): (Ino, &[u8], Dentry),
+    ) -> Result<Option<Inode>, MetaError> {
+        if src.ino == dst.ino {
+            return Ok(None);
+        }
+        let moves = parent != new_parent;
+        let (a_dir, b_dir) = (
+            moves && src.kind == FileType::Dir,
+            moves && dst.kind == FileType::Dir,
+        );
+        if (a_dir && self.within(src.ino, new_parent).await?)
+            || (b_dir && self.within(dst.ino, parent).await?)
+        {
+            return Err(MetaError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        let (sg, dg) = (
+            self.group_of(parent).await?,
+            self.group_of(new_parent).await?,
+        );
+        let delta = i32::from(b_dir) - i32::from(a_dir);
+        let steps: Vec<(GroupId, TxStep)> = vec![
+            (
+                sg,
+                TxStep::PutDentry {
+                    parent,
+                    name: name.to_vec(),
+                    ino: dst.ino,
+                    kind: dst.kind,
+                    replace: Some(src.ino),
+                },
+            ),
+            (
+                dg,
+                TxStep::PutDentry {
+                    parent: new_parent,
+                    name: new_name.to_vec(),
+                    ino: src.ino,
+                    kind: src.kind,
+                    replace: Some(dst.ino),
+                },
+            ),
+            (
+                sg,
+                TxStep::TouchDir {
+                    ino: parent,
+                    nlink: delta,
+                },
+            ),
+            (
+                dg,
+                TxStep::TouchDir {
+                    ino: new_parent,
+                    nlink: -delta,
+                },
+            ),
+            (
+                self.group_of(src.ino).await?,
+                TxStep::Moved {
+                    ino: src.ino,
+                    new_parent,
+                },
+            ),
+            (
+                self.group_of(dst.ino).await?,
+                TxStep::Moved {
+                    ino: dst.ino,
+                    new_parent: parent,
+                },
+            ),
+        ];
+        let (parts, coord_steps) = split_steps(steps, dg);
+        self.transact(parts, dg, |_| coord_steps).await?;
+        Ok(None)
     }
 
     /// One page of a directory; entries whose inode lives elsewhere are filled in.

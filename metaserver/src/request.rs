@@ -305,6 +305,27 @@ pub enum MetaRequest {
         name: Vec<u8>,
         now: Timestamp,
     },
+    /// `Rename` with renameat2's flags.
+    RenameWith {
+        fs: FsId,
+        parent: Ino,
+        name: Vec<u8>,
+        new_parent: Ino,
+        new_name: Vec<u8>,
+        mode: RenameMode,
+        now: Timestamp,
+    },
+}
+
+/// What a rename does to an existing target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace it (plain rename).
+    Replace,
+    /// Fail with Exists (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swap the two entries; the target must exist (RENAME_EXCHANGE).
+    Exchange,
 }
 
 /// What `SetXattr` requires of the attribute's current state.

@@ -1,6 +1,7 @@
 //! A real one-node metaserver over TCP: metadata operations, their errors, and
 //! persistence across a restart.
 
+use strata_meta::request::RenameMode;
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{FileType, MetaClient, MetaError, SetAttr, Slice};
 
@@ -105,7 +106,9 @@ async fn metadata_survives_restart_and_errors_are_exact() {
     assert_eq!(f.size, 100);
     fs.link(f.ino, 1, b"hard").await.unwrap();
     assert_eq!(fs.getattr(f.ino).await.unwrap().nlink, 2);
-    fs.rename(d.ino, b"f", 1, b"moved").await.unwrap();
+    fs.rename(d.ino, b"f", 1, b"moved", RenameMode::Replace)
+        .await
+        .unwrap();
     assert_eq!(fs.lookup(d.ino, b"f").await, Err(MetaError::NotFound));
     assert_eq!(fs.getattr(1).await.unwrap().nlink, 3);
     let truncated = fs

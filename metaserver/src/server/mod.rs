@@ -4,6 +4,7 @@ pub mod garbage;
 mod log_store;
 mod network;
 pub mod ops;
+mod rename;
 mod state_machine;
 pub mod store;
 pub mod txn;

@@ -5,7 +5,7 @@
 //! trace. `read` answers read-only requests from a read transaction.
 
 use crate::MetaError;
-use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult};
+use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
 use crate::server::{garbage, xattr};
 use crate::types::*;
@@ -182,7 +182,22 @@ pub fn apply<T: RowsMut>(
             new_parent,
             new_name,
             now,
-        } => c.rename(fs, parent, &name, new_parent, &new_name, now)?,
+        } => c.rename(
+            fs,
+            (parent, &name),
+            (new_parent, &new_name),
+            RenameMode::Replace,
+            now,
+        )?,
+        R::RenameWith {
+            fs,
+            parent,
+            name,
+            new_parent,
+            new_name,
+            mode,
+            now,
+        } => c.rename(fs, (parent, &name), (new_parent, &new_name), mode, now)?,
         R::WriteSlices {
             fs,
             ino,
@@ -363,7 +378,7 @@ fn validate_lookup_name(name: &[u8]) -> Result<(), MetaError> {
     validate_name(name)
 }
 
-fn get_dir<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> OpResult<Inode> {
+pub(crate) fn get_dir<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> OpResult<Inode> {
     match t.load::<Inode>(&key::inode(g, fs, ino))? {
         None => Ok(Err(MetaError::NotFound)),
         Some(i) if i.kind != FileType::Dir => Ok(Err(MetaError::NotDir)),
@@ -948,121 +963,6 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::in_dirs(
             MetaResponse::Unlinked { inode, removed },
             vec![dir],
-        )))
-    }
-
-    fn rename(
-        &mut self,
-        fs: FsId,
-        parent: Ino,
-        name: &[u8],
-        new_parent: Ino,
-        new_name: &[u8],
-        now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
-        tri!(validate_name(name));
-        tri!(validate_name(new_name));
-        tri!(get_dir(&*self.t, self.g, fs, parent)?);
-        let new_dir = tri!(get_dir(&*self.t, self.g, fs, new_parent)?);
-        if new_dir.nlink == 0 {
-            return Ok(Err(MetaError::NotFound));
-        }
-        let src_key = key::dentry(self.g, fs, parent, name);
-        let Some(src) = self.t.load::<Dentry>(&src_key)? else {
-            return Ok(Err(MetaError::NotFound));
-        };
-        let dst_key = key::dentry(self.g, fs, new_parent, new_name);
-        let dst = self.t.load::<Dentry>(&dst_key)?;
-        if let Some(d) = dst
-            && d.ino == src.ino
-        {
-            // POSIX: renaming onto another link of the same file does nothing.
-            return Ok(Ok(MetaResponse::Renamed { replaced: None }));
-        }
-        if src.kind == FileType::Dir && parent != new_parent {
-            // A directory may not move below itself.
-            let mut cur = new_parent;
-            loop {
-                if cur == src.ino {
-                    return Ok(Err(MetaError::Invalid(
-                        "cannot move a directory into itself".into(),
-                    )));
-                }
-                if cur == ROOT_INO {
-                    break;
-                }
-                cur = tri!(self.inode(fs, cur)?).parent;
-            }
-        }
-        let mut replaced = None;
-        if let Some(d) = dst {
-            match (src.kind == FileType::Dir, d.kind == FileType::Dir) {
-                (true, false) => return Ok(Err(MetaError::NotDir)),
-                (false, true) => return Ok(Err(MetaError::IsDir)),
-                _ => {}
-            }
-        }
-        // Check everything before the first write.
-        let mut moved = tri!(self.inode(fs, src.ino)?);
-        let victim = match dst {
-            Some(d) => {
-                let v = tri!(self.inode(fs, d.ino)?);
-                if v.kind == FileType::Dir && !tri!(self.empty_dir(fs, d.ino)?) {
-                    return Ok(Err(MetaError::NotEmpty));
-                }
-                Some(v)
-            }
-            None => None,
-        };
-        let mut locked = vec![src.ino, new_parent];
-        locked.extend(dst.map(|d| d.ino));
-        tri!(self.check_unlocked(fs, &locked, &[(parent, name), (new_parent, new_name)])?);
-        if let Some(v) = victim {
-            let (v, _) = self.drop_link(fs, v, Some((new_parent, new_name)), now)?;
-            replaced = Some(v);
-        }
-        self.t.del(&src_key)?;
-        self.t.put(&dst_key, &src)?;
-        moved.ctime = now;
-        if src.kind == FileType::Dir {
-            moved.parent = new_parent;
-        }
-        self.save(fs, &moved)?;
-        // Re-read the parents: the victim's removal may have changed the new one.
-        let mut old_dir = tri!(self.inode(fs, parent)?);
-        let src_is_dir = src.kind == FileType::Dir;
-        let replaced_dir = replaced.as_ref().is_some_and(|r| r.kind == FileType::Dir);
-        // The moved inode changed too (ctime; a directory's parent pointer).
-        let moved_inode = moved.clone();
-        let mut dirs = if parent == new_parent {
-            if replaced_dir {
-                old_dir.nlink = old_dir.nlink.saturating_sub(1);
-            }
-            old_dir.mtime = now;
-            old_dir.ctime = now;
-            self.save(fs, &old_dir)?;
-            vec![old_dir]
-        } else {
-            let mut new_dir = tri!(self.inode(fs, new_parent)?);
-            if src_is_dir {
-                old_dir.nlink = old_dir.nlink.saturating_sub(1);
-                new_dir.nlink += 1;
-            }
-            if replaced_dir {
-                new_dir.nlink = new_dir.nlink.saturating_sub(1);
-            }
-            old_dir.mtime = now;
-            old_dir.ctime = now;
-            new_dir.mtime = now;
-            new_dir.ctime = now;
-            self.save(fs, &old_dir)?;
-            self.save(fs, &new_dir)?;
-            vec![old_dir, new_dir]
-        };
-        dirs.push(moved_inode);
-        Ok(Ok(MetaResponse::in_dirs(
-            MetaResponse::Renamed { replaced },
-            dirs,
         )))
     }
 

@@ -99,6 +99,8 @@ pub struct Filesystem {
     /// Unlinked files this client has open, held out of the trash purge.
     pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
     pub(crate) xattr_names: crate::xattr::XattrNames,
+    /// Modification time and size of files at their last open here.
+    opened: std::sync::Mutex<HashMap<Ino, (Timestamp, u64)>>,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
     handles: std::sync::Mutex<HashMap<u64, Ino>>,
     dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
@@ -107,6 +109,8 @@ pub struct Filesystem {
 }
 
 const SYMLINK_MAX: usize = strata_meta::MAX_SYMLINK_LEN;
+/// Files whose state at open is remembered before the memory is cleared.
+const OPENED_KEPT: usize = 100_000;
 /// What statfs reports as capacity: object stores have no meaningful size.
 const REPORTED_CAPACITY: u64 = 1 << 50;
 const REPORTED_INODES: u64 = 1 << 40;
@@ -142,6 +146,7 @@ impl Filesystem {
             compactor: Compactor::new(),
             held: Default::default(),
             xattr_names: Default::default(),
+            opened: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
             dirs: Default::default(),
@@ -361,6 +366,14 @@ impl Filesystem {
     }
 
     pub async fn open(&self, ino: Ino, flags: i32) -> FsResult<u64> {
+        Ok(self.open_cached(ino, flags).await?.0)
+    }
+
+    /// Opens `ino`; also says whether the kernel may keep the pages it has
+    /// cached of it: only if the file has the same modification time and
+    /// size as at this client's previous open of it (close-to-open: a change
+    /// from anywhere drops them).
+    pub async fn open_cached(&self, ino: Ino, flags: i32) -> FsResult<(u64, bool)> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writes {
             self.check_writable()?;
@@ -381,7 +394,15 @@ impl Filesystem {
         if !d.has_pending() {
             d.invalidate(&inode);
         }
-        Ok(fh)
+        let seen = (inode.mtime, inode.size);
+        let keep = {
+            let mut opened = self.opened.lock().unwrap();
+            if opened.len() >= OPENED_KEPT {
+                opened.clear();
+            }
+            opened.insert(ino, seen) == Some(seen)
+        };
+        Ok((fh, keep))
     }
 
     /// Opens a handle on `inode`. The first handle of an inode starts from the

@@ -144,6 +144,16 @@ fn bytes(s: &OsStr) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
+/// How the kernel should treat an open file: O_DIRECT bypasses its page
+/// cache, as it does on a local filesystem.
+fn open_flags(flags: i32) -> FopenFlags {
+    if flags & libc::O_DIRECT != 0 {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 /// Answers an xattr read: its size when asked with 0, ERANGE when the
 /// caller's buffer is too small, else the bytes.
 fn sized(reply: fuser::ReplyXattr, bytes: &[u8], size: u32) {
@@ -349,8 +359,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |fs| async move {
-            match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            match fs.open_cached(ino.0, flags.0).await {
+                Ok((fh, keep)) => {
+                    let mut f = open_flags(flags.0);
+                    if keep {
+                        f |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(fh), f)
+                }
                 Err(e) => fail(reply, e, |r, e| r.error(e)),
             }
         });
@@ -617,6 +633,48 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move {
+            empty(reply, fs.fallocate(ino.0, fh.0, offset, length, mode).await)
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.spawn(move |fs| async move {
+            let r = fs
+                .copy_file_range(
+                    ino_in.0, fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len,
+                )
+                .await;
+            match r {
+                Ok(n) => reply.written(n),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -638,7 +696,7 @@ impl fuser::Filesystem for FuseAdapter {
                     &to_file_attr(&i),
                     Generation(i.generation),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags(flags),
                 ),
                 Err(e) => fail(reply, e, |r, e| r.error(e)),
             }

@@ -1,6 +1,7 @@
 //! strata-fuse: the filesystem core (async, testable without FUSE) and a thin
 //! fuser adapter.
 
+mod alloc;
 pub mod error;
 mod file;
 pub mod fs;

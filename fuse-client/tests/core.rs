@@ -430,3 +430,57 @@ async fn rename_noreplace_and_exchange() {
     );
     env.node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallocate_punches_holes_and_copy_file_range_copies() {
+    let env = setup(64 << 10, 256 << 10).await;
+    let fs = &env.fs;
+    let (f, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8 + 1).collect();
+    fs.write(f.ino, fh, 0, &data).await.unwrap();
+    // Punch a hole across a chunk boundary: zeros there, the size unchanged.
+    fs.fallocate(f.ino, fh, 200_000, 100_000, 0x01 | 0x02)
+        .await
+        .unwrap();
+    let mut want = data.clone();
+    want[200_000..300_000].fill(0);
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, 600_000);
+    assert!(fs.read(f.ino, fh, 0, 600_000).await.unwrap()[..] == want[..]);
+    // Allocating past the end grows the file (zeros); with KEEP_SIZE it does not.
+    fs.fallocate(f.ino, fh, 590_000, 20_000, 0x01)
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, 600_000);
+    fs.fallocate(f.ino, fh, 590_000, 20_000, 0).await.unwrap();
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, 610_000);
+    want.resize(610_000, 0);
+    // ZERO_RANGE zeroes without KEEP_SIZE too.
+    fs.fallocate(f.ino, fh, 10, 20, 0x10).await.unwrap();
+    want[10..30].fill(0);
+    assert!(fs.read(f.ino, fh, 0, 700_000).await.unwrap()[..] == want[..]);
+    for (mode, errno) in [
+        (0x02, libc::EINVAL),
+        (0x08, libc::EOPNOTSUPP),
+        (0x01 | 0x02 | 0x10, libc::EINVAL),
+    ] {
+        assert_eq!(
+            fs.fallocate(f.ino, fh, 0, 10, mode)
+                .await
+                .unwrap_err()
+                .errno,
+            errno,
+            "mode {mode:#x}"
+        );
+    }
+    let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let n = fs
+        .copy_file_range(f.ino, fh, 100, g.ino, gh, 7, 10 << 20)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, want.len() - 100, "stops at the source's end");
+    let copied = fs.read(g.ino, gh, 0, 1 << 20).await.unwrap();
+    assert!(copied[..7] == [0; 7] && copied[7..] == want[100..]);
+    fs.release(f.ino, fh).await.unwrap();
+    fs.release(g.ino, gh).await.unwrap();
+    env.node.shutdown().await;
+}

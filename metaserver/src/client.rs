@@ -1446,6 +1446,20 @@ impl FsClient {
         }
     }
 
+    /// Makes `[offset, offset + len)` of file `ino` read as zeros.
+    pub async fn punch_hole(&self, ino: Ino, offset: u64, len: u64) -> Result<Inode, MetaError> {
+        let req = MetaRequest::PunchHole {
+            fs: self.info.id,
+            ino,
+            offset,
+            len,
+            now: Timestamp::now(),
+        };
+        let inode = expect!(self.call(ino, req).await?, MetaResponse::Inode(i) => i)?;
+        self.recent.note([inode.clone()]);
+        Ok(inode)
+    }
+
     /// Reserves `count` consecutive slice ids and returns the first.
     pub async fn alloc_slice_ids(&self, count: u64) -> Result<SliceId, MetaError> {
         let r = self

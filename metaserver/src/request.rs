@@ -315,6 +315,15 @@ pub enum MetaRequest {
         mode: RenameMode,
         now: Timestamp,
     },
+    /// Makes `[offset, offset + len)` of a file read as zeros (fallocate's
+    /// PUNCH_HOLE and ZERO_RANGE); the size does not change.
+    PunchHole {
+        fs: FsId,
+        ino: Ino,
+        offset: u64,
+        len: u64,
+        now: Timestamp,
+    },
 }
 
 /// What a rename does to an existing target.

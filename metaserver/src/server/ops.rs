@@ -198,6 +198,15 @@ pub fn apply<T: RowsMut>(
             mode,
             now,
         } => c.rename(fs, (parent, &name), (new_parent, &new_name), mode, now)?,
+        R::PunchHole {
+            fs,
+            ino,
+            offset,
+            len,
+            now,
+        } => c
+            .punch_hole(fs, ino, offset, len, now)?
+            .map(MetaResponse::Inode),
         R::WriteSlices {
             fs,
             ino,
@@ -1007,6 +1016,49 @@ impl<T: RowsMut> Ctx<'_, T> {
             inode.mtime = t;
         }
         inode.ctime = set.ctime.unwrap_or(now);
+        self.save(fs, &inode)?;
+        Ok(Ok(inode))
+    }
+
+    /// Hides `[offset, offset + len)` (clipped to the size) behind hole
+    /// slices, so it reads as zeros; objects of slices it covers stay until
+    /// compaction rewrites the chunk.
+    fn punch_hole(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        offset: u64,
+        len: u64,
+        now: Timestamp,
+    ) -> OpResult<Inode> {
+        let mut inode = tri!(self.inode(fs, ino)?);
+        if inode.kind != FileType::File {
+            return Ok(Err(MetaError::Invalid(
+                "only regular files have holes to punch".into(),
+            )));
+        }
+        tri!(self.check_unlocked(fs, &[ino], &[])?);
+        let cs = self.chunk_size(fs)?;
+        let end = offset.saturating_add(len).min(inode.size);
+        let mut at = offset;
+        while at < end {
+            let idx = at / cs;
+            let pos = at % cs;
+            let n = (end - at).min(cs - pos);
+            let k = key::chunk(self.g, fs, ino, idx as u32);
+            // A chunk with no slices reads as zeros already.
+            if let Some(mut slices) = self.t.load::<Vec<Slice>>(&k)? {
+                slices.push(Slice {
+                    id: 0,
+                    pos: pos as u32,
+                    len: n as u32,
+                });
+                self.t.put(&k, &slices)?;
+            }
+            at += n;
+        }
+        inode.mtime = now;
+        inode.ctime = now;
         self.save(fs, &inode)?;
         Ok(Ok(inode))
     }

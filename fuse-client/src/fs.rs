@@ -42,6 +42,9 @@ pub struct FsConfig {
     /// Keep full blocks of large writes in the disk cache too (partial
     /// blocks always go there).
     pub cache_large_writes: bool,
+    /// How long this client's file locks outlive it if it dies (they are
+    /// renewed every third of it while it runs).
+    pub lock_lease: Duration,
 }
 
 impl Default for FsConfig {
@@ -58,6 +61,7 @@ impl Default for FsConfig {
             gc_interval: Duration::from_secs(10),
             deletion_delay: Duration::from_secs(60),
             cache_large_writes: false,
+            lock_lease: Duration::from_secs(30),
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct Filesystem {
     /// Unlinked files this client has open, held out of the trash purge.
     pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
     pub(crate) xattr_names: crate::xattr::XattrNames,
+    pub(crate) locks: crate::locks::HeldLocks,
     /// Modification time and size of files at their last open here.
     opened: std::sync::Mutex<HashMap<Ino, (Timestamp, u64)>>,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
@@ -146,6 +151,7 @@ impl Filesystem {
             compactor: Compactor::new(),
             held: Default::default(),
             xattr_names: Default::default(),
+            locks: Default::default(),
             opened: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
@@ -545,6 +551,7 @@ impl Filesystem {
                 first_err.get_or_insert(e);
             }
         }
+        self.release_all_locks().await;
         if let Some(wb) = &self.writeback {
             // Other clients see written-back data once it is committed; the
             // journal would finish it at the next start, but not for them.

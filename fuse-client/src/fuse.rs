@@ -180,10 +180,14 @@ impl fuser::Filesystem for FuseAdapter {
         // Listings return attributes too (one round trip for `ls -l`), and
         // lookups in one directory may run in parallel. Kernels without them
         // just do not get them.
+        // File locks (fcntl and flock) go to the metaserver, so they hold
+        // across clients.
         for cap in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -417,16 +421,20 @@ impl fuser::Filesystem for FuseAdapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Nothing buffered (a file opened only to read, or already
-        // committed): answered here, without a task.
-        if self.fs.nothing_to_flush(ino.0) {
+        // committed) and no locks to drop: answered here, without a task.
+        if self.fs.nothing_to_flush(ino.0) && !self.fs.holds_locks(ino.0, lock_owner.0) {
             reply.ok();
             return;
         }
-        self.spawn(move |fs| async move { empty(reply, fs.flush(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move {
+            // Closing any descriptor drops its process's POSIX locks on the file.
+            let locks = fs.release_locks(ino.0, lock_owner.0).await;
+            empty(reply, fs.flush(ino.0, fh.0).await.and(locks))
+        });
     }
 
     fn release(
@@ -435,15 +443,65 @@ impl fuser::Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if self.fs.try_release_now(ino.0, fh.0) {
+        // With an owner, the last close of an flock'ed file: the lock goes.
+        let flock = lock_owner.filter(|o| self.fs.holds_locks(ino.0, o.0));
+        if flock.is_none() && self.fs.try_release_now(ino.0, fh.0) {
             reply.ok();
             return;
         }
-        self.spawn(move |fs| async move { empty(reply, fs.release(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move {
+            let locks = match flock {
+                Some(o) => fs.release_locks(ino.0, o.0).await,
+                None => Ok(()),
+            };
+            empty(reply, fs.release(ino.0, fh.0).await.and(locks))
+        });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.getlk(ino.0, lock_owner.0, start, end, typ, pid).await {
+                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move {
+            empty(
+                reply,
+                fs.setlk(ino.0, lock_owner.0, start, end, typ, pid, sleep)
+                    .await,
+            )
+        });
     }
 
     fn fsync(

@@ -93,6 +93,15 @@ impl Filesystem {
                 }
             }
         });
+        let weak = Arc::downgrade(self);
+        let renew = self.config.lock_lease / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(renew).await;
+                let Some(fs) = weak.upgrade() else { return };
+                fs.renew_locks().await;
+            }
+        });
         let rx = self.compactor.rx.lock().unwrap().take();
         if let Some(rx) = rx {
             tokio::spawn(compact_loop(Arc::downgrade(self), rx));

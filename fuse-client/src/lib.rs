@@ -7,6 +7,7 @@ mod file;
 pub mod fs;
 pub mod fuse;
 pub mod garbage;
+pub mod locks;
 mod read;
 pub mod slices;
 mod write;

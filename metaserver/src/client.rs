@@ -60,6 +60,11 @@ pub struct MetaClient {
 }
 
 impl MetaClient {
+    /// This client process's random id (names its writes and its locks).
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
     /// Connects to any of `addrs` and loads the cluster map.
     pub async fn connect(addrs: &[String]) -> Result<Arc<MetaClient>, MetaError> {
         if addrs.is_empty() {

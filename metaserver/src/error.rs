@@ -64,6 +64,9 @@ pub enum MetaError {
     /// An extended attribute (or all of an inode's) over the size limit.
     #[error("extended attribute too large: {0}")]
     TooBig(String),
+    /// Another owner holds a lock in the way.
+    #[error("the range is locked by another owner")]
+    WouldBlock,
 }
 
 impl MetaError {
@@ -84,6 +87,7 @@ impl MetaError {
             MetaError::Busy(_) | MetaError::TxAborted => libc_errno::EAGAIN,
             MetaError::NoXattr => libc_errno::ENODATA,
             MetaError::TooBig(_) => libc_errno::E2BIG,
+            MetaError::WouldBlock => libc_errno::EAGAIN,
             _ => libc_errno::EIO,
         }
     }

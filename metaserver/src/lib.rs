@@ -4,6 +4,7 @@ pub mod client;
 mod error;
 pub mod fsck;
 pub mod garbage_client;
+pub mod locks_client;
 pub mod raft_types;
 pub mod request;
 pub mod rpc;

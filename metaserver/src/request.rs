@@ -324,6 +324,37 @@ pub enum MetaRequest {
         len: u64,
         now: Timestamp,
     },
+
+    // ---- file locks (`crate::server::locks`) ----
+    /// Takes (or with `LockKind::Unlock` drops) a lock; answers WouldBlock if
+    /// another owner's live lock is in the way.
+    SetLock {
+        fs: FsId,
+        ino: Ino,
+        lock: FileLock,
+        now: Timestamp,
+    },
+    /// Read: the first live lock of another owner in the way of `lock`.
+    GetLock {
+        fs: FsId,
+        ino: Ino,
+        lock: FileLock,
+        now: Timestamp,
+    },
+    /// Drops every lock of `client` on `ino` (of `owner` only, if given).
+    ReleaseLocks {
+        fs: FsId,
+        ino: Ino,
+        client: u64,
+        owner: Option<u64>,
+    },
+    /// Extends the leases of `client`'s locks on `inos` to `until`.
+    RenewLocks {
+        fs: FsId,
+        client: u64,
+        inos: Vec<Ino>,
+        until: Timestamp,
+    },
 }
 
 /// What a rename does to an existing target.
@@ -422,6 +453,7 @@ impl MetaRequest {
                 | MetaRequest::ListChunks { .. }
                 | MetaRequest::GetXattr { .. }
                 | MetaRequest::ListXattrs { .. }
+                | MetaRequest::GetLock { .. }
         )
     }
 }
@@ -485,6 +517,8 @@ pub enum MetaResponse {
     Xattr(Vec<u8>),
     /// ListXattrs: the names.
     XattrNames(Vec<Vec<u8>>),
+    /// GetLock: the lock in the way, if any.
+    Lock(Option<FileLock>),
 }
 
 impl MetaResponse {

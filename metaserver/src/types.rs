@@ -164,6 +164,50 @@ pub struct Deletion {
     pub queued: Timestamp,
 }
 
+/// The kind of a file lock.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    Read,
+    Write,
+    /// In a request: drop the range.
+    Unlock,
+}
+
+/// A byte-range lock (POSIX fcntl; flock is a lock over the whole file) held
+/// by one lock owner of one client, until released or until its lease runs
+/// out (its client stopped renewing it: it died).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileLock {
+    /// The client process (its random id).
+    pub client: u64,
+    /// The kernel's lock owner within that client.
+    pub owner: u64,
+    /// Reported by F_GETLK.
+    pub pid: u32,
+    pub kind: LockKind,
+    pub start: u64,
+    /// Inclusive; u64::MAX or i64::MAX for "to the end of the file".
+    pub end: u64,
+    pub expires: Timestamp,
+}
+
+impl FileLock {
+    pub fn same_owner(&self, other: &FileLock) -> bool {
+        (self.client, self.owner) == (other.client, other.owner)
+    }
+
+    pub fn overlaps(&self, other: &FileLock) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    /// Whether `other`, held by someone else, keeps `self` from being taken.
+    pub fn conflicts_with(&self, other: &FileLock) -> bool {
+        !self.same_owner(other)
+            && self.overlaps(other)
+            && (self.kind == LockKind::Write || other.kind == LockKind::Write)
+    }
+}
+
 /// Attributes to change in a setattr; `None` leaves the field alone.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SetAttr {

@@ -65,6 +65,15 @@ impl Mount {
         }
     }
 
+    /// A mount made some other way (say, to read its pid from the output),
+    /// unmounted on drop like the others.
+    pub fn adopt(dir: &Path) -> Mount {
+        Mount {
+            dir: dir.to_path_buf(),
+            mounted: true,
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }

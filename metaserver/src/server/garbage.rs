@@ -212,6 +212,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     ) -> Result<(), StoreError> {
         self.t.del(&key::inode(self.g, fs, inode.ino))?;
         self.drop_xattrs(fs, inode.ino)?;
+        self.t.del(&key::locks(self.g, fs, inode.ino))?;
         let chunks = self
             .t
             .scan(&key::chunk_prefix(self.g, fs, inode.ino), None, usize::MAX)?;

@@ -1,6 +1,7 @@
 //! The metaserver node: hosts Raft groups, serves clients and peers on one port.
 
 pub mod garbage;
+pub mod locks;
 mod log_store;
 mod network;
 pub mod ops;

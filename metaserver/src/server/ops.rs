@@ -7,7 +7,7 @@
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
-use crate::server::{garbage, xattr};
+use crate::server::{garbage, locks, xattr};
 use crate::types::*;
 
 /// Readdir pages are capped so one answer stays far below the frame limit.
@@ -207,6 +207,19 @@ pub fn apply<T: RowsMut>(
         } => c
             .punch_hole(fs, ino, offset, len, now)?
             .map(MetaResponse::Inode),
+        R::SetLock { fs, ino, lock, now } => c.set_lock(fs, ino, lock, now)?,
+        R::ReleaseLocks {
+            fs,
+            ino,
+            client,
+            owner,
+        } => c.release_locks(fs, ino, client, owner)?,
+        R::RenewLocks {
+            fs,
+            client,
+            inos,
+            until,
+        } => c.renew_locks(fs, client, &inos, until)?,
         R::WriteSlices {
             fs,
             ino,
@@ -344,6 +357,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         }
         R::GetXattr { fs, ino, name } => return xattr::get(t, g, fs, ino, &name),
         R::ListXattrs { fs, ino } => return xattr::list(t, g, fs, ino),
+        R::GetLock { fs, ino, lock, now } => return locks::get(t, g, fs, ino, lock, now),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),

@@ -116,6 +116,7 @@ pub mod key {
     pub const TRASH_USAGE: u8 = 23;
     pub const HOLD: u8 = 24;
     pub const XATTR: u8 = 25;
+    pub const LOCKS: u8 = 26;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -249,6 +250,13 @@ pub mod key {
     pub fn xattr(g: GroupId, fs: FsId, ino: Ino, name: &[u8]) -> Vec<u8> {
         let mut k = xattr_prefix(g, fs, ino);
         k.extend_from_slice(name);
+        k
+    }
+    /// The file locks on one inode.
+    pub fn locks(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
+        let mut k = tagged(g, LOCKS);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k.extend_from_slice(&ino.to_be_bytes());
         k
     }
     /// Slices whose objects are to be deleted.

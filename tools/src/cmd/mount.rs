@@ -44,6 +44,10 @@ pub struct MountArgs {
     /// Most bytes of blocks the memory cache holds (0: none).
     #[arg(long, default_value = "256M", value_parser = super::parse_size)]
     pub cache_mem_size: u64,
+    /// Seconds this client's file locks (fcntl, flock) outlive it if it
+    /// dies; while it runs it renews them every third of that.
+    #[arg(long, default_value_t = 30.0)]
+    pub lock_lease: f64,
     /// Keep full blocks of large writes in the disk cache too (by default
     /// only partial blocks, as small files and tails are, go there).
     #[arg(long)]
@@ -133,6 +137,11 @@ impl MountArgs {
         if !(0.0..=0.9).contains(&self.cache_free_ratio) {
             return Err(CliError(
                 "--cache-free-ratio is a share of the disk between 0 and 0.9".into(),
+            ));
+        }
+        if !(self.lock_lease >= 1.0 && self.lock_lease < 1e6) {
+            return Err(CliError(
+                "--lock-lease takes seconds from 1 to 1000000".into(),
             ));
         }
         if self.buffer_size < 1 << 20 {
@@ -346,6 +355,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             gc_interval: Duration::from_secs_f64(a.gc_interval),
             deletion_delay: Duration::from_secs_f64(a.deletion_delay),
             cache_large_writes: a.cache_large_writes,
+            lock_lease: Duration::from_secs_f64(a.lock_lease),
             ..Default::default()
         },
         staging,

@@ -1,0 +1,72 @@
+//! Client side of file locks (see `server::locks`).
+
+use crate::MetaError;
+use crate::client::FsClient;
+use crate::request::{MetaRequest, MetaResponse};
+use crate::types::*;
+
+fn unexpected(r: MetaResponse) -> MetaError {
+    MetaError::Protocol(format!("unexpected answer {r:?}"))
+}
+
+impl FsClient {
+    /// Takes or drops `lock` on `ino`; WouldBlock if another owner holds a
+    /// conflicting one.
+    pub async fn set_lock(&self, ino: Ino, lock: FileLock) -> Result<(), MetaError> {
+        let req = MetaRequest::SetLock {
+            fs: self.info.id,
+            ino,
+            lock,
+            now: Timestamp::now(),
+        };
+        self.call_group(self.group_of(ino).await?, req).await?;
+        Ok(())
+    }
+
+    /// The lock of another owner that `lock` would conflict with, if any.
+    pub async fn get_lock(&self, ino: Ino, lock: FileLock) -> Result<Option<FileLock>, MetaError> {
+        let req = MetaRequest::GetLock {
+            fs: self.info.id,
+            ino,
+            lock,
+            now: Timestamp::now(),
+        };
+        match self.call_group(self.group_of(ino).await?, req).await? {
+            MetaResponse::Lock(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops this client's locks on `ino` (those of `owner` only, if given).
+    pub async fn release_locks(&self, ino: Ino, owner: Option<u64>) -> Result<(), MetaError> {
+        let req = MetaRequest::ReleaseLocks {
+            fs: self.info.id,
+            ino,
+            client: self.meta().client_id(),
+            owner,
+        };
+        self.call_group(self.group_of(ino).await?, req).await?;
+        Ok(())
+    }
+
+    /// Extends the leases of this client's locks on `inos` to `until`.
+    pub async fn renew_locks(&self, inos: &[Ino], until: Timestamp) -> Result<(), MetaError> {
+        let mut by_group: std::collections::BTreeMap<GroupId, Vec<Ino>> = Default::default();
+        for &ino in inos {
+            by_group
+                .entry(self.group_of(ino).await?)
+                .or_default()
+                .push(ino);
+        }
+        for (g, inos) in by_group {
+            let req = MetaRequest::RenewLocks {
+                fs: self.info.id,
+                client: self.meta().client_id(),
+                inos,
+                until,
+            };
+            self.call_group(g, req).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,291 @@
+//! Two client processes mounting one filesystem of one metaserver process:
+//! close-to-open consistency, file locks (flock and fcntl byte ranges) that
+//! hold across clients and go when their process or their client dies, and
+//! concurrent renames into one directory.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// A mount of filesystem `data`; returns it with its process id.
+fn mount(meta: &str, dir: &Path, extra: &[&str]) -> (Mount, i32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut args = vec!["mount", "-d", "--meta", meta];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["data", dir.to_str().unwrap()]);
+    let out = run_ok(&args);
+    let pid = out
+        .split("pid ")
+        .nth(1)
+        .and_then(|s| s.split([',', ')']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"));
+    (Mount::adopt(dir), pid)
+}
+
+fn setup(tmp: &Path) -> MetaServer {
+    let meta = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
+    let blocks = tmp.join("blocks");
+    std::fs::create_dir_all(&blocks).unwrap();
+    run_ok(&[
+        "format",
+        "--meta",
+        &meta.addr,
+        "data",
+        "--storage",
+        &format!("file://{}", blocks.display()),
+    ]);
+    meta
+}
+
+fn open_rw(p: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(p)
+        .unwrap()
+}
+
+fn flock(f: &std::fs::File, op: i32) -> std::io::Result<()> {
+    // SAFETY: flock(2) on a descriptor we own.
+    match unsafe { libc::flock(f.as_raw_fd(), op) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// fcntl F_SETLK / F_SETLKW / F_GETLK on `[start, start + len)`; returns
+/// the lock F_GETLK reports (type, pid).
+fn fcntl_lock(
+    f: &std::fs::File,
+    cmd: i32,
+    typ: i32,
+    start: i64,
+    len: i64,
+) -> std::io::Result<(i32, i32)> {
+    // SAFETY: a zeroed flock is a valid value; every field used is set.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: fcntl with a pointer to a live flock struct.
+    match unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) } {
+        0 => Ok((fl.l_type as i32, fl.l_pid)),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+fn would_block(r: std::io::Result<impl std::fmt::Debug>) -> bool {
+    matches!(r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EACCES))
+}
+
+/// Retries `f` until it holds, failing after `secs` seconds.
+fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_clients_share_files_and_locks() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &[]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+
+    // Close-to-open: what A closed, B's next open sees, size and bytes.
+    std::fs::write(a.path("shared"), b"first version").unwrap();
+    assert_eq!(std::fs::read(b.path("shared")).unwrap(), b"first version");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(a.path("shared"))
+            .unwrap();
+        f.write_all(b", then more").unwrap();
+    }
+    assert_eq!(
+        std::fs::read(b.path("shared")).unwrap(),
+        b"first version, then more"
+    );
+
+    // flock: exclusive on A keeps B out until A lets go.
+    let fa = open_rw(&a.path("locked"));
+    let fb = open_rw(&b.path("locked"));
+    flock(&fa, libc::LOCK_EX).unwrap();
+    assert!(would_block(flock(&fb, libc::LOCK_EX | libc::LOCK_NB)));
+    assert!(would_block(flock(&fb, libc::LOCK_SH | libc::LOCK_NB)));
+    flock(&fa, libc::LOCK_UN).unwrap();
+    flock(&fb, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    flock(&fa, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    flock(&fa, libc::LOCK_UN).unwrap();
+    flock(&fb, libc::LOCK_UN).unwrap();
+    drop((fa, fb));
+
+    // fcntl byte ranges.
+    let ra = open_rw(&a.path("ranges"));
+    let rb = open_rw(&b.path("ranges"));
+    fcntl_lock(&ra, libc::F_SETLK, libc::F_WRLCK, 0, 10).unwrap();
+    let (typ, pid) = fcntl_lock(&rb, libc::F_GETLK, libc::F_RDLCK, 5, 1).unwrap();
+    assert_eq!(typ, libc::F_WRLCK);
+    assert_eq!(pid, std::process::id() as i32);
+    assert!(would_block(fcntl_lock(
+        &rb,
+        libc::F_SETLK,
+        libc::F_RDLCK,
+        9,
+        1
+    )));
+    fcntl_lock(&rb, libc::F_SETLK, libc::F_WRLCK, 10, 10).unwrap();
+    let (typ, _) = fcntl_lock(&rb, libc::F_GETLK, libc::F_WRLCK, 20, 5).unwrap();
+    assert_eq!(typ, libc::F_UNLCK, "nothing in the way");
+    // F_SETLKW on B waits until A unlocks.
+    let waiter = std::thread::spawn(move || {
+        fcntl_lock(&rb, libc::F_SETLKW, libc::F_WRLCK, 0, 10).map(|_| rb)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !waiter.is_finished(),
+        "F_SETLKW returned while the range was locked"
+    );
+    fcntl_lock(&ra, libc::F_SETLK, libc::F_UNLCK, 0, 10).unwrap();
+    let rb = waiter.join().unwrap().expect("granted once A unlocked");
+    // Closing B's descriptor drops B's locks: A gets the range.
+    drop(rb);
+    fcntl_lock(&ra, libc::F_SETLK, libc::F_WRLCK, 0, 20).unwrap();
+    drop(ra);
+
+    // A process holding an flock on A exits: B gets the lock.
+    // (`-o`: only the flock process itself holds the locked descriptor.)
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", "-o"])
+        .arg(a.path("proc"))
+        .args(["-c", "echo locked; exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+    }
+    let fb = open_rw(&b.path("proc"));
+    assert!(would_block(flock(&fb, libc::LOCK_EX | libc::LOCK_NB)));
+    // SAFETY: kill(2) on the process group this test started.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    holder.wait().unwrap();
+    until(10, "the lock of a dead process to go", || {
+        flock(&fb, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+    });
+    drop(fb);
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn locks_of_a_dead_client_lapse() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, a_pid) = mount(&meta.addr, &tmp.path().join("a"), &["--lock-lease", "2"]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    let fa = open_rw(&a.path("f"));
+    fcntl_lock(&fa, libc::F_SETLK, libc::F_WRLCK, 0, 0).unwrap();
+    let fb = open_rw(&b.path("f"));
+    assert!(would_block(fcntl_lock(
+        &fb,
+        libc::F_SETLK,
+        libc::F_WRLCK,
+        0,
+        0
+    )));
+    // Client A dies with the lock held: within its lease the lock lapses.
+    // SAFETY: kill(2) on the mount process this test started.
+    assert_eq!(unsafe { libc::kill(a_pid, libc::SIGKILL) }, 0);
+    until(30, "the dead client's lock to lapse", || {
+        fcntl_lock(&fb, libc::F_SETLK, libc::F_WRLCK, 0, 0).is_ok()
+    });
+    drop(fa);
+    drop(fb);
+    drop(a);
+    b.unmount();
+}
+
+#[test]
+fn concurrent_renames_into_one_directory_lose_nothing() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &[]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    std::fs::create_dir(a.path("into")).unwrap();
+    const N: usize = 150;
+    for side in ["a", "b"] {
+        std::fs::create_dir(a.path(side)).unwrap();
+        for i in 0..N {
+            std::fs::write(a.path(&format!("{side}/f{i}")), format!("{side}{i}")).unwrap();
+        }
+    }
+    let movers: Vec<_> = [("a", a.dir.clone()), ("b", b.dir.clone())]
+        .into_iter()
+        .map(|(side, root)| {
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    // Both sides also fight over shared names: one wins each.
+                    let target = if i % 3 == 0 {
+                        format!("into/shared{i}")
+                    } else {
+                        format!("into/{side}{i}")
+                    };
+                    std::fs::rename(root.join(format!("{side}/f{i}")), root.join(target)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for m in movers {
+        m.join().unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(b.path("into"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let shared = (0..N).filter(|i| i % 3 == 0).count();
+    assert_eq!(names.len(), 2 * N - shared, "every name once");
+    for i in (0..N).filter(|i| i % 3 != 0) {
+        for side in ["a", "b"] {
+            let got = std::fs::read_to_string(a.path(&format!("into/{side}{i}"))).unwrap();
+            assert_eq!(got, format!("{side}{i}"));
+        }
+    }
+    for i in (0..N).filter(|i| i % 3 == 0) {
+        let got = std::fs::read_to_string(a.path(&format!("into/shared{i}"))).unwrap();
+        assert!(got == format!("a{i}") || got == format!("b{i}"), "{got}");
+    }
+    assert_eq!(std::fs::read_dir(a.path("a")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(a.path("b")).unwrap().count(), 0);
+    let fsck = run_ok(&["fsck", "--meta", &meta.addr, "data"]);
+    assert!(fsck.contains("clean"), "{fsck}");
+    a.unmount();
+    b.unmount();
+}

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and integration tests that mount through the
 # kernel's FUSE, talk to a real S3 server over HTTP on loopback and run
-# metaservers as separate processes. Installs fuse3 first if it is missing.
+# metaservers as separate processes, and the POSIX suite pjdfstest. Installs
+# fuse3, pjdfstest and its test user first if they are missing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/install-deps.sh
+scripts/test-deps.sh
 if [ ! -e /dev/fuse ]; then
   echo "strata: /dev/fuse is missing; load the fuse module (modprobe fuse) and retry" >&2
   exit 1

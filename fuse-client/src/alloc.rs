@@ -2,7 +2,7 @@
 //! fallocate only changes the size or punches holes (hole slices that read
 //! as zeros); copy_file_range reads and writes through this client.
 
-use strata_meta::{Ino, SetAttr};
+use strata_meta::{Ino, SetAttr, Timestamp};
 
 use crate::error::{FsError, FsResult};
 use crate::fs::Filesystem;
@@ -49,17 +49,18 @@ impl Filesystem {
         let mut d = of.data.lock().await;
         // Buffered writes land first, so the hole covers them too.
         self.commit(ino, &mut d).await?;
-        let mut attr = self.meta.getattr(ino).await?;
         if mode & (PUNCH_HOLE | ZERO_RANGE) != 0 {
-            attr = self.meta.punch_hole(ino, offset, length).await?;
+            self.meta.punch_hole(ino, offset, length).await?;
         }
-        if mode & KEEP_SIZE == 0 && end > attr.size {
-            let set = SetAttr {
-                size: Some(end),
-                ..Default::default()
-            };
-            attr = self.meta.setattr(ino, set).await?;
-        }
+        let size = self.meta.getattr(ino).await?.size;
+        // Like a write, fallocate changes mtime and ctime, even when it only
+        // reserves space.
+        let set = SetAttr {
+            size: (mode & KEEP_SIZE == 0 && end > size).then_some(end),
+            mtime: Some(Timestamp::now()),
+            ..Default::default()
+        };
+        let attr = self.meta.setattr(ino, set).await?;
         d.invalidate(&attr);
         Ok(())
     }

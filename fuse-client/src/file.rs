@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use strata_cache::StoreError;
-use strata_meta::{Inode, Slice, SliceId};
+use strata_meta::{Inode, Slice, SliceId, Timestamp};
 use tokio::task::JoinHandle;
 
 /// Where a block of a pending slice is: on its way to the store, stored, or
@@ -88,6 +88,9 @@ pub(crate) struct FileData {
     pub pending_len: u64,
     /// Highest byte offset written and not yet committed.
     pub pending_end: u64,
+    /// When the last write not yet committed happened: the file's mtime
+    /// and ctime as this client shows it, and as the commit records it.
+    pub pending_mtime: Timestamp,
     pub chunks: HashMap<u32, Arc<Vec<Slice>>>,
     pub read: ReadState,
 }
@@ -99,16 +102,21 @@ impl FileData {
             pending: Vec::new(),
             pending_len: 0,
             pending_end: 0,
+            pending_mtime: Timestamp::default(),
             chunks: HashMap::new(),
             read: ReadState::default(),
         }
     }
 
-    /// Raises `inode`'s size to cover buffered writes.
+    /// Shows buffered writes in `inode`: the size covers them, and the
+    /// times are those of the last one.
     pub fn overlay_attr(&self, inode: &mut Inode) {
-        if !self.pending.is_empty() && self.pending_end > inode.size {
-            inode.size = self.pending_end;
+        if self.pending.is_empty() {
+            return;
         }
+        inode.size = inode.size.max(self.pending_end);
+        inode.mtime = inode.mtime.max(self.pending_mtime);
+        inode.ctime = inode.ctime.max(self.pending_mtime);
     }
 
     pub fn has_pending(&self) -> bool {

@@ -188,12 +188,10 @@ impl Filesystem {
         if let Some(of) = of {
             of.data.lock().await.overlay_attr(&mut inode);
         }
-        if let Some(end) = self
-            .writeback
-            .as_ref()
-            .and_then(|w| w.pending_end(inode.ino))
-        {
+        if let Some((end, written)) = self.writeback.as_ref().and_then(|w| w.pending(inode.ino)) {
             inode.size = inode.size.max(end);
+            inode.mtime = inode.mtime.max(written);
+            inode.ctime = inode.ctime.max(written);
         }
         inode
     }
@@ -473,7 +471,7 @@ impl Filesystem {
             || self
                 .writeback
                 .as_ref()
-                .is_some_and(|w| w.pending_end(ino).is_some())
+                .is_some_and(|w| w.pending(ino).is_some())
         {
             return None;
         }

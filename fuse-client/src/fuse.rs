@@ -817,6 +817,10 @@ fn mount_config(fs_name: &str, read_only: bool) -> fuser::Config {
     let mut options = vec![
         MountOption::FSName(format!("strata:{fs_name}")),
         MountOption::Subtype("strata".into()),
+        // fuser's own mount (as root) drops `Subtype`; passed to the kernel
+        // directly it makes the type `fuse.strata`, so `mount -o remount`
+        // works without a mount.fuse helper trying to run the source.
+        MountOption::CUSTOM("subtype=strata".into()),
         MountOption::DefaultPermissions,
     ];
     if read_only {

@@ -55,6 +55,7 @@ impl Filesystem {
         }
         d.pending_end = d.pending_end.max(end);
         d.pending_len += data.len() as u64;
+        d.pending_mtime = strata_meta::Timestamp::now();
         if d.pending_len >= self.config.file_buffer as u64 {
             self.commit(ino, &mut d).await?;
         }
@@ -235,9 +236,15 @@ impl Filesystem {
         self.store_pending(d).await?;
         let slices: Vec<(u32, Slice)> = d.pending.iter().map(|s| (s.chunk, s.slice())).collect();
         let attr = match &self.writeback {
-            Some(wb) => wb.commit(self, ino, slices, d.pending_end, &d.attr).await?,
+            Some(wb) => {
+                wb.commit(ino, slices, d.pending_end, d.pending_mtime, &d.attr)
+                    .await?
+            }
             None => {
-                let (attr, crowded) = self.meta.write_slices(ino, slices, d.pending_end).await?;
+                let (attr, crowded) = self
+                    .meta
+                    .write_slices(ino, slices, d.pending_end, d.pending_mtime)
+                    .await?;
                 for chunk in crowded {
                     self.compactor.request(ino, chunk);
                 }

@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_cache::{BlockCache, Keep, Staging};
-use strata_meta::{FsClient, Ino, Inode, MetaError, Slice};
+use strata_meta::{FsClient, Ino, Inode, MetaError, Slice, Timestamp};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{FsError, FsResult};
-use crate::fs::Filesystem;
 
 /// One commit waiting in the journal.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -28,6 +27,10 @@ struct Record {
     /// (chunk index, slice) pairs, as `FsClient::write_slices` takes them.
     slices: Vec<(u32, SliceRecord)>,
     end: u64,
+    /// When the last of the writes happened (records written before this
+    /// field existed have none: the commit time is used).
+    #[serde(default)]
+    written: Option<Timestamp>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,11 +60,13 @@ impl From<SliceRecord> for Slice {
     }
 }
 
-/// Records not committed yet, per inode: how many, and the highest end.
+/// Records not committed yet, per inode: how many, the highest end, and
+/// the last write.
 #[derive(Default)]
 struct InFlight {
     count: usize,
     end: u64,
+    written: Timestamp,
 }
 
 pub(crate) struct Writeback {
@@ -143,6 +148,7 @@ impl Writeback {
             let f = in_flight.entry(record.ino).or_default();
             f.count += 1;
             f.end = f.end.max(record.end);
+            f.written = f.written.max(record.written.unwrap_or_default());
         }
         let _ = self.jobs.send((seq, record));
     }
@@ -151,16 +157,17 @@ impl Writeback {
     /// returns the attributes the file has once it lands.
     pub async fn commit(
         &self,
-        _fs: &Filesystem,
         ino: Ino,
         slices: Vec<(u32, Slice)>,
         end: u64,
+        written: Timestamp,
         attr: &Inode,
     ) -> FsResult<Inode> {
         let record = Record {
             ino,
             slices: slices.into_iter().map(|(c, s)| (c, s.into())).collect(),
             end,
+            written: Some(written),
         };
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let bytes = serde_json::to_vec(&record).map_err(|e| io_err("encoding a record", e))?;
@@ -171,12 +178,19 @@ impl Writeback {
         self.enqueue(seq, record);
         let mut attr = attr.clone();
         attr.size = attr.size.max(end);
+        attr.mtime = attr.mtime.max(written);
+        attr.ctime = attr.ctime.max(written);
         Ok(attr)
     }
 
-    /// The highest end of `ino`'s records not committed yet.
-    pub fn pending_end(&self, ino: Ino) -> Option<u64> {
-        self.in_flight.lock().unwrap().get(&ino).map(|f| f.end)
+    /// The highest end and the last write of `ino`'s records not
+    /// committed yet.
+    pub fn pending(&self, ino: Ino) -> Option<(u64, Timestamp)> {
+        self.in_flight
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .map(|f| (f.end, f.written))
     }
 
     /// Waits until every journaled commit of `ino` has reached the
@@ -273,7 +287,12 @@ impl Writeback {
             .collect();
         loop {
             match meta
-                .write_slices(record.ino, slices.clone(), record.end)
+                .write_slices(
+                    record.ino,
+                    slices.clone(),
+                    record.end,
+                    record.written.unwrap_or_else(Timestamp::now),
+                )
                 .await
             {
                 Ok(_) => break,

@@ -1420,13 +1420,15 @@ impl FsClient {
         expect!(r, MetaResponse::Slices(s) => s)
     }
 
-    /// Adds written slices to their chunk maps; returns the inode and the
-    /// chunks whose slice lists are long enough to be worth compacting.
+    /// Adds written slices to their chunk maps, setting mtime and ctime to
+    /// `written` (when the last of them was written); returns the inode and
+    /// the chunks whose slice lists are long enough to be worth compacting.
     pub async fn write_slices(
         &self,
         ino: Ino,
         slices: Vec<(u32, Slice)>,
         end: u64,
+        written: Timestamp,
     ) -> Result<(Inode, Vec<u32>), MetaError> {
         let r = self
             .call(
@@ -1436,7 +1438,9 @@ impl FsClient {
                     ino,
                     slices,
                     end,
-                    now: Timestamp::now(),
+                    // The file changed when it was written, not when the
+                    // writes were committed.
+                    now: written,
                 },
             )
             .await?;

@@ -99,6 +99,7 @@ async fn metadata_survives_restart_and_errors_are_exact() {
                 },
             )],
             100,
+            strata_meta::Timestamp::now(),
         )
         .await
         .unwrap()

@@ -289,3 +289,50 @@ fn concurrent_renames_into_one_directory_lose_nothing() {
     a.unmount();
     b.unmount();
 }
+
+#[test]
+fn appends_from_two_clients_interleave_without_loss() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &[]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    std::fs::write(a.path("log"), b"").unwrap();
+    const LINES: usize = 150;
+    let writers: Vec<_> = [("A", a.path("log")), ("B", b.path("log"))]
+        .into_iter()
+        .map(|(who, path)| {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+                for i in 0..LINES {
+                    // One write per line: each must land whole, after the others.
+                    f.write_all(format!("{who}-{i:04}-{}\n", "x".repeat(i % 40)).as_bytes())
+                        .unwrap();
+                    if i % 10 == 0 {
+                        f.sync_all().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let text = std::fs::read_to_string(b.path("log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * LINES, "every line, once: {text:?}");
+    for who in ["A", "B"] {
+        let mine: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with(who))
+            .collect();
+        let want: Vec<String> = (0..LINES)
+            .map(|i| format!("{who}-{i:04}-{}", "x".repeat(i % 40)))
+            .collect();
+        assert_eq!(mine, want, "{who}'s lines, whole and in order");
+    }
+    a.unmount();
+    b.unmount();
+}

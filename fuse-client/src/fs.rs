@@ -106,6 +106,9 @@ pub struct Filesystem {
     pub(crate) locks: crate::locks::HeldLocks,
     /// Modification time and size of files at their last open here.
     opened: std::sync::Mutex<HashMap<Ino, (Timestamp, u64)>>,
+    /// Handles opened with O_APPEND: their writes go where the metaserver
+    /// says the file ends, whatever offset the kernel computed.
+    appending: std::sync::Mutex<HashSet<u64>>,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
     handles: std::sync::Mutex<HashMap<u64, Ino>>,
     dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
@@ -153,6 +156,7 @@ impl Filesystem {
             xattr_names: Default::default(),
             locks: Default::default(),
             opened: Default::default(),
+            appending: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
             dirs: Default::default(),
@@ -391,6 +395,9 @@ impl Filesystem {
             _ => {}
         }
         let fh = self.register_handle(inode.clone());
+        if flags & libc::O_APPEND != 0 {
+            self.appending.lock().unwrap().insert(fh);
+        }
         // Another handle may have kept older attributes; without buffered
         // writes of our own, this open's fresh view wins (close-to-open).
         let of = self.open_file(ino)?;
@@ -440,7 +447,7 @@ impl Filesystem {
         parent: Ino,
         name: &[u8],
         mode: u32,
-        _flags: i32,
+        flags: i32,
         uid: u32,
         gid: u32,
     ) -> FsResult<(Inode, u64)> {
@@ -450,7 +457,15 @@ impl Filesystem {
             .create(parent, name, FileType::File, mode, uid, gid, 0, None)
             .await?;
         let fh = self.register_handle(inode.clone());
+        if flags & libc::O_APPEND != 0 {
+            self.appending.lock().unwrap().insert(fh);
+        }
         Ok((inode, fh))
+    }
+
+    /// Whether handle `fh` was opened with O_APPEND.
+    pub(crate) fn is_appending(&self, fh: u64) -> bool {
+        self.appending.lock().unwrap().contains(&fh)
     }
 
     pub(crate) fn open_file(&self, ino: Ino) -> FsResult<Arc<OpenFile>> {
@@ -500,6 +515,7 @@ impl Filesystem {
     /// Drops handle `fh`; returns whether it was `ino`'s last one here.
     fn forget_handle(&self, ino: Ino, fh: u64) -> bool {
         self.handles.lock().unwrap().remove(&fh);
+        self.appending.lock().unwrap().remove(&fh);
         let mut files = self.open_files.lock().unwrap();
         if let Some(of) = files.get(&ino)
             && of.handles.fetch_sub(1, Ordering::Relaxed) == 1

@@ -145,9 +145,11 @@ fn bytes(s: &OsStr) -> Vec<u8> {
 }
 
 /// How the kernel should treat an open file: O_DIRECT bypasses its page
-/// cache, as it does on a local filesystem.
+/// cache, as it does on a local filesystem; so does O_APPEND, whose writes
+/// land where the metaserver says the file ends rather than where the
+/// kernel thinks it does.
 fn open_flags(flags: i32) -> FopenFlags {
-    if flags & libc::O_DIRECT != 0 {
+    if flags & (libc::O_DIRECT | libc::O_APPEND) != 0 {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()

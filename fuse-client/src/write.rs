@@ -32,16 +32,31 @@ impl Filesystem {
         block_key(&self.meta.info.uuid, id, index, len)
     }
 
-    pub async fn write(&self, ino: Ino, _fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         if self.config.read_only {
             return Err(FsError::new(libc::EROFS, "mounted read-only"));
         }
+        let of = self.open_file(ino)?;
+        let mut d = of.data.lock().await;
+        let offset = if self.is_appending(fh) {
+            // The kernel's offset is its cached size, which another client
+            // may have outgrown: the metaserver hands out the end instead,
+            // past this client's own writes not committed yet.
+            let mine = self
+                .writeback
+                .as_ref()
+                .and_then(|w| w.pending(ino))
+                .map_or(0, |(end, _)| end);
+            self.meta
+                .reserve_append(ino, d.pending_end.max(mine), data.len() as u64)
+                .await?
+        } else {
+            offset
+        };
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&e| e <= i64::MAX as u64)
             .ok_or_else(|| FsError::new(libc::EFBIG, "write beyond the largest file size"))?;
-        let of = self.open_file(ino)?;
-        let mut d = of.data.lock().await;
         let cs = self.chunk_size();
         let mut at = offset;
         let mut rest = data;

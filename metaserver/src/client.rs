@@ -1455,6 +1455,30 @@ impl FsClient {
         }
     }
 
+    /// Reserves `len` bytes at the end of file `ino` for an O_APPEND write
+    /// (at `at_least` or beyond); returns where they start.
+    pub async fn reserve_append(
+        &self,
+        ino: Ino,
+        at_least: u64,
+        len: u64,
+    ) -> Result<u64, MetaError> {
+        let req = MetaRequest::ReserveAppend {
+            fs: self.info.id,
+            ino,
+            at_least,
+            len,
+            now: Timestamp::now(),
+        };
+        match self.call(ino, req).await? {
+            MetaResponse::Reserved { offset, inode } => {
+                self.recent.note([inode]);
+                Ok(offset)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Makes `[offset, offset + len)` of file `ino` read as zeros.
     pub async fn punch_hole(&self, ino: Ino, offset: u64, len: u64) -> Result<Inode, MetaError> {
         let req = MetaRequest::PunchHole {

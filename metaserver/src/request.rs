@@ -355,6 +355,17 @@ pub enum MetaRequest {
         inos: Vec<Ino>,
         until: Timestamp,
     },
+    /// O_APPEND: reserves `len` bytes at the end of the file (no lower than
+    /// `at_least`, where this client's own uncommitted writes end) by
+    /// growing it; answers where they start. Appends of different clients
+    /// get ranges that do not overlap.
+    ReserveAppend {
+        fs: FsId,
+        ino: Ino,
+        at_least: u64,
+        len: u64,
+        now: Timestamp,
+    },
 }
 
 /// What a rename does to an existing target.
@@ -519,6 +530,11 @@ pub enum MetaResponse {
     XattrNames(Vec<Vec<u8>>),
     /// GetLock: the lock in the way, if any.
     Lock(Option<FileLock>),
+    /// ReserveAppend: where the reserved bytes start, and the inode.
+    Reserved {
+        offset: u64,
+        inode: Inode,
+    },
 }
 
 impl MetaResponse {

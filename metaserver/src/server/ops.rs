@@ -208,6 +208,13 @@ pub fn apply<T: RowsMut>(
             .punch_hole(fs, ino, offset, len, now)?
             .map(MetaResponse::Inode),
         R::SetLock { fs, ino, lock, now } => c.set_lock(fs, ino, lock, now)?,
+        R::ReserveAppend {
+            fs,
+            ino,
+            at_least,
+            len,
+            now,
+        } => c.reserve_append(fs, ino, at_least, len, now)?,
         R::ReleaseLocks {
             fs,
             ino,
@@ -1032,6 +1039,37 @@ impl<T: RowsMut> Ctx<'_, T> {
         inode.ctime = set.ctime.unwrap_or(now);
         self.save(fs, &inode)?;
         Ok(Ok(inode))
+    }
+
+    fn reserve_append(
+        &mut self,
+        fs: FsId,
+        ino: Ino,
+        at_least: u64,
+        len: u64,
+        now: Timestamp,
+    ) -> Result<MetaResult, StoreError> {
+        let mut inode = tri!(self.inode(fs, ino)?);
+        if inode.kind != FileType::File {
+            return Ok(Err(MetaError::Invalid(
+                "only regular files are appended to".into(),
+            )));
+        }
+        tri!(self.check_unlocked(fs, &[ino], &[])?);
+        let offset = inode.size.max(at_least);
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= i64::MAX as u64) else {
+            return Ok(Err(MetaError::Invalid(
+                "append beyond the largest file size".into(),
+            )));
+        };
+        let old_size = inode.size;
+        self.add_usage(fs, 0, (end - old_size) as i64)?;
+        inode.size = end;
+        inode.mtime = now;
+        inode.ctime = now;
+        self.trash_resized(fs, &inode, old_size)?;
+        self.save(fs, &inode)?;
+        Ok(Ok(MetaResponse::Reserved { offset, inode }))
     }
 
     /// Hides `[offset, offset + len)` (clipped to the size) behind hole

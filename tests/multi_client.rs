@@ -336,3 +336,45 @@ fn appends_from_two_clients_interleave_without_loss() {
     a.unmount();
     b.unmount();
 }
+
+#[test]
+fn shared_mmap_writes_reach_another_client() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &[]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    const LEN: usize = 3 << 20;
+    let f = open_rw(&a.path("mapped"));
+    f.set_len(LEN as u64).unwrap();
+    // SAFETY: a shared mapping of a file we hold open, LEN bytes long;
+    // unmapped below before the descriptor closes.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: the mapping is LEN bytes, writable, and only used here.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map as *mut u8, LEN) };
+    for (i, b) in bytes.iter_mut().enumerate().step_by(4093) {
+        *b = (i % 251) as u8 + 1;
+    }
+    let want = bytes.to_vec();
+    // SAFETY: the live mapping from above.
+    assert_eq!(unsafe { libc::msync(map, LEN, libc::MS_SYNC) }, 0);
+    // SAFETY: the live mapping from above, not used after.
+    assert_eq!(unsafe { libc::munmap(map, LEN) }, 0);
+    drop(f);
+    assert!(
+        std::fs::read(b.path("mapped")).unwrap() == want,
+        "B sees the mapped writes"
+    );
+    a.unmount();
+    b.unmount();
+}

@@ -157,6 +157,71 @@ fn apply(root: &Path, op: u64, rng: &mut Rng) -> Outcome {
                 errno(std::io::Error::last_os_error())
             }
         }
+        16 => {
+            let (path, name, len) = (pick(rng), xattr_name(rng), rng.below(300) as usize);
+            let mut value = vec![0u8; len];
+            rng.fill(&mut value);
+            let (p, n) = (cpath(&p(&path)), CString::new(name).unwrap());
+            // SAFETY: lsetxattr with live NUL-terminated strings and a buffer.
+            let r = unsafe {
+                libc::lsetxattr(
+                    p.as_ptr(),
+                    n.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if r == 0 {
+                Outcome::Done
+            } else {
+                errno(std::io::Error::last_os_error())
+            }
+        }
+        17 => {
+            let (path, name) = (pick(rng), xattr_name(rng));
+            let (p, n) = (cpath(&p(&path)), CString::new(name).unwrap());
+            let mut buf = vec![0u8; 1024];
+            // SAFETY: lgetxattr into a buffer of the length given.
+            let r = unsafe {
+                libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if r >= 0 {
+                buf.truncate(r as usize);
+                Outcome::Bytes(buf)
+            } else {
+                errno(std::io::Error::last_os_error())
+            }
+        }
+        18 => {
+            let p = cpath(&p(&pick(rng)));
+            let mut buf = vec![0u8; 4096];
+            // SAFETY: llistxattr into a buffer of the length given.
+            let r = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if r >= 0 {
+                let mut names: Vec<String> = buf[..r as usize]
+                    .split(|&b| b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    // Local filesystems may carry security labels of their own.
+                    .filter(|n| n.starts_with("user."))
+                    .collect();
+                names.sort();
+                Outcome::Names(names)
+            } else {
+                errno(std::io::Error::last_os_error())
+            }
+        }
+        19 => {
+            let (path, name) = (pick(rng), xattr_name(rng));
+            let (p, n) = (cpath(&p(&path)), CString::new(name).unwrap());
+            // SAFETY: lremovexattr with live NUL-terminated strings.
+            if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } == 0 {
+                Outcome::Done
+            } else {
+                errno(std::io::Error::last_os_error())
+            }
+        }
         _ => {
             // Append through O_APPEND.
             let (path, len) = (pick(rng), rng.below(50_000) as usize);
@@ -172,7 +237,11 @@ fn apply(root: &Path, op: u64, rng: &mut Rng) -> Outcome {
     }
 }
 
-const OPS: u64 = 16;
+const OPS: u64 = 21;
+
+fn xattr_name(rng: &mut Rng) -> String {
+    format!("user.k{}", rng.below(3))
+}
 
 #[test]
 fn random_operations_match_a_local_directory() {

@@ -222,6 +222,57 @@ fn apply(root: &Path, op: u64, rng: &mut Rng) -> Outcome {
                 errno(std::io::Error::last_os_error())
             }
         }
+        20 => {
+            // fallocate: punch a hole, zero a range, or grow.
+            let (path, off, len) = (
+                pick(rng),
+                rng.below(250_000) as i64,
+                1 + rng.below(100_000) as i64,
+            );
+            let mode = [
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                libc::FALLOC_FL_ZERO_RANGE,
+                0,
+            ][rng.below(3) as usize];
+            done(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p(&path))
+                    .and_then(|f| {
+                        use std::os::fd::AsRawFd;
+                        // SAFETY: fallocate on a descriptor we hold open.
+                        match unsafe { libc::fallocate(f.as_raw_fd(), mode, off, len) } {
+                            0 => Ok(()),
+                            _ => Err(std::io::Error::last_os_error()),
+                        }
+                    }),
+            )
+        }
+        21 => {
+            // copy_file_range between two files (or within one).
+            let (from, to) = (pick(rng), pick(rng));
+            let (off_in, off_out, len) = (
+                rng.below(200_000) as i64,
+                rng.below(200_000) as i64,
+                rng.below(150_000) as usize,
+            );
+            let copy = || -> std::io::Result<i64> {
+                use std::os::fd::AsRawFd;
+                let src = std::fs::File::open(p(&from))?;
+                let dst = std::fs::OpenOptions::new().write(true).open(p(&to))?;
+                let (mut a, mut b) = (off_in, off_out);
+                // SAFETY: copy_file_range between descriptors we hold open.
+                let n = unsafe {
+                    libc::copy_file_range(src.as_raw_fd(), &mut a, dst.as_raw_fd(), &mut b, len, 0)
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as i64)
+                }
+            };
+            copy().map_or_else(errno, |n| Outcome::Bytes(n.to_le_bytes().to_vec()))
+        }
         _ => {
             // Append through O_APPEND.
             let (path, len) = (pick(rng), rng.below(50_000) as usize);
@@ -237,7 +288,7 @@ fn apply(root: &Path, op: u64, rng: &mut Rng) -> Outcome {
     }
 }
 
-const OPS: u64 = 21;
+const OPS: u64 = 23;
 
 fn xattr_name(rng: &mut Rng) -> String {
     format!("user.k{}", rng.below(3))
@@ -270,5 +321,48 @@ fn random_operations_match_a_local_directory() {
             );
         }
     }
+    m.unmount();
+}
+
+#[test]
+fn o_direct_reads_and_writes_round_trip() {
+    use std::os::unix::fs::OpenOptionsExt;
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
+        &[],
+    );
+    /// A 4 KiB-aligned buffer, as O_DIRECT wants.
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let mut pages: Vec<Page> = (0..8).map(|i| Page([i as u8 + 1; 4096])).collect();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(m.path("direct"))
+        .unwrap();
+    for (i, p) in pages.iter().enumerate() {
+        f.write_all_at(&p.0, i as u64 * 4096).unwrap();
+    }
+    for p in pages.iter_mut() {
+        p.0.fill(0);
+    }
+    for (i, p) in pages.iter_mut().enumerate() {
+        f.read_exact_at(&mut p.0, i as u64 * 4096).unwrap();
+        assert!(p.0.iter().all(|&b| b == i as u8 + 1), "page {i}");
+    }
+    drop(f);
+    let all = std::fs::read(m.path("direct")).unwrap();
+    assert_eq!(all.len(), 8 * 4096);
+    assert!(
+        all.chunks(4096)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8 + 1))
+    );
     m.unmount();
 }

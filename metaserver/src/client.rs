@@ -915,7 +915,7 @@ impl FsClient {
             for g in self.groups() {
                 if let Ok(MetaResponse::Usage(u)) = self
                     .meta
-                    .call(g, MetaRequest::Usage { fs: self.info.id })
+                    .call(g, MetaRequest::LiveUsage { fs: self.info.id })
                     .await
                 {
                     fresh.insert(g, u.inodes);

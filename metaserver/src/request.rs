@@ -366,6 +366,11 @@ pub enum MetaRequest {
         len: u64,
         now: Timestamp,
     },
+    /// Read: this group's usage without its trash (what new directories are
+    /// placed by; `Usage` counts the trash, as used space does).
+    LiveUsage {
+        fs: FsId,
+    },
 }
 
 /// What a rename does to an existing target.
@@ -465,6 +470,7 @@ impl MetaRequest {
                 | MetaRequest::GetXattr { .. }
                 | MetaRequest::ListXattrs { .. }
                 | MetaRequest::GetLock { .. }
+                | MetaRequest::LiveUsage { .. }
         )
     }
 }

@@ -337,6 +337,14 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::Usage { fs } => Ok(MetaResponse::Usage(
             t.load(&key::usage(g, fs))?.unwrap_or_default(),
         )),
+        R::LiveUsage { fs } => {
+            let all: Usage = t.load(&key::usage(g, fs))?.unwrap_or_default();
+            let trash: Usage = t.load(&key::trash_usage(g, fs))?.unwrap_or_default();
+            Ok(MetaResponse::Usage(Usage {
+                inodes: all.inodes.saturating_sub(trash.inodes),
+                bytes: all.bytes.saturating_sub(trash.bytes),
+            }))
+        }
         R::ListInodes { fs, after, limit } => {
             let prefix = key::inode(g, fs, 0);
             let prefix = &prefix[..prefix.len() - 8];

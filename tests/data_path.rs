@@ -5,70 +5,15 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use strata_cache::ObjectStore;
-use strata_cache::test_s3::{Faults, start_faulty_s3_server};
-
-const ACCESS: &str = "strata-test-access";
-const SECRET: &str = "strata-test-secret-key";
-
-struct S3 {
-    _rt: tokio::runtime::Runtime,
-    faults: Arc<Faults>,
-    env: Vec<(&'static str, String)>,
-}
-
-impl S3 {
-    fn start(root: &Path) -> S3 {
-        std::fs::create_dir_all(root).unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let faults = Arc::new(Faults::new(7));
-        let (endpoint, _task) = rt
-            .block_on(start_faulty_s3_server(
-                root,
-                "bucket",
-                ACCESS,
-                SECRET,
-                faults.clone(),
-            ))
-            .unwrap();
-        S3 {
-            _rt: rt,
-            faults,
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
-                ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
-                ("AWS_REGION", "us-east-1".to_string()),
-                ("AWS_ENDPOINT_URL", endpoint),
-            ],
-        }
-    }
-
-    fn env(&self) -> Vec<(&str, &str)> {
-        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-    }
-}
 
 /// A metaserver with filesystem `data` on the test S3 server.
 fn setup(tmp: &Path, s3: &S3, extra: &[&str]) -> MetaServer {
     let meta = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
-    let mut args = vec![
-        "format",
-        "--meta",
-        &meta.addr,
-        "data",
-        "--storage",
-        "s3://bucket/strata",
-        "--block-size",
-        "256K",
-        "--chunk-size",
-        "1M",
-    ];
-    args.extend_from_slice(extra);
-    run_env_ok(&args, &s3.env());
+    format_data(&meta.addr, s3, extra);
     meta
 }
 

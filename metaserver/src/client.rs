@@ -20,6 +20,8 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// on its disk) costs a few seconds before the next node is tried, not the
 /// whole deadline; a retried write is deduplicated, so giving up on a slow
 /// attempt is safe.
+/// Pause between attempts of a change refused because a snapshot is being taken.
+const FROZEN_RETRY: Duration = Duration::from_millis(20);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A digest hashes a whole group.
 const DIGEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -155,6 +157,17 @@ impl MetaClient {
         self.call_until(g, req, CALL_DEADLINE).await
     }
 
+    /// `call` that keeps trying for `patience` (long operations: a
+    /// snapshot's copy of a large filesystem).
+    pub async fn call_patient(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+        patience: Duration,
+    ) -> Result<MetaResponse, MetaError> {
+        self.call_until(g, req, patience).await
+    }
+
     async fn call_until(
         &self,
         g: GroupId,
@@ -179,11 +192,11 @@ impl MetaClient {
         origin: Option<Origin>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
-        let deadline = tokio::time::Instant::now() + patience;
+        let mut deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         let mut last_err = MetaError::Unavailable("no metaserver reachable".into());
         let mut just_hinted = false;
-        loop {
+        'attempts: loop {
             let mut hinted = None;
             for addr in self.candidates(g) {
                 let body = Request::Meta {
@@ -208,6 +221,15 @@ impl MetaClient {
                             break;
                         }
                         last_err = MetaError::Unavailable(format!("group {g} has no leader yet"));
+                    }
+                    Ok(Response::Meta(Err(MetaError::Frozen))) => {
+                        // A snapshot is being taken: the leader answered, so
+                        // wait a little and ask it again, for as long as the
+                        // freeze lasts (it ends by itself at its end time).
+                        self.leaders.write().unwrap().insert(g, addr);
+                        tokio::time::sleep(FROZEN_RETRY).await;
+                        deadline = tokio::time::Instant::now() + patience;
+                        continue 'attempts;
                     }
                     Ok(Response::Meta(Err(e))) if e.is_retryable() => {
                         tracing::debug!(%addr, group = g, error = %e, "retrying elsewhere");

@@ -67,6 +67,13 @@ pub enum MetaError {
     /// Another owner holds a lock in the way.
     #[error("the range is locked by another owner")]
     WouldBlock,
+    /// A snapshot of the filesystem is being taken: the change waits and is
+    /// sent again (same sequence number) until the freeze lifts.
+    #[error("the filesystem is frozen while a snapshot is taken")]
+    Frozen,
+    /// The filesystem is a snapshot: it does not change.
+    #[error("read-only filesystem: {0}")]
+    ReadOnly(String),
 }
 
 impl MetaError {
@@ -88,6 +95,7 @@ impl MetaError {
             MetaError::NoXattr => libc_errno::ENODATA,
             MetaError::TooBig(_) => libc_errno::E2BIG,
             MetaError::WouldBlock => libc_errno::EAGAIN,
+            MetaError::ReadOnly(_) => libc_errno::EROFS,
             _ => libc_errno::EIO,
         }
     }
@@ -118,4 +126,5 @@ mod libc_errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const E2BIG: i32 = 7;
+    pub const EROFS: i32 = 30;
 }

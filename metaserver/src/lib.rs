@@ -9,6 +9,7 @@ pub mod raft_types;
 pub mod request;
 pub mod rpc;
 pub mod server;
+pub mod snapshot_client;
 pub mod types;
 pub mod wire;
 pub mod xattr_client;

@@ -371,6 +371,49 @@ pub enum MetaRequest {
     LiveUsage {
         fs: FsId,
     },
+
+    // ---- snapshots (`crate::server::snapshot`) ----
+    /// Group 0: registers snapshot `name` of `source` (filesystem
+    /// `SOURCE@NAME`, same blocks, the source's partitions), not ready yet.
+    CreateSnapshot {
+        source: String,
+        name: String,
+        now: Timestamp,
+    },
+    /// Group 0, read: the snapshots of `source`.
+    ListSnapshots {
+        source: String,
+    },
+    /// Group 0: marks a snapshot whose groups all hold their copy ready.
+    SnapshotReady {
+        source: String,
+        name: String,
+    },
+    /// Group 0: forgets a snapshot whose groups dropped their copy.
+    DeleteSnapshot {
+        source: String,
+        name: String,
+    },
+    /// Partition group: until `until` (leader clock; None lifts it) changes
+    /// to `fs` wait (answer Frozen) and new cross-group transactions abort
+    /// (Busy), so a snapshot sees one cut of every group.
+    SetFreeze {
+        fs: FsId,
+        until: Option<Timestamp>,
+    },
+    /// Partition group: copies this group's part of filesystem `from`
+    /// (inodes, entries, chunk maps, xattrs; not the trash) to `to`, and
+    /// counts the slices `to` now shares.
+    CopyFs {
+        from: FsId,
+        to: FsId,
+    },
+    /// Partition group: drops snapshot `fs` of `source` here, releasing its
+    /// references to shared slices.
+    DropFs {
+        fs: FsId,
+        source: FsId,
+    },
 }
 
 /// What a rename does to an existing target.
@@ -449,6 +492,49 @@ pub struct IntentInfo {
 }
 
 impl MetaRequest {
+    /// The filesystem a change to a file tree applies to (None for cluster,
+    /// transaction-control and snapshot-management requests).
+    pub fn changes_fs(&self) -> Option<FsId> {
+        use MetaRequest as R;
+        match self {
+            R::SetAttr { fs, .. }
+            | R::Create { fs, .. }
+            | R::Link { fs, .. }
+            | R::Unlink { fs, .. }
+            | R::Rmdir { fs, .. }
+            | R::Rename { fs, .. }
+            | R::RenameWith { fs, .. }
+            | R::WriteSlices { fs, .. }
+            | R::TxPrepare { fs, .. }
+            | R::TxCommit { fs, .. }
+            | R::TxBegin { fs, .. }
+            | R::SetXattr { fs, .. }
+            | R::RemoveXattr { fs, .. }
+            | R::PunchHole { fs, .. }
+            | R::ReserveAppend { fs, .. }
+            | R::CompactChunk { fs, .. }
+            | R::RestoreTrash { fs, .. }
+            | R::HoldInodes { fs, .. }
+            | R::PurgeTrash { fs, .. } => Some(*fs),
+            _ => None,
+        }
+    }
+
+    /// Requests that finish a transaction already under way: they pass a
+    /// snapshot's freeze, which waits for them.
+    pub fn settles_tx(&self) -> bool {
+        matches!(self, MetaRequest::TxCommit { .. })
+    }
+
+    /// Requests that start a cross-group transaction: a freeze makes them
+    /// fail (Busy), so the client aborts and retries the whole operation.
+    pub fn starts_tx(&self) -> bool {
+        matches!(
+            self,
+            MetaRequest::TxBegin { .. } | MetaRequest::TxPrepare { .. }
+        )
+    }
+
     /// Reads are answered from the state machine without a log entry.
     pub fn is_read(&self) -> bool {
         matches!(
@@ -471,6 +557,7 @@ impl MetaRequest {
                 | MetaRequest::ListXattrs { .. }
                 | MetaRequest::GetLock { .. }
                 | MetaRequest::LiveUsage { .. }
+                | MetaRequest::ListSnapshots { .. }
         )
     }
 }
@@ -541,6 +628,8 @@ pub enum MetaResponse {
         offset: u64,
         inode: Inode,
     },
+    Snapshots(Vec<SnapshotInfo>),
+    Snapshot(SnapshotInfo),
 }
 
 impl MetaResponse {
@@ -583,4 +672,8 @@ pub struct Origin {
 pub struct LogRequest {
     pub req: MetaRequest,
     pub origin: Option<Origin>,
+    /// The leader's clock when it proposed the entry: decisions that depend
+    /// on time (a snapshot's freeze running out) read it from here, so
+    /// every replica decides the same.
+    pub at: crate::types::Timestamp,
 }

@@ -49,6 +49,15 @@ impl Timestamp {
             nsec: d.subsec_nanos(),
         }
     }
+
+    /// This time plus `d`.
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        let nsec = self.nsec as u64 + d.subsec_nanos() as u64;
+        Timestamp {
+            sec: self.sec + d.as_secs() as i64 + (nsec / 1_000_000_000) as i64,
+            nsec: (nsec % 1_000_000_000) as u32,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -162,6 +171,24 @@ pub struct Deletion {
     /// When it left the last chunk map: a reader that read the map just
     /// before may still fetch its blocks for a while.
     pub queued: Timestamp,
+}
+
+/// A read-only, point-in-time copy of a filesystem's metadata, itself
+/// registered as filesystem `SOURCE@NAME` (sharing the source's blocks).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The snapshot's own filesystem id.
+    pub id: FsId,
+    pub source: FsId,
+    pub name: String,
+    pub created: Timestamp,
+    /// False until every group's copy is done.
+    pub ready: bool,
+}
+
+/// The filesystem name a snapshot is registered under.
+pub fn snapshot_fs_name(source: &str, name: &str) -> String {
+    format!("{source}@{name}")
 }
 
 /// The kind of a file lock.

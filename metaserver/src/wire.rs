@@ -174,6 +174,7 @@ mod tests {
                 payload: openraft::EntryPayload::Normal(crate::request::LogRequest {
                     req: MetaRequest::GetClusterMap,
                     origin: None,
+                    at: crate::types::Timestamp::default(),
                 }),
             }],
             leader_commit: None,

@@ -5,6 +5,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use strata_cache::test_s3::{Faults, start_faulty_s3_server};
 
 pub fn strata() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -259,4 +262,68 @@ pub fn assert_same_file(path: &Path, model: &[u8], what: &str) {
             path.display()
         );
     }
+}
+
+pub const ACCESS: &str = "strata-test-access";
+pub const SECRET: &str = "strata-test-secret-key";
+
+/// A fault-injecting S3 server (s3s) over HTTP on loopback, with the
+/// environment a `strata` process needs to reach it.
+pub struct S3 {
+    pub _rt: tokio::runtime::Runtime,
+    pub faults: Arc<Faults>,
+    pub env: Vec<(&'static str, String)>,
+    /// The server's directory: bucket `bucket` is `root/bucket`.
+    pub root: PathBuf,
+}
+
+impl S3 {
+    pub fn start(root: &Path) -> S3 {
+        std::fs::create_dir_all(root).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let faults = Arc::new(Faults::new(7));
+        let (endpoint, _task) = rt
+            .block_on(start_faulty_s3_server(
+                root,
+                "bucket",
+                ACCESS,
+                SECRET,
+                faults.clone(),
+            ))
+            .unwrap();
+        S3 {
+            _rt: rt,
+            faults,
+            root: root.to_path_buf(),
+            env: vec![
+                ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+                ("AWS_REGION", "us-east-1".to_string()),
+                ("AWS_ENDPOINT_URL", endpoint),
+            ],
+        }
+    }
+
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// Formats filesystem `data` on the metaservers at `meta`, over bucket
+/// `bucket` of `s3`, with small blocks so tests make many of them.
+pub fn format_data(meta: &str, s3: &S3, extra: &[&str]) {
+    let mut args = vec![
+        "format",
+        "--meta",
+        meta,
+        "data",
+        "--storage",
+        "s3://bucket/strata",
+        "--block-size",
+        "256K",
+        "--chunk-size",
+        "1M",
+    ];
+    args.extend_from_slice(extra);
+    run_env_ok(&args, &s3.env());
 }

@@ -42,6 +42,9 @@ enum Command {
     /// Files whose last link went: list them, restore them.
     #[command(subcommand)]
     Trash(cmd::trash::TrashCommand),
+    /// Snapshots: read-only, point-in-time copies sharing the blocks.
+    #[command(subcommand)]
+    Snapshot(cmd::snapshot::SnapshotCommand),
     /// Compare a filesystem's objects with its chunk maps: report objects no
     /// slice references (leaks) and referenced objects that are missing.
     Gc(cmd::gc::GcArgs),
@@ -86,6 +89,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Trash(c) => cmd::trash::run(c).await,
             Command::Gc(a) => cmd::gc::run(a).await,
+            Command::Snapshot(c) => cmd::snapshot::run(c).await,
         }
     });
     // Do not wait for stray blocking tasks (a stuck S3 request must not hang exit).

@@ -97,16 +97,26 @@ pub(crate) fn garbage_work<T: Rows>(
 ) -> Result<MetaResult, StoreError> {
     let limit = limit.clamp(1, 4096) as usize;
     let trash_due = due_rows(t, g, fs, now, limit)?.len() as u64;
-    let start = key::deletion(g, fs, after);
-    let rows = t.scan(&key::deletion_prefix(g, fs), Some(&start), limit)?;
-    let mut deletions = Vec::with_capacity(rows.len());
-    for (k, v) in rows {
-        let (len, queued): (u32, Timestamp) = decode(&v)?;
-        deletions.push(Deletion {
-            slice: key::deletion_slice(&k),
-            len,
-            queued,
-        });
+    let prefix = key::deletion_prefix(g, fs);
+    let mut cursor = key::deletion(g, fs, after);
+    let mut deletions = Vec::new();
+    // Slices a snapshot still reads are skipped (they wait until the last
+    // one goes); keep scanning so a page of them does not end the walk.
+    'scan: loop {
+        let rows = t.scan(&prefix, Some(&cursor), limit)?;
+        let Some((last, _)) = rows.last() else { break };
+        cursor = last.clone();
+        for (k, v) in rows {
+            let (len, queued): (u32, Timestamp) = decode(&v)?;
+            let slice = key::deletion_slice(&k);
+            if crate::server::snapshot::slice_refs(t, g, fs, slice)? > 0 {
+                continue;
+            }
+            deletions.push(Deletion { slice, len, queued });
+            if deletions.len() >= limit {
+                break 'scan;
+            }
+        }
     }
     Ok(Ok(MetaResponse::GarbageWork {
         trash_due,

@@ -6,6 +6,7 @@ mod log_store;
 mod network;
 pub mod ops;
 mod rename;
+pub mod snapshot;
 mod state_machine;
 pub mod store;
 pub mod txn;
@@ -677,7 +678,14 @@ impl MetaNode {
             // lookups or one bounded page, shorter than the thread handoff.
             return state_machine::read(&self.db, g, req).map_err(MetaError::from)?;
         }
-        match raft.client_write(LogRequest { req, origin }).await {
+        match raft
+            .client_write(LogRequest {
+                req,
+                origin,
+                at: Timestamp::now(),
+            })
+            .await
+        {
             Ok(resp) => resp.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(MetaError::NotLeader {

@@ -7,7 +7,7 @@
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
-use crate::server::{garbage, locks, xattr};
+use crate::server::{garbage, locks, snapshot, xattr};
 use crate::types::*;
 
 /// Readdir pages are capped so one answer stays far below the frame limit.
@@ -52,24 +52,33 @@ pub fn apply_logged<T: RowsMut>(
     g: GroupId,
     entry: LogRequest,
 ) -> Result<MetaResult, StoreError> {
-    let Some(o) = entry.origin else {
-        return apply(t, g, entry.req);
-    };
-    let answered = t.scan(&key::dedup_prefix(g, o.client), None, usize::MAX)?;
-    for (k, _) in answered
-        .iter()
-        .filter(|(k, _)| key::dedup_seq(k) < o.done_below)
-    {
-        t.del(k)?;
+    let LogRequest { req, origin, at } = entry;
+    let mut remember = None;
+    if let Some(o) = origin {
+        let answered = t.scan(&key::dedup_prefix(g, o.client), None, usize::MAX)?;
+        for (k, _) in answered
+            .iter()
+            .filter(|(k, _)| key::dedup_seq(k) < o.done_below)
+        {
+            t.del(k)?;
+        }
+        let k = key::dedup(g, o.client, o.seq);
+        if let Some(first) = t.load::<MetaResult>(&k)? {
+            return Ok(first);
+        }
+        remember = Some(k);
     }
-    let k = key::dedup(g, o.client, o.seq);
-    if let Some(first) = t.load::<MetaResult>(&k)? {
-        return Ok(first);
+    // Refused changes are not remembered either: the retry (same sequence
+    // number) is decided afresh once the freeze is over.
+    if let Some(refused) = snapshot::freeze_refusal(&*t, g, &req, at)? {
+        return Ok(Err(refused));
     }
-    let result = apply(t, g, entry.req)?;
+    let result = apply(t, g, req)?;
     // A busy answer changed nothing and the client sends the request again
     // under a new sequence number; remembering it would only take space.
-    if !matches!(result, Err(MetaError::Busy(_))) {
+    if let Some(k) = remember
+        && !matches!(result, Err(MetaError::Busy(_)))
+    {
         t.put(&k, &result)?;
     }
     Ok(result)
@@ -80,6 +89,13 @@ pub fn apply<T: RowsMut>(
     g: GroupId,
     req: MetaRequest,
 ) -> Result<MetaResult, StoreError> {
+    if let Some(fs) = req.changes_fs()
+        && snapshot::read_only(&*t, g, fs)?
+    {
+        return Ok(Err(MetaError::ReadOnly(format!(
+            "filesystem {fs} is a snapshot"
+        ))));
+    }
     let mut c = Ctx { t, g };
     use MetaRequest as R;
     let res = match req {
@@ -215,6 +231,12 @@ pub fn apply<T: RowsMut>(
             len,
             now,
         } => c.reserve_append(fs, ino, at_least, len, now)?,
+        R::CreateSnapshot { source, name, now } => c.create_snapshot(&source, &name, now)?,
+        R::SnapshotReady { source, name } => c.snapshot_ready(&source, &name)?,
+        R::DeleteSnapshot { source, name } => c.delete_snapshot(&source, &name)?,
+        R::SetFreeze { fs, until } => c.set_freeze(fs, until)?,
+        R::CopyFs { from, to } => c.copy_fs(from, to)?,
+        R::DropFs { fs, source } => c.drop_fs(fs, source)?,
         R::ReleaseLocks {
             fs,
             ino,
@@ -373,6 +395,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::GetXattr { fs, ino, name } => return xattr::get(t, g, fs, ino, &name),
         R::ListXattrs { fs, ino } => return xattr::list(t, g, fs, ino),
         R::GetLock { fs, ino, lock, now } => return locks::get(t, g, fs, ino, lock, now),
+        R::ListSnapshots { source } => return snapshot::list(t, g, &source),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),
@@ -484,7 +507,12 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Ok))
     }
 
-    fn next_counter(&mut self, name: &str, count: u64, first: u64) -> Result<u64, StoreError> {
+    pub(crate) fn next_counter(
+        &mut self,
+        name: &str,
+        count: u64,
+        first: u64,
+    ) -> Result<u64, StoreError> {
         let k = key::counter(self.g, name);
         let cur: u64 = self.t.load(&k)?.unwrap_or(first);
         self.t.put(&k, &(cur + count))?;
@@ -570,7 +598,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         self.t.put(&key::partition(self.g, fs, id), &part)
     }
 
-    fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, StoreError> {
+    pub(crate) fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, StoreError> {
         self.t
             .scan(&key::partition_prefix(self.g, fs), None, usize::MAX)?
             .into_iter()

@@ -117,6 +117,8 @@ pub mod key {
     pub const HOLD: u8 = 24;
     pub const XATTR: u8 = 25;
     pub const LOCKS: u8 = 26;
+    pub const SNAPSHOT: u8 = 27;
+    pub const SNAP_REF: u8 = 28;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -251,6 +253,55 @@ pub mod key {
         let mut k = xattr_prefix(g, fs, ino);
         k.extend_from_slice(name);
         k
+    }
+    /// Group 0: the snapshots of filesystem `source`, by name.
+    pub fn snapshot_prefix(g: GroupId, source: FsId) -> Vec<u8> {
+        let mut k = tagged(g, SNAPSHOT);
+        k.extend_from_slice(&source.to_be_bytes());
+        k
+    }
+    pub fn snapshot(g: GroupId, source: FsId, name: &str) -> Vec<u8> {
+        let mut k = snapshot_prefix(g, source);
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+    /// How many snapshots of `source` reference slice `slice` (kept in the
+    /// group of the chunk that holds it).
+    pub fn snap_ref(g: GroupId, source: FsId, slice: SliceId) -> Vec<u8> {
+        let mut k = tagged(g, SNAP_REF);
+        k.extend_from_slice(&source.to_be_bytes());
+        k.extend_from_slice(&slice.to_be_bytes());
+        k
+    }
+    /// Every row kind that belongs to one filesystem's tree in a partition
+    /// group, as key prefixes (the fs id follows the tag).
+    pub fn fs_rows(g: GroupId, fs: FsId) -> Vec<Vec<u8>> {
+        [
+            INODE,
+            DENTRY,
+            CHUNK,
+            XATTR,
+            USAGE,
+            PART_STATE,
+            LOCKS,
+            TRASH,
+            TRASH_INO,
+            TRASH_USAGE,
+            HOLD,
+        ]
+        .into_iter()
+        .map(|tag| {
+            let mut k = tagged(g, tag);
+            k.extend_from_slice(&fs.to_be_bytes());
+            k
+        })
+        .collect()
+    }
+    /// `k` (a key of a row kind in `fs_rows`) with its filesystem id replaced.
+    pub fn with_fs(k: &[u8], fs: FsId) -> Vec<u8> {
+        let mut out = k.to_vec();
+        out[5..9].copy_from_slice(&fs.to_be_bytes());
+        out
     }
     /// The file locks on one inode.
     pub fn locks(g: GroupId, fs: FsId, ino: Ino) -> Vec<u8> {
@@ -441,12 +492,18 @@ impl Rows for redb::Table<'_, &'static [u8], &'static [u8]> {
 /// Writes on a write transaction's table.
 pub trait RowsMut: Rows {
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError>;
+    /// Stores an already encoded value.
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), StoreError>;
     fn del(&mut self, key: &[u8]) -> Result<(), StoreError>;
 }
 
 impl RowsMut for redb::Table<'_, &'static [u8], &'static [u8]> {
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError> {
         self.insert(key, encode(v).as_slice())?;
+        Ok(())
+    }
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), StoreError> {
+        self.insert(key, v)?;
         Ok(())
     }
     fn del(&mut self, key: &[u8]) -> Result<(), StoreError> {

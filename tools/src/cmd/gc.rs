@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use strata_cache::{StoreOptions, block_key, open_store};
-use strata_meta::{MetaClient, Slice};
+use strata_meta::{MetaClient, Slice, snapshot_fs_name};
 
 use super::{CliError, CliResult, meta_addrs};
 
@@ -69,10 +69,24 @@ pub async fn run(a: GcArgs) -> CliResult {
             .await
             .map_err(|e| CliError(format!("listing {}: {e}", info.storage)))
     };
+    // Snapshots share the filesystem's blocks: what they reference is in use.
+    let mut snapshots = Vec::new();
+    for s in client.list_snapshots(&a.name).await? {
+        if s.ready {
+            snapshots.push(client.open_fs(&snapshot_fs_name(&a.name, &s.name)).await?);
+        }
+    }
+    let slices = || async {
+        let (mut live, queued) = fs.all_slices().await?;
+        for snap in &snapshots {
+            live.extend(snap.all_slices().await?.0);
+        }
+        Ok::<_, CliError>((live, queued))
+    };
     let objects = list().await?;
-    let (live1, queued1) = fs.all_slices().await?;
+    let (live1, queued1) = slices().await?;
     let after: HashSet<String> = list().await?.into_iter().map(|o| o.key).collect();
-    let (live2, queued2) = fs.all_slices().await?;
+    let (live2, queued2) = slices().await?;
     let (bs, uuid) = (info.block_size, info.uuid.as_str());
     let referenced1 = keys_of(live1.into_iter(), uuid, bs);
     let referenced2 = keys_of(live2.into_iter(), uuid, bs);

@@ -4,6 +4,7 @@ pub mod fsck;
 pub mod gc;
 pub mod meta;
 pub mod mount;
+pub mod snapshot;
 pub mod status;
 pub mod trash;
 pub mod warmup;

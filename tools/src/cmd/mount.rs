@@ -92,6 +92,9 @@ pub struct MountArgs {
     /// Mount read-only: every change fails with EROFS.
     #[arg(long)]
     pub read_only: bool,
+    /// Mount this snapshot of the filesystem (read-only; see `strata snapshot`).
+    #[arg(long)]
+    pub snapshot: Option<String>,
     /// Log file of a background mount [default: DATA_DIR/mount.log, or /tmp/strata-NAME.log with --meta].
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -103,7 +106,20 @@ struct Target {
 }
 
 impl MountArgs {
+    /// Whether this mount only reads (asked for, or a snapshot).
+    fn read_only(&self) -> bool {
+        self.read_only || self.snapshot.is_some()
+    }
+
     fn target(&self) -> Result<Target, CliError> {
+        let mut t = self.fs_target()?;
+        if let Some(snap) = &self.snapshot {
+            t.name = strata_meta::snapshot_fs_name(&t.name, snap);
+        }
+        Ok(t)
+    }
+
+    fn fs_target(&self) -> Result<Target, CliError> {
         match (&self.meta, self.args.as_slice()) {
             (None, [dir]) => Ok(Target {
                 name: EMBEDDED_FS.into(),
@@ -158,7 +174,7 @@ impl MountArgs {
                 "--writeback stages blocks on local disk: give --cache-dir too".into(),
             ));
         }
-        if self.writeback && self.read_only {
+        if self.writeback && self.read_only() {
             return Err(CliError(
                 "--writeback and --read-only exclude each other".into(),
             ));
@@ -348,7 +364,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         FsConfig {
             attr_ttl: Duration::from_secs_f64(a.attr_cache),
             entry_ttl: Duration::from_secs_f64(a.entry_cache),
-            read_only: a.read_only,
+            read_only: a.read_only(),
             buffer_size: a.buffer_size as usize,
             max_uploads: a.max_uploads,
             max_prefetch_blocks: prefetch_blocks,
@@ -361,7 +377,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         staging,
     )
     .map_err(|e| CliError(format!("starting the filesystem: {e}")))?;
-    if !a.read_only {
+    if !a.read_only() {
         fs.start_background();
     }
     let mut mount = strata_fuse::fuse::mount(
@@ -369,7 +385,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         tokio::runtime::Handle::current(),
         &target.dir,
         &target.name,
-        a.read_only,
+        a.read_only(),
     )
     .map_err(|e| CliError(format!("mounting on {}: {e}", target.dir.display())))?;
     let pidf = pid_file(&target.dir);

@@ -18,6 +18,8 @@ pub use disk::{DiskCache, FsSpace, fs_space};
 pub use error::StoreError;
 pub use layout::{block_key, parse_block_key};
 pub use mem::MemCache;
-pub use object_store::{LocalStore, ObjectInfo, ObjectStore, S3Store, StoreOptions, open_store};
+pub use object_store::{
+    LocalStore, ObjectHead, ObjectInfo, ObjectStore, S3Store, StoreOptions, open_store,
+};
 pub use retry::{RetryPolicy, RetryingStore};
 pub use staging::Staging;

@@ -45,6 +45,12 @@ enum Command {
     /// Snapshots: read-only, point-in-time copies sharing the blocks.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Copy every file of a snapshot (or filesystem) to ordinary objects
+    /// under an S3 prefix or into a local directory, with a manifest.
+    Export(cmd::export::ExportArgs),
+    /// Copy a tree of objects (an export, or any S3 prefix or local
+    /// directory) into a filesystem.
+    Import(cmd::import::ImportArgs),
     /// Compare a filesystem's objects with its chunk maps: report objects no
     /// slice references (leaks) and referenced objects that are missing.
     Gc(cmd::gc::GcArgs),
@@ -89,6 +95,8 @@ fn main() -> std::process::ExitCode {
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Trash(c) => cmd::trash::run(c).await,
             Command::Gc(a) => cmd::gc::run(a).await,
+            Command::Export(a) => cmd::export::run(a).await,
+            Command::Import(a) => cmd::import::run(a).await,
             Command::Snapshot(c) => cmd::snapshot::run(c).await,
         }
     });

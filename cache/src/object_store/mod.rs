@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use local::LocalStore;
-pub use s3::S3Store;
+pub use s3::{ObjectHead, S3Store};
 
 use crate::StoreError;
 

@@ -4,6 +4,7 @@
 //! refused credentials, other 4xx), and every attempt is bounded in time so
 //! a server that hangs cannot hang the filesystem.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -17,6 +18,14 @@ use bytes::Bytes;
 
 use super::{ObjectInfo, ObjectStore, StoreOptions};
 use crate::StoreError;
+
+/// What HeadObject tells of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHead {
+    pub size: u64,
+    /// User metadata (`x-amz-meta-NAME`), by NAME.
+    pub meta: HashMap<String, String>,
+}
 
 pub struct S3Store {
     client: Client,
@@ -233,6 +242,136 @@ impl S3Store {
         Ok(body)
     }
 
+    /// HeadObject: the object's size and user metadata, or None if missing.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectHead {
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                meta: out.metadata().cloned().unwrap_or_default(),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(sdk_err("HEAD", key, e)),
+        }
+    }
+
+    /// PutObject with user metadata (`x-amz-meta-*`). The body is not
+    /// hashed into the signature (SHA-256 of every block cost a tenth of a
+    /// writing client's CPU); its CRC32 checksum, which the server
+    /// verifies, still guards it.
+    pub async fn put_with_meta(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_metadata(Some(meta.clone()))
+            .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| sdk_err("PUT", key, e))?;
+        Ok(())
+    }
+
+    /// Starts a multipart upload; the object appears only at `finish_multipart`.
+    pub async fn begin_multipart(
+        &self,
+        key: &str,
+        meta: &HashMap<String, String>,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .set_metadata(Some(meta.clone()))
+            .send()
+            .await
+            .map_err(|e| sdk_err("CREATE MULTIPART", key, e))?;
+        out.upload_id().map(String::from).ok_or(StoreError::S3 {
+            op: "CREATE MULTIPART",
+            key: key.to_string(),
+            message: "the server gave no upload id".into(),
+        })
+    }
+
+    /// Uploads part `number` (from 1) and returns its ETag.
+    pub async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: i32,
+        data: Bytes,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload)
+            .part_number(number)
+            .body(ByteStream::from(data))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| sdk_err("UPLOAD PART", key, e))?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
+    }
+
+    /// Completes a multipart upload from its parts' numbers and ETags, in order.
+    pub async fn finish_multipart(
+        &self,
+        key: &str,
+        upload: &str,
+        parts: Vec<(i32, String)>,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let parts = parts
+            .into_iter()
+            .map(|(n, etag)| CompletedPart::builder().part_number(n).e_tag(etag).build())
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_err("COMPLETE MULTIPART", key, e))?;
+        Ok(())
+    }
+
+    /// Abandons a multipart upload (best effort: the server also expires them).
+    pub async fn abort_multipart(&self, key: &str, upload: &str) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .upload_id(upload)
+            .send()
+            .await;
+    }
+
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {
             key.to_string()
@@ -246,20 +385,7 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         // A single PutObject is atomic: the object appears whole or not at all.
-        // The body is not hashed into the signature (SHA-256 of every block
-        // cost a tenth of a writing client's CPU); its CRC32 checksum, which
-        // the server verifies, still guards it.
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| sdk_err("PUT", key, e))?;
-        Ok(())
+        self.put_with_meta(key, data, &HashMap::new()).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {

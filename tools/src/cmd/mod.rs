@@ -1,9 +1,14 @@
 pub mod bench;
+pub mod export;
 pub mod format;
 pub mod fsck;
 pub mod gc;
+pub mod import;
+pub mod manifest;
 pub mod meta;
 pub mod mount;
+pub mod open;
+pub mod place;
 pub mod snapshot;
 pub mod status;
 pub mod trash;

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use strata_cache::{StoreOptions, open_store};
 use strata_fuse::{Filesystem, FsConfig};
 use strata_meta::MetaClient;
 use strata_meta::server::{MetaNode, NodeConfig, addr_file};
@@ -308,26 +307,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     }
     let fs_client = client.open_fs(&target.name).await?;
     fs_client.set_dir_spread_slack(a.dir_spread_slack);
-    let endpoint = a
-        .s3_endpoint
-        .clone()
-        .or_else(|| fs_client.info.s3_endpoint.clone());
-    let store = open_store(
-        &fs_client.info.storage,
-        &StoreOptions {
-            s3_endpoint: endpoint,
-            // `RetryingStore` below does the retrying (and logs each retry).
-            s3_attempts: 1,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| CliError(format!("opening storage {}: {e}", fs_client.info.storage)))?;
-    // Transient store errors (5xx, throttling, timeouts, cut connections)
-    // are retried with backoff below the caches.
-    let store: std::sync::Arc<dyn strata_cache::ObjectStore> = std::sync::Arc::new(
-        strata_cache::RetryingStore::new(store, strata_cache::RetryPolicy::default()),
-    );
+    let store = super::open::block_store(&fs_client.info, a.s3_endpoint.clone()).await?;
     // Caches and staged blocks of different filesystems must not mix.
     let cache_dir = a.cache_dir.as_ref().map(|d| d.join(&fs_client.info.uuid));
     let cache = strata_cache::BlockCache::new(

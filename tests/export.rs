@@ -1,0 +1,298 @@
+//! Export and import through a real S3 server over HTTP (and a local
+//! directory): every object equals its file, the manifest lists the whole
+//! tree, an interrupted export resumes without writing finished objects
+//! again, and importing the export gives back the same tree.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::SystemTime;
+
+use common::*;
+
+/// What a tree holds at each relative path: kind, permission bits, size,
+/// mtime (seconds), and contents or link target.
+type Tree = BTreeMap<String, (String, u32, u64, i64, Vec<u8>)>;
+
+fn tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let ft = md.file_type();
+            let (kind, body) = if ft.is_dir() {
+                stack.push(path.clone());
+                ("dir", Vec::new())
+            } else if ft.is_symlink() {
+                let t = std::fs::read_link(&path).unwrap();
+                ("symlink", t.display().to_string().into_bytes())
+            } else if ft.is_file() {
+                ("file", std::fs::read(&path).unwrap())
+            } else {
+                ("other", Vec::new())
+            };
+            let size = if kind == "file" { md.len() } else { 0 };
+            let mtime = if kind == "symlink" { 0 } else { md.mtime() };
+            out.insert(rel, (kind.into(), md.mode() & 0o7777, size, mtime, body));
+        }
+    }
+    out
+}
+
+/// A tree with nested and empty directories, small, empty and multipart
+/// files, a symlink, a hard link and a fifo, with modes and times set.
+fn make_tree(root: &Path) {
+    let mut rng = Rng(77);
+    for d in ["a", "a/b", "a/b/c", "empty", "many"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let mut bytes = vec![0u8; 12 << 20];
+    rng.fill(&mut bytes);
+    std::fs::write(root.join("a/big.bin"), &bytes).unwrap();
+    std::fs::write(root.join("a/b/c/deep.txt"), b"deep\n").unwrap();
+    std::fs::write(root.join("zero"), b"").unwrap();
+    for i in 0..40 {
+        let mut b = vec![0u8; rng.below(70_000) as usize];
+        rng.fill(&mut b);
+        std::fs::write(root.join(format!("many/f{i:02} with space")), &b).unwrap();
+    }
+    std::os::unix::fs::symlink("a/b/c/deep.txt", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("a/b/c/deep.txt"), root.join("a/hard")).unwrap();
+    let fifo = std::ffi::CString::new(root.join("pipe").display().to_string()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    std::fs::set_permissions(root.join("zero"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("a/big.bin"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+fn manifest_of(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn strata_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut c = strata();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "strata {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn export_to_s3_and_a_directory_resumes_and_imports_back() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let server = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
+    let meta = server.addr.clone();
+    format_data(&meta, &s3, &[]);
+    let m = Mount::new(&tmp.path().join("m"), &["--meta", &meta, "data"], &s3.env());
+    std::fs::create_dir(m.path("src")).unwrap();
+    make_tree(&m.path("src"));
+    let original = tree(&m.path("src"));
+    run_env_ok(
+        &["snapshot", "create", "--meta", &meta, "data", "s1"],
+        &s3.env(),
+    );
+    // Changed after the snapshot: the export shows the snapshot's state.
+    std::fs::write(m.path("src/zero"), b"later").unwrap();
+
+    // An object in the way of every file under `many/` (s3s-fs keeps objects
+    // as files, so `export/src/many` as an object blocks `export/src/many/*`):
+    // the first export fails for those and writes no manifest.
+    let objects = s3.root.join("bucket/export/src");
+    std::fs::create_dir_all(&objects).unwrap();
+    std::fs::write(objects.join("many"), b"obstacle").unwrap();
+    let export = [
+        "export",
+        "--meta",
+        &meta,
+        "data@s1",
+        "s3://bucket/export",
+        "--part-size",
+        "5M",
+        "--jobs",
+        "4",
+    ];
+    let err = strata_fails(&export, &s3.env());
+    assert!(err.contains("40 of 44 files failed"), "{err}");
+    assert!(
+        !s3.root
+            .join("bucket/export/.strata-manifest.jsonl")
+            .exists()
+    );
+    let first_run: BTreeMap<String, SystemTime> =
+        ["src/a/big.bin", "src/a/b/c/deep.txt", "src/zero"]
+            .iter()
+            .map(|p| {
+                let md = std::fs::metadata(s3.root.join("bucket/export").join(p)).unwrap();
+                (p.to_string(), md.modified().unwrap())
+            })
+            .collect();
+    std::fs::remove_file(objects.join("many")).unwrap();
+    let out = run_env_ok(&export, &s3.env());
+    assert!(
+        out.contains("44 files") && out.contains("4 already there"),
+        "{out}"
+    );
+    for (p, when) in &first_run {
+        let md = std::fs::metadata(s3.root.join("bucket/export").join(p)).unwrap();
+        assert_eq!(md.modified().unwrap(), *when, "{p} was written again");
+    }
+    // Every object equals its file in the snapshot.
+    for (path, (kind, _, _, _, body)) in &original {
+        let obj = s3.root.join("bucket/export/src").join(path);
+        if kind == "file" {
+            assert_eq!(&std::fs::read(&obj).unwrap(), body, "{path}");
+        } else {
+            assert!(!obj.is_file(), "{path} ({kind}) should have no object");
+        }
+    }
+    // The manifest lists everything, with attributes.
+    let text =
+        std::fs::read_to_string(s3.root.join("bucket/export/.strata-manifest.jsonl")).unwrap();
+    let lines = manifest_of(&text);
+    assert_eq!(lines[0]["format"], "strata-export");
+    assert_eq!(lines[0]["files"], 44);
+    let listed: BTreeMap<String, &serde_json::Value> = lines[1..]
+        .iter()
+        .map(|v| (v["path"].as_str().unwrap().to_string(), v))
+        .collect();
+    let under_src: Vec<&String> = listed.keys().filter(|p| p.starts_with("src/")).collect();
+    assert_eq!(under_src.len(), original.len(), "{text}");
+    for (path, (kind, mode, size, mtime, body)) in &original {
+        let v = listed[&format!("src/{path}")];
+        let want = if kind == "other" {
+            "fifo"
+        } else {
+            kind.as_str()
+        };
+        assert_eq!(v["type"], want, "{path}");
+        assert_eq!(v["mode"].as_u64().unwrap() as u32, *mode, "{path}");
+        if kind == "file" {
+            assert_eq!(v["size"].as_u64().unwrap(), *size, "{path}");
+            assert_eq!(v["mtime"].as_i64().unwrap(), *mtime, "{path}");
+            let crc = format!("crc32:{:08x}", crc32fast::hash(body));
+            assert_eq!(v["checksum"], crc.as_str(), "{path}");
+        }
+        if kind == "symlink" {
+            assert_eq!(v["target"].as_str().unwrap().as_bytes(), body.as_slice());
+        }
+    }
+    assert_eq!(listed["src/empty"]["empty"], true);
+    assert_eq!(
+        listed["src/a/hard"]["link"],
+        listed["src/a/b/c/deep.txt"]["link"]
+    );
+    // A second run finds everything there.
+    let again = run_env_ok(&export, &s3.env());
+    assert!(again.contains("44 already there"), "{again}");
+
+    // The same to a local directory.
+    let dir = tmp.path().join("local-export");
+    let url = format!("file://{}", dir.display());
+    run_env_ok(
+        &[
+            "export",
+            "--meta",
+            &meta,
+            "data@s1",
+            "--to",
+            &url,
+            "--part-size",
+            "5M",
+        ],
+        &s3.env(),
+    );
+    for (path, (kind, _, _, _, body)) in &original {
+        if kind == "file" {
+            assert_eq!(
+                &std::fs::read(dir.join("src").join(path)).unwrap(),
+                body,
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".strata-manifest.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        text.lines().count()
+    );
+
+    // Import both back: the same tree, bytes and attributes.
+    let import_s3 = [
+        "import",
+        "--meta",
+        &meta,
+        "s3://bucket/export",
+        "data:/from-s3",
+    ];
+    run_env_ok(&import_s3, &s3.env());
+    run_env_ok(
+        &["import", "--meta", &meta, &url, "data:/from-dir"],
+        &s3.env(),
+    );
+    for back in ["from-s3/src", "from-dir/src"] {
+        let got = tree(&m.path(back));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            original.keys().collect::<Vec<_>>(),
+            "{back}"
+        );
+        for (path, want) in &original {
+            assert_eq!(&got[path], want, "{back}/{path}");
+        }
+        let a = std::fs::metadata(m.path(&format!("{back}/a/hard"))).unwrap();
+        let b = std::fs::metadata(m.path(&format!("{back}/a/b/c/deep.txt"))).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{back}: hard link");
+    }
+    // Importing again skips what is there.
+    let again = run_env_ok(&import_s3, &s3.env());
+    assert!(again.contains("already there"), "{again}");
+
+    // A prefix of plain objects (no manifest) becomes a tree of files.
+    let plain = s3.root.join("bucket/plain");
+    std::fs::create_dir_all(plain.join("x/y")).unwrap();
+    std::fs::write(plain.join("x/y/one"), b"1").unwrap();
+    std::fs::write(plain.join("two"), b"22").unwrap();
+    run_env_ok(
+        &[
+            "import",
+            "--meta",
+            &meta,
+            "s3://bucket/plain",
+            "data:/plain",
+        ],
+        &s3.env(),
+    );
+    assert_eq!(std::fs::read(m.path("plain/x/y/one")).unwrap(), b"1");
+    assert_eq!(std::fs::read(m.path("plain/two")).unwrap(), b"22");
+    // Bad input changes nothing.
+    let err = strata_fails(
+        &["export", "--meta", &meta, "data@s1", "ftp://x"],
+        &s3.env(),
+    );
+    assert!(err.contains("s3://bucket/prefix or file:///dir"), "{err}");
+    let err = strata_fails(&["import", "--meta", &meta, &url, "data@s1"], &s3.env());
+    assert!(err.contains("read-only"), "{err}");
+    m.unmount();
+}

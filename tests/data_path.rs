@@ -78,18 +78,6 @@ fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     a.unmount();
 }
 
-/// Yields until `cond` holds, failing after `secs` seconds.
-fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The journal records of the one filesystem staged under `cache`.
 fn staged_records(cache: &Path) -> usize {
     let mut n = 0;

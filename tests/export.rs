@@ -6,77 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
 use common::*;
-
-/// What a tree holds at each relative path: kind, permission bits, size,
-/// mtime (seconds), and contents or link target.
-type Tree = BTreeMap<String, (String, u32, u64, i64, Vec<u8>)>;
-
-fn tree(root: &Path) -> Tree {
-    let mut out = Tree::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let path = e.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let md = std::fs::symlink_metadata(&path).unwrap();
-            let ft = md.file_type();
-            let (kind, body) = if ft.is_dir() {
-                stack.push(path.clone());
-                ("dir", Vec::new())
-            } else if ft.is_symlink() {
-                let t = std::fs::read_link(&path).unwrap();
-                ("symlink", t.display().to_string().into_bytes())
-            } else if ft.is_file() {
-                ("file", std::fs::read(&path).unwrap())
-            } else {
-                ("other", Vec::new())
-            };
-            let size = if kind == "file" { md.len() } else { 0 };
-            let mtime = if kind == "symlink" { 0 } else { md.mtime() };
-            out.insert(rel, (kind.into(), md.mode() & 0o7777, size, mtime, body));
-        }
-    }
-    out
-}
-
-/// A tree with nested and empty directories, small, empty and multipart
-/// files, a symlink, a hard link and a fifo, with modes and times set.
-fn make_tree(root: &Path) {
-    let mut rng = Rng(77);
-    for d in ["a", "a/b", "a/b/c", "empty", "many"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let mut bytes = vec![0u8; 12 << 20];
-    rng.fill(&mut bytes);
-    std::fs::write(root.join("a/big.bin"), &bytes).unwrap();
-    std::fs::write(root.join("a/b/c/deep.txt"), b"deep\n").unwrap();
-    std::fs::write(root.join("zero"), b"").unwrap();
-    for i in 0..40 {
-        let mut b = vec![0u8; rng.below(70_000) as usize];
-        rng.fill(&mut b);
-        std::fs::write(root.join(format!("many/f{i:02} with space")), &b).unwrap();
-    }
-    std::os::unix::fs::symlink("a/b/c/deep.txt", root.join("link")).unwrap();
-    std::fs::hard_link(root.join("a/b/c/deep.txt"), root.join("a/hard")).unwrap();
-    let fifo = std::ffi::CString::new(root.join("pipe").display().to_string()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
-    std::fs::set_permissions(root.join("zero"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
-    let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(root.join("a/big.bin"))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-}
 
 fn manifest_of(text: &str) -> Vec<serde_json::Value> {
     text.lines()
@@ -100,9 +33,7 @@ fn export_to_s3_and_a_directory_resumes_and_imports_back() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let server = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
-    let meta = server.addr.clone();
-    format_data(&meta, &s3, &[]);
+    let (_server, meta) = one_node_with_data(tmp.path(), &s3, &[]);
     let m = Mount::new(&tmp.path().join("m"), &["--meta", &meta, "data"], &s3.env());
     std::fs::create_dir(m.path("src")).unwrap();
     make_tree(&m.path("src"));

@@ -89,18 +89,6 @@ fn would_block(r: std::io::Result<impl std::fmt::Debug>) -> bool {
     matches!(r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EACCES))
 }
 
-/// Retries `f` until it holds, failing after `secs` seconds.
-fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn two_clients_share_files_and_locks() {
     require_fuse();

@@ -9,18 +9,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Polls `cond` until it holds, failing after `secs`.
-fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// One step of a writer: when it started and when its fsync returned, on
 /// one counter shared by all writers and the snapshot.
@@ -251,9 +241,7 @@ fn blocks_a_snapshot_shares_outlive_compaction_and_deletion_until_it_goes() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let server = MetaServer::start(&tmp.path().join("meta"), "127.0.0.1:0");
-    let meta = server.addr.clone();
-    format_data(&meta, &s3, &["--trash-days", "0"]);
+    let (_server, meta) = one_node_with_data(tmp.path(), &s3, &["--trash-days", "0"]);
     let live_args = [
         "--meta",
         &meta,

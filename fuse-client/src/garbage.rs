@@ -156,7 +156,14 @@ impl Filesystem {
         let mut objects = 0;
         for batch in slices.chunks(DELETE_CONCURRENCY) {
             let deletes = batch.iter().map(|d| {
-                let keys: Vec<String> = (0..d.len.div_ceil(bs))
+                // Borrowed objects (a loaded filesystem's older slices)
+                // belong to the dumped filesystem: only the entry goes.
+                let owned = if self.meta.info.owns_blocks(d.slice) {
+                    d.len.div_ceil(bs)
+                } else {
+                    0
+                };
+                let keys: Vec<String> = (0..owned)
                     .map(|i| self.block_key(d.slice, i, (d.len - i * bs).min(bs)))
                     .collect();
                 let cache = self.cache.clone();

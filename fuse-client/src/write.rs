@@ -29,7 +29,8 @@ impl Filesystem {
     }
 
     pub(crate) fn block_key(&self, id: SliceId, index: u32, len: u32) -> String {
-        block_key(&self.meta.info.uuid, id, index, len)
+        // A loaded filesystem reads its older slices under the dumped one's uuid.
+        block_key(self.meta.info.block_owner(id), id, index, len)
     }
 
     pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

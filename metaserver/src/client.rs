@@ -328,24 +328,42 @@ impl MetaClient {
         partition_size: u64,
         root_owner: (u32, u32),
     ) -> Result<FsInfo, MetaError> {
+        let spec = FsSpec {
+            name: name.into(),
+            uuid: new_uuid(),
+            storage: storage.into(),
+            s3_endpoint,
+            block_size,
+            chunk_size,
+            partitions,
+            partition_size,
+            borrowed: Vec::new(),
+        };
+        self.create_fs(&spec, root_owner).await?;
+        self.mark_fs_ready(name).await
+    }
+
+    /// The steps of `format` short of marking the filesystem ready: until
+    /// then no client opens it (`strata load` fills it in between).
+    pub async fn create_fs(
+        &self,
+        spec: &FsSpec,
+        root_owner: (u32, u32),
+    ) -> Result<FsInfo, MetaError> {
         let now = Timestamp::now();
-        let info = match self
-            .call(
-                CLUSTER_GROUP,
-                MetaRequest::CreateFsSized {
-                    name: name.into(),
-                    uuid: new_uuid(),
-                    storage: storage.into(),
-                    s3_endpoint,
-                    block_size,
-                    chunk_size,
-                    partitions,
-                    partition_size,
-                    now,
-                },
-            )
-            .await?
-        {
+        let req = MetaRequest::CreateFsSized {
+            name: spec.name.clone(),
+            uuid: spec.uuid.clone(),
+            storage: spec.storage.clone(),
+            s3_endpoint: spec.s3_endpoint.clone(),
+            block_size: spec.block_size,
+            chunk_size: spec.chunk_size,
+            partitions: spec.partitions,
+            partition_size: spec.partition_size,
+            borrowed: spec.borrowed.clone(),
+            now,
+        };
+        let info = match self.call(CLUSTER_GROUP, req).await? {
             MetaResponse::Fs(f) => f,
             other => return Err(unexpected(other)),
         };
@@ -376,6 +394,11 @@ impl MetaClient {
             },
         )
         .await?;
+        Ok(info)
+    }
+
+    /// Opens a created filesystem to clients.
+    pub async fn mark_fs_ready(&self, name: &str) -> Result<FsInfo, MetaError> {
         match self
             .call(
                 CLUSTER_GROUP,
@@ -400,6 +423,17 @@ impl MetaClient {
 
     /// Opens a formatted filesystem by name.
     pub async fn open_fs(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
+        let fs = self.open_fs_any(name).await?;
+        if !fs.info.ready {
+            return Err(MetaError::Invalid(format!(
+                "filesystem {name:?} was not completely formatted (or loaded); run `strata format` (or `strata load`) for it again"
+            )));
+        }
+        Ok(fs)
+    }
+
+    /// Opens a filesystem by name, ready or not.
+    pub(crate) async fn open_fs_any(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
         let info = match self
             .call(CLUSTER_GROUP, MetaRequest::GetFs { name: name.into() })
             .await?
@@ -407,11 +441,6 @@ impl MetaClient {
             MetaResponse::Fs(f) => f,
             other => return Err(unexpected(other)),
         };
-        if !info.ready {
-            return Err(MetaError::Invalid(format!(
-                "filesystem {name:?} was not completely formatted; run `strata format` for it again"
-            )));
-        }
         let parts = self.partitions(info.id).await?;
         Ok(FsClient {
             meta: self.clone(),
@@ -465,7 +494,7 @@ fn unexpected(r: MetaResponse) -> MetaError {
     MetaError::Protocol(format!("unexpected answer {r:?}"))
 }
 
-fn new_uuid() -> String {
+pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -522,6 +551,20 @@ impl RecentAttrs {
 pub const DEFAULT_DIR_SPREAD_SLACK: u64 = 1000;
 /// How long inode counts per group are trusted when placing a directory.
 const LOAD_REFRESH: Duration = Duration::from_secs(2);
+
+/// What a new filesystem is made of (see `MetaClient::create_fs`).
+#[derive(Clone, Debug)]
+pub struct FsSpec {
+    pub name: String,
+    pub uuid: String,
+    pub storage: String,
+    pub s3_endpoint: Option<String>,
+    pub block_size: u32,
+    pub chunk_size: u32,
+    pub partitions: u32,
+    pub partition_size: u64,
+    pub borrowed: Vec<BorrowedBlocks>,
+}
 
 /// Typed metadata calls for one filesystem.
 pub struct FsClient {

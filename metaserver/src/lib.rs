@@ -1,6 +1,7 @@
 //! strata-meta: the metadata model, wire protocol, client and metaserver.
 
 pub mod client;
+pub mod dump_client;
 mod error;
 pub mod fsck;
 pub mod garbage_client;
@@ -14,7 +15,7 @@ pub mod types;
 pub mod wire;
 pub mod xattr_client;
 
-pub use client::{FsClient, MetaClient};
+pub use client::{FsClient, FsSpec, MetaClient};
 pub use error::MetaError;
 pub use request::{MetaRequest, MetaResponse, MetaResult, XattrMode};
 pub use types::*;

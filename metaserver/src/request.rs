@@ -202,6 +202,8 @@ pub enum MetaRequest {
         chunk_size: u32,
         partitions: u32,
         partition_size: u64,
+        /// `strata load`: the dumped filesystem's blocks this one reads.
+        borrowed: Vec<BorrowedBlocks>,
         now: Timestamp,
     },
     /// The coordinator records a transaction as begun, before any participant
@@ -379,6 +381,9 @@ pub enum MetaRequest {
         source: String,
         name: String,
         now: Timestamp,
+        /// `strata load` registers the snapshots of a filesystem it is
+        /// still loading (not ready yet).
+        loading: bool,
     },
     /// Group 0, read: the snapshots of `source`.
     ListSnapshots {
@@ -407,6 +412,40 @@ pub enum MetaRequest {
     CopyFs {
         from: FsId,
         to: FsId,
+    },
+    /// Partition group, read: a page of one kind of `fs`'s rows after the
+    /// key `after` (as returned with the previous page); files in the
+    /// trash are left out.
+    DumpRows {
+        fs: FsId,
+        kind: TreeRowKind,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    },
+    /// Partition group: writes rows of a filesystem being loaded (not
+    /// ready yet), counting usage and moving inode allocation past them.
+    LoadRows {
+        fs: FsId,
+        /// The filesystem whose partitions place the rows: `fs` itself, or
+        /// for a snapshot being loaded, its source.
+        layout: FsId,
+        rows: Vec<TreeRow>,
+    },
+    /// Partition group: snapshot `fs` of `source`, loaded here by `LoadRows`,
+    /// becomes read-only and its slices are counted as shared.
+    SealSnapshot {
+        fs: FsId,
+        source: FsId,
+    },
+    /// Group 0: the blocks filesystem `name`, being loaded, borrows.
+    SetBorrowed {
+        name: String,
+        borrowed: Vec<BorrowedBlocks>,
+    },
+    /// Group 0: slice ids of `fs` are allocated from `at_least` on.
+    RaiseSliceFloor {
+        fs: FsId,
+        at_least: SliceId,
     },
     /// Partition group: drops snapshot `fs` of `source` here, releasing its
     /// references to shared slices.
@@ -558,6 +597,7 @@ impl MetaRequest {
                 | MetaRequest::GetLock { .. }
                 | MetaRequest::LiveUsage { .. }
                 | MetaRequest::ListSnapshots { .. }
+                | MetaRequest::DumpRows { .. }
         )
     }
 }
@@ -630,6 +670,11 @@ pub enum MetaResponse {
     },
     Snapshots(Vec<SnapshotInfo>),
     Snapshot(SnapshotInfo),
+    /// A page of `DumpRows` and the cursor for the next (None: the last page).
+    Rows {
+        rows: Vec<TreeRow>,
+        next: Option<Vec<u8>>,
+    },
 }
 
 impl MetaResponse {

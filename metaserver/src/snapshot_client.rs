@@ -46,6 +46,7 @@ impl MetaClient {
             source: source.into(),
             name: name.into(),
             now: Timestamp::now(),
+            loading: false,
         };
         let snap = match self.call(CLUSTER_GROUP, req).await? {
             MetaResponse::Snapshot(s) => s,
@@ -143,6 +144,49 @@ impl MetaClient {
             MetaResponse::Snapshot(s) => Ok(s),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// `strata load`: registers snapshot `name` of `source` (still
+    /// loading); its rows are then written with `FsClient::load_rows` and
+    /// `finish_loaded_snapshot` seals it.
+    pub async fn register_loaded_snapshot(
+        &self,
+        source: &str,
+        name: &str,
+        created: Timestamp,
+    ) -> Result<SnapshotInfo, MetaError> {
+        let req = MetaRequest::CreateSnapshot {
+            source: source.into(),
+            name: name.into(),
+            now: created,
+            loading: true,
+        };
+        match self.call(CLUSTER_GROUP, req).await? {
+            MetaResponse::Snapshot(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Seals a loaded snapshot in every group of its source and marks it ready.
+    pub async fn finish_loaded_snapshot(
+        &self,
+        source: &str,
+        snap: &SnapshotInfo,
+        groups: &[GroupId],
+    ) -> Result<(), MetaError> {
+        for &g in groups {
+            let seal = MetaRequest::SealSnapshot {
+                fs: snap.id,
+                source: snap.source,
+            };
+            self.call_patient(g, seal, DROP_PATIENCE).await?;
+        }
+        let req = MetaRequest::SnapshotReady {
+            source: source.into(),
+            name: snap.name.clone(),
+        };
+        self.call(CLUSTER_GROUP, req).await?;
+        Ok(())
     }
 
     pub async fn list_snapshots(&self, source: &str) -> Result<Vec<SnapshotInfo>, MetaError> {

@@ -110,6 +110,77 @@ pub struct FsInfo {
     pub created: Timestamp,
     /// False until every partition and the root directory exist.
     pub ready: bool,
+    /// Set on a filesystem made by `strata load`: slices below the last
+    /// `BorrowedBlocks::below` are the dumped filesystem's objects (or, for
+    /// lower ranges, those it borrowed itself), read under their owner's
+    /// uuid and never deleted by this one. Sorted by `below`.
+    pub borrowed: Vec<BorrowedBlocks>,
+}
+
+/// Blocks a loaded filesystem reads but does not own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BorrowedBlocks {
+    /// The uuid the objects are stored under.
+    pub uuid: String,
+    /// Slices with smaller ids are borrowed.
+    pub below: SliceId,
+}
+
+impl FsInfo {
+    /// The uuid slice `slice`'s objects are stored under.
+    pub fn block_owner(&self, slice: SliceId) -> &str {
+        self.borrowed
+            .iter()
+            .find(|b| slice < b.below)
+            .map_or(&self.uuid, |b| &b.uuid)
+    }
+
+    /// Whether this filesystem may delete slice `slice`'s objects.
+    pub fn owns_blocks(&self, slice: SliceId) -> bool {
+        self.borrowed.last().is_none_or(|b| slice >= b.below)
+    }
+}
+
+/// One row of a filesystem's tree, as `strata dump` writes it and `strata
+/// load` reads it (`MetaRequest::DumpRows`, `MetaRequest::LoadRows`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum TreeRow {
+    Inode(Inode),
+    Entry {
+        parent: Ino,
+        name: Vec<u8>,
+        entry: Dentry,
+    },
+    Chunk {
+        ino: Ino,
+        index: u32,
+        slices: Vec<Slice>,
+    },
+    Xattr {
+        ino: Ino,
+        name: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+impl TreeRow {
+    /// The inode whose group holds the row (an entry lives with its directory).
+    pub fn home(&self) -> Ino {
+        match self {
+            TreeRow::Inode(i) => i.ino,
+            TreeRow::Entry { parent, .. } => *parent,
+            TreeRow::Chunk { ino, .. } | TreeRow::Xattr { ino, .. } => *ino,
+        }
+    }
+}
+
+/// The kinds of `TreeRow`, dumped one kind at a time.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeRowKind {
+    Inodes,
+    Entries,
+    Chunks,
+    Xattrs,
 }
 
 /// A contiguous inode range of one filesystem, hosted by one Raft group.

@@ -2,10 +2,13 @@
 //! clean up after themselves, and metaserver processes.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use strata_cache::test_s3::{Faults, start_faulty_s3_server};
 
@@ -326,4 +329,91 @@ pub fn format_data(meta: &str, s3: &S3, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     run_env_ok(&args, &s3.env());
+}
+
+/// What a tree holds at each relative path: kind, permission bits, size,
+/// mtime (seconds), and contents or link target.
+pub type Tree = BTreeMap<String, (String, u32, u64, i64, Vec<u8>)>;
+
+pub fn tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let ft = md.file_type();
+            let (kind, body) = if ft.is_dir() {
+                stack.push(path.clone());
+                ("dir", Vec::new())
+            } else if ft.is_symlink() {
+                let t = std::fs::read_link(&path).unwrap();
+                ("symlink", t.display().to_string().into_bytes())
+            } else if ft.is_file() {
+                ("file", std::fs::read(&path).unwrap())
+            } else {
+                ("other", Vec::new())
+            };
+            let size = if kind == "file" { md.len() } else { 0 };
+            let mtime = if kind == "symlink" { 0 } else { md.mtime() };
+            out.insert(rel, (kind.into(), md.mode() & 0o7777, size, mtime, body));
+        }
+    }
+    out
+}
+
+/// A tree with nested and empty directories, small, empty and multipart
+/// files, a symlink, a hard link and a fifo, with modes and times set.
+pub fn make_tree(root: &Path) {
+    let mut rng = Rng(77);
+    for d in ["a", "a/b", "a/b/c", "empty", "many"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let mut bytes = vec![0u8; 12 << 20];
+    rng.fill(&mut bytes);
+    std::fs::write(root.join("a/big.bin"), &bytes).unwrap();
+    std::fs::write(root.join("a/b/c/deep.txt"), b"deep\n").unwrap();
+    std::fs::write(root.join("zero"), b"").unwrap();
+    for i in 0..40 {
+        let mut b = vec![0u8; rng.below(70_000) as usize];
+        rng.fill(&mut b);
+        std::fs::write(root.join(format!("many/f{i:02} with space")), &b).unwrap();
+    }
+    std::os::unix::fs::symlink("a/b/c/deep.txt", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("a/b/c/deep.txt"), root.join("a/hard")).unwrap();
+    let fifo = std::ffi::CString::new(root.join("pipe").display().to_string()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    std::fs::set_permissions(root.join("zero"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let old = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("a/big.bin"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// Polls `cond` until it holds, failing after `secs` (waiting on an
+/// outcome, never on time alone).
+pub fn until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A one-node metaserver under `tmp/meta` with filesystem `data` on `s3`.
+pub fn one_node_with_data(tmp: &Path, s3: &S3, extra: &[&str]) -> (MetaServer, String) {
+    let server = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
+    let addr = server.addr.clone();
+    format_data(&addr, s3, extra);
+    (server, addr)
 }

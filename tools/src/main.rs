@@ -51,6 +51,11 @@ enum Command {
     /// Copy a tree of objects (an export, or any S3 prefix or local
     /// directory) into a filesystem.
     Import(cmd::import::ImportArgs),
+    /// Write a filesystem's metadata (and its snapshots') to one portable,
+    /// compressed file.
+    Dump(cmd::dump::DumpArgs),
+    /// Make a new filesystem from a dump; it reads the same blocks.
+    Load(cmd::dump::LoadArgs),
     /// Compare a filesystem's objects with its chunk maps: report objects no
     /// slice references (leaks) and referenced objects that are missing.
     Gc(cmd::gc::GcArgs),
@@ -97,6 +102,8 @@ fn main() -> std::process::ExitCode {
             Command::Gc(a) => cmd::gc::run(a).await,
             Command::Export(a) => cmd::export::run(a).await,
             Command::Import(a) => cmd::import::run(a).await,
+            Command::Dump(a) => cmd::dump::dump(a).await,
+            Command::Load(a) => cmd::dump::load(a).await,
             Command::Snapshot(c) => cmd::snapshot::run(c).await,
         }
     });

@@ -1,5 +1,6 @@
 //! The metaserver node: hosts Raft groups, serves clients and peers on one port.
 
+pub mod dump;
 pub mod garbage;
 pub mod locks;
 mod log_store;

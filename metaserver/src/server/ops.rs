@@ -7,7 +7,7 @@
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
-use crate::server::{garbage, locks, snapshot, xattr};
+use crate::server::{dump, garbage, locks, snapshot, xattr};
 use crate::types::*;
 
 /// Readdir pages are capped so one answer stays far below the frame limit.
@@ -21,9 +21,9 @@ pub const MAX_PARTITIONS: usize = 1 << 10;
 pub const MAX_LINKS: u32 = 65_000;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug)]
-struct PartState {
-    part: Partition,
-    next_ino: Ino,
+pub(crate) struct PartState {
+    pub(crate) part: Partition,
+    pub(crate) next_ino: Ino,
 }
 
 /// One group's rows inside the write transaction of a log batch.
@@ -131,9 +131,10 @@ pub fn apply<T: RowsMut>(
             chunk_size,
             partitions,
             partition_size,
+            borrowed,
             now,
         } => {
-            let info = new_fs_info(
+            let mut info = new_fs_info(
                 name,
                 uuid,
                 storage,
@@ -142,10 +143,12 @@ pub fn apply<T: RowsMut>(
                 chunk_size,
                 now,
             );
+            info.borrowed = borrowed;
             c.create_fs(info, partitions, partition_size)?
         }
         R::AddPartition { fs, group, seen } => c.add_partition(fs, group, seen)?,
         R::MarkFsReady { name } => c.mark_ready(&name)?,
+        R::SetBorrowed { name, borrowed } => c.set_borrowed(&name, borrowed)?,
         R::AllocSliceIds { fs, count } => c.alloc_slices(fs, count)?,
         R::InitPartition { part, chunk_size } => c.init_partition(part, chunk_size)?,
         R::InitRoot {
@@ -231,10 +234,18 @@ pub fn apply<T: RowsMut>(
             len,
             now,
         } => c.reserve_append(fs, ino, at_least, len, now)?,
-        R::CreateSnapshot { source, name, now } => c.create_snapshot(&source, &name, now)?,
+        R::CreateSnapshot {
+            source,
+            name,
+            now,
+            loading,
+        } => c.create_snapshot(&source, &name, now, loading)?,
         R::SnapshotReady { source, name } => c.snapshot_ready(&source, &name)?,
         R::DeleteSnapshot { source, name } => c.delete_snapshot(&source, &name)?,
         R::SetFreeze { fs, until } => c.set_freeze(fs, until)?,
+        R::LoadRows { fs, layout, rows } => c.load_rows(fs, layout, rows)?,
+        R::SealSnapshot { fs, source } => c.seal_snapshot(fs, source)?,
+        R::RaiseSliceFloor { fs, at_least } => c.raise_slice_floor(fs, at_least)?,
         R::CopyFs { from, to } => c.copy_fs(from, to)?,
         R::DropFs { fs, source } => c.drop_fs(fs, source)?,
         R::ReleaseLocks {
@@ -396,6 +407,12 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::ListXattrs { fs, ino } => return xattr::list(t, g, fs, ino),
         R::GetLock { fs, ino, lock, now } => return locks::get(t, g, fs, ino, lock, now),
         R::ListSnapshots { source } => return snapshot::list(t, g, &source),
+        R::DumpRows {
+            fs,
+            kind,
+            after,
+            limit,
+        } => return dump::dump_rows(t, g, fs, kind, after, limit),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),
@@ -636,6 +653,26 @@ impl<T: RowsMut> Ctx<'_, T> {
             return Ok(Err(MetaError::FsNotFound(name.into())));
         };
         info.ready = true;
+        self.t.put(&k, &info)?;
+        Ok(Ok(MetaResponse::Fs(info)))
+    }
+
+    /// `strata load`: which objects the filesystem being loaded borrows.
+    fn set_borrowed(
+        &mut self,
+        name: &str,
+        borrowed: Vec<BorrowedBlocks>,
+    ) -> Result<MetaResult, StoreError> {
+        let k = key::fs(self.g, name);
+        let Some(mut info) = self.t.load::<FsInfo>(&k)? else {
+            return Ok(Err(MetaError::FsNotFound(name.into())));
+        };
+        if info.ready {
+            return Ok(Err(MetaError::Invalid(format!(
+                "{name} is in use: what it borrows is set only while it is loaded"
+            ))));
+        }
+        info.borrowed = borrowed;
         self.t.put(&k, &info)?;
         Ok(Ok(MetaResponse::Fs(info)))
     }
@@ -1265,6 +1302,7 @@ fn new_fs_info(
         chunk_size,
         created: now,
         ready: false,
+        borrowed: Vec::new(),
     }
 }
 

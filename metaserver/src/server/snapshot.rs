@@ -113,12 +113,13 @@ impl<T: RowsMut> Ctx<'_, T> {
         source: &str,
         name: &str,
         now: Timestamp,
+        loading: bool,
     ) -> Result<MetaResult, StoreError> {
         tri!(check_name(name));
         let Some(src) = self.t.load::<FsInfo>(&key::fs(self.g, source))? else {
             return Ok(Err(MetaError::FsNotFound(source.to_string())));
         };
-        if !src.ready || src.name.contains('@') {
+        if (!src.ready && !loading) || src.name.contains('@') {
             return Ok(Err(MetaError::Invalid(format!(
                 "{source} is not a ready filesystem of its own (snapshots of snapshots are not taken)"
             ))));
@@ -299,6 +300,36 @@ impl<T: RowsMut> Ctx<'_, T> {
             _ => {}
         }
         Ok(true)
+    }
+
+    /// Makes snapshot `fs` of `source`, whose rows `strata load` wrote into
+    /// this group, read-only, and counts the slices it shares.
+    pub(crate) fn seal_snapshot(
+        &mut self,
+        fs: FsId,
+        source: FsId,
+    ) -> Result<MetaResult, StoreError> {
+        if read_only(&*self.t, self.g, fs)? {
+            return Ok(Ok(MetaResponse::Ok));
+        }
+        let prefix = key::fs_rows(self.g, fs)[2].clone();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (_, v) in page {
+                for s in decode::<Vec<Slice>>(&v)? {
+                    if s.id != 0 {
+                        let rk = key::snap_ref(self.g, source, s.id);
+                        let n: u64 = self.t.load(&rk)?.unwrap_or(0);
+                        self.t.put(&rk, &(n + 1))?;
+                    }
+                }
+            }
+        }
+        self.t.put(&read_only_key(self.g, fs), &true)?;
+        Ok(Ok(MetaResponse::Ok))
     }
 
     /// Drops snapshot `fs` of `source` from this group.

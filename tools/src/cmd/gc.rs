@@ -81,6 +81,9 @@ pub async fn run(a: GcArgs) -> CliResult {
         for snap in &snapshots {
             live.extend(snap.all_slices().await?.0);
         }
+        // Objects a loaded filesystem borrows live under the dumped one's
+        // uuid and are not this filesystem's to check or delete.
+        live.retain(|s| info.owns_blocks(s.id));
         Ok::<_, CliError>((live, queued))
     };
     let objects = list().await?;

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod dump;
 pub mod export;
 pub mod format;
 pub mod fsck;

@@ -195,9 +195,47 @@ fn a_snapshot_taken_while_writers_run_is_one_cut_and_read_only() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot name"));
     snap.unmount();
+
+    // A snapshot of one tree: its top directory becomes the root; a file
+    // also linked from outside the tree counts only its links inside.
+    make_tree(&m.path("proj"));
+    std::fs::hard_link(m.path("w0/f1"), m.path("proj/a/outside-link")).unwrap();
+    let proj = tree(&m.path("proj"));
+    run_env_ok(
+        &[
+            "snapshot", "create", "--meta", &meta, "data", "sub", "--path", "/proj/",
+        ],
+        &s3.env(),
+    );
+    std::fs::write(m.path("proj/a/b/c/deep.txt"), b"changed").unwrap();
+    std::fs::remove_dir_all(m.path("proj/many")).unwrap();
+    let sub = Mount::new(
+        &tmp.path().join("sub"),
+        &["--meta", &meta, "--snapshot", "sub", "data"],
+        &s3.env(),
+    );
+    let got = tree(&sub.dir);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        proj.keys().collect::<Vec<_>>()
+    );
+    for (path, want) in &proj {
+        assert_eq!(&got[path], want, "{path}");
+    }
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(sub.path("a/outside-link"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+    assert_eq!(std::fs::metadata(sub.path("a/hard")).unwrap().nlink(), 2);
+    let list = run_env_ok(&["snapshot", "list", "--meta", &meta, "data"], &s3.env());
+    assert!(list.contains("of /proj/"), "{list}");
+    sub.unmount();
     m.unmount();
-    // fsck of the live filesystem and of the snapshot.
-    for fs in ["data", "data@s1"] {
+    // fsck of the live filesystem and of the snapshots.
+    for fs in ["data", "data@s1", "data@sub"] {
         let out = run_env_ok(&["fsck", "--meta", &meta, fs], &s3.env());
         assert!(out.contains("clean"), "{fs}: {out}");
     }

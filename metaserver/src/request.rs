@@ -384,6 +384,8 @@ pub enum MetaRequest {
         /// `strata load` registers the snapshots of a filesystem it is
         /// still loading (not ready yet).
         loading: bool,
+        /// The directory the snapshot is of, if not the whole filesystem.
+        path: Option<String>,
     },
     /// Group 0, read: the snapshots of `source`.
     ListSnapshots {
@@ -446,6 +448,19 @@ pub enum MetaRequest {
     RaiseSliceFloor {
         fs: FsId,
         at_least: SliceId,
+    },
+    /// Partition group: copies inodes `inos` of `from` (with their entries,
+    /// chunk maps and xattrs) to snapshot `to`, for a snapshot of the tree
+    /// under `root`: entries' and subdirectories' references to `root`
+    /// become references to the snapshot's root (inode 1), `root` itself
+    /// is left to the caller, and `nlink` overrides the link counts of
+    /// files also linked from outside the tree.
+    CopyInodes {
+        from: FsId,
+        to: FsId,
+        root: Ino,
+        inos: Vec<Ino>,
+        nlink: Vec<(Ino, u32)>,
     },
     /// Partition group: drops snapshot `fs` of `source` here, releasing its
     /// references to shared slices.

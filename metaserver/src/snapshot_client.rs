@@ -1,15 +1,17 @@
 //! Client side of snapshots (see `server::snapshot`): taking one across
 //! every group, listing and deleting them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::MetaError;
-use crate::client::MetaClient;
+use crate::client::{FsClient, MetaClient};
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
 
+/// Inodes per `CopyInodes` request of a snapshot of one tree.
+const SUBTREE_BATCH: usize = 16_384;
 /// How long a snapshot's deletion may take per group.
 const DROP_PATIENCE: Duration = Duration::from_secs(3600);
 /// Clocks of the client and the leaders differ a little: a snapshot whose
@@ -40,13 +42,16 @@ impl MetaClient {
         self: &Arc<Self>,
         source: &str,
         name: &str,
+        subtree: Option<&str>,
         max_freeze: Duration,
     ) -> Result<SnapshotInfo, MetaError> {
+        let subtree = subtree.filter(|p| p.split('/').any(|c| !c.is_empty()));
         let req = MetaRequest::CreateSnapshot {
             source: source.into(),
             name: name.into(),
             now: Timestamp::now(),
             loading: false,
+            path: subtree.map(String::from),
         };
         let snap = match self.call(CLUSTER_GROUP, req).await? {
             MetaResponse::Snapshot(s) => s,
@@ -101,15 +106,30 @@ impl MetaClient {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let pause = copy_pause();
-            for &g in &frozen {
-                let copy = MetaRequest::CopyFs {
-                    from: snap.source,
-                    to: snap.id,
-                };
-                self.call_patient(g, copy, max_freeze).await?;
-                if let Some(p) = pause {
-                    tokio::time::sleep(p).await;
+            match subtree {
+                None => {
+                    let pause = copy_pause();
+                    for &g in &frozen {
+                        let copy = MetaRequest::CopyFs {
+                            from: snap.source,
+                            to: snap.id,
+                        };
+                        self.call_patient(g, copy, max_freeze).await?;
+                        if let Some(p) = pause {
+                            tokio::time::sleep(p).await;
+                        }
+                    }
+                }
+                Some(path) => {
+                    let src = self.open_fs(source).await?;
+                    self.copy_subtree(&src, &snap, path, max_freeze).await?;
+                    for &g in &frozen {
+                        let seal = MetaRequest::SealSnapshot {
+                            fs: snap.id,
+                            source: snap.source,
+                        };
+                        self.call_patient(g, seal, max_freeze).await?;
+                    }
                 }
             }
             // Every copy must have been taken while all groups were still
@@ -146,6 +166,109 @@ impl MetaClient {
         }
     }
 
+    /// Copies the tree under `path` of frozen filesystem `src` into `snap`,
+    /// whose root (inode 1) becomes that directory.
+    async fn copy_subtree(
+        &self,
+        src: &FsClient,
+        snap: &SnapshotInfo,
+        path: &str,
+        patience: Duration,
+    ) -> Result<(), MetaError> {
+        let mut root = ROOT_INO;
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            let child = src.lookup(root, name.as_bytes()).await?;
+            if child.kind != FileType::Dir {
+                return Err(MetaError::NotDir);
+            }
+            root = child.ino;
+        }
+        let root_inode = src.getattr(root).await?;
+        // Walk the tree (frozen: it does not change under the walk).
+        let mut per_group: BTreeMap<GroupId, Vec<Ino>> = BTreeMap::new();
+        let mut links: HashMap<Ino, (u32, u32)> = HashMap::new();
+        let mut root_entries = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let mut after = None;
+            loop {
+                let page = src.readdir(dir, after.clone(), 1024).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.name.clone());
+                for e in page {
+                    let ino = e.dentry.ino;
+                    if dir == root {
+                        root_entries.push((e.name.clone(), e.dentry));
+                    }
+                    if e.dentry.kind == FileType::Dir {
+                        dirs.push(ino);
+                    } else {
+                        let nlink = match &e.attr {
+                            Some(a) => a.nlink,
+                            None => src.getattr(ino).await?.nlink,
+                        };
+                        let seen = links.entry(ino).or_insert((0, nlink));
+                        seen.0 += 1;
+                        if seen.0 > 1 {
+                            continue;
+                        }
+                    }
+                    per_group
+                        .entry(src.group_of(ino).await?)
+                        .or_default()
+                        .push(ino);
+                }
+            }
+        }
+        // Files also linked from outside the tree have fewer links in it.
+        let nlink: HashMap<Ino, u32> = links
+            .into_iter()
+            .filter(|(_, (inside, all))| inside < all)
+            .map(|(ino, (inside, _))| (ino, inside))
+            .collect();
+        for (g, inos) in per_group {
+            for batch in inos.chunks(SUBTREE_BATCH) {
+                let req = MetaRequest::CopyInodes {
+                    from: snap.source,
+                    to: snap.id,
+                    root,
+                    inos: batch.to_vec(),
+                    nlink: batch
+                        .iter()
+                        .filter_map(|i| nlink.get(i).map(|n| (*i, *n)))
+                        .collect(),
+                };
+                self.call_patient(g, req, patience).await?;
+            }
+        }
+        // The tree's top directory becomes the snapshot's root, in the
+        // group that holds inode 1.
+        let mut rows = vec![TreeRow::Inode(Inode {
+            ino: ROOT_INO,
+            parent: ROOT_INO,
+            ..root_inode
+        })];
+        rows.extend(
+            root_entries
+                .into_iter()
+                .map(|(name, entry)| TreeRow::Entry {
+                    parent: ROOT_INO,
+                    name,
+                    entry,
+                }),
+        );
+        let root_group = src.group_of(ROOT_INO).await?;
+        for batch in rows.chunks(crate::dump_client::LOAD_BATCH) {
+            let req = MetaRequest::LoadRows {
+                fs: snap.id,
+                layout: snap.source,
+                rows: batch.to_vec(),
+            };
+            self.call_patient(root_group, req, patience).await?;
+        }
+        Ok(())
+    }
+
     /// `strata load`: registers snapshot `name` of `source` (still
     /// loading); its rows are then written with `FsClient::load_rows` and
     /// `finish_loaded_snapshot` seals it.
@@ -160,6 +283,7 @@ impl MetaClient {
             name: name.into(),
             now: created,
             loading: true,
+            path: None,
         };
         match self.call(CLUSTER_GROUP, req).await? {
             MetaResponse::Snapshot(s) => Ok(s),

@@ -255,6 +255,8 @@ pub struct SnapshotInfo {
     pub created: Timestamp,
     /// False until every group's copy is done.
     pub ready: bool,
+    /// The directory it is of (`/a/b`), or None for the whole filesystem.
+    pub path: Option<String>,
 }
 
 /// The filesystem name a snapshot is registered under.

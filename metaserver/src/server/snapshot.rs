@@ -114,6 +114,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         name: &str,
         now: Timestamp,
         loading: bool,
+        path: Option<String>,
     ) -> Result<MetaResult, StoreError> {
         tri!(check_name(name));
         let Some(src) = self.t.load::<FsInfo>(&key::fs(self.g, source))? else {
@@ -146,6 +147,7 @@ impl<T: RowsMut> Ctx<'_, T> {
             name: name.to_string(),
             created: now,
             ready: false,
+            path,
         };
         self.t.put(&sk, &snap)?;
         Ok(Ok(MetaResponse::Snapshot(snap)))
@@ -255,6 +257,57 @@ impl<T: RowsMut> Ctx<'_, T> {
                 .put(&key::counter(self.g, &format!("chunk_size:{to}")), &cs)?;
         }
         self.t.put(&read_only_key(self.g, to), &true)?;
+        Ok(Ok(MetaResponse::Ok))
+    }
+
+    /// Copies inodes of the tree under `root` (see `MetaRequest::CopyInodes`).
+    pub(crate) fn copy_inodes(
+        &mut self,
+        from: FsId,
+        to: FsId,
+        root: Ino,
+        inos: Vec<Ino>,
+        nlink: Vec<(Ino, u32)>,
+    ) -> Result<MetaResult, StoreError> {
+        if read_only(&*self.t, self.g, to)? {
+            return Ok(Err(MetaError::ReadOnly(format!("snapshot {to} is sealed"))));
+        }
+        let nlink: std::collections::HashMap<Ino, u32> = nlink.into_iter().collect();
+        let remap = |ino: Ino| if ino == root { ROOT_INO } else { ino };
+        let mut added = Usage::default();
+        for ino in inos {
+            let Some(mut inode) = self.t.load::<Inode>(&key::inode(self.g, from, ino))? else {
+                continue;
+            };
+            if ino == root || inode.nlink == 0 {
+                continue;
+            }
+            inode.parent = remap(inode.parent);
+            if let Some(&n) = nlink.get(&ino) {
+                inode.nlink = n;
+            }
+            if self.t.load_raw(&key::inode(self.g, to, ino))?.is_none() {
+                added.inodes += 1;
+                added.bytes += inode.size;
+            }
+            self.t.put(&key::inode(self.g, to, ino), &inode)?;
+            for prefix in [
+                key::dentry_prefix(self.g, from, ino),
+                key::chunk_prefix(self.g, from, ino),
+                key::xattr_prefix(self.g, from, ino),
+            ] {
+                let mut after: Option<Vec<u8>> = None;
+                loop {
+                    let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some(last.clone());
+                    for (k, v) in page {
+                        self.t.put_raw(&key::with_fs(&k, to), &v)?;
+                    }
+                }
+            }
+        }
+        self.add_usage(to, added.inodes as i64, added.bytes as i64)?;
         Ok(Ok(MetaResponse::Ok))
     }
 

@@ -43,6 +43,10 @@ pub struct SnapshotCreateArgs {
     /// again with more) and changes resume at that time in any case.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub max_freeze: u64,
+    /// Snapshot only the tree under this directory (`/a/b`); it becomes the
+    /// snapshot's root.
+    #[arg(long)]
+    pub path: Option<String>,
 }
 
 #[derive(Args)]
@@ -61,7 +65,12 @@ pub async fn run(c: SnapshotCommand) -> CliResult {
             let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
             let started = std::time::Instant::now();
             let snap = client
-                .create_snapshot(&a.fs, &a.name, Duration::from_secs(c.max_freeze))
+                .create_snapshot(
+                    &a.fs,
+                    &a.name,
+                    c.path.as_deref(),
+                    Duration::from_secs(c.max_freeze),
+                )
                 .await?;
             println!(
                 "snapshot {}@{} taken in {:.1}s (mount it with `strata mount --meta {} --snapshot {} {} DIR`)",
@@ -80,9 +89,10 @@ pub async fn run(c: SnapshotCommand) -> CliResult {
             for s in &snaps {
                 let age = Timestamp::now().sec - s.created.sec;
                 println!(
-                    "{:<24} taken {}s ago{}",
+                    "{:<24} taken {}s ago, of {}{}",
                     s.name,
                     age.max(0),
+                    s.path.as_deref().unwrap_or("the whole filesystem"),
                     if s.ready {
                         ""
                     } else {

@@ -106,6 +106,15 @@ impl MetaClient {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // What an earlier, failed attempt under this name copied is
+            // from another moment: start from nothing.
+            for &g in &frozen {
+                let drop = MetaRequest::DropFs {
+                    fs: snap.id,
+                    source: snap.source,
+                };
+                self.call_patient(g, drop, max_freeze).await?;
+            }
             match subtree {
                 None => {
                     let pause = copy_pause();
@@ -342,11 +351,7 @@ impl MetaClient {
                 fs: snap.id,
                 source: snap.source,
             };
-            match self.call_patient(g, drop, DROP_PATIENCE).await {
-                // Never copied there (a snapshot that failed half way).
-                Ok(_) | Err(MetaError::Invalid(_)) => {}
-                Err(e) => return Err(e),
-            }
+            self.call_patient(g, drop, DROP_PATIENCE).await?;
         }
         let req = MetaRequest::DeleteSnapshot {
             source: source.into(),

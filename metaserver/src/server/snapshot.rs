@@ -386,12 +386,15 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// Drops snapshot `fs` of `source` from this group.
+    /// Also drops what a failed attempt left of a snapshot: rows without the
+    /// seal, whose slices were never counted (so none are released).
     pub(crate) fn drop_fs(&mut self, fs: FsId, source: FsId) -> Result<MetaResult, StoreError> {
-        if !read_only(&*self.t, self.g, fs)? {
+        if fs == source {
             return Ok(Err(MetaError::Invalid(format!(
-                "filesystem {fs} is not a snapshot"
+                "filesystem {fs} is not a snapshot of itself"
             ))));
         }
+        let sealed = read_only(&*self.t, self.g, fs)?;
         for prefix in key::fs_rows(self.g, fs) {
             loop {
                 let page = self.t.scan(&prefix, None, PAGE)?;
@@ -399,7 +402,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                     break;
                 }
                 for (k, v) in page {
-                    if prefix[4] == key::CHUNK {
+                    if sealed && prefix[4] == key::CHUNK {
                         for s in decode::<Vec<Slice>>(&v)? {
                             if s.id != 0 {
                                 self.release_slice(source, s.id)?;

@@ -83,6 +83,9 @@ struct Ctx {
     /// Checksums a previous complete export recorded, by path, with the
     /// origin they were computed for.
     previous: HashMap<String, (String, String)>,
+    /// What the destination holds already, by path, with sizes: objects
+    /// not listed are not asked about one by one.
+    present: HashMap<String, u64>,
 }
 
 enum Outcome {
@@ -118,6 +121,7 @@ pub async fn run(a: ExportArgs) -> CliResult {
     let total_bytes: u64 = files.iter().map(|f| f.inode.size).sum();
     let origin = format!("{}/{}", fs.info.uuid, fs.info.id);
     let previous = previous_checksums(&place).await;
+    let present: HashMap<String, u64> = place.list().await?.into_iter().collect();
     let core = super::open::filesystem(fs, true, 512 << 20).await?;
     let bar = super::place::progress_bar(total_bytes, a.quiet);
     let ctx = Arc::new(Ctx {
@@ -130,6 +134,7 @@ pub async fn run(a: ExportArgs) -> CliResult {
         bytes_done: AtomicU64::new(0),
         files_done: AtomicU64::new(0),
         previous,
+        present,
     });
     let nfiles = files.len() as u64;
     ctx.bar.set_message(format!("0/{nfiles} files"));
@@ -309,7 +314,8 @@ fn origin_of(ctx: &Ctx, f: &FileItem) -> String {
 async fn export_file(ctx: &Ctx, f: &FileItem) -> Result<Outcome, CliError> {
     let origin = origin_of(ctx, f);
     let size = f.inode.size;
-    if let Some(have) = ctx.place.existing(&f.path).await?
+    if ctx.present.get(&f.path) == Some(&size)
+        && let Some(have) = ctx.place.existing(&f.path).await?
         && have.size == size
         && have.meta.get("strata-origin") == Some(&origin)
     {

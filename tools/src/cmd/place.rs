@@ -276,6 +276,9 @@ impl Place {
                 let root = d.clone();
                 blocking(move || {
                     let mut out = Vec::new();
+                    if !root.exists() {
+                        return Ok(out);
+                    }
                     walk_dir(&root, &root, &mut out)?;
                     out.sort();
                     Ok(out)

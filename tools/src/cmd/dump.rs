@@ -27,12 +27,12 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use strata_meta::dump_client::LOAD_BATCH;
 use strata_meta::{
-    BorrowedBlocks, FsClient, FsInfo, FsSpec, GroupId, MetaClient, Partition, Timestamp, TreeRow,
-    TreeRowKind, snapshot_fs_name,
+    BorrowedBlocks, FsClient, FsInfo, FsSpec, GroupId, Partition, Timestamp, TreeRow, TreeRowKind,
+    snapshot_fs_name,
 };
 
 use super::place::Place;
-use super::{CliError, CliResult, meta_addrs};
+use super::{CliError, CliResult};
 
 const FORMAT: &str = "strata-dump";
 const VERSION: u32 = 1;
@@ -58,9 +58,10 @@ enum Line {
 
 #[derive(Args)]
 pub struct DumpArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// The filesystem (or a snapshot, `FS@NAME`).
     pub name: String,
     /// Where to write: a path, or `s3://bucket/key` (standard AWS configuration).
@@ -72,9 +73,10 @@ pub struct DumpArgs {
 
 #[derive(Args)]
 pub struct LoadArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// The dump: a path, or `s3://bucket/key`.
     pub input: String,
     /// The new filesystem's name.
@@ -170,7 +172,7 @@ async fn dump_fs(
 pub async fn dump(a: DumpArgs) -> CliResult {
     let started = Instant::now();
     let dest = target(&a.out).await?;
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::connect(a.meta.as_deref()).await?;
     let fs = client.open_fs(&a.name).await?;
     let path = match &dest {
         Target::Local(p) => p.clone(),
@@ -324,7 +326,7 @@ async fn load_file(a: &LoadArgs, path: &std::path::Path) -> Result<(u64, u64), C
         return Err(CliError("the dump does not start with a filesystem".into()));
     };
     let (count, size) = partition_shape(&partitions)?;
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::connect(a.meta.as_deref()).await?;
     if client
         .list_fs()
         .await?

@@ -25,12 +25,12 @@ use clap::Args;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use strata_fuse::Filesystem;
-use strata_meta::{FileType, FsClient, Ino, Inode, MetaClient, ROOT_INO};
+use strata_meta::{FileType, FsClient, Ino, Inode, ROOT_INO};
 use tokio::sync::Semaphore;
 
 use super::manifest::{self, Entry, Header, MANIFEST};
 use super::place::Place;
-use super::{CliError, CliResult, meta_addrs, parse_size};
+use super::{CliError, CliResult, parse_size};
 
 /// Prefix of the checksum records of multipart objects, while an export runs.
 const RECORDS: &str = ".strata-export";
@@ -39,9 +39,10 @@ const READ_PIECE: u64 = 4 << 20;
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// What to export: a snapshot `FS@NAME` (point in time), or a
     /// filesystem `FS` (files changing meanwhile may be caught mid-change).
     pub source: String,
@@ -106,7 +107,7 @@ pub async fn run(a: ExportArgs) -> CliResult {
             "--part-size must be between 5M and 5G (S3's limits)".into(),
         ));
     }
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::connect(a.meta.as_deref()).await?;
     let fs = client.open_fs(&a.source).await?;
     if !a.source.contains('@') {
         eprintln!(

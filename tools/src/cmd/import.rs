@@ -19,17 +19,18 @@ use clap::Args;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use strata_fuse::Filesystem;
-use strata_meta::{FileType, Ino, MetaClient, ROOT_INO, SetAttr, Timestamp};
+use strata_meta::{FileType, Ino, ROOT_INO, SetAttr, Timestamp};
 
 use super::manifest::{self, Entry, MANIFEST};
 use super::place::Place;
-use super::{CliError, CliResult, meta_addrs, parse_size};
+use super::{CliError, CliResult, parse_size};
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// Where from: `s3://bucket/prefix` (standard AWS configuration) or
     /// `file:///dir`.
     pub source: String,
@@ -169,7 +170,7 @@ pub async fn run(a: ImportArgs) -> CliResult {
             )));
         }
     }
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::connect(a.meta.as_deref()).await?;
     let fs = client.open_fs(&fs_name).await?;
     let core = super::open::filesystem(fs, false, 256 << 20).await?;
     let root = make_dirs(&core, ROOT_INO, sub.split('/').filter(|c| !c.is_empty())).await?;

@@ -47,6 +47,27 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// The metaservers at `meta` (`--meta ADDRS`), or without it the one inside
+/// the embedded default's running mount.
+pub async fn connect(
+    meta: Option<&str>,
+) -> Result<std::sync::Arc<strata_meta::MetaClient>, CliError> {
+    let addrs = match meta {
+        Some(m) => meta_addrs(m),
+        None => {
+            let dd = default_data_dir();
+            let addr = std::fs::read_to_string(strata_meta::server::addr_file(&dd)).map_err(|_| {
+                CliError(format!(
+                    "no --meta given and no embedded mount running on {} (start one with `strata mount DIR`, or pass --meta ADDRS)",
+                    dd.display()
+                ))
+            })?;
+            vec![addr.trim().to_string()]
+        }
+    };
+    Ok(strata_meta::MetaClient::connect(&addrs).await?)
+}
+
 /// Splits `a,b,c` into addresses.
 pub fn meta_addrs(s: &str) -> Vec<String> {
     s.split(',')

@@ -255,9 +255,15 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     a.check_flags()?;
     // The embedded default runs its own one-node metaserver.
     let mut node = None;
-    let addrs = match &a.meta {
-        Some(m) => meta_addrs(m),
-        None => {
+    // A snapshot of the embedded default is served by the mount already
+    // running on its data dir, if there is one.
+    let running = (a.meta.is_none() && a.snapshot.is_some())
+        .then(|| std::fs::read_to_string(addr_file(&a.data_dir())).ok())
+        .flatten();
+    let addrs = match (&a.meta, running) {
+        (Some(m), _) => meta_addrs(m),
+        (None, Some(addr)) => vec![addr.trim().to_string()],
+        (None, None) => {
             let dd = a.data_dir();
             let n = MetaNode::start(NodeConfig {
                 id: 1,

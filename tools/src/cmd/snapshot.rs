@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use strata_meta::{MetaClient, Timestamp};
+use strata_meta::Timestamp;
 
-use super::{CliResult, meta_addrs};
+use super::CliResult;
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
@@ -25,9 +25,10 @@ pub enum SnapshotCommand {
 
 #[derive(Args)]
 pub struct SnapshotArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// The filesystem.
     pub fs: String,
     /// The snapshot's name (letters, digits, '-' and '_').
@@ -51,9 +52,10 @@ pub struct SnapshotCreateArgs {
 
 #[derive(Args)]
 pub struct SnapshotListArgs {
-    /// Metaserver addresses, comma separated.
+    /// Metaserver addresses, comma separated [default: the embedded
+    /// default's running mount].
     #[arg(long)]
-    pub meta: String,
+    pub meta: Option<String>,
     /// The filesystem.
     pub fs: String,
 }
@@ -62,7 +64,7 @@ pub async fn run(c: SnapshotCommand) -> CliResult {
     match c {
         SnapshotCommand::Create(c) => {
             let a = c.snap;
-            let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+            let client = super::connect(a.meta.as_deref()).await?;
             let started = std::time::Instant::now();
             let snap = client
                 .create_snapshot(
@@ -73,18 +75,25 @@ pub async fn run(c: SnapshotCommand) -> CliResult {
                 )
                 .await?;
             println!(
-                "snapshot {}@{} taken in {:.1}s (mount it with `strata mount --meta {} --snapshot {} {} DIR`)",
+                "snapshot {}@{} taken in {:.1}s (mount it with `strata mount{} --snapshot {} {}DIR`)",
                 a.fs,
                 snap.name,
                 started.elapsed().as_secs_f64(),
-                a.meta,
+                a.meta
+                    .as_ref()
+                    .map(|m| format!(" --meta {m}"))
+                    .unwrap_or_default(),
                 snap.name,
-                a.fs
+                if a.meta.is_some() {
+                    format!("{} ", a.fs)
+                } else {
+                    String::new()
+                },
             );
             Ok(())
         }
         SnapshotCommand::List(a) => {
-            let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+            let client = super::connect(a.meta.as_deref()).await?;
             let snaps = client.list_snapshots(&a.fs).await?;
             for s in &snaps {
                 let age = Timestamp::now().sec - s.created.sec;
@@ -104,7 +113,7 @@ pub async fn run(c: SnapshotCommand) -> CliResult {
             Ok(())
         }
         SnapshotCommand::Delete(a) => {
-            let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+            let client = super::connect(a.meta.as_deref()).await?;
             client.delete_snapshot(&a.fs, &a.name).await?;
             println!("deleted snapshot {}@{}", a.fs, a.name);
             Ok(())

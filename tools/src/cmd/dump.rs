@@ -356,8 +356,8 @@ async fn load_file(a: &LoadArgs, path: &std::path::Path) -> Result<(u64, u64), C
         borrowed: Vec::new(),
     };
     // The rows come first: the highest slice id bounds what is borrowed.
-    let uid = unsafe { libc::geteuid() };
-    let gid = unsafe { libc::getegid() };
+    // SAFETY: getuid/getgid only read the process's ids.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut created = client.create_fs(&spec, (uid, gid)).await?;
     let fs = client.open_loading_fs(&a.name).await?;
     let (mut rows, max_slice) = load_rows(&fs, fs.info.id, &mut next).await?;

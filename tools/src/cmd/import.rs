@@ -64,8 +64,8 @@ fn kind_of(name: &str) -> Option<FileType> {
 /// Entries for a prefix of plain objects: a file per object, the
 /// directories their keys imply.
 fn entries_from_listing(objects: Vec<(String, u64)>) -> Vec<Entry> {
-    let uid = unsafe { libc::geteuid() };
-    let gid = unsafe { libc::getegid() };
+    // SAFETY: getuid/getgid only read the process's ids.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let now = Timestamp::now();
     let plain = |path: String, kind: &str, size: u64, mode: u32| Entry {
         path,
@@ -347,8 +347,8 @@ async fn make_dirs<'a>(
     names: impl Iterator<Item = &'a str>,
 ) -> Result<Ino, CliError> {
     let mut at = from;
-    let uid = unsafe { libc::geteuid() };
-    let gid = unsafe { libc::getegid() };
+    // SAFETY: getuid/getgid only read the process's ids.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     for name in names {
         at = match core.lookup(at, name.as_bytes()).await {
             Ok(i) if i.kind == FileType::Dir => i.ino,

@@ -39,7 +39,7 @@ fn dump_and_load_give_the_same_tree_and_snapshots_and_borrowed_blocks_stay() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let (_server, meta) = one_node_with_data(tmp.path(), &s3, &[]);
+    let (_server, meta) = one_node_with_data(tmp.path(), &s3, &["--trash-days", "0"]);
     let m = Mount::new(&tmp.path().join("m"), &["--meta", &meta, "data"], &s3.env());
     make_tree(&m.dir);
     set_xattr(&m.path("a/b/c/deep.txt"), "user.color", b"blue");
@@ -176,6 +176,13 @@ fn dump_and_load_give_the_same_tree_and_snapshots_and_borrowed_blocks_stay() {
         gc.contains(" 0 queued for deletion") && gc.contains(" 0 leaked")
     });
     assert_same_file(&copy.path("rewritten"), &new, "the copy's rewrite");
+    // The trash days came along (0: the worker purges a deleted file at
+    // once; with the default of 1 it would wait a day).
+    std::fs::remove_file(copy.path("own")).unwrap();
+    until(60, "the copy's trash to empty", || {
+        let trash = run_env_ok(&["trash", "list", "--meta", &meta, "copy"], &s3.env());
+        trash.contains("0 files")
+    });
     copy.unmount();
     let original = Mount::new(
         &tmp.path().join("m2"),

@@ -25,6 +25,18 @@ impl FsClient {
         Ok(())
     }
 
+    /// Days deleted files stay in the trash.
+    pub async fn trash_days(&self) -> Result<u32, MetaError> {
+        let g = self.group_of(ROOT_INO).await?;
+        match self
+            .call_group(g, MetaRequest::GetTrashDays { fs: self.info.id })
+            .await?
+        {
+            MetaResponse::TrashDays(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Keeps inodes `inos` (open here) out of the trash purge until `until`;
     /// an `until` not in the future lets them go.
     pub async fn hold(&self, inos: &[Ino], until: Timestamp) -> Result<(), MetaError> {

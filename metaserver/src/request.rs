@@ -223,6 +223,10 @@ pub enum MetaRequest {
         fs: FsId,
         days: u32,
     },
+    /// Read: the filesystem's trash days as this group keeps them.
+    GetTrashDays {
+        fs: FsId,
+    },
     /// Inodes this client has open stay out of the trash purge until
     /// `until` (renewed while open; sent before unlinking one); an `until`
     /// not after `now` lets them go.
@@ -613,6 +617,7 @@ impl MetaRequest {
                 | MetaRequest::LiveUsage { .. }
                 | MetaRequest::ListSnapshots { .. }
                 | MetaRequest::DumpRows { .. }
+                | MetaRequest::GetTrashDays { .. }
         )
     }
 }
@@ -685,6 +690,7 @@ pub enum MetaResponse {
     },
     Snapshots(Vec<SnapshotInfo>),
     Snapshot(SnapshotInfo),
+    TrashDays(u32),
     /// A page of `DumpRows` and the cursor for the next (None: the last page).
     Rows {
         rows: Vec<TreeRow>,

@@ -31,7 +31,7 @@ struct TrashRow {
     name: Vec<u8>,
 }
 
-fn trash_days<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<u32, StoreError> {
+pub(crate) fn trash_days<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<u32, StoreError> {
     Ok(
         t.load::<u32>(&key::counter(g, &format!("trash_days:{fs}")))?
             .unwrap_or(DEFAULT_TRASH_DAYS),

@@ -421,6 +421,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
             after,
             limit,
         } => return dump::dump_rows(t, g, fs, kind, after, limit),
+        R::GetTrashDays { fs } => Ok(MetaResponse::TrashDays(garbage::trash_days(t, g, fs)?)),
         other => Err(MetaError::Invalid(format!(
             "request {other:?} must go through the log"
         ))),

@@ -49,6 +49,9 @@ enum Line {
         partitions: Vec<Partition>,
         /// For a snapshot section: the snapshot's name and when it was taken.
         snapshot: Option<(String, Timestamp)>,
+        /// Days deleted files stay in the trash (absent in snapshot sections).
+        #[serde(default)]
+        trash_days: Option<u32>,
     },
     Row(TreeRow),
     End {
@@ -135,12 +138,17 @@ async fn dump_fs(
     w: &mut impl Write,
 ) -> Result<u64, CliError> {
     let partitions = fs.meta().partitions(fs.info.id).await?;
+    let trash_days = match snapshot {
+        None => Some(fs.trash_days().await?),
+        Some(_) => None,
+    };
     write_line(
         w,
         &Line::Fs {
             info: fs.info.clone(),
             partitions,
             snapshot,
+            trash_days,
         },
     )?;
     let mut rows = 0;
@@ -321,6 +329,7 @@ async fn load_file(a: &LoadArgs, path: &std::path::Path) -> Result<(u64, u64), C
         info,
         partitions,
         snapshot: None,
+        trash_days,
     }) = next()?
     else {
         return Err(CliError("the dump does not start with a filesystem".into()));
@@ -360,6 +369,9 @@ async fn load_file(a: &LoadArgs, path: &std::path::Path) -> Result<(u64, u64), C
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut created = client.create_fs(&spec, (uid, gid)).await?;
     let fs = client.open_loading_fs(&a.name).await?;
+    if let Some(days) = trash_days {
+        fs.set_trash_days(days).await?;
+    }
     let (mut rows, max_slice) = load_rows(&fs, fs.info.id, &mut next).await?;
     if !a.take_over {
         borrowed.push(BorrowedBlocks {

@@ -671,6 +671,24 @@ impl MetaNode {
         Ok(())
     }
 
+    /// Whether this node led group `g` at a confirmation less than a read
+    /// lease ago and nothing changed since (see `confirm_leadership`).
+    fn holds_read_lease(&self, g: GroupId, raft: &Raft) -> bool {
+        let epoch = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.id) {
+                return false;
+            }
+            (m.current_term, *m.membership_config.log_id())
+        };
+        self.read_leases
+            .lock()
+            .unwrap()
+            .get(&g)
+            .is_some_and(|l| l.epoch == epoch && tokio::time::Instant::now() < l.until)
+    }
+
     async fn serve(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
         let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
         if req.is_read() {
@@ -678,6 +696,13 @@ impl MetaNode {
             // Inline, not on a blocking thread: every read is a few point
             // lookups or one bounded page, shorter than the thread handoff.
             return state_machine::read(&self.db, g, req).map_err(MetaError::from)?;
+        }
+        // Only a leader within its read lease knows its state is current: a
+        // deposed or lagging node sends the change to the log, which decides.
+        if self.holds_read_lease(g, &raft)
+            && let Some(refused) = state_machine::early_refusal(&self.db, g, &req)?
+        {
+            return Err(refused);
         }
         match raft
             .client_write(LogRequest {

@@ -377,6 +377,23 @@ pub fn digest(db: &Database, g: GroupId) -> Result<(Option<u64>, u64), StoreErro
     Ok((applied, h.finish()))
 }
 
+/// Whether the leader may refuse `req` at once because its filesystem is
+/// frozen for a snapshot (`snapshot::freeze_refusal` at the current time),
+/// sparing a log entry per resent change while the freeze lasts. Only a
+/// refusal is decided here; what applies is still decided in the log.
+pub fn early_refusal(
+    db: &Database,
+    g: GroupId,
+    req: &crate::request::MetaRequest,
+) -> Result<Option<crate::MetaError>, StoreError> {
+    if req.changes_fs().is_none() {
+        return Ok(None);
+    }
+    let tx = db.begin_read()?;
+    let t = tx.open_table(SM)?;
+    crate::server::snapshot::freeze_refusal(&t, g, req, crate::types::Timestamp::now())
+}
+
 pub fn read(
     db: &Database,
     g: GroupId,

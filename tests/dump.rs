@@ -134,14 +134,7 @@ fn dump_and_load_give_the_same_tree_and_snapshots_and_borrowed_blocks_stay() {
         ],
         &s3.env(),
     );
-    let got = tree(&copy.dir);
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        live.keys().collect::<Vec<_>>()
-    );
-    for (path, want) in &live {
-        assert_eq!(&got[path], want, "{path}");
-    }
+    assert_same_tree(&copy.dir, &live);
     assert_eq!(
         xattr(&copy.path("a/b/c/deep.txt"), "user.color").as_deref(),
         Some(&b"blue"[..])
@@ -159,11 +152,7 @@ fn dump_and_load_give_the_same_tree_and_snapshots_and_borrowed_blocks_stay() {
         ],
         &s3.env(),
     );
-    let got = tree(&snap.dir);
-    for (path, want) in &at_snapshot {
-        assert_eq!(&got[path], want, "snapshot {path}");
-    }
-    assert_eq!(got.len(), at_snapshot.len());
+    assert_same_tree(&snap.dir, &at_snapshot);
     snap.unmount();
 
     // The copy writes its own blocks; rewriting a borrowed file compacts

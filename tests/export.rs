@@ -183,15 +183,7 @@ fn export_to_s3_and_a_directory_resumes_and_imports_back() {
         &s3.env(),
     );
     for back in ["from-s3/src", "from-dir/src"] {
-        let got = tree(&m.path(back));
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            original.keys().collect::<Vec<_>>(),
-            "{back}"
-        );
-        for (path, want) in &original {
-            assert_eq!(&got[path], want, "{back}/{path}");
-        }
+        assert_same_tree(&m.path(back), &original);
         let a = std::fs::metadata(m.path(&format!("{back}/a/hard"))).unwrap();
         let b = std::fs::metadata(m.path(&format!("{back}/a/b/c/deep.txt"))).unwrap();
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{back}: hard link");

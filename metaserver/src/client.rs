@@ -423,7 +423,7 @@ impl MetaClient {
 
     /// Opens a formatted filesystem by name.
     pub async fn open_fs(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
-        let fs = self.open_fs_any(name).await?;
+        let fs = self.open_loading_fs(name).await?;
         if !fs.info.ready {
             return Err(MetaError::Invalid(format!(
                 "filesystem {name:?} was not completely formatted (or loaded); run `strata format` (or `strata load`) for it again"
@@ -432,8 +432,9 @@ impl MetaClient {
         Ok(fs)
     }
 
-    /// Opens a filesystem by name, ready or not.
-    pub(crate) async fn open_fs_any(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
+    /// Opens a filesystem by name, ready or not (`strata load` fills one in
+    /// before it is ready).
+    pub async fn open_loading_fs(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
         let info = match self
             .call(CLUSTER_GROUP, MetaRequest::GetFs { name: name.into() })
             .await?
@@ -490,7 +491,8 @@ fn split_steps(steps: Vec<(GroupId, TxStep)>, coord: GroupId) -> (Parts, Vec<TxS
     (parts, coord_steps)
 }
 
-fn unexpected(r: MetaResponse) -> MetaError {
+/// The error for an answer of the wrong kind (a protocol mismatch).
+pub(crate) fn unexpected(r: MetaResponse) -> MetaError {
     MetaError::Protocol(format!("unexpected answer {r:?}"))
 }
 
@@ -647,6 +649,18 @@ impl FsClient {
 
     /// The group holding `ino`; reloads the partition list for an inode of a
     /// partition created after this client started.
+    /// `inos` sorted by the group that holds each.
+    pub async fn by_group(
+        &self,
+        inos: &[Ino],
+    ) -> Result<std::collections::BTreeMap<GroupId, Vec<Ino>>, MetaError> {
+        let mut out: std::collections::BTreeMap<GroupId, Vec<Ino>> = Default::default();
+        for &ino in inos {
+            out.entry(self.group_of(ino).await?).or_default().push(ino);
+        }
+        Ok(out)
+    }
+
     pub async fn group_of(&self, ino: Ino) -> Result<GroupId, MetaError> {
         if let Some(g) = self.known_group(ino) {
             return Ok(g);

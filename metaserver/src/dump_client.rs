@@ -1,13 +1,10 @@
 //! Client side of metadata dump and load (see `server::dump`).
 
 use crate::MetaError;
+use crate::client::unexpected;
 use crate::client::{FsClient, MetaClient};
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
-
-fn unexpected(r: MetaResponse) -> MetaError {
-    MetaError::Protocol(format!("unexpected answer {r:?}"))
-}
 
 /// Rows sent per `LoadRows` request.
 pub const LOAD_BATCH: usize = 1024;
@@ -74,13 +71,5 @@ impl MetaClient {
             MetaResponse::Fs(f) => Ok(f),
             other => Err(unexpected(other)),
         }
-    }
-
-    /// Opens a filesystem that is not ready yet (one being loaded).
-    pub async fn open_loading_fs(
-        self: &std::sync::Arc<Self>,
-        name: &str,
-    ) -> Result<FsClient, MetaError> {
-        self.open_fs_any(name).await
     }
 }

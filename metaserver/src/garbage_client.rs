@@ -4,12 +4,9 @@
 
 use crate::MetaError;
 use crate::client::FsClient;
+use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
-
-fn unexpected(r: MetaResponse) -> MetaError {
-    MetaError::Protocol(format!("unexpected answer {r:?}"))
-}
 
 impl FsClient {
     /// Sets how many days files whose last link went stay in the trash, in
@@ -40,14 +37,7 @@ impl FsClient {
     /// Keeps inodes `inos` (open here) out of the trash purge until `until`;
     /// an `until` not in the future lets them go.
     pub async fn hold(&self, inos: &[Ino], until: Timestamp) -> Result<(), MetaError> {
-        let mut by_group: std::collections::BTreeMap<GroupId, Vec<Ino>> = Default::default();
-        for &ino in inos {
-            by_group
-                .entry(self.group_of(ino).await?)
-                .or_default()
-                .push(ino);
-        }
-        for (g, inos) in by_group {
+        for (g, inos) in self.by_group(inos).await? {
             let req = MetaRequest::HoldInodes {
                 fs: self.info.id,
                 inos,

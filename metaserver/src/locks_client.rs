@@ -2,12 +2,9 @@
 
 use crate::MetaError;
 use crate::client::FsClient;
+use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
-
-fn unexpected(r: MetaResponse) -> MetaError {
-    MetaError::Protocol(format!("unexpected answer {r:?}"))
-}
 
 impl FsClient {
     /// Takes or drops `lock` on `ino`; WouldBlock if another owner holds a
@@ -51,14 +48,7 @@ impl FsClient {
 
     /// Extends the leases of this client's locks on `inos` to `until`.
     pub async fn renew_locks(&self, inos: &[Ino], until: Timestamp) -> Result<(), MetaError> {
-        let mut by_group: std::collections::BTreeMap<GroupId, Vec<Ino>> = Default::default();
-        for &ino in inos {
-            by_group
-                .entry(self.group_of(ino).await?)
-                .or_default()
-                .push(ino);
-        }
-        for (g, inos) in by_group {
+        for (g, inos) in self.by_group(inos).await? {
             let req = MetaRequest::RenewLocks {
                 fs: self.info.id,
                 client: self.meta().client_id(),

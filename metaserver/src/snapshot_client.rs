@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::MetaError;
+use crate::client::unexpected;
 use crate::client::{FsClient, MetaClient};
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
@@ -26,10 +27,6 @@ pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(300);
 fn copy_pause() -> Option<Duration> {
     let ms = std::env::var("STRATA_TEST_SNAPSHOT_PAUSE_MS").ok()?;
     ms.parse().ok().map(Duration::from_millis)
-}
-
-fn unexpected(r: MetaResponse) -> MetaError {
-    MetaError::Protocol(format!("unexpected answer {r:?}"))
 }
 
 impl MetaClient {

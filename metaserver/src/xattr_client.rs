@@ -2,12 +2,9 @@
 
 use crate::MetaError;
 use crate::client::FsClient;
+use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse, XattrMode};
 use crate::types::*;
-
-fn unexpected(r: MetaResponse) -> MetaError {
-    MetaError::Protocol(format!("unexpected answer {r:?}"))
-}
 
 impl FsClient {
     pub async fn get_xattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, MetaError> {

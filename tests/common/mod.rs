@@ -335,6 +335,21 @@ pub fn format_data(meta: &str, s3: &S3, extra: &[&str]) {
 /// mtime (seconds), and contents or link target.
 pub type Tree = BTreeMap<String, (String, u32, u64, i64, Vec<u8>)>;
 
+/// Asserts that the tree at `root` holds exactly `want` (paths, kinds,
+/// modes, sizes, mtimes, contents).
+pub fn assert_same_tree(root: &Path, want: &Tree) {
+    let got = tree(root);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{}",
+        root.display()
+    );
+    for (path, w) in want {
+        assert_eq!(&got[path], w, "{}/{path}", root.display());
+    }
+}
+
 pub fn tree(root: &Path) -> Tree {
     let mut out = Tree::new();
     let mut stack = vec![root.to_path_buf()];

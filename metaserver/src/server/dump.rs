@@ -19,13 +19,13 @@ pub(crate) fn dump_rows<T: Rows>(
     limit: u32,
 ) -> Result<MetaResult, StoreError> {
     let limit = limit.clamp(1, 4096) as usize;
-    let prefixes = key::fs_rows(g, fs);
-    let prefix = &prefixes[match kind {
-        TreeRowKind::Inodes => 0,
-        TreeRowKind::Entries => 1,
-        TreeRowKind::Chunks => 2,
-        TreeRowKind::Xattrs => 3,
-    }];
+    let tag = match kind {
+        TreeRowKind::Inodes => key::INODE,
+        TreeRowKind::Entries => key::DENTRY,
+        TreeRowKind::Chunks => key::CHUNK,
+        TreeRowKind::Xattrs => key::XATTR,
+    };
+    let prefix = &key::rows_of(g, tag, fs);
     if after.as_ref().is_some_and(|a| !a.starts_with(prefix)) {
         return Ok(Err(MetaError::Invalid(
             "a dump cursor of another kind".into(),

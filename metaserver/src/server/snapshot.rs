@@ -232,16 +232,16 @@ impl<T: RowsMut> Ctx<'_, T> {
             return Ok(Ok(MetaResponse::Ok));
         }
         let mut usage = Usage::default();
-        let prefixes = key::fs_rows(self.g, from);
         // Inodes, entries, chunk maps and xattrs; usage is recounted.
-        for prefix in &prefixes[..4] {
+        for tag in [key::INODE, key::DENTRY, key::CHUNK, key::XATTR] {
+            let prefix = key::rows_of(self.g, tag, from);
             let mut after: Option<Vec<u8>> = None;
             loop {
-                let page = self.t.scan(prefix, after.as_deref(), PAGE)?;
+                let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
                 let Some((last, _)) = page.last() else { break };
                 after = Some(last.clone());
                 for (k, v) in page {
-                    if !self.copies(prefix[4], from, &k, &v, &mut usage)? {
+                    if !self.copies(tag, from, &k, &v, &mut usage)? {
                         continue;
                     }
                     self.t.put_raw(&key::with_fs(&k, to), &v)?;
@@ -365,7 +365,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         if read_only(&*self.t, self.g, fs)? {
             return Ok(Ok(MetaResponse::Ok));
         }
-        let prefix = key::fs_rows(self.g, fs)[2].clone();
+        let prefix = key::rows_of(self.g, key::CHUNK, fs);
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;

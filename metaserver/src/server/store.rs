@@ -273,8 +273,15 @@ pub mod key {
         k.extend_from_slice(&slice.to_be_bytes());
         k
     }
+    /// The rows of kind `tag` of filesystem `fs` in group `g` (the fs id
+    /// follows the tag).
+    pub fn rows_of(g: GroupId, tag: u8, fs: FsId) -> Vec<u8> {
+        let mut k = tagged(g, tag);
+        k.extend_from_slice(&fs.to_be_bytes());
+        k
+    }
     /// Every row kind that belongs to one filesystem's tree in a partition
-    /// group, as key prefixes (the fs id follows the tag).
+    /// group, as key prefixes.
     pub fn fs_rows(g: GroupId, fs: FsId) -> Vec<Vec<u8>> {
         [
             INODE,
@@ -290,11 +297,7 @@ pub mod key {
             HOLD,
         ]
         .into_iter()
-        .map(|tag| {
-            let mut k = tagged(g, tag);
-            k.extend_from_slice(&fs.to_be_bytes());
-            k
-        })
+        .map(|tag| rows_of(g, tag, fs))
         .collect()
     }
     /// `k` (a key of a row kind in `fs_rows`) with its filesystem id replaced.

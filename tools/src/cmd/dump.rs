@@ -221,7 +221,9 @@ pub async fn dump(a: DumpArgs) -> CliResult {
     if let Target::S3(place, key) = &dest {
         let data = Bytes::from(std::fs::read(&path)?);
         let _ = std::fs::remove_file(&path);
-        put_object(place, key, data).await?;
+        place
+            .put_in_parts(key, data, 64 << 20, &HashMap::new())
+            .await?;
     }
     println!(
         "dumped {} ({rows} rows, {snapshots} snapshots) to {} in {:.1}s: {size} bytes",
@@ -230,25 +232,6 @@ pub async fn dump(a: DumpArgs) -> CliResult {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-async fn put_object(place: &Place, key: &str, data: Bytes) -> CliResult {
-    const PART: usize = 64 << 20;
-    let meta = HashMap::new();
-    if data.len() <= PART {
-        return place.put(key, data, &meta).await;
-    }
-    let up = place.begin(key, &meta).await?;
-    let mut parts = Vec::new();
-    for (n, piece) in data.chunks(PART).enumerate() {
-        let offset = (n * PART) as u64;
-        parts.push(
-            place
-                .put_part(&up, n as i32 + 1, offset, data.slice_ref(piece))
-                .await?,
-        );
-    }
-    place.finish(up, parts, &meta).await
 }
 
 /// Formatted partitions are `count` ranges of one size from inode 1; a dump

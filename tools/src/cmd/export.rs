@@ -195,7 +195,9 @@ pub async fn run(a: ExportArgs) -> CliResult {
         bytes: total_bytes,
     };
     let text = manifest::render(&header, &entries);
-    write_whole(&ctx, MANIFEST, Bytes::from(text), &HashMap::new()).await?;
+    ctx.place
+        .put_in_parts(MANIFEST, Bytes::from(text), ctx.part_size, &HashMap::new())
+        .await?;
     remove_records(&ctx.place).await;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     let written = ctx.bytes_done.load(Ordering::Relaxed);
@@ -262,8 +264,9 @@ async fn walk(fs: &FsClient) -> Result<(Vec<FileItem>, Vec<Entry>, u64), CliErro
     let mut files = Vec::new();
     let mut entries = Vec::new();
     let mut bad_names = 0;
-    let mut dirs: Vec<(Ino, String)> = vec![(ROOT_INO, String::new())];
-    while let Some((dir, prefix)) = dirs.pop() {
+    // Directories to list, with their manifest entry (None: the root).
+    let mut dirs: Vec<(Ino, String, Option<usize>)> = vec![(ROOT_INO, String::new(), None)];
+    while let Some((dir, prefix, entry)) = dirs.pop() {
         let mut after = None;
         let mut any = false;
         loop {
@@ -287,17 +290,14 @@ async fn walk(fs: &FsClient) -> Result<(Vec<FileItem>, Vec<Entry>, u64), CliErro
                 };
                 entries.push(entry_of(path.clone(), &inode));
                 match inode.kind {
-                    FileType::Dir => dirs.push((inode.ino, path)),
+                    FileType::Dir => dirs.push((inode.ino, path, Some(entries.len() - 1))),
                     FileType::File => files.push(FileItem { path, inode }),
                     _ => {}
                 }
             }
         }
-        if !any
-            && !prefix.is_empty()
-            && let Some(e) = entries.iter_mut().rev().find(|e| e.path == prefix)
-        {
-            e.empty = true;
+        if !any && let Some(i) = entry {
+            entries[i].empty = true;
         }
     }
     Ok((files, entries, bad_names))
@@ -450,28 +450,6 @@ async fn previous_checksums(place: &Place) -> HashMap<String, (String, String)> 
         .into_iter()
         .filter_map(|e| Some((e.path, (e.origin?, e.checksum?))))
         .collect()
-}
-
-async fn write_whole(
-    ctx: &Ctx,
-    key: &str,
-    data: Bytes,
-    meta: &HashMap<String, String>,
-) -> Result<(), CliError> {
-    if (data.len() as u64) <= ctx.part_size {
-        return ctx.place.put(key, data, meta).await;
-    }
-    let up = ctx.place.begin(key, meta).await?;
-    let mut parts = Vec::new();
-    for (n, piece) in data.chunks(ctx.part_size as usize).enumerate() {
-        let offset = n as u64 * ctx.part_size;
-        let part = ctx
-            .place
-            .put_part(&up, n as i32 + 1, offset, data.slice_ref(piece))
-            .await?;
-        parts.push(part);
-    }
-    ctx.place.finish(up, parts, meta).await
 }
 
 /// Drops the checksum records once the manifest holds the checksums.

@@ -158,6 +158,36 @@ impl Place {
         }
     }
 
+    /// Writes `data` at `rel`: in one request, or in parts of `part_size`
+    /// when it is larger.
+    pub async fn put_in_parts(
+        &self,
+        rel: &str,
+        data: Bytes,
+        part_size: u64,
+        meta: &HashMap<String, String>,
+    ) -> Result<(), CliError> {
+        if data.len() as u64 <= part_size {
+            return self.put(rel, data, meta).await;
+        }
+        let up = self.begin(rel, meta).await?;
+        let mut parts = Vec::new();
+        for (n, piece) in data.chunks(part_size as usize).enumerate() {
+            let offset = n as u64 * part_size;
+            match self
+                .put_part(&up, n as i32 + 1, offset, data.slice_ref(piece))
+                .await
+            {
+                Ok(p) => parts.push(p),
+                Err(e) => {
+                    self.abort(up).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.finish(up, parts, meta).await
+    }
+
     /// Starts writing a large object at `rel`: it appears at `finish`.
     pub async fn begin(
         &self,

@@ -259,6 +259,12 @@ impl BlockCache {
             bump(&self.counters.shared_fetches);
             return f.clone();
         }
+        // A fetch that finished since the caller looked in memory has put
+        // its block there before leaving `inflight`: look again, or the
+        // block would be fetched twice.
+        if let Some(hit) = self.memory_hit(key) {
+            return futures::future::ready(Ok(hit)).boxed().shared();
+        }
         let guard = InflightGuard {
             inflight: self.inflight.clone(),
             key: key.to_string(),
@@ -314,6 +320,11 @@ impl BlockCache {
         if let Some(f) = under_way {
             bump(&self.counters.shared_fetches);
             return slice(key, &f.await?, offset, len);
+        }
+        // The same race as in `fetch`: a whole-block fetch may have ended
+        // between the two looks above.
+        if let Some(hit) = self.memory_hit(key) {
+            return slice(key, &hit, offset, len);
         }
         if let Some(d) = self.disk.as_ref().filter(|d| d.contains(key)) {
             // Only the pages asked for are read (and checked) from disk. A
@@ -807,6 +818,21 @@ mod tests {
                 ..CacheStats::default()
             }
         );
+    }
+
+    /// A reader that missed memory just before a fetch of the same block
+    /// finished (and left `inflight`) must not fetch the block again.
+    #[tokio::test]
+    async fn a_block_fetched_since_the_memory_lookup_is_not_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TestStore::with(&[("a/1", DATA)]);
+        let c = BlockCache::new(store.clone(), both(dir.path())).unwrap();
+        // The state that race leaves: the block in memory, no fetch under
+        // way, and the caller past its own memory lookup.
+        c.insert("a/1", Bytes::from_static(DATA), Keep::Memory);
+        assert_eq!(c.fetch("a/1").await.unwrap(), DATA);
+        assert_eq!(TestStore::count(&store.gets), 0);
+        assert_eq!(c.stats().store_fetches, 0);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The openraft type configuration shared by every group.
 
+use openraft::type_config::alias;
+
 use crate::request::{LogRequest, MetaResult};
+use crate::server::state_machine::StateMachine;
 use crate::types::NodeId;
 
 openraft::declare_raft_types!(
@@ -9,16 +12,17 @@ openraft::declare_raft_types!(
         R = MetaResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<TypeConfig>,
-        // Snapshots are files on disk so a large group never sits in memory whole.
-        SnapshotData = tokio::fs::File,
-        AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+/// Snapshots are files on disk so a large group never sits in memory whole.
+pub type SnapshotData = tokio::fs::File;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+/// Leaders are identified by term and node (several may share a term).
+pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;

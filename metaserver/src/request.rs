@@ -743,3 +743,11 @@ pub struct LogRequest {
     /// every replica decides the same.
     pub at: crate::types::Timestamp,
 }
+
+/// openraft logs entries with their payload's Display: the request's debug
+/// form is what an operator reading those logs needs.
+impl std::fmt::Display for LogRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.req)
+    }
+}

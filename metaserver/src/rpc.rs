@@ -20,8 +20,8 @@ pub enum RpcError {
     Connect { addr: String, reason: String },
     #[error("connection to metaserver {addr} closed")]
     Closed { addr: String },
-    #[error("metaserver {addr} did not answer within {secs}s")]
-    Timeout { addr: String, secs: u64 },
+    #[error("metaserver {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
     #[error("bad frame from {addr}: {reason}")]
     Protocol { addr: String, reason: String },
 }
@@ -137,7 +137,7 @@ impl Connection {
                 self.pending.lock().unwrap().remove(&id);
                 Err(RpcError::Timeout {
                     addr: self.addr.clone(),
-                    secs: timeout.as_secs(),
+                    timeout,
                 })
             }
         }
@@ -145,21 +145,36 @@ impl Connection {
 }
 
 /// One live connection per address, re-established after it breaks.
+/// One address's connection, behind its own lock so that connecting to a
+/// node that hangs (a full accept queue makes `connect` wait) holds up only
+/// the calls to that node.
+type Slot = Arc<Mutex<Option<Arc<Connection>>>>;
+
 #[derive(Default, Clone)]
 pub struct ConnPool {
-    conns: Arc<Mutex<HashMap<String, Arc<Connection>>>>,
+    conns: Arc<std::sync::Mutex<HashMap<String, Slot>>>,
 }
 
 impl ConnPool {
+    fn slot(&self, addr: &str) -> Slot {
+        self.conns
+            .lock()
+            .unwrap()
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
+    }
+
     pub async fn get(&self, addr: &str) -> Result<Arc<Connection>, RpcError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr)
+        let slot = self.slot(addr);
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref()
             && !c.is_closed()
         {
             return Ok(c.clone());
         }
         let c = Connection::connect(addr).await?;
-        conns.insert(addr.to_string(), c.clone());
+        *conn = Some(c.clone());
         Ok(c)
     }
 
@@ -172,11 +187,10 @@ impl ConnPool {
         let conn = self.get(addr).await?;
         let result = conn.call(body, timeout).await;
         if result.is_err() {
-            // Whatever broke, the next call starts on a fresh connection
-            // rather than trusting this one again.
-            let mut conns = self.conns.lock().await;
-            if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                conns.remove(addr);
+            let slot = self.slot(addr);
+            let mut current = slot.lock().await;
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                *current = None;
             }
         }
         result

@@ -6,10 +6,8 @@
 //! longer than `MAX_FRAME` or that do not decode close the connection.
 
 use bytes::{Bytes, BytesMut};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft_legacy::network_v1::{InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -34,7 +32,7 @@ pub enum Request {
     },
     Vote {
         group: GroupId,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
     },
     Snapshot {
         group: GroupId,
@@ -67,9 +65,9 @@ pub enum Request {
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Response {
     Meta(MetaResult),
-    Append(Result<AppendEntriesResponse<NodeId>, String>),
-    Vote(Result<VoteResponse<NodeId>, String>),
-    Snapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+    Append(Result<AppendEntriesResponse<TypeConfig>, String>),
+    Vote(Result<VoteResponse<TypeConfig>, String>),
+    Snapshot(Result<InstallSnapshotResponse<TypeConfig>, String>),
     Join(MetaResult<()>),
     Status {
         id: NodeId,
@@ -167,10 +165,16 @@ mod tests {
     #[test]
     fn raft_append_round_trips() {
         let rpc = AppendEntriesRequest::<TypeConfig> {
-            vote: openraft::Vote::new(2, 1),
+            vote: crate::raft_types::Vote::new(2, 1),
             prev_log_id: None,
             entries: vec![openraft::Entry {
-                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(2, 1), 1),
+                log_id: crate::raft_types::LogId::new(
+                    crate::raft_types::CommittedLeaderId {
+                        term: 2,
+                        node_id: 1,
+                    },
+                    1,
+                ),
                 payload: openraft::EntryPayload::Normal(crate::request::LogRequest {
                     req: MetaRequest::GetClusterMap,
                     origin: None,

@@ -1,7 +1,7 @@
 //! openraft's own storage test suite against the write-ahead log store and the redb state machine.
 
 use openraft::StorageError;
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
 use strata_meta::raft_types::TypeConfig;
 use strata_meta::server::{LogStore, StateMachine, Wal, store};
 
@@ -10,7 +10,7 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbBuilder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = store::open(&dir.path().join("meta.redb")).expect("database opens");
         // Group 3 on purpose: nothing may assume a group id.
@@ -21,7 +21,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
     }
 }
 
-#[test]
-fn openraft_storage_suite_passes() {
-    Suite::test_all(RedbBuilder).expect("openraft storage suite");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes() {
+    Suite::test_all(RedbBuilder)
+        .await
+        .expect("openraft storage suite");
 }

@@ -4,10 +4,9 @@
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 
-use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
 use crate::server::wal::Wal;
 use crate::types::GroupId;
 
@@ -17,8 +16,8 @@ pub struct LogStore {
     group: GroupId,
 }
 
-fn io_err(e: impl std::fmt::Display) -> AnyError {
-    AnyError::error(e.to_string())
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
 impl LogStore {
@@ -31,15 +30,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, std::io::Error> {
         Ok(self.wal.entries(self.group, range))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        Ok(self.wal.vote(self.group))
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
         let (purged, last) = self.wal.log_state(self.group);
         Ok(LogState {
             last_purged_log_id: purged,
@@ -51,22 +54,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.wal
-            .save_vote(self.group, *vote)
-            .await
-            .map_err(|e| StorageIOError::write_vote(io_err(e)).into())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.wal.vote(self.group))
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        self.wal.save_vote(self.group, *vote).await.map_err(io_err)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -76,17 +72,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.wal
-            .truncate(self.group, log_id.index)
-            .await
-            .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), std::io::Error> {
+        // Everything after `last_log_id` goes: from its next index on.
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.wal.truncate(self.group, from).await.map_err(io_err)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.wal
-            .purge(self.group, log_id)
-            .await
-            .map_err(|e| StorageIOError::write_logs(io_err(e)).into())
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
+        self.wal.purge(self.group, log_id).await.map_err(io_err)
     }
 }

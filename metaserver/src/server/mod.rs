@@ -8,7 +8,7 @@ mod network;
 pub mod ops;
 mod rename;
 pub mod snapshot;
-mod state_machine;
+pub(crate) mod state_machine;
 pub mod store;
 pub mod txn;
 mod wal;
@@ -20,8 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use redb::{Database, ReadableDatabase};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -106,7 +109,7 @@ const READ_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX_MS / 2);
 /// A leader's right to serve reads without confirming leadership, valid
 /// while its term and membership (`epoch`) stay the same.
 struct ReadLease {
-    epoch: (u64, Option<openraft::LogId<NodeId>>),
+    epoch: (u64, Option<crate::raft_types::LogId>),
     until: tokio::time::Instant,
 }
 
@@ -452,7 +455,7 @@ impl MetaNode {
         remove: Option<NodeId>,
     ) -> Result<(), MetaError> {
         let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
-        let m = raft.metrics().borrow().clone();
+        let m = raft.metrics().borrow_watched().clone();
         if m.current_leader != Some(self.id) {
             let leader = m.current_leader.and_then(|l| {
                 m.membership_config
@@ -597,7 +600,7 @@ impl MetaNode {
             .unwrap()
             .iter()
             .map(|(g, raft)| {
-                let m = raft.metrics().borrow().clone();
+                let m = raft.metrics().borrow_watched().clone();
                 GroupStatus {
                     group: *g,
                     leader: m.current_leader,
@@ -633,11 +636,11 @@ impl MetaNode {
     /// applied here before its answer, and the confirmation applied every
     /// earlier one. The lease also ends with this node's term or membership.
     async fn confirm_leadership(&self, g: GroupId, raft: &Raft) -> Result<(), MetaError> {
-        let epoch = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+        let epoch = |m: &crate::raft_types::RaftMetrics| {
             (m.current_leader == Some(self.id))
                 .then(|| (m.current_term, *m.membership_config.log_id()))
         };
-        let now_epoch = epoch(&raft.metrics().borrow());
+        let now_epoch = epoch(&raft.metrics().borrow_watched());
         if let Some(e) = now_epoch
             && let Some(lease) = self.read_leases.lock().unwrap().get(&g)
             && lease.epoch == e
@@ -646,19 +649,23 @@ impl MetaNode {
             return Ok(());
         }
         let asked = tokio::time::Instant::now();
-        raft.ensure_linearizable().await.map_err(|e| match e {
-            RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => MetaError::NotLeader {
-                group: g,
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            },
-            other => {
-                tracing::warn!(group = g, error = %other, "read refused");
-                MetaError::Unavailable(other.to_string())
-            }
-        })?;
+        raft.ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => {
+                    MetaError::NotLeader {
+                        group: g,
+                        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                    }
+                }
+                other => {
+                    tracing::warn!(group = g, error = %other, "read refused");
+                    MetaError::Unavailable(other.to_string())
+                }
+            })?;
         // Only if nothing changed since before the confirmation.
         if let Some(e) = now_epoch
-            && epoch(&raft.metrics().borrow()) == Some(e)
+            && epoch(&raft.metrics().borrow_watched()) == Some(e)
         {
             self.read_leases.lock().unwrap().insert(
                 g,
@@ -676,7 +683,7 @@ impl MetaNode {
     fn holds_read_lease(&self, g: GroupId, raft: &Raft) -> bool {
         let epoch = {
             let m = raft.metrics();
-            let m = m.borrow();
+            let m = m.borrow_watched();
             if m.current_leader != Some(self.id) {
                 return false;
             }
@@ -809,7 +816,7 @@ async fn recover_transactions(node: Arc<MetaNode>, mut stop: tokio::sync::watch:
                     continue;
                 }
                 let Some(raft) = node.raft(g) else { continue };
-                if raft.metrics().borrow().current_leader != Some(node.id) {
+                if raft.metrics().borrow_watched().current_leader != Some(node.id) {
                     continue;
                 }
                 let db = node.db.clone();

@@ -1,17 +1,19 @@
 //! The Raft network of one group: its RPCs travel over the node's shared
-//! connections, tagged with the group id.
+//! connections, tagged with the group id. Snapshots go in chunks (openraft's
+//! v1 protocol through `openraft_legacy`'s adapter), each chunk one frame.
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+use openraft::AnyError;
+use openraft::BasicNode;
+use openraft::error::{NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
 };
-use openraft::{AnyError, BasicNode};
 
-use crate::raft_types::TypeConfig;
+use crate::raft_types::{SnapshotData, TypeConfig};
 use crate::rpc::ConnPool;
 use crate::types::{GroupId, NodeId};
 use crate::wire::{Request, Response};
@@ -22,14 +24,14 @@ pub struct NetworkFactory {
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = GroupNetwork;
+    type Network = Adapter<TypeConfig, GroupNetwork, SnapshotData>;
 
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupNetwork {
-        GroupNetwork {
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Self::Network {
+        Adapter::new(GroupNetwork {
             group: self.group,
             addr: node.addr.clone(),
             pool: self.pool.clone(),
-        }
+        })
     }
 }
 
@@ -39,7 +41,7 @@ pub struct GroupNetwork {
     pool: ConnPool,
 }
 
-type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+type RpcErr<E = openraft::error::Infallible> = RPCError<TypeConfig, RaftError<TypeConfig, E>>;
 
 impl GroupNetwork {
     async fn send<E: std::error::Error>(
@@ -63,7 +65,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcErr> {
         let req = Request::Append {
             group: self.group,
             rpc,
@@ -78,7 +80,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+    ) -> Result<InstallSnapshotResponse<TypeConfig>, RpcErr<InstallSnapshotError>> {
         let req = Request::Snapshot {
             group: self.group,
             rpc,
@@ -91,9 +93,9 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+    ) -> Result<VoteResponse<TypeConfig>, RpcErr> {
         let req = Request::Vote {
             group: self.group,
             rpc,

@@ -5,11 +5,15 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use futures::StreamExt;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
-use crate::raft_types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::raft_types::{
+    Entry, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops;
 use crate::server::store::{self, APPLIED, RAFT, Rows, RowsMut, SM, StoreError, key};
@@ -29,8 +33,8 @@ const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Applied = (Option<LogId>, StoredMembership);
 
-fn io_err(e: impl std::fmt::Display) -> AnyError {
-    AnyError::error(e.to_string())
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
 /// Where the current snapshot of a group lives.
@@ -116,16 +120,10 @@ impl StateMachine {
         Ok(results)
     }
 
-    fn snapshot_path(&self, meta: &SnapshotMeta) -> PathBuf {
-        self.snapshot_dir
-            .join(format!("group-{}-{}.snap", self.group, meta.snapshot_id))
-    }
-
-    /// Writes every row of the group as `len key len value` records.
-    fn build(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
-        let g = self.group;
-        let tx = self.db.begin_read()?;
-        let (last, membership) = Self::applied(&tx, g)?;
+    /// A new file name for a snapshot of the group at `last`: term, index
+    /// and the time, so a rebuilt or received snapshot never overwrites the
+    /// current one before it is recorded.
+    fn new_snapshot_path(&self, last: Option<LogId>) -> PathBuf {
         let id = format!(
             "{}-{}-{}",
             last.map(|l| l.leader_id.term).unwrap_or(0),
@@ -135,13 +133,21 @@ impl StateMachine {
                 .unwrap_or_default()
                 .as_nanos()
         );
+        self.snapshot_dir
+            .join(format!("group-{}-{id}.snap", self.group))
+    }
+
+    /// Writes every row of the group as `len key len value` records.
+    fn build(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let g = self.group;
+        let tx = self.db.begin_read()?;
+        let (last, membership) = Self::applied(&tx, g)?;
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: membership,
-            snapshot_id: id,
         };
         std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| StoreError::Db(e.to_string()))?;
-        let path = self.snapshot_path(&meta);
+        let path = self.new_snapshot_path(last);
         let tmp = path.with_extension("tmp");
         let file = std::fs::File::create(&tmp).map_err(|e| StoreError::Db(e.to_string()))?;
         let mut w = BufWriter::new(file);
@@ -193,7 +199,7 @@ impl StateMachine {
         let g = self.group;
         let io = |e: std::io::Error| StoreError::Db(format!("reading snapshot: {e}"));
         std::fs::create_dir_all(&self.snapshot_dir).map_err(io)?;
-        let path = self.snapshot_path(meta);
+        let path = self.new_snapshot_path(meta.last_log_id);
         {
             let mut src = BufReader::new(src);
             let mut dst = std::fs::File::create(&path).map_err(io)?;
@@ -250,68 +256,66 @@ impl StateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, path) = self
-            .blocking(|sm| sm.build())
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
+        let (meta, path) = self.blocking(|sm| sm.build()).await.map_err(io_err)?;
+        let file = tokio::fs::File::open(&path).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: file,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<Applied, StorageError> {
+    async fn applied_state(&mut self) -> Result<Applied, std::io::Error> {
         self.blocking(|sm| {
             let tx = sm.db.begin_read()?;
             Self::applied(&tx, sm.group)
         })
         .await
-        .map_err(|e| StorageIOError::read_state_machine(io_err(e)).into())
+        .map_err(io_err)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<MetaResult>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), std::io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>>
+            + Unpin
+            + Send,
     {
+        // The whole batch in one transaction, answered once it commits.
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
         // Inline, not on a blocking thread: an apply commits without fsync
         // (see `apply_batch`) and takes less time than the thread handoff,
         // which more than halved the create rate.
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        self.apply_batch(entries)
-            .map_err(|e| StorageIOError::write_state_machine(io_err(e)).into())
+        let results = self.apply_batch(batch).map_err(io_err)?;
+        for (result, responder) in results.into_iter().zip(responders) {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let dir = self.snapshot_dir.clone();
-        let g = self.group;
-        let file = self
-            .blocking(move |_| {
-                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Db(e.to_string()))?;
-                tempfile_in(&dir, g)
-            })
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotData,
+    ) -> Result<(), std::io::Error> {
         let meta = meta.clone();
         let mut file = snapshot.into_std().await;
         use std::io::Seek;
@@ -320,22 +324,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm.install(&meta, file)
         })
         .await
-        .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)).into())
+        .map_err(io_err)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let rec = self
-            .blocking(|sm| sm.current())
-            .await
-            .map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
+        let rec = self.blocking(|sm| sm.current()).await.map_err(io_err)?;
         let Some(rec) = rec else { return Ok(None) };
-        match tokio::fs::File::open(&rec.file).await {
-            Ok(f) => Ok(Some(Snapshot {
-                meta: rec.meta,
-                snapshot: Box::new(f),
-            })),
-            Err(e) => Err(StorageIOError::read_snapshot(None, io_err(e)).into()),
-        }
+        let f = tokio::fs::File::open(&rec.file).await?;
+        Ok(Some(Snapshot {
+            meta: rec.meta,
+            snapshot: f,
+        }))
+    }
+}
+
+impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
+    type SnapshotReceiver = SnapshotData;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<SnapshotData, std::io::Error> {
+        let dir = self.snapshot_dir.clone();
+        let g = self.group;
+        let file = self
+            .blocking(move |_| {
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Db(e.to_string()))?;
+                tempfile_in(&dir, g)
+            })
+            .await
+            .map_err(io_err)?;
+        Ok(tokio::fs::File::from_std(file))
     }
 }
 

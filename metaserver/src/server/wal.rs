@@ -30,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use openraft::storage::LogFlushed;
+use openraft::storage::IOFlushed;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +101,7 @@ fn apply(groups: &mut Groups, record: Record) {
 
 /// What to tell the writer of a record once it is durable (or failed).
 enum Done {
-    Flushed(LogFlushed<TypeConfig>),
+    Flushed(IOFlushed<TypeConfig>),
     Reply(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
@@ -109,7 +109,7 @@ impl Done {
     fn finish(self, result: &Result<(), String>) {
         match self {
             Done::Flushed(cb) => {
-                cb.log_io_completed(result.clone().map_err(std::io::Error::other));
+                cb.io_completed(result.clone().map_err(std::io::Error::other));
             }
             Done::Reply(tx) => {
                 let _ = tx.send(result.clone());
@@ -422,7 +422,7 @@ impl Wal {
 
     /// Queues `entries`; they are readable at once, and `callback` fires once
     /// they are durable.
-    pub fn append(&self, group: GroupId, entries: Vec<Entry>, callback: LogFlushed<TypeConfig>) {
+    pub fn append(&self, group: GroupId, entries: Vec<Entry>, callback: IOFlushed<TypeConfig>) {
         self.submit(Record::Append { group, entries }, Done::Flushed(callback));
     }
 
@@ -538,7 +538,9 @@ fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use crate::raft_types::CommittedLeaderId;
+    use openraft::EntryPayload;
+    use openraft::vote::RaftLeaderId;
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry {

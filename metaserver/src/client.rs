@@ -20,9 +20,13 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// on its disk) costs a few seconds before the next node is tried, not the
 /// whole deadline; a retried write is deduplicated, so giving up on a slow
 /// attempt is safe.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts of a change refused because a snapshot is being taken.
 const FROZEN_RETRY: Duration = Duration::from_millis(20);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between rounds of attempts. Short: while a group elects a
+/// new leader (about a second) every waiting call is stalled, and a round
+/// costs each node one small request.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// A digest hashes a whole group.
 const DIGEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -259,7 +263,7 @@ impl MetaClient {
                 return Err(last_err);
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

@@ -18,6 +18,13 @@ use crate::rpc::ConnPool;
 use crate::types::{GroupId, NodeId};
 use crate::wire::{Request, Response};
 
+/// openraft 0.10 gives replication and heartbeats the heartbeat interval
+/// (100 ms) as their timeout and leaves enforcing it to the network. A
+/// follower busy with a large batch or a slow fsync takes longer than that
+/// without being gone, and a timed-out call drops its connection; so an
+/// append waits at least this long.
+const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct NetworkFactory {
     pub group: GroupId,
     pub pool: ConnPool,
@@ -70,7 +77,8 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             group: self.group,
             rpc,
         };
-        match self.send(req, option.hard_ttl()).await? {
+        let ttl = option.hard_ttl().max(MIN_APPEND_TIMEOUT);
+        match self.send(req, ttl).await? {
             Response::Append(r) => r.map_err(remote),
             other => Err(remote(format!("unexpected answer {other:?}"))),
         }

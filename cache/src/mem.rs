@@ -1,7 +1,11 @@
 //! The memory block cache: whole blocks keyed by object key, weighted by
-//! their size in bytes (moka, so hot blocks survive a large sequential scan
-//! better than under plain LRU). Blocks are immutable, so an entry never
-//! goes stale; it only leaves to make room or when its object is deleted.
+//! their size in bytes, least recently used out first (moka with its LRU
+//! policy). Not moka's default TinyLFU: its admission test turns away a new
+//! block whose key is no more frequent than the one it would evict, which
+//! for a sequential reader is every block, so prefetched blocks were
+//! dropped on arrival and fetched again when read. Blocks are immutable, so
+//! an entry never goes stale; it only leaves to make room or when its object
+//! is deleted.
 
 use bytes::Bytes;
 use moka::sync::Cache;
@@ -19,6 +23,7 @@ impl MemCache {
             .max_capacity(capacity_bytes)
             // moka weighs in u32; a block over 4 GiB does not fit anyway.
             .weigher(|_key: &String, data: &Bytes| u32::try_from(data.len()).unwrap_or(u32::MAX))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         MemCache {
             cache,
@@ -65,6 +70,31 @@ mod tests {
 
     fn block(byte: u8, len: usize) -> Bytes {
         Bytes::from(vec![byte; len])
+    }
+
+    /// A sequential reader's blocks arrive in a full cache one after the
+    /// other, each new: every one must be kept (until older ones make room),
+    /// or a prefetched block is gone before it is read.
+    #[test]
+    fn new_blocks_displace_the_least_recently_used_ones() {
+        let c = MemCache::new(1000);
+        for i in 0..10u8 {
+            c.insert(&format!("old{i}"), block(i, 100));
+        }
+        // Used often: under a frequency-based policy these would stay.
+        for _ in 0..5 {
+            for i in 0..10u8 {
+                assert!(c.get(&format!("old{i}")).is_some());
+            }
+        }
+        for i in 0..10u8 {
+            let key = format!("new{i}");
+            c.insert(&key, block(i, 100));
+            c.used_bytes(); // settles moka's admission and eviction
+            assert!(c.contains(&key), "{key} was turned away");
+        }
+        assert!(!c.contains("old0"));
+        assert_eq!(c.used_bytes(), 1000);
     }
 
     #[test]

@@ -185,13 +185,17 @@ fn read_segment(path: &Path) -> Result<Vec<Record>, StoreError> {
         if crc32fast::hash(&bytes[pos + 8..end]) != crc || expect_lsn.is_some_and(|l| l != lsn) {
             break;
         }
-        let Ok(record) = store::decode::<Record>(&bytes[pos + HEADER..end]) else {
+        let record = match store::decode::<Record>(&bytes[pos + HEADER..end]) {
+            Ok(r) => r,
             // A record whose checksum holds but which does not decode was
             // written by a different program: refuse rather than drop data.
-            return Err(StoreError::Corrupt(format!(
-                "{}: record {lsn} at byte {pos} does not decode",
-                path.display()
-            )));
+            Err(e) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: record {lsn} at byte {pos} does not decode ({e}); a log written \
+                     by another version of Strata?",
+                    path.display()
+                )));
+            }
         };
         records.push(record);
         expect_lsn = Some(lsn + 1);

@@ -33,6 +33,8 @@ pub enum StoreError {
     Db(String),
     #[error("corrupt metadata row: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Format(String),
 }
 
 macro_rules! db_err {
@@ -75,6 +77,46 @@ pub fn open(path: &Path) -> Result<Arc<Database>, StoreError> {
     }
     tx.commit()?;
     Ok(Arc::new(db))
+}
+
+/// The version of what this build stores in a data dir (rows, log records,
+/// snapshot files). Raise it with any change that older builds cannot read
+/// or that this build cannot read from older data; each data dir records the
+/// version that wrote it, so a mismatch is refused with a message instead of
+/// failing on the first row that does not decode.
+pub const FORMAT: u32 = 1;
+const FORMAT_KEY: &str = "format";
+
+/// Refuses a data dir written in another format. A data dir without a
+/// version is taken as it is (it is new, or older than versions: then rows
+/// that do not decode say so); `record_format` marks it once it opened.
+pub fn check_format(db: &Database) -> Result<(), StoreError> {
+    let tx = redb::ReadableDatabase::begin_read(db)?;
+    let Some(v) = tx.open_table(NODE)?.get(FORMAT_KEY)? else {
+        return Ok(());
+    };
+    let found: u32 = decode(v.value())?;
+    match found.cmp(&FORMAT) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(StoreError::Format(format!(
+            "this data dir was written by a newer Strata (data format {found}; this one \
+             reads format {FORMAT}): run that version"
+        ))),
+        std::cmp::Ordering::Less => Err(StoreError::Format(format!(
+            "this data dir was written by an older Strata (data format {found}; this one \
+             reads format {FORMAT}): dump its filesystems with that version \
+             (`strata dump`) and load them with this one (`strata load`)"
+        ))),
+    }
+}
+
+/// Records that the data dir is in this build's format.
+pub fn record_format(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write()?;
+    tx.open_table(NODE)?
+        .insert(FORMAT_KEY, encode(&FORMAT).as_slice())?;
+    tx.commit()?;
+    Ok(())
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -518,6 +560,33 @@ impl RowsMut for redb::Table<'_, &'static [u8], &'static [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_dir_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("meta.redb")).unwrap();
+        // New (no version yet): taken, then marked.
+        check_format(&db).unwrap();
+        record_format(&db).unwrap();
+        check_format(&db).unwrap();
+        let mark = |v: u32| {
+            let tx = db.begin_write().unwrap();
+            tx.open_table(NODE)
+                .unwrap()
+                .insert(FORMAT_KEY, encode(&v).as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        };
+        mark(FORMAT + 1);
+        let e = check_format(&db).unwrap_err().to_string();
+        assert!(e.contains("newer Strata"), "{e}");
+        mark(FORMAT - 1);
+        let e = check_format(&db).unwrap_err().to_string();
+        assert!(
+            e.contains("older Strata") && e.contains("strata dump"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn prefix_end_is_the_next_key() {

@@ -15,7 +15,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, OpResult, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
 use crate::types::*;
 
 /// Trash days of a filesystem whose groups were never told (formatted before trash existed).
@@ -62,13 +62,9 @@ fn due_rows<T: Rows>(
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, TrashRow)>, StoreError> {
     let until = due_until(t, g, fs, now)?;
-    let prefix = key::trash_prefix(g, fs);
     let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    'pages: loop {
-        let page = t.scan(&prefix, after.as_deref(), 256)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+    let mut pages = Pages::new(key::trash_prefix(g, fs), 256);
+    'pages: while let Some(page) = pages.next(t)? {
         for (k, v) in page {
             if key::trash_sec(&k) as i64 > until {
                 break 'pages;

@@ -151,7 +151,7 @@ impl MetaNode {
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dd(e.to_string()))?;
         let db = store::open(&cfg.data_dir.join("meta.redb"))?;
-        store::check_format(&db).map_err(|e| dd(e.to_string()))?;
+        let marked = store::check_format(&db).map_err(|e| dd(e.to_string()))?;
         let listener = TcpListener::bind(&cfg.listen)
             .await
             .map_err(|e| ServerError::Listen {
@@ -176,8 +176,10 @@ impl MetaNode {
         }
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let wal = Wal::open(&cfg.data_dir.join("wal"), &db)?;
-        // Everything read back: the data dir is in this build's format.
-        store::record_format(&db)?;
+        if !marked {
+            // Everything read back: the data dir is in this build's format.
+            store::record_format(&db)?;
+        }
         let node = Arc::new(MetaNode {
             id: cfg.id,
             addr,

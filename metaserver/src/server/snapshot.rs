@@ -22,7 +22,7 @@
 use crate::MetaError;
 use crate::request::{MetaRequest, MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
 use crate::types::*;
 
 /// Rows copied or dropped per scan, so memory stays bounded however large
@@ -234,12 +234,8 @@ impl<T: RowsMut> Ctx<'_, T> {
         let mut usage = Usage::default();
         // Inodes, entries, chunk maps and xattrs; usage is recounted.
         for tag in [key::INODE, key::DENTRY, key::CHUNK, key::XATTR] {
-            let prefix = key::rows_of(self.g, tag, from);
-            let mut after: Option<Vec<u8>> = None;
-            loop {
-                let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
-                let Some((last, _)) = page.last() else { break };
-                after = Some(last.clone());
+            let mut pages = Pages::new(key::rows_of(self.g, tag, from), PAGE);
+            while let Some(page) = pages.next(&*self.t)? {
                 for (k, v) in page {
                     if !self.copies(tag, from, &k, &v, &mut usage)? {
                         continue;
@@ -296,11 +292,8 @@ impl<T: RowsMut> Ctx<'_, T> {
                 key::chunk_prefix(self.g, from, ino),
                 key::xattr_prefix(self.g, from, ino),
             ] {
-                let mut after: Option<Vec<u8>> = None;
-                loop {
-                    let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
-                    let Some((last, _)) = page.last() else { break };
-                    after = Some(last.clone());
+                let mut pages = Pages::new(prefix, PAGE);
+                while let Some(page) = pages.next(&*self.t)? {
                     for (k, v) in page {
                         self.t.put_raw(&key::with_fs(&k, to), &v)?;
                     }
@@ -365,12 +358,8 @@ impl<T: RowsMut> Ctx<'_, T> {
         if read_only(&*self.t, self.g, fs)? {
             return Ok(Ok(MetaResponse::Ok));
         }
-        let prefix = key::rows_of(self.g, key::CHUNK, fs);
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.t.scan(&prefix, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
+        let mut pages = Pages::new(key::rows_of(self.g, key::CHUNK, fs), PAGE);
+        while let Some(page) = pages.next(&*self.t)? {
             for (_, v) in page {
                 for s in decode::<Vec<Slice>>(&v)? {
                     if s.id != 0 {

@@ -87,17 +87,18 @@ pub fn open(path: &Path) -> Result<Arc<Database>, StoreError> {
 pub const FORMAT: u32 = 1;
 const FORMAT_KEY: &str = "format";
 
-/// Refuses a data dir written in another format. A data dir without a
-/// version is taken as it is (it is new, or older than versions: then rows
-/// that do not decode say so); `record_format` marks it once it opened.
-pub fn check_format(db: &Database) -> Result<(), StoreError> {
+/// Refuses a data dir written in another format; says whether it is marked
+/// with this one. A data dir without a version is taken as it is (it is new,
+/// or older than versions: then rows that do not decode say so), and
+/// `record_format` marks it once it opened.
+pub fn check_format(db: &Database) -> Result<bool, StoreError> {
     let tx = redb::ReadableDatabase::begin_read(db)?;
     let Some(v) = tx.open_table(NODE)?.get(FORMAT_KEY)? else {
-        return Ok(());
+        return Ok(false);
     };
     let found: u32 = decode(v.value())?;
     match found.cmp(&FORMAT) {
-        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Equal => Ok(true),
         std::cmp::Ordering::Greater => Err(StoreError::Format(format!(
             "this data dir was written by a newer Strata (data format {found}; this one \
              reads format {FORMAT}): run that version"
@@ -534,6 +535,34 @@ impl Rows for redb::Table<'_, &'static [u8], &'static [u8]> {
     }
 }
 
+/// The rows under a prefix, a page at a time: between pages the caller may
+/// write to the table it reads (a redb range cannot stay open across writes).
+pub struct Pages {
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    size: usize,
+}
+
+impl Pages {
+    pub fn new(prefix: Vec<u8>, size: usize) -> Pages {
+        Pages {
+            prefix,
+            after: None,
+            size,
+        }
+    }
+
+    /// The next page, or None once every row was handed out.
+    pub fn next<T: Rows + ?Sized>(&mut self, t: &T) -> Result<Option<Vec<Row>>, StoreError> {
+        let page = t.scan(&self.prefix, self.after.as_deref(), self.size)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.clone());
+        Ok(Some(page))
+    }
+}
+
 /// Writes on a write transaction's table.
 pub trait RowsMut: Rows {
     fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError>;
@@ -566,9 +595,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = open(&dir.path().join("meta.redb")).unwrap();
         // New (no version yet): taken, then marked.
-        check_format(&db).unwrap();
+        assert!(!check_format(&db).unwrap());
         record_format(&db).unwrap();
-        check_format(&db).unwrap();
+        assert!(check_format(&db).unwrap());
         let mark = |v: u32| {
             let tx = db.begin_write().unwrap();
             tx.open_table(NODE)

@@ -82,6 +82,8 @@ pub struct StatFs {
 pub(crate) struct OpenFile {
     pub handles: AtomicUsize,
     pub data: Mutex<crate::file::FileData>,
+    /// When the last write arrived (the compactor waits for a pause).
+    pub last_write: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 struct DirHandle {
@@ -99,7 +101,7 @@ pub struct Filesystem {
     pub(crate) upload_slots: Arc<Semaphore>,
     pub(crate) prefetch_slots: Arc<Semaphore>,
     pub(crate) writeback: Option<Arc<Writeback>>,
-    pub(crate) compactor: Compactor,
+    pub(crate) compactor: Arc<Compactor>,
     /// Unlinked files this client has open, held out of the trash purge.
     pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
     pub(crate) xattr_names: crate::xattr::XattrNames,
@@ -135,10 +137,11 @@ impl Filesystem {
         writeback: Option<Staging>,
     ) -> FsResult<Arc<Filesystem>> {
         let meta = Arc::new(meta);
+        let compactor = Arc::new(Compactor::new(meta.info.chunk_size as u64));
         let writeback = match writeback {
             Some(staging) => {
                 let wb = Arc::new(Writeback::open(staging)?);
-                wb.start(meta.clone(), cache.clone());
+                wb.start(meta.clone(), cache.clone(), compactor.clone());
                 Some(wb)
             }
             None => None,
@@ -151,7 +154,7 @@ impl Filesystem {
             cache,
             config,
             writeback,
-            compactor: Compactor::new(),
+            compactor,
             held: Default::default(),
             xattr_names: Default::default(),
             locks: Default::default(),
@@ -432,6 +435,7 @@ impl Filesystem {
                         Arc::new(OpenFile {
                             handles: AtomicUsize::new(1),
                             data: Mutex::new(crate::file::FileData::new(inode)),
+                            last_write: std::sync::Mutex::new(None),
                         }),
                     );
                 }

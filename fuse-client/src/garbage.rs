@@ -3,12 +3,13 @@
 //! the objects of queued slices and acknowledges them, renews holds on
 //! unlinked files this client still has open, and compacts crowded chunks.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use strata_meta::{Deletion, Ino, Slice, Timestamp};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::error::{FsError, FsResult};
 use crate::fs::Filesystem;
@@ -29,32 +30,97 @@ pub struct GarbagePass {
     pub deleted_objects: u64,
 }
 
-/// Chunks waiting to be compacted, each queued once.
+/// A crowded chunk waits this long after the last commit to it before it is
+/// compacted: a file still being written at random would crowd it again at
+/// once, and each compaction copies the whole range the slices span (a
+/// 64 MiB chunk for a few KiB written), so compacting while the writes go
+/// on multiplies the bytes stored many times over.
+const COMPACT_QUIET: Duration = Duration::from_secs(3);
+/// ... unless this client has written a whole chunk's worth of bytes into
+/// it since it was first found crowded (so compaction never copies more
+/// than was written), or this many slices: reads and commits of a chunk
+/// cost more with every slice, so a writer that never pauses gets its
+/// chunks compacted anyway.
+const COMPACT_BUSY_SLICES: u64 = 8192;
+
+/// Chunks waiting to be compacted (see `COMPACT_QUIET`).
 pub(crate) struct Compactor {
-    tx: mpsc::UnboundedSender<(Ino, u32)>,
-    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(Ino, u32)>>>,
-    queued: std::sync::Mutex<HashSet<(Ino, u32)>>,
+    chunk_size: u64,
+    waiting: std::sync::Mutex<HashMap<(Ino, u32), Waiting>>,
+    wake: Arc<Notify>,
+}
+
+struct Waiting {
+    last_commit: Instant,
+    added_slices: u64,
+    added_bytes: u64,
+}
+
+impl Waiting {
+    fn busy(&self, chunk_size: u64) -> bool {
+        self.added_bytes >= chunk_size || self.added_slices >= COMPACT_BUSY_SLICES
+    }
 }
 
 impl Compactor {
-    pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(chunk_size: u64) -> Self {
         Compactor {
-            tx,
-            rx: std::sync::Mutex::new(Some(rx)),
-            queued: Default::default(),
+            chunk_size,
+            waiting: Default::default(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
-    /// Asks for chunk `index` of `ino` to be compacted in the background.
-    pub fn request(&self, ino: Ino, index: u32) {
-        if self.queued.lock().unwrap().insert((ino, index)) {
-            let _ = self.tx.send((ino, index));
+    /// Notes a commit of `slices` to `ino` after which the metaserver found
+    /// the chunks `crowded`: they are compacted in the background when due.
+    pub fn committed(&self, ino: Ino, slices: &[(u32, Slice)], crowded: &[u32]) {
+        if crowded.is_empty() {
+            return;
+        }
+        let mut waiting = self.waiting.lock().unwrap();
+        let now = Instant::now();
+        for &index in crowded {
+            let w = waiting.entry((ino, index)).or_insert(Waiting {
+                last_commit: now,
+                added_slices: 0,
+                added_bytes: 0,
+            });
+            w.last_commit = now;
+            for (_, s) in slices.iter().filter(|(c, _)| *c == index) {
+                w.added_slices += 1;
+                w.added_bytes += s.len as u64;
+            }
+            if w.busy(self.chunk_size) {
+                self.wake.notify_one();
+            }
         }
     }
 
-    fn done(&self, ino: Ino, index: u32) {
-        self.queued.lock().unwrap().remove(&(ino, index));
+    /// Takes the chunks due for compaction at `now`; also says when the
+    /// next of the others is due. A file still `writing` (written lately, or
+    /// with writes buffered) is not quiet, however long ago its last commit was.
+    fn take_due(
+        &self,
+        now: Instant,
+        writing: impl Fn(Ino) -> bool,
+    ) -> (Vec<(Ino, u32)>, Option<Instant>) {
+        let mut waiting = self.waiting.lock().unwrap();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        waiting.retain(|&(ino, index), w| {
+            if w.last_commit + COMPACT_QUIET <= now && writing(ino) {
+                w.last_commit = now;
+            }
+            let at = w.last_commit + COMPACT_QUIET;
+            if at <= now || w.busy(self.chunk_size) {
+                due.push((ino, index));
+                false
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                true
+            }
+        });
+        (due, next)
     }
 }
 
@@ -102,10 +168,10 @@ impl Filesystem {
                 fs.renew_locks().await;
             }
         });
-        let rx = self.compactor.rx.lock().unwrap().take();
-        if let Some(rx) = rx {
-            tokio::spawn(compact_loop(Arc::downgrade(self), rx));
-        }
+        tokio::spawn(compact_loop(
+            Arc::downgrade(self),
+            self.compactor.wake.clone(),
+        ));
     }
 
     /// Purges due trash entries and deletes the objects of queued slices
@@ -252,12 +318,32 @@ impl Filesystem {
         }
     }
 
+    /// Whether `ino` was written here less than `COMPACT_QUIET` ago or has
+    /// writes buffered.
+    fn writing(&self, ino: Ino, now: Instant) -> bool {
+        let of = self.open_files.lock().unwrap().get(&ino).cloned();
+        of.is_some_and(|of| {
+            let last = *of.last_write.lock().unwrap();
+            last.is_some_and(|t| t + COMPACT_QUIET > now)
+                // Locked: a write, read or commit is under way; the write
+                // time above tells.
+                || of.data.try_lock().is_ok_and(|d| !d.pending.is_empty())
+        })
+    }
+
     /// Rewrites the visible bytes of chunk `index` of `ino` as one slice and
     /// swaps it in for the slices it replaces, unless the chunk changed
-    /// meanwhile. Returns whether the chunk was compacted.
+    /// meanwhile. A file in the trash is left as it is: it is going away,
+    /// and copying it would only add to what there is to delete. Returns
+    /// whether the chunk was compacted.
     pub async fn compact(&self, ino: Ino, index: u32) -> FsResult<bool> {
         if self.config.read_only {
             return Ok(false);
+        }
+        match self.meta.getattr(ino).await {
+            Ok(inode) if inode.nlink > 0 => {}
+            Ok(_) | Err(strata_meta::MetaError::NotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
         }
         let old = self.meta.read_chunk(ino, index).await?;
         if old.len() < 2 {
@@ -296,13 +382,84 @@ impl Filesystem {
     }
 }
 
-async fn compact_loop(fs: Weak<Filesystem>, mut rx: mpsc::UnboundedReceiver<(Ino, u32)>) {
-    while let Some((ino, index)) = rx.recv().await {
-        let Some(fs) = fs.upgrade() else { return };
-        match fs.compact(ino, index).await {
-            Ok(done) => tracing::debug!(ino, index, done, "compaction"),
-            Err(e) => tracing::warn!(ino, index, error = %e, "compaction failed"),
+async fn compact_loop(fs: Weak<Filesystem>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(fs) = fs.upgrade() else { return };
+            let now = Instant::now();
+            let (due, next) = fs.compactor.take_due(now, |ino| fs.writing(ino, now));
+            for (ino, index) in due {
+                match fs.compact(ino, index).await {
+                    Ok(done) => tracing::debug!(ino, index, done, "compaction"),
+                    Err(e) => tracing::warn!(ino, index, error = %e, "compaction failed"),
+                }
+            }
+            next
+        };
+        // Woken early for a busy chunk (a wake-up sent meanwhile is kept);
+        // otherwise a look every second at most, so that a dropped
+        // filesystem ends the loop soon.
+        let second = Instant::now() + Duration::from_secs(1);
+        let until = next.map_or(second, |n| n.min(second));
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(until) => {}
         }
-        fs.compactor.done(ino, index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: u64 = 64 << 20;
+
+    fn slices(chunk: u32, n: u32, len: u32) -> Vec<(u32, Slice)> {
+        (0..n)
+            .map(|i| {
+                let s = Slice {
+                    id: i as u64 + 1,
+                    pos: i * len,
+                    len,
+                };
+                (chunk, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_crowded_chunk_waits_until_its_file_is_quiet() {
+        let c = Compactor::new(CHUNK);
+        let t0 = Instant::now();
+        c.committed(7, &slices(0, 30, 4096), &[0]);
+        // Chunks the metaserver did not find crowded are not queued.
+        c.committed(7, &slices(1, 3, 4096), &[]);
+        let idle = |_| false;
+        let (due, next) = c.take_due(t0, idle);
+        assert!(due.is_empty());
+        assert!(next.is_some_and(|n| n > t0));
+        let later = t0 + COMPACT_QUIET + Duration::from_millis(10);
+        // Still writing: not quiet, however long since the commit.
+        let (due, _) = c.take_due(later, |_| true);
+        assert!(due.is_empty());
+        let (due, _) = c.take_due(later + COMPACT_QUIET, idle);
+        assert_eq!(due, vec![(7, 0)]);
+        // Taken once.
+        let (due, next) = c.take_due(later + COMPACT_QUIET * 2, idle);
+        assert!(due.is_empty() && next.is_none());
+    }
+
+    #[test]
+    fn a_chunk_written_over_by_a_whole_chunk_of_bytes_is_compacted_at_once() {
+        let c = Compactor::new(CHUNK);
+        let t0 = Instant::now();
+        // 63 MiB in 1 MiB slices: not yet.
+        c.committed(9, &slices(2, 63, 1 << 20), &[2]);
+        assert!(c.take_due(t0, |_| true).0.is_empty());
+        c.committed(9, &slices(2, 1, 1 << 20), &[2]);
+        assert_eq!(c.take_due(t0, |_| true).0, vec![(9, 2)]);
+        // So is one with very many small slices.
+        c.committed(9, &slices(3, COMPACT_BUSY_SLICES as u32, 16), &[3]);
+        assert_eq!(c.take_due(t0, |_| true).0, vec![(9, 3)]);
     }
 }

@@ -1,6 +1,8 @@
 //! Which slice supplies each byte of a chunk: later slices shadow earlier
 //! ones, and bytes no slice covers read as zeros.
 
+use std::collections::BTreeMap;
+
 use strata_meta::{Slice, SliceId};
 
 /// A run of bytes inside a chunk and where they come from.
@@ -23,15 +25,17 @@ pub struct SliceSource {
 }
 
 /// The visible extents of `[start, end)` of a chunk, in order, covering the range exactly.
+///
+/// Extents are kept by offset in a B-tree, so each slice costs a lookup
+/// plus the extents it covers: a chunk of thousands of small slices (random
+/// writes waiting for compaction) resolves in n log n, not n squared.
 pub fn resolve(slices: &[Slice], start: u32, end: u32) -> Vec<Extent> {
     if start >= end {
         return Vec::new();
     }
-    let mut out = vec![Extent {
-        pos: start,
-        len: end - start,
-        source: None,
-    }];
+    // offset -> (length, source); the extents always tile [start, end).
+    let mut tiles: BTreeMap<u32, (u32, Option<SliceSource>)> = BTreeMap::new();
+    tiles.insert(start, (end - start, None));
     for s in slices {
         let a = s.pos.max(start);
         let b = (s.pos as u64 + s.len as u64).min(end as u64) as u32;
@@ -43,40 +47,29 @@ pub fn resolve(slices: &[Slice], start: u32, end: u32) -> Vec<Extent> {
             slice_pos: s.pos,
             slice_len: s.len,
         });
-        let mut next = Vec::with_capacity(out.len() + 2);
-        for e in out {
-            let e_end = e.pos + e.len;
-            if e_end <= a || e.pos >= b {
-                next.push(e);
-                continue;
-            }
-            if e.pos < a {
-                next.push(Extent {
-                    pos: e.pos,
-                    len: a - e.pos,
-                    source: e.source,
-                });
-            }
-            if e_end > b {
-                next.push(Extent {
-                    pos: b,
-                    len: e_end - b,
-                    source: e.source,
-                });
-            }
+        split_at(&mut tiles, a);
+        split_at(&mut tiles, b);
+        let covered: Vec<u32> = tiles.range(a..b).map(|(&pos, _)| pos).collect();
+        for pos in covered {
+            tiles.remove(&pos);
         }
-        let at = next.partition_point(|e| e.pos < a);
-        next.insert(
-            at,
-            Extent {
-                pos: a,
-                len: b - a,
-                source,
-            },
-        );
-        out = next;
+        tiles.insert(a, (b - a, source));
     }
-    out
+    tiles
+        .into_iter()
+        .map(|(pos, (len, source))| Extent { pos, len, source })
+        .collect()
+}
+
+/// Splits the extent that straddles `at`, if one does, into two at `at`.
+fn split_at(tiles: &mut BTreeMap<u32, (u32, Option<SliceSource>)>, at: u32) {
+    let Some((&pos, &(len, source))) = tiles.range(..=at).next_back() else {
+        return;
+    };
+    if pos < at && at < pos + len {
+        tiles.insert(pos, (at - pos, source));
+        tiles.insert(at, (pos + len - at, source));
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ impl Filesystem {
             return Err(FsError::new(libc::EROFS, "mounted read-only"));
         }
         let of = self.open_file(ino)?;
+        *of.last_write.lock().unwrap() = Some(tokio::time::Instant::now());
         let mut d = of.data.lock().await;
         let offset = if self.is_appending(fh) {
             // The kernel's offset is its cached size, which another client
@@ -259,11 +260,9 @@ impl Filesystem {
             None => {
                 let (attr, crowded) = self
                     .meta
-                    .write_slices(ino, slices, d.pending_end, d.pending_mtime)
+                    .write_slices(ino, slices.clone(), d.pending_end, d.pending_mtime)
                     .await?;
-                for chunk in crowded {
-                    self.compactor.request(ino, chunk);
-                }
+                self.compactor.committed(ino, &slices, &crowded);
                 attr
             }
         };

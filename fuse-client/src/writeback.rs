@@ -19,6 +19,7 @@ use strata_meta::{FsClient, Ino, Inode, MetaError, Slice, Timestamp};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{FsError, FsResult};
+use crate::garbage::Compactor;
 
 /// One commit waiting in the journal.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -224,15 +225,21 @@ impl Writeback {
         }
     }
 
-    /// Starts the task that uploads and commits the journal, in order.
-    pub fn start(self: &Arc<Self>, meta: Arc<FsClient>, cache: Arc<BlockCache>) {
+    /// Starts the task that uploads and commits the journal, in order;
+    /// chunks the commits crowd go to `compactor`.
+    pub fn start(
+        self: &Arc<Self>,
+        meta: Arc<FsClient>,
+        cache: Arc<BlockCache>,
+        compactor: Arc<Compactor>,
+    ) {
         let Some(mut rx) = self.receiver.lock().unwrap().take() else {
             return;
         };
         let wb = self.clone();
         tokio::spawn(async move {
             while let Some((seq, record)) = rx.recv().await {
-                wb.finish(seq, &record, &meta, &cache).await;
+                wb.finish(seq, &record, &meta, &cache, &compactor).await;
                 {
                     let mut in_flight = wb.in_flight.lock().unwrap();
                     if let Some(f) = in_flight.get_mut(&record.ino) {
@@ -249,7 +256,14 @@ impl Writeback {
 
     /// Uploads a record's blocks and commits its slices, retrying until it
     /// works (the data was acknowledged) unless the file is gone.
-    async fn finish(&self, seq: u64, record: &Record, meta: &FsClient, cache: &BlockCache) {
+    async fn finish(
+        &self,
+        seq: u64,
+        record: &Record,
+        meta: &FsClient,
+        cache: &BlockCache,
+        compactor: &Compactor,
+    ) {
         let bs = meta.info.block_size;
         let mut keys = Vec::new();
         for (_, s) in &record.slices {
@@ -295,7 +309,10 @@ impl Writeback {
                 )
                 .await
             {
-                Ok(_) => break,
+                Ok((_, crowded)) => {
+                    compactor.committed(record.ino, &slices, &crowded);
+                    break;
+                }
                 Err(e @ (MetaError::NotFound | MetaError::Invalid(_))) => {
                     // The file is gone (or is no file any more): its data has
                     // nowhere to go; the objects are left to `strata gc`.

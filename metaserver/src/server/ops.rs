@@ -4,6 +4,8 @@
 //! validates everything before its first write, so a refused request leaves no
 //! trace. `read` answers read-only requests from a read transaction.
 
+use std::collections::HashSet;
+
 use crate::MetaError;
 use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
@@ -1264,16 +1266,24 @@ impl<T: RowsMut> Ctx<'_, T> {
                 ))));
             }
         }
-        let mut crowded = Vec::new();
+        // Each chunk's list is read and written once, however many slices
+        // it gets (a commit of random writes brings thousands).
+        let mut by_chunk: Vec<(u32, Vec<Slice>)> = Vec::new();
         for (idx, s) in slices {
+            match by_chunk.iter_mut().find(|(i, _)| *i == idx) {
+                Some((_, new)) => new.push(s),
+                None => by_chunk.push((idx, vec![s])),
+            }
+        }
+        let mut crowded = Vec::new();
+        for (idx, new) in by_chunk {
             let k = key::chunk(self.g, fs, ino, idx);
             let mut list: Vec<Slice> = self.t.load(&k)?.unwrap_or_default();
             // A slice committed again (a write-back client replaying its
             // journal after a crash) is not added twice.
-            if !list.iter().any(|x| x.id == s.id) {
-                list.push(s);
-            }
-            if list.len() >= garbage::COMPACT_AT && !crowded.contains(&idx) {
+            let mut known: HashSet<SliceId> = list.iter().map(|x| x.id).collect();
+            list.extend(new.into_iter().filter(|s| known.insert(s.id)));
+            if list.len() >= garbage::COMPACT_AT {
                 crowded.push(idx);
             }
             self.t.put(&k, &list)?;

@@ -593,6 +593,20 @@ impl MetaRequest {
         )
     }
 
+    /// Reads of a few rows, cheaper to answer than a task hand-off: a leader
+    /// within its read lease answers them in the connection's own task.
+    pub fn is_point_read(&self) -> bool {
+        matches!(
+            self,
+            MetaRequest::Lookup { .. }
+                | MetaRequest::GetAttr { .. }
+                | MetaRequest::ReadChunk { .. }
+                | MetaRequest::GetXattr { .. }
+                | MetaRequest::ListXattrs { .. }
+                | MetaRequest::GetLock { .. }
+        )
+    }
+
     /// Reads are answered from the state machine without a log entry.
     pub fn is_read(&self) -> bool {
         matches!(

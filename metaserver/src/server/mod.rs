@@ -738,6 +738,20 @@ impl MetaNode {
         }
     }
 
+    /// Whether `req` is a point read this node may answer at once: it leads
+    /// group `g` within a read lease, so `serve` would not ask anyone either.
+    fn answers_inline(&self, g: GroupId, req: &MetaRequest) -> bool {
+        req.is_point_read()
+            && self
+                .raft(g)
+                .is_some_and(|raft| self.holds_read_lease(g, &raft))
+    }
+
+    /// Answers a read from this node's state (see `answers_inline`).
+    fn read_inline(&self, g: GroupId, req: MetaRequest) -> Response {
+        Response::Meta(state_machine::read(&self.db, g, req).unwrap_or_else(|e| Err(e.into())))
+    }
+
     async fn handle_frame(&self, req: Request) -> Response {
         match req {
             Request::Meta { group, req, origin } => {
@@ -950,16 +964,21 @@ async fn serve_connection(
                 break;
             }
         };
+        let id = frame.id;
+        // Point reads under a read lease are answered here: a spawned task
+        // would cost more than the read, often waking another worker thread.
+        let body = match frame.body {
+            Request::Meta { group, req, .. } if node.answers_inline(group, &req) => {
+                answer(&writer, id, node.read_inline(group, req)).await;
+                continue;
+            }
+            body => body,
+        };
         let node = node.clone();
         let writer = writer.clone();
         requests.spawn(async move {
-            let body = node.handle_frame(frame.body).await;
-            match wire::encode(&Frame { id: frame.id, body }) {
-                Ok(b) => {
-                    let _ = writer.lock().await.send(b).await;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode a response"),
-            }
+            let body = node.handle_frame(body).await;
+            answer(&writer, id, body).await;
         });
         // Reap finished requests so the set stays as small as what is in flight.
         while requests.try_join_next().is_some() {}
@@ -968,8 +987,111 @@ async fn serve_connection(
     while requests.join_next().await.is_some() {}
 }
 
+/// Writes the answer to request `id` on its connection.
+async fn answer(writer: &crate::rpc::FrameSink, id: u64, body: Response) {
+    match wire::encode(&Frame { id, body }) {
+        Ok(b) => {
+            let _ = writer.lock().await.send(b).await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a response"),
+    }
+}
+
 /// Where a data dir keeps the address of the node that runs on it, so tools can
 /// find a running embedded metaserver.
 pub fn addr_file(data_dir: &Path) -> PathBuf {
     data_dir.join("meta.addr")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FileType, MetaClient};
+
+    /// Point reads are answered in the connection's task only by a leader
+    /// within its read lease; writes and page reads always go the long way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_point_reads_under_a_read_lease_are_answered_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = MetaNode::start(NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
+        })
+        .await
+        .unwrap();
+        let client = MetaClient::connect(std::slice::from_ref(&node.addr))
+            .await
+            .unwrap();
+        client
+            .format(
+                "t",
+                "file:///tmp/x",
+                None,
+                1 << 20,
+                8 << 20,
+                1,
+                1 << 20,
+                (0, 0),
+            )
+            .await
+            .unwrap();
+        let fs = client.open_fs("t").await.unwrap();
+        let f = fs
+            .create(1, b"f", FileType::File, 0o644, 0, 0, 0, None)
+            .await
+            .unwrap();
+        let id = fs.info.id;
+        let lookup = MetaRequest::Lookup {
+            fs: id,
+            parent: 1,
+            name: b"f".to_vec(),
+        };
+        // A read through the normal path confirms leadership: a lease follows.
+        let g = node
+            .groups()
+            .into_iter()
+            .find(|&g| {
+                g != CLUSTER_GROUP
+                    && matches!(
+                        state_machine::read(
+                            &node.db,
+                            g,
+                            MetaRequest::GetAttr { fs: id, ino: f.ino }
+                        ),
+                        Ok(Ok(_))
+                    )
+            })
+            .expect("a group holds the file");
+        let before = node
+            .handle(g, MetaRequest::GetAttr { fs: id, ino: 1 }, None)
+            .await;
+        assert!(before.is_ok(), "{before:?}");
+        assert!(node.holds_read_lease(g, &node.raft(g).unwrap()));
+        assert!(node.answers_inline(g, &lookup));
+        match node.read_inline(g, lookup.clone()) {
+            Response::Meta(Ok(crate::request::MetaResponse::Inode(i))) => assert_eq!(i.ino, f.ino),
+            other => panic!("expected the file's inode, got {other:?}"),
+        }
+        let page = MetaRequest::ReadDir {
+            fs: id,
+            ino: 1,
+            after: None,
+            limit: 10,
+        };
+        assert!(!node.answers_inline(g, &page), "a page read is spawned");
+        let write = MetaRequest::Unlink {
+            fs: id,
+            parent: 1,
+            name: b"f".to_vec(),
+            now: Timestamp::now(),
+        };
+        assert!(!node.answers_inline(g, &write), "a write is never inline");
+        // Once the lease is gone the read waits for a confirmation instead.
+        node.read_leases.lock().unwrap().clear();
+        assert!(!node.answers_inline(g, &lookup));
+        assert!(!node.answers_inline(99, &lookup), "no such group");
+        node.shutdown().await;
+    }
 }

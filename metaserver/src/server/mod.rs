@@ -707,7 +707,7 @@ impl MetaNode {
             self.confirm_leadership(g, &raft).await?;
             // Inline, not on a blocking thread: every read is a few point
             // lookups or one bounded page, shorter than the thread handoff.
-            return state_machine::read(&self.db, g, req).map_err(MetaError::from)?;
+            return self.read_local(g, req);
         }
         // Only a leader within its read lease knows its state is current: a
         // deposed or lagging node sends the change to the log, which decides.
@@ -747,9 +747,10 @@ impl MetaNode {
                 .is_some_and(|raft| self.holds_read_lease(g, &raft))
     }
 
-    /// Answers a read from this node's state (see `answers_inline`).
-    fn read_inline(&self, g: GroupId, req: MetaRequest) -> Response {
-        Response::Meta(state_machine::read(&self.db, g, req).unwrap_or_else(|e| Err(e.into())))
+    /// Answers a read from this node's state as of its last applied entry;
+    /// the caller has made sure that state is current.
+    fn read_local(&self, g: GroupId, req: MetaRequest) -> MetaResult {
+        state_machine::read(&self.db, g, req).map_err(MetaError::from)?
     }
 
     async fn handle_frame(&self, req: Request) -> Response {
@@ -969,7 +970,7 @@ async fn serve_connection(
         // would cost more than the read, often waking another worker thread.
         let body = match frame.body {
             Request::Meta { group, req, .. } if node.answers_inline(group, &req) => {
-                answer(&writer, id, node.read_inline(group, req)).await;
+                answer(&writer, id, Response::Meta(node.read_local(group, req))).await;
                 continue;
             }
             body => body,
@@ -1048,7 +1049,6 @@ mod tests {
             parent: 1,
             name: b"f".to_vec(),
         };
-        // A read through the normal path confirms leadership: a lease follows.
         let g = node
             .groups()
             .into_iter()
@@ -1064,14 +1064,15 @@ mod tests {
                     )
             })
             .expect("a group holds the file");
+        // A read through the normal path confirms leadership: a lease follows.
         let before = node
             .handle(g, MetaRequest::GetAttr { fs: id, ino: 1 }, None)
             .await;
         assert!(before.is_ok(), "{before:?}");
         assert!(node.holds_read_lease(g, &node.raft(g).unwrap()));
         assert!(node.answers_inline(g, &lookup));
-        match node.read_inline(g, lookup.clone()) {
-            Response::Meta(Ok(crate::request::MetaResponse::Inode(i))) => assert_eq!(i.ino, f.ino),
+        match node.read_local(g, lookup.clone()) {
+            Ok(crate::request::MetaResponse::Inode(i)) => assert_eq!(i.ino, f.ino),
             other => panic!("expected the file's inode, got {other:?}"),
         }
         let page = MetaRequest::ReadDir {

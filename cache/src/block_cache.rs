@@ -351,6 +351,32 @@ impl BlockCache {
             || self.pending.lock().unwrap().contains_key(key)
     }
 
+    /// Tells the memory cache a sequential reader has read the block to its
+    /// end: it makes room before blocks not read through (`MemCache`).
+    /// Losing it from memory must not cost a GET, so with a disk cache a
+    /// block only memory holds (a large write's, which skips the disk
+    /// cache) is first copied there, in the background as fetched blocks
+    /// are. Without the copy, every later random read that loads a block
+    /// from disk would push out one that then had to come from the store.
+    pub fn read_through(&self, key: &str) {
+        let Some(m) = &self.mem else { return };
+        if let Some(d) = &self.disk
+            && !d.contains(key)
+            && !self.pending.lock().unwrap().contains_key(key)
+        {
+            let Some(block) = m.get(key) else { return };
+            keep_block(
+                &None,
+                &self.disk,
+                &self.pending,
+                key,
+                block,
+                Keep::MemoryAndDisk,
+            );
+        }
+        m.mark_read_through(key);
+    }
+
     /// Whether the block is in memory or on disk (no IO, no fetching).
     pub fn is_cached(&self, key: &str) -> bool {
         self.mem.as_ref().is_some_and(|m| m.contains(key))
@@ -748,6 +774,45 @@ mod tests {
             .unwrap();
         assert!(!c.is_cached("b/2"), "no memory cache here, and not on disk");
         assert_eq!(c.stats().disk_bytes, 22);
+    }
+
+    /// A large write's block lives in memory only. Read through by a
+    /// sequential reader it is copied to disk before it may be the first to
+    /// leave memory, so losing it never costs a GET; a block already on disk
+    /// is marked as it is.
+    #[tokio::test]
+    async fn a_memory_only_block_read_through_gets_a_disk_copy_and_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TestStore::with(&[("f/1", DATA)]);
+        let cfg = BlockCacheConfig {
+            mem_bytes: 30,
+            disk: disk_cfg(dir.path()),
+        };
+        let c = BlockCache::new(store.clone(), cfg).unwrap();
+        c.put_block("w/1", Bytes::from_static(b"written..1"), Keep::Memory)
+            .await
+            .unwrap();
+        c.put_block("w/2", Bytes::from_static(b"written..2"), Keep::Memory)
+            .await
+            .unwrap();
+        assert_eq!(c.get_block("f/1").await.unwrap(), DATA); // fetched: disk too
+        settle(&c).await;
+        assert_eq!(c.stats().disk_bytes, 22);
+        c.read_through("w/2");
+        c.read_through("f/1");
+        settle(&c).await;
+        assert_eq!(c.stats().disk_bytes, 44, "w/2 was copied to disk");
+        // Room for two more blocks: the read-through ones go, newest first,
+        // and w/1 (least recently used, but not read through) stays.
+        c.insert("n/1", Bytes::from_static(b"new......1"), Keep::Memory);
+        assert!(!c.in_memory("f/1") && c.in_memory("w/2") && c.in_memory("w/1"));
+        c.insert("n/2", Bytes::from_static(b"new......2"), Keep::Memory);
+        assert!(!c.in_memory("w/2") && c.in_memory("w/1"));
+        let gets = TestStore::count(&store.gets);
+        assert_eq!(c.get_block("w/2").await.unwrap(), &b"written..2"[..]);
+        assert_eq!(c.get_block("f/1").await.unwrap(), DATA);
+        assert_eq!(TestStore::count(&store.gets), gets, "both came from disk");
+        assert_eq!(c.stats().disk_hits, 2);
     }
 
     #[tokio::test]

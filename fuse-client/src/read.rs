@@ -200,6 +200,9 @@ impl Filesystem {
                         ),
                     });
                 }
+                if sequential && p.offset + p.len as u64 == p.block_len as u64 {
+                    self.cache.read_through(&p.key);
+                }
                 Ok(block.slice(p.offset as usize..p.offset as usize + p.len))
             } else {
                 self.cache.get_range(&p.key, p.offset, p.len as u64).await

@@ -247,13 +247,27 @@ impl BlockCache {
         if let Some(hit) = self.memory_hit(key) {
             return Ok(hit);
         }
-        self.fetch(key).await
+        self.fetch(key, false).await
     }
 
-    /// Joins the fetch of `key` under way, or starts one. The fetch runs as
-    /// its own task, so it completes (and fills the caches) even if every
-    /// caller waiting on it gives up.
-    fn fetch(&self, key: &str) -> Fetch {
+    /// Fetches a whole block a sequential reader will probably read soon
+    /// into the caches, unless it is cached already. With a disk cache it
+    /// goes to memory only where it fits without pushing out a block not
+    /// read through (`MemCache::insert_if_room`), else to disk alone:
+    /// speculation must not evict blocks still to be read, such as a
+    /// writer's that its reader has not reached yet (a reader then gets the
+    /// block from disk). Without a disk cache, memory is the only place.
+    pub async fn prefetch(&self, key: &str) -> Result<(), StoreError> {
+        if self.is_cached(key) {
+            return Ok(());
+        }
+        self.fetch(key, true).await.map(|_| ())
+    }
+
+    /// Joins the fetch of `key` under way, or starts one (`speculative`: for
+    /// `prefetch`). The fetch runs as its own task, so it completes (and
+    /// fills the caches) even if every caller waiting on it gives up.
+    fn fetch(&self, key: &str, speculative: bool) -> Fetch {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(f) = inflight.get(key) {
             bump(&self.counters.shared_fetches);
@@ -280,19 +294,40 @@ impl BlockCache {
         let task = tokio::spawn(async move {
             // Dropped when the task ends, however it ends.
             let _guard = guard;
+            let to_memory = |m: &MemCache, data: &Bytes| {
+                if speculative {
+                    m.insert_if_room(&k, data.clone());
+                } else {
+                    m.insert(&k, data.clone());
+                }
+            };
             if let Some(d) = disk.as_ref().filter(|d| d.contains(&k)) {
                 let (d, key) = (d.clone(), k.clone());
                 if let Some(hit) = blocking(move || d.get(&key)).await {
                     bump(&counters.disk_hits);
                     if let Some(m) = &mem {
-                        m.insert(&k, hit.clone());
+                        to_memory(m, &hit);
                     }
                     return Ok(hit);
                 }
             }
             bump(&counters.store_fetches);
             let data = store.get(&k).await?;
-            keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
+            if speculative && disk.is_some() {
+                if let Some(m) = &mem {
+                    to_memory(m, &data);
+                }
+                keep_block(
+                    &None,
+                    &disk,
+                    &pending,
+                    &k,
+                    data.clone(),
+                    Keep::MemoryAndDisk,
+                );
+            } else {
+                keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
+            }
             Ok(data)
         });
         let k = key.to_string();
@@ -815,6 +850,68 @@ mod tests {
         assert_eq!(c.stats().disk_hits, 2);
     }
 
+    /// Three written blocks fill memory (30 bytes), as a writer's do before
+    /// its reader comes back for them.
+    async fn full_of_written_blocks(
+        dir: &std::path::Path,
+        disk: bool,
+    ) -> (Arc<TestStore>, Arc<BlockCache>) {
+        let store = TestStore::with(&[("p/1", b"fetched..1"), ("p/2", b"fetched..2")]);
+        let cfg = BlockCacheConfig {
+            mem_bytes: 30,
+            disk: if disk { disk_cfg(dir) } else { None },
+        };
+        let c = BlockCache::new(store.clone(), cfg).unwrap();
+        for i in 1..=3 {
+            let data = Bytes::from(format!("written..{i}"));
+            c.put_block(&format!("w/{i}"), data, Keep::Memory)
+                .await
+                .unwrap();
+        }
+        (store, c)
+    }
+
+    #[tokio::test]
+    async fn a_prefetch_does_not_push_out_blocks_not_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, c) = full_of_written_blocks(dir.path(), true).await;
+        c.prefetch("p/1").await.unwrap();
+        assert_eq!(TestStore::count(&store.gets), 1);
+        for w in ["w/1", "w/2", "w/3"] {
+            assert!(c.in_memory(w), "{w} was pushed out by a prefetch");
+        }
+        settle(&c).await;
+        assert!(
+            !c.in_memory("p/1") && c.is_cached("p/1"),
+            "p/1 went to disk alone"
+        );
+        // A prefetch of a cached block fetches nothing.
+        c.prefetch("p/1").await.unwrap();
+        assert_eq!(TestStore::count(&store.gets), 1);
+        // The read that follows gets it from disk.
+        assert_eq!(c.get_block("p/1").await.unwrap(), &b"fetched..1"[..]);
+        assert_eq!((TestStore::count(&store.gets), c.stats().disk_hits), (1, 1));
+        // Room a read-through block leaves is a prefetch's to take.
+        c.read_through("p/1");
+        c.prefetch("p/2").await.unwrap();
+        assert!(c.in_memory("p/2") && !c.in_memory("p/1"));
+        assert!(c.in_memory("w/2") && c.in_memory("w/3"));
+    }
+
+    #[tokio::test]
+    async fn without_a_disk_cache_a_prefetch_takes_room_in_memory() {
+        let (store, c) = full_of_written_blocks(std::path::Path::new("/nonexistent"), false).await;
+        c.prefetch("p/1").await.unwrap();
+        assert!(c.in_memory("p/1"), "memory is the only place for it");
+        c.stats(); // settles moka's evictions
+        assert!(
+            !c.in_memory("w/1"),
+            "the least recently used block made room"
+        );
+        assert_eq!(c.get_block("p/1").await.unwrap(), &b"fetched..1"[..]);
+        assert_eq!(TestStore::count(&store.gets), 1);
+    }
+
     #[tokio::test]
     async fn insert_keeps_a_block_without_uploading_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -895,7 +992,7 @@ mod tests {
         // The state that race leaves: the block in memory, no fetch under
         // way, and the caller past its own memory lookup.
         c.insert("a/1", Bytes::from_static(DATA), Keep::Memory);
-        assert_eq!(c.fetch("a/1").await.unwrap(), DATA);
+        assert_eq!(c.fetch("a/1", false).await.unwrap(), DATA);
         assert_eq!(TestStore::count(&store.gets), 0);
         assert_eq!(c.stats().store_fetches, 0);
     }

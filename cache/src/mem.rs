@@ -76,11 +76,35 @@ impl MemCache {
         self.cache.insert(key.to_string(), data);
     }
 
+    /// Keeps a block only if it fits without pushing out a block that is not
+    /// read through (read-through ones make room as in `insert`); returns
+    /// whether it was kept. For blocks fetched on speculation (prefetch):
+    /// they must not evict blocks someone may still read, such as a
+    /// writer's blocks its reader has not reached yet.
+    pub fn insert_if_room(&self, key: &str, data: Bytes) -> bool {
+        let len = data.len() as u64;
+        if len > self.capacity {
+            return false;
+        }
+        if !self.cache.contains_key(key) && !self.make_room_from(len, true) {
+            return false;
+        }
+        self.cache.insert(key.to_string(), data);
+        true
+    }
+
     /// Drops read-through blocks, newest first, until `len` more bytes fit.
     fn make_room(&self, len: u64) {
+        self.make_room_from(len, false);
+    }
+
+    /// `make_room`, returning whether `len` more bytes fit now. With no
+    /// read-through block it only looks when `must_fit` (settling moka's
+    /// counts costs a little, and `insert` lets LRU decide anyway).
+    fn make_room_from(&self, len: u64, must_fit: bool) -> bool {
         let mut rt = self.read_through.lock().unwrap();
-        if rt.keys.is_empty() {
-            return;
+        if rt.keys.is_empty() && !must_fit {
+            return false;
         }
         // moka settles sizes lazily; the count must be current to decide.
         self.cache.run_pending_tasks();
@@ -94,6 +118,7 @@ impl MemCache {
                 used = used.saturating_sub(gone.len() as u64);
             }
         }
+        used + len <= self.capacity
     }
 
     /// Marks a cached block as read through by a sequential reader: it goes

@@ -3,7 +3,9 @@
 //!
 //! A reader whose reads follow each other gets a prefetch window that doubles
 //! with every read that keeps up (up to `FsConfig::max_prefetch_blocks`):
-//! whole blocks ahead of it are fetched in the background into the caches.
+//! whole blocks ahead of it are fetched in the background into the caches
+//! (`BlockCache::prefetch`: into memory only where they push out nothing a
+//! reader has not read through yet, else onto disk alone).
 //! A reader that jumps around gets no window and fetches only the bytes it
 //! asks for (one ranged GET per block touched), unless the block is cached
 //! already or it reads most of the block anyway.
@@ -267,7 +269,7 @@ impl Filesystem {
                 let cache = cache.clone();
                 tokio::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = cache.get_block(&key).await {
+                    if let Err(e) = cache.prefetch(&key).await {
                         tracing::debug!(key = %key, error = %e, "prefetch failed");
                     }
                 });

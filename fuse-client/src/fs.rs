@@ -460,6 +460,10 @@ impl Filesystem {
             .meta
             .create(parent, name, FileType::File, mode, uid, gid, 0, None)
             .await?;
+        // A new file has no extended attributes: the kernel's
+        // security.capability lookup before its first write needs no round
+        // trip (as fresh as names read from the metaserver now would be).
+        self.xattr_names.put(inode.ino, Default::default());
         let fh = self.register_handle(inode.clone());
         if flags & libc::O_APPEND != 0 {
             self.appending.lock().unwrap().insert(fh);

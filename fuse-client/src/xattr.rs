@@ -31,7 +31,7 @@ impl XattrNames {
         (at.elapsed() < ttl).then(|| names.clone())
     }
 
-    fn put(&self, ino: Ino, names: HashSet<Vec<u8>>) {
+    pub(crate) fn put(&self, ino: Ino, names: HashSet<Vec<u8>>) {
         let mut map = self.map.lock().unwrap();
         if map.len() >= CACHED_INODES {
             map.clear();

@@ -391,7 +391,9 @@ impl Filesystem {
         }
         // Close-to-open holds for this client's own write-back commits too.
         self.wait_written_back(ino).await?;
-        let inode = self.meta.getattr(ino).await?;
+        // The first chunk's map comes along: most reads after an open start
+        // there, and a small file is all first chunk.
+        let (inode, first_chunk) = self.meta.getattr_and_chunk(ino, 0).await?;
         match inode.kind {
             FileType::Dir => return Err(FsError::new(libc::EISDIR, "is a directory")),
             FileType::File => {}
@@ -406,7 +408,14 @@ impl Filesystem {
         let of = self.open_file(ino)?;
         let mut d = of.data.lock().await;
         if !d.has_pending() {
+            // The map read with the attributes is current only if no commit
+            // of another handle here changed the file since: then the
+            // handle's attributes still equal those just read.
+            let current = d.attr == inode;
             d.invalidate(&inode);
+            if current {
+                d.chunks.insert(0, Arc::new(first_chunk));
+            }
         }
         let seen = (inode.mtime, inode.size);
         let keep = {

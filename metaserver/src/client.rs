@@ -878,6 +878,29 @@ impl FsClient {
         Ok(inode)
     }
 
+    /// The inode and the slices of its chunk `index`, read together: one
+    /// round trip where getattr and read_chunk would take two.
+    pub async fn getattr_and_chunk(
+        &self,
+        ino: Ino,
+        index: u32,
+    ) -> Result<(Inode, Vec<Slice>), MetaError> {
+        let r = self
+            .call(
+                ino,
+                MetaRequest::GetAttrAndChunk {
+                    fs: self.info.id,
+                    ino,
+                    index,
+                },
+            )
+            .await?;
+        let (inode, slices) =
+            expect!(r, MetaResponse::AttrAndSlices { inode, slices } => (inode, slices))?;
+        self.recent.note([inode.clone()]);
+        Ok((inode, slices))
+    }
+
     pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Inode, MetaError> {
         let r = self
             .call(

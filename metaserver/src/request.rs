@@ -472,6 +472,13 @@ pub enum MetaRequest {
         fs: FsId,
         source: FsId,
     },
+    /// GetAttr and ReadChunk of `index` in one read (an open, which reads
+    /// the attributes and is usually followed by a read of the first chunk).
+    GetAttrAndChunk {
+        fs: FsId,
+        ino: Ino,
+        index: u32,
+    },
 }
 
 /// What a rename does to an existing target.
@@ -601,6 +608,7 @@ impl MetaRequest {
             MetaRequest::Lookup { .. }
                 | MetaRequest::GetAttr { .. }
                 | MetaRequest::ReadChunk { .. }
+                | MetaRequest::GetAttrAndChunk { .. }
                 | MetaRequest::GetXattr { .. }
                 | MetaRequest::ListXattrs { .. }
                 | MetaRequest::GetLock { .. }
@@ -619,6 +627,7 @@ impl MetaRequest {
                 | MetaRequest::GetAttr { .. }
                 | MetaRequest::ReadDir { .. }
                 | MetaRequest::ReadChunk { .. }
+                | MetaRequest::GetAttrAndChunk { .. }
                 | MetaRequest::Usage { .. }
                 | MetaRequest::ListInodes { .. }
                 | MetaRequest::ListIntents
@@ -709,6 +718,11 @@ pub enum MetaResponse {
     Rows {
         rows: Vec<TreeRow>,
         next: Option<Vec<u8>>,
+    },
+    /// GetAttrAndChunk: the inode and the chunk's slices.
+    AttrAndSlices {
+        inode: Inode,
+        slices: Vec<Slice>,
     },
 }
 

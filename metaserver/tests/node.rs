@@ -157,6 +157,15 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         }
     );
     assert_eq!(slices.last().unwrap().id, 0, "truncate left a hole slice");
+    // One read for both, as an open asks: the same as the two alone.
+    let (attr, first) = fs.getattr_and_chunk(f.ino, 0).await.unwrap();
+    assert_eq!((attr, first), (fs.getattr(f.ino).await.unwrap(), slices));
+    let (_, beyond) = fs.getattr_and_chunk(f.ino, 1).await.unwrap();
+    assert!(beyond.is_empty(), "a chunk never written has no slices");
+    assert_eq!(
+        fs.getattr_and_chunk(f.ino + 1000, 0).await,
+        Err(MetaError::NotFound)
+    );
     let names: Vec<Vec<u8>> = fs
         .readdir(1, None, 100)
         .await

@@ -377,6 +377,13 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
         R::ReadChunk { fs, ino, index } => Ok(MetaResponse::Slices(
             t.load(&key::chunk(g, fs, ino, index))?.unwrap_or_default(),
         )),
+        R::GetAttrAndChunk { fs, ino, index } => match t.load::<Inode>(&key::inode(g, fs, ino))? {
+            Some(inode) => Ok(MetaResponse::AttrAndSlices {
+                inode,
+                slices: t.load(&key::chunk(g, fs, ino, index))?.unwrap_or_default(),
+            }),
+            None => Err(MetaError::NotFound),
+        },
         R::Usage { fs } => Ok(MetaResponse::Usage(
             t.load(&key::usage(g, fs))?.unwrap_or_default(),
         )),

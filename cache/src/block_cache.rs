@@ -294,40 +294,33 @@ impl BlockCache {
         let task = tokio::spawn(async move {
             // Dropped when the task ends, however it ends.
             let _guard = guard;
-            let to_memory = |m: &MemCache, data: &Bytes| {
-                if speculative {
-                    m.insert_if_room(&k, data.clone());
-                } else {
-                    m.insert(&k, data.clone());
-                }
-            };
             if let Some(d) = disk.as_ref().filter(|d| d.contains(&k)) {
                 let (d, key) = (d.clone(), k.clone());
                 if let Some(hit) = blocking(move || d.get(&key)).await {
                     bump(&counters.disk_hits);
                     if let Some(m) = &mem {
-                        to_memory(m, &hit);
+                        if speculative {
+                            m.insert_if_room(&k, hit.clone());
+                        } else {
+                            m.insert(&k, hit.clone());
+                        }
                     }
                     return Ok(hit);
                 }
             }
             bump(&counters.store_fetches);
             let data = store.get(&k).await?;
-            if speculative && disk.is_some() {
+            // A prefetch with a disk to fall back on takes only free room in
+            // memory (see `prefetch`); the disk copy is written either way.
+            let mem = if speculative && disk.is_some() {
                 if let Some(m) = &mem {
-                    to_memory(m, &data);
+                    m.insert_if_room(&k, data.clone());
                 }
-                keep_block(
-                    &None,
-                    &disk,
-                    &pending,
-                    &k,
-                    data.clone(),
-                    Keep::MemoryAndDisk,
-                );
+                None
             } else {
-                keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
-            }
+                mem
+            };
+            keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
             Ok(data)
         });
         let k = key.to_string();

@@ -366,3 +366,89 @@ fn shared_mmap_writes_reach_another_client() {
     a.unmount();
     b.unmount();
 }
+
+/// How many of the first `len` bytes of open file `f` the kernel holds in
+/// its page cache (mincore on a mapping, which reads nothing itself).
+fn resident_pages(f: &std::fs::File, len: usize) -> usize {
+    // SAFETY: a read-only shared mapping of a file we hold open, unmapped
+    // below; mincore writes one byte per page into `vec`, sized for them.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        assert_eq!(libc::mincore(map, len, vec.as_mut_ptr()), 0);
+        assert_eq!(libc::munmap(map, len), 0);
+        vec.iter().filter(|v| **v & 1 == 1).count()
+    }
+}
+
+#[test]
+fn a_client_keeps_pages_of_its_own_writes_until_another_client_writes() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &[]);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    const PAGE: usize = 4096;
+
+    // What A wrote and closed is still in its page cache at its next open:
+    // nothing but A changed the file in between.
+    std::fs::write(a.path("f"), [b'a'; 2 * PAGE]).unwrap();
+    let mut f = open_rw(&a.path("f"));
+    assert_eq!(
+        resident_pages(&f, 2 * PAGE),
+        2,
+        "A's own writes stay cached"
+    );
+    let mut first = vec![0u8; PAGE];
+    f.read_exact(&mut first).unwrap();
+    assert!(first == [b'a'; PAGE], "A reads what it wrote");
+
+    // B rewrites page 0 while A holds the file open, then A writes page 1
+    // and closes: A's commit lands on B's change, so A's cached page 0
+    // (still "a") must not survive A's next open.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(b.path("f"))
+        .unwrap()
+        .write_all_at(&[b'b'; PAGE], 0)
+        .unwrap();
+    f.seek(SeekFrom::Start(PAGE as u64)).unwrap();
+    f.write_all(&[b'c'; PAGE]).unwrap();
+    drop(f);
+    let mut want = vec![b'b'; PAGE];
+    want.extend_from_slice(&[b'c'; PAGE]);
+    assert!(
+        std::fs::read(a.path("f")).unwrap() == want,
+        "A sees B's page 0 next to its own page 1"
+    );
+    assert!(std::fs::read(b.path("f")).unwrap() == want, "so does B");
+
+    // Once B's change is read, A's own writes are cached again.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.path("f"))
+        .unwrap()
+        .write_all_at(&[b'd'; PAGE], 0)
+        .unwrap();
+    let f = std::fs::File::open(a.path("f")).unwrap();
+    assert_eq!(resident_pages(&f, 2 * PAGE), 2);
+    drop(f);
+    want[..PAGE].fill(b'd');
+    assert!(
+        std::fs::read(b.path("f")).unwrap() == want,
+        "B sees A's rewrite"
+    );
+    a.unmount();
+    b.unmount();
+}

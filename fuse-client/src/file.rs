@@ -91,6 +91,9 @@ pub(crate) struct FileData {
     /// When the last write not yet committed happened: the file's mtime
     /// and ctime as this client shows it, and as the commit records it.
     pub pending_mtime: Timestamp,
+    /// Whether a write not yet committed bypassed the kernel's page cache
+    /// (came through a direct-io handle), so its cached pages miss it.
+    pub pending_bypassed: bool,
     pub chunks: HashMap<u32, Arc<Vec<Slice>>>,
     pub read: ReadState,
 }
@@ -103,6 +106,7 @@ impl FileData {
             pending_len: 0,
             pending_end: 0,
             pending_mtime: Timestamp::default(),
+            pending_bypassed: false,
             chunks: HashMap::new(),
             read: ReadState::default(),
         }

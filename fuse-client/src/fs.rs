@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use strata_cache::{BlockCache, Staging};
+use strata_meta::client::Written;
 use strata_meta::request::RenameMode;
-use strata_meta::{Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Timestamp};
+use strata_meta::{
+    ChangeStamp, Dentry, DirEntry, FileType, FsClient, Ino, Inode, SetAttr, Timestamp,
+};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::error::{FsError, FsResult};
@@ -106,16 +109,29 @@ pub struct Filesystem {
     pub(crate) held: std::sync::Mutex<HashSet<Ino>>,
     pub(crate) xattr_names: crate::xattr::XattrNames,
     pub(crate) locks: crate::locks::HeldLocks,
-    /// Modification time and size of files at their last open here.
-    opened: std::sync::Mutex<HashMap<Ino, (Timestamp, u64)>>,
+    /// Each file's stamp as of the last time the pages the kernel caches of
+    /// it were known to match the metaserver: its creation or last open here,
+    /// or this client's own commit onto that very stamp since.
+    opened: std::sync::Mutex<HashMap<Ino, ChangeStamp>>,
     /// Handles opened with O_APPEND: their writes go where the metaserver
     /// says the file ends, whatever offset the kernel computed.
     appending: std::sync::Mutex<HashSet<u64>>,
+    /// Handles whose reads and writes bypass the kernel's page cache
+    /// (`bypasses_page_cache`): what they write is not in its cached pages.
+    direct: std::sync::Mutex<HashSet<u64>>,
     pub(crate) open_files: std::sync::Mutex<HashMap<Ino, Arc<OpenFile>>>,
     handles: std::sync::Mutex<HashMap<u64, Ino>>,
     dirs: std::sync::Mutex<HashMap<u64, DirHandle>>,
     next_fh: AtomicU64,
     pub(crate) slice_ids: Mutex<(u64, u64)>,
+}
+
+/// Whether a file opened with `flags` bypasses the kernel's page cache:
+/// O_DIRECT does, as on a local filesystem; so does O_APPEND, whose writes
+/// land where the metaserver says the file ends rather than where the
+/// kernel thinks it does.
+pub fn bypasses_page_cache(flags: i32) -> bool {
+    flags & (libc::O_DIRECT | libc::O_APPEND) != 0
 }
 
 const SYMLINK_MAX: usize = strata_meta::MAX_SYMLINK_LEN;
@@ -160,6 +176,7 @@ impl Filesystem {
             locks: Default::default(),
             opened: Default::default(),
             appending: Default::default(),
+            direct: Default::default(),
             open_files: Default::default(),
             handles: Default::default(),
             dirs: Default::default(),
@@ -381,9 +398,9 @@ impl Filesystem {
     }
 
     /// Opens `ino`; also says whether the kernel may keep the pages it has
-    /// cached of it: only if the file has the same modification time and
-    /// size as at this client's previous open of it (close-to-open: a change
-    /// from anywhere drops them).
+    /// cached of it: only if the file's stamp is the one `opened` holds, so
+    /// nothing but this client's own writes changed it since its previous
+    /// open here (close-to-open: a change from anywhere else drops them).
     pub async fn open_cached(&self, ino: Ino, flags: i32) -> FsResult<(u64, bool)> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writes {
@@ -399,10 +416,7 @@ impl Filesystem {
             FileType::File => {}
             _ => {}
         }
-        let fh = self.register_handle(inode.clone());
-        if flags & libc::O_APPEND != 0 {
-            self.appending.lock().unwrap().insert(fh);
-        }
+        let fh = self.register_handle(inode.clone(), flags);
         // Another handle may have kept older attributes; without buffered
         // writes of our own, this open's fresh view wins (close-to-open).
         let of = self.open_file(ino)?;
@@ -417,20 +431,41 @@ impl Filesystem {
                 d.chunks.insert(0, Arc::new(first_chunk));
             }
         }
-        let seen = (inode.mtime, inode.size);
-        let keep = {
-            let mut opened = self.opened.lock().unwrap();
-            if opened.len() >= OPENED_KEPT {
-                opened.clear();
-            }
-            opened.insert(ino, seen) == Some(seen)
-        };
+        let seen = inode.stamp();
+        let keep = self.note_pages(ino, seen) == Some(seen);
         Ok((fh, keep))
     }
 
-    /// Opens a handle on `inode`. The first handle of an inode starts from the
-    /// attributes just read, which is what gives close-to-open consistency.
-    fn register_handle(&self, inode: Inode) -> u64 {
+    /// Records that the kernel's pages of `ino` match the file as of
+    /// `stamp`; returns the stamp recorded before.
+    fn note_pages(&self, ino: Ino, stamp: ChangeStamp) -> Option<ChangeStamp> {
+        let mut opened = self.opened.lock().unwrap();
+        if opened.len() >= OPENED_KEPT {
+            opened.clear();
+        }
+        opened.insert(ino, stamp)
+    }
+
+    /// After this client committed its writes of `ino`: if the file was,
+    /// just before, as the kernel's pages show it, they now show it as
+    /// committed (the writes went through them), and the next open may keep
+    /// them. Otherwise (another client's change came in between, or some of
+    /// the writes bypassed the pages) the next open drops them.
+    pub(crate) fn note_own_commit(&self, ino: Ino, written: &Written, bypassed: bool) {
+        let mut opened = self.opened.lock().unwrap();
+        let current =
+            !bypassed && written.before.is_some() && opened.get(&ino).copied() == written.before;
+        if current {
+            opened.insert(ino, written.inode.stamp());
+        } else {
+            opened.remove(&ino);
+        }
+    }
+
+    /// Opens a handle on `inode` with open `flags`. The first handle of an
+    /// inode starts from the attributes just read, which is what gives
+    /// close-to-open consistency.
+    fn register_handle(&self, inode: Inode, flags: i32) -> u64 {
         let ino = inode.ino;
         {
             let mut files = self.open_files.lock().unwrap();
@@ -452,6 +487,12 @@ impl Filesystem {
         }
         let fh = self.new_fh();
         self.handles.lock().unwrap().insert(fh, ino);
+        if flags & libc::O_APPEND != 0 {
+            self.appending.lock().unwrap().insert(fh);
+        }
+        if bypasses_page_cache(flags) {
+            self.direct.lock().unwrap().insert(fh);
+        }
         fh
     }
 
@@ -473,16 +514,20 @@ impl Filesystem {
         // security.capability lookup before its first write needs no round
         // trip (as fresh as names read from the metaserver now would be).
         self.xattr_names.put(inode.ino, Default::default());
-        let fh = self.register_handle(inode.clone());
-        if flags & libc::O_APPEND != 0 {
-            self.appending.lock().unwrap().insert(fh);
-        }
+        // The kernel has no pages of a new file: none to disagree with it.
+        self.note_pages(inode.ino, inode.stamp());
+        let fh = self.register_handle(inode.clone(), flags);
         Ok((inode, fh))
     }
 
     /// Whether handle `fh` was opened with O_APPEND.
     pub(crate) fn is_appending(&self, fh: u64) -> bool {
         self.appending.lock().unwrap().contains(&fh)
+    }
+
+    /// Whether handle `fh`'s writes bypass the kernel's page cache.
+    pub(crate) fn is_direct(&self, fh: u64) -> bool {
+        self.direct.lock().unwrap().contains(&fh)
     }
 
     pub(crate) fn open_file(&self, ino: Ino) -> FsResult<Arc<OpenFile>> {
@@ -533,6 +578,7 @@ impl Filesystem {
     fn forget_handle(&self, ino: Ino, fh: u64) -> bool {
         self.handles.lock().unwrap().remove(&fh);
         self.appending.lock().unwrap().remove(&fh);
+        self.direct.lock().unwrap().remove(&fh);
         let mut files = self.open_files.lock().unwrap();
         if let Some(of) = files.get(&ino)
             && of.handles.fetch_sub(1, Ordering::Relaxed) == 1

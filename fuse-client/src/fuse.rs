@@ -144,12 +144,9 @@ fn bytes(s: &OsStr) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
-/// How the kernel should treat an open file: O_DIRECT bypasses its page
-/// cache, as it does on a local filesystem; so does O_APPEND, whose writes
-/// land where the metaserver says the file ends rather than where the
-/// kernel thinks it does.
+/// How the kernel should treat an open file (see `bypasses_page_cache`).
 fn open_flags(flags: i32) -> FopenFlags {
-    if flags & (libc::O_DIRECT | libc::O_APPEND) != 0 {
+    if crate::fs::bypasses_page_cache(flags) {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()

@@ -73,6 +73,7 @@ impl Filesystem {
         d.pending_end = d.pending_end.max(end);
         d.pending_len += data.len() as u64;
         d.pending_mtime = strata_meta::Timestamp::now();
+        d.pending_bypassed |= self.is_direct(fh);
         if d.pending_len >= self.config.file_buffer as u64 {
             self.commit(ino, &mut d).await?;
         }
@@ -258,17 +259,19 @@ impl Filesystem {
                     .await?
             }
             None => {
-                let (attr, crowded) = self
+                let written = self
                     .meta
                     .write_slices(ino, slices.clone(), d.pending_end, d.pending_mtime)
                     .await?;
-                self.compactor.committed(ino, &slices, &crowded);
-                attr
+                self.compactor.committed(ino, &slices, &written.crowded);
+                self.note_own_commit(ino, &written, d.pending_bypassed);
+                written.inode
             }
         };
         d.pending.clear();
         d.pending_len = 0;
         d.pending_end = 0;
+        d.pending_bypassed = false;
         d.invalidate(&attr);
         Ok(())
     }

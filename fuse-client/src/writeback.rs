@@ -309,8 +309,8 @@ impl Writeback {
                 )
                 .await
             {
-                Ok((_, crowded)) => {
-                    compactor.committed(record.ino, &slices, &crowded);
+                Ok(written) => {
+                    compactor.committed(record.ino, &slices, &written.crowded);
                     break;
                 }
                 Err(e @ (MetaError::NotFound | MetaError::Invalid(_))) => {

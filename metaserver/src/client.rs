@@ -573,6 +573,18 @@ pub struct FsSpec {
 }
 
 /// Typed metadata calls for one filesystem.
+/// A commit of written slices, as `FsClient::write_slices` answers it.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The inode's stamp just before the commit (None from a metaserver
+    /// that predates it: then nothing can be told from it).
+    pub before: Option<ChangeStamp>,
+    /// The inode just after.
+    pub inode: Inode,
+    /// Chunks whose slice lists are long enough to be worth compacting.
+    pub crowded: Vec<u32>,
+}
+
 pub struct FsClient {
     meta: Arc<MetaClient>,
     pub info: FsInfo,
@@ -1527,15 +1539,14 @@ impl FsClient {
     }
 
     /// Adds written slices to their chunk maps, setting mtime and ctime to
-    /// `written` (when the last of them was written); returns the inode and
-    /// the chunks whose slice lists are long enough to be worth compacting.
+    /// `written` (when the last of them was written).
     pub async fn write_slices(
         &self,
         ino: Ino,
         slices: Vec<(u32, Slice)>,
         end: u64,
         written: Timestamp,
-    ) -> Result<(Inode, Vec<u32>), MetaError> {
+    ) -> Result<Written, MetaError> {
         let r = self
             .call(
                 ino,
@@ -1550,15 +1561,32 @@ impl FsClient {
                 },
             )
             .await?;
-        match r {
-            MetaResponse::Written { inode, crowded } => {
-                self.recent.note([inode.clone()]);
-                Ok((inode, crowded))
-            }
+        let written = match r {
+            MetaResponse::WrittenOver {
+                before,
+                inode,
+                crowded,
+            } => Written {
+                before: Some(before),
+                inode,
+                crowded,
+            },
+            // Remembered from before `WrittenOver` existed.
+            MetaResponse::Written { inode, crowded } => Written {
+                before: None,
+                inode,
+                crowded,
+            },
             // Remembered from before `Written` existed.
-            MetaResponse::Inode(i) => Ok((i, Vec::new())),
-            other => Err(unexpected(other)),
-        }
+            MetaResponse::Inode(inode) => Written {
+                before: None,
+                inode,
+                crowded: Vec::new(),
+            },
+            other => return Err(unexpected(other)),
+        };
+        self.recent.note([written.inode.clone()]);
+        Ok(written)
     }
 
     /// Reserves `len` bytes at the end of file `ino` for an O_APPEND write

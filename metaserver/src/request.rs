@@ -724,6 +724,15 @@ pub enum MetaResponse {
         inode: Inode,
         slices: Vec<Slice>,
     },
+    /// WriteSlices: as `Written`, with the inode's stamp from just before,
+    /// so the writer can tell whether anyone else changed the file since it
+    /// last saw it (it then knows what the kernel's cached pages hold).
+    /// `Written` stays for answers remembered before this one existed.
+    WrittenOver {
+        before: ChangeStamp,
+        inode: Inode,
+        crowded: Vec<u32>,
+    },
 }
 
 impl MetaResponse {

@@ -81,6 +81,26 @@ pub struct Inode {
     pub parent: Ino,
 }
 
+/// What of an inode changes whenever its contents do: a client that finds
+/// the same stamp again knows the file is as it last saw it (the ctime
+/// catches a change whose writer set mtime and size back by hand).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeStamp {
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+impl Inode {
+    pub fn stamp(&self) -> ChangeStamp {
+        ChangeStamp {
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dentry {
     pub ino: Ino,

@@ -87,7 +87,8 @@ async fn metadata_survives_restart_and_errors_are_exact() {
         fs.lookup(1, &[b'x'; 256]).await,
         Err(MetaError::NameTooLong)
     );
-    let f = fs
+    let created = f.clone();
+    let written = fs
         .write_slices(
             f.ino,
             vec![(
@@ -102,9 +103,12 @@ async fn metadata_survives_restart_and_errors_are_exact() {
             strata_meta::Timestamp::now(),
         )
         .await
-        .unwrap()
-        .0;
+        .unwrap();
+    // The commit says what the inode was just before it: as created.
+    assert_eq!(written.before, Some(created.stamp()));
+    let f = written.inode;
     assert_eq!(f.size, 100);
+    assert_ne!(f.stamp(), created.stamp());
     fs.link(f.ino, 1, b"hard").await.unwrap();
     assert_eq!(fs.getattr(f.ino).await.unwrap().nlink, 2);
     fs.rename(d.ino, b"f", 1, b"moved", RenameMode::Replace)

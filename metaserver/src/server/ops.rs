@@ -278,7 +278,11 @@ pub fn apply<T: RowsMut>(
             now,
         } => c
             .write_slices(fs, ino, slices, end, now)?
-            .map(|(inode, crowded)| MetaResponse::Written { inode, crowded }),
+            .map(|(before, inode, crowded)| MetaResponse::WrittenOver {
+                before,
+                inode,
+                crowded,
+            }),
         R::TxPrepare {
             fs,
             tx,
@@ -1258,8 +1262,9 @@ impl<T: RowsMut> Ctx<'_, T> {
         slices: Vec<(u32, Slice)>,
         end: u64,
         now: Timestamp,
-    ) -> OpResult<(Inode, Vec<u32>)> {
+    ) -> OpResult<(ChangeStamp, Inode, Vec<u32>)> {
         let mut inode = tri!(self.inode(fs, ino)?);
+        let before = inode.stamp();
         if inode.kind != FileType::File {
             return Ok(Err(MetaError::Invalid(
                 "data can only be written to regular files".into(),
@@ -1304,7 +1309,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         inode.mtime = now;
         inode.ctime = now;
         self.save(fs, &inode)?;
-        Ok(Ok((inode, crowded)))
+        Ok(Ok((before, inode, crowded)))
     }
 }
 

@@ -452,3 +452,65 @@ fn a_client_keeps_pages_of_its_own_writes_until_another_client_writes() {
     a.unmount();
     b.unmount();
 }
+
+/// Makes the kernel let go of the names and inodes it caches (as memory
+/// pressure would), so the next lookups come to the clients again.
+fn drop_kernel_dentries() {
+    std::fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+}
+
+#[test]
+fn names_a_client_remembers_follow_its_own_changes() {
+    use std::os::unix::fs::MetadataExt;
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    // Long TTLs: what a client remembers of a name cannot simply age out
+    // while the test runs, so only forgetting it on a change can pass.
+    let ttl = ["--entry-cache", "600", "--attr-cache", "600"];
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &ttl);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    std::fs::write(a.path("f"), b"x").unwrap();
+    std::fs::create_dir(a.path("d")).unwrap();
+    let looked_up = |names: &[&str]| {
+        drop_kernel_dentries();
+        for n in names {
+            std::fs::metadata(a.path(n)).unwrap();
+        }
+        drop_kernel_dentries();
+    };
+    let gone = |n: &str| {
+        std::fs::metadata(a.path(n)).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    };
+
+    looked_up(&["f", "d"]);
+    std::fs::rename(a.path("f"), a.path("g")).unwrap();
+    drop_kernel_dentries();
+    assert!(gone("f"), "a renamed name is gone");
+    assert_eq!(std::fs::read(a.path("g")).unwrap(), b"x");
+
+    looked_up(&["g"]);
+    std::fs::hard_link(a.path("g"), a.path("h")).unwrap();
+    std::fs::remove_file(a.path("g")).unwrap();
+    drop_kernel_dentries();
+    assert!(gone("g"), "an unlinked name is gone");
+    assert_eq!(std::fs::metadata(a.path("h")).unwrap().nlink(), 1);
+
+    looked_up(&["d", "h"]);
+    std::fs::remove_dir(a.path("d")).unwrap();
+    std::fs::write(a.path("d"), b"now a file").unwrap();
+    drop_kernel_dentries();
+    assert!(
+        std::fs::metadata(a.path("d")).unwrap().is_file(),
+        "d was made again"
+    );
+
+    // Another client's new name shows at once: no name is remembered as
+    // missing.
+    drop_kernel_dentries();
+    assert!(gone("new"));
+    std::fs::write(b.path("new"), b"from b").unwrap();
+    assert_eq!(std::fs::read(a.path("new")).unwrap(), b"from b");
+    a.unmount();
+    b.unmount();
+}

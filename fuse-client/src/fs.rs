@@ -555,6 +555,18 @@ impl Filesystem {
         self.meta.recent_attr(ino, self.config.attr_ttl)
     }
 
+    /// What a lookup of `parent/name` would answer, from this client's
+    /// memory of a lookup less than the entry TTL ago and of the inode's
+    /// attributes less than the attribute TTL ago, with what is left of the
+    /// shorter: the kernel would still hold both had it kept them.
+    pub fn recent_lookup(&self, parent: Ino, name: &[u8]) -> Option<(Inode, Duration)> {
+        let (ino, entry_left) = self
+            .meta
+            .recent_entry(parent, name, self.config.entry_ttl)?;
+        let (inode, attr_left) = self.recent_attr(ino)?;
+        Some((inode, entry_left.min(attr_left)))
+    }
+
     /// Whether a flush of `ino` would have nothing to commit, known without
     /// waiting: then the caller may answer at once.
     pub fn nothing_to_flush(&self, ino: Ino) -> bool {

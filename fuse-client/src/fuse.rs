@@ -194,6 +194,12 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        // A name looked up lately that the kernel let go of (memory
+        // pressure, drop_caches): answered here, without a task.
+        if let Some((i, ttl)) = self.fs.recent_lookup(parent.0, name.as_bytes()) {
+            reply.entry(&ttl, &to_file_attr(&i), Generation(i.generation));
+            return;
+        }
         let name = bytes(name);
         self.spawn(move |fs| async move {
             let r = fs.lookup(parent.0, &name).await;

@@ -454,6 +454,7 @@ impl MetaClient {
             dir_spread_slack: std::sync::atomic::AtomicU64::new(DEFAULT_DIR_SPREAD_SLACK),
             loads: tokio::sync::Mutex::new(None),
             recent: RecentAttrs::default(),
+            entries: RecentEntries::default(),
         })
     }
 
@@ -553,6 +554,89 @@ impl RecentAttrs {
     }
 }
 
+/// Names this client looked up, with the inode each named and when it was
+/// asked: what the kernel's dentry cache would still hold had it kept them
+/// (the kernel drops its cache under memory pressure, or when told to, and
+/// asks again). A name this client changes is forgotten before and after
+/// the change, and a lookup answered across a change of this client's is
+/// not kept (`epoch` moved on meanwhile), so this client never sees its
+/// own changes undone; changes by other clients show within the entry TTL,
+/// as with the kernel's cache.
+#[derive(Default)]
+struct RecentEntries {
+    map: std::sync::Mutex<EntryMap>,
+}
+
+#[derive(Default)]
+struct EntryMap {
+    /// Bumped by every change of a name by this client.
+    epoch: u64,
+    names: HashMap<(Ino, Vec<u8>), (Ino, tokio::time::Instant)>,
+}
+
+/// Names kept before the oldest half is dropped.
+const RECENT_ENTRIES_MAX: usize = 16384;
+
+impl RecentEntries {
+    fn epoch(&self) -> u64 {
+        self.map.lock().unwrap().epoch
+    }
+
+    /// Keeps `parent/name -> ino` as asked at `asked`, unless a name
+    /// changed here since `epoch` was read.
+    fn note(&self, epoch: u64, parent: Ino, name: &[u8], ino: Ino, asked: tokio::time::Instant) {
+        let mut map = self.map.lock().unwrap();
+        if map.epoch != epoch {
+            return;
+        }
+        map.names.insert((parent, name.to_vec()), (ino, asked));
+        if map.names.len() > RECENT_ENTRIES_MAX {
+            let mut ages: Vec<tokio::time::Instant> =
+                map.names.values().map(|(_, at)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            map.names.retain(|_, (_, at)| *at > cut);
+        }
+    }
+
+    fn forget(&self, names: &[(Ino, Vec<u8>)]) {
+        let mut map = self.map.lock().unwrap();
+        map.epoch += 1;
+        for key in names {
+            map.names.remove(key);
+        }
+    }
+
+    /// Forgets `names` now and again when the returned guard goes (the
+    /// change is over, however it ended).
+    fn changing(&self, names: &[(Ino, &[u8])]) -> ForgetOnDrop<'_> {
+        let names: Vec<(Ino, Vec<u8>)> = names.iter().map(|(p, n)| (*p, n.to_vec())).collect();
+        self.forget(&names);
+        ForgetOnDrop {
+            entries: self,
+            names,
+        }
+    }
+
+    fn get(&self, parent: Ino, name: &[u8], max_age: Duration) -> Option<(Ino, Duration)> {
+        let map = self.map.lock().unwrap();
+        let (ino, at) = map.names.get(&(parent, name.to_vec()))?;
+        let age = at.elapsed();
+        (age < max_age).then(|| (*ino, max_age - age))
+    }
+}
+
+struct ForgetOnDrop<'a> {
+    entries: &'a RecentEntries,
+    names: Vec<(Ino, Vec<u8>)>,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.entries.forget(&self.names);
+    }
+}
+
 /// Default of `FsClient::set_dir_spread_slack`.
 pub const DEFAULT_DIR_SPREAD_SLACK: u64 = 1000;
 /// How long inode counts per group are trusted when placing a directory.
@@ -593,6 +677,7 @@ pub struct FsClient {
     /// Inodes per group when last asked, counted up by this client's creates since.
     loads: tokio::sync::Mutex<Option<(tokio::time::Instant, HashMap<GroupId, u64>)>>,
     recent: RecentAttrs,
+    entries: RecentEntries,
 }
 
 /// Whether an operation's failure means "try the whole operation again".
@@ -636,6 +721,20 @@ impl FsClient {
     /// old are acceptable (the kernel's attribute cache).
     pub fn recent_attr(&self, ino: Ino, max_age: Duration) -> Option<(Inode, Duration)> {
         self.recent.get(ino, max_age)
+    }
+
+    /// The inode `parent/name` named when this client looked it up less than
+    /// `max_age` ago, and how much of `max_age` is left; None if this client
+    /// changed that name since. Changes by other clients since are not in
+    /// it: use it only where an entry that old is acceptable (the kernel's
+    /// dentry cache).
+    pub fn recent_entry(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        max_age: Duration,
+    ) -> Option<(Ino, Duration)> {
+        self.entries.get(parent, name, max_age)
     }
 
     /// Remembers `inode` as a change of this client left it.
@@ -838,12 +937,20 @@ impl FsClient {
         Ok(changed)
     }
 
+    /// The inode `parent/name` names, fresh from the metaserver; both the
+    /// name and the attributes are kept for `recent_entry` and `recent_attr`.
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Inode, MetaError> {
-        match self.lookup_entry(parent, name).await? {
-            MetaResponse::Inode(i) => Ok(i),
-            MetaResponse::Remote(d) => self.getattr(d.ino).await,
-            other => Err(unexpected(other)),
-        }
+        let (epoch, asked) = (self.entries.epoch(), tokio::time::Instant::now());
+        let inode = match self.lookup_entry(parent, name).await? {
+            MetaResponse::Inode(i) => {
+                self.recent.note([i.clone()]);
+                i
+            }
+            MetaResponse::Remote(d) => self.getattr(d.ino).await?,
+            other => return Err(unexpected(other)),
+        };
+        self.entries.note(epoch, parent, name, inode.ino, asked);
+        Ok(inode)
     }
 
     /// The entry `parent/name`: its inode when it lives in the parent's group,
@@ -942,6 +1049,7 @@ impl FsClient {
         rdev: u32,
         symlink: Option<Vec<u8>>,
     ) -> Result<Inode, MetaError> {
+        let _changing = self.entries.changing(&[(parent, name)]);
         let pg = self.group_of(parent).await?;
         if kind == FileType::Dir {
             let target = self.place_dir(pg).await;
@@ -1116,6 +1224,7 @@ impl FsClient {
     }
 
     pub async fn link(&self, ino: Ino, parent: Ino, name: &[u8]) -> Result<Inode, MetaError> {
+        let _changing = self.entries.changing(&[(parent, name)]);
         let (pg, ig) = (self.group_of(parent).await?, self.group_of(ino).await?);
         if pg == ig {
             let req = MetaRequest::Link {
@@ -1167,6 +1276,7 @@ impl FsClient {
     }
 
     async fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<Option<Ino>, MetaError> {
+        let _changing = self.entries.changing(&[(parent, name)]);
         let fs = self.info.id;
         let now = Timestamp::now();
         let name_v = name.to_vec();
@@ -1244,6 +1354,9 @@ impl FsClient {
         new_name: &[u8],
         mode: RenameMode,
     ) -> Result<Option<Inode>, MetaError> {
+        let _changing = self
+            .entries
+            .changing(&[(parent, name), (new_parent, new_name)]);
         let (sg, dg) = (
             self.group_of(parent).await?,
             self.group_of(new_parent).await?,
@@ -1717,5 +1830,65 @@ mod tests {
         assert!(len <= RECENT_ATTRS_MAX, "{len} entries");
         let newest = RECENT_ATTRS_MAX as u64 * 3 + 1;
         assert!(recent.get(newest, Duration::from_secs(1)).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_names_last_a_ttl_and_go_with_this_clients_changes() {
+        let entries = RecentEntries::default();
+        let ttl = Duration::from_secs(1);
+        let asked = tokio::time::Instant::now();
+        entries.note(entries.epoch(), 1, b"a", 10, asked);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert_eq!(
+            entries.get(1, b"a", ttl),
+            Some((10, Duration::from_millis(700))),
+            "counted from when it was asked"
+        );
+        assert_eq!(entries.get(2, b"a", ttl), None, "another directory");
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert_eq!(entries.get(1, b"a", ttl), None, "too old");
+
+        // A change of the name drops it, and a lookup answered while the
+        // change ran (its epoch read before) is not kept.
+        entries.note(entries.epoch(), 1, b"b", 11, tokio::time::Instant::now());
+        let before = entries.epoch();
+        let during;
+        {
+            let _changing = entries.changing(&[(1, b"b"), (1, b"c")]);
+            assert_eq!(entries.get(1, b"b", ttl), None);
+            entries.note(before, 1, b"b", 11, tokio::time::Instant::now());
+            assert_eq!(entries.get(1, b"b", ttl), None);
+            // Nor one asked during the change and answered after it.
+            during = entries.epoch();
+        }
+        entries.note(during, 1, b"c", 12, tokio::time::Instant::now());
+        assert_eq!(entries.get(1, b"c", ttl), None);
+        // A lookup after the change is kept again.
+        entries.note(entries.epoch(), 1, b"c", 13, tokio::time::Instant::now());
+        assert_eq!(entries.get(1, b"c", ttl).map(|(i, _)| i), Some(13));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recent_names_stay_bounded() {
+        let entries = RecentEntries::default();
+        for i in 0..(RECENT_ENTRIES_MAX as u64 * 3) {
+            let name = i.to_string();
+            entries.note(
+                entries.epoch(),
+                1,
+                name.as_bytes(),
+                i + 2,
+                tokio::time::Instant::now(),
+            );
+            tokio::time::advance(Duration::from_micros(1)).await;
+        }
+        let len = entries.map.lock().unwrap().names.len();
+        assert!(len <= RECENT_ENTRIES_MAX, "{len} names");
+        let newest = (RECENT_ENTRIES_MAX as u64 * 3 - 1).to_string();
+        assert!(
+            entries
+                .get(1, newest.as_bytes(), Duration::from_secs(1))
+                .is_some()
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! A block cache on local disk: whole immutable blocks as files, each ending
-//! in a CRC32 of its bytes, evicted least-recently-used by total size. A file
-//! that is missing or fails its checksum is treated as a miss, never served.
-//! The index is rebuilt from the directory at start, so a restarted client
-//! keeps its cache.
+//! in a CRC32 per 16 KiB page, evicted least-recently-used by total size. A
+//! file that is missing or fails its checksum is treated as a miss, never
+//! served. The index is rebuilt from the directory at start, so a restarted
+//! client keeps its cache. Whole files are written and read with O_DIRECT
+//! (`direct_io`): the memory cache above already holds hot blocks, so a
+//! page-cache copy would only cost memory and CPU. Range reads stay buffered,
+//! so random small reads of one block find its pages in the page cache.
 //!
 //! Besides its own capacity the cache keeps a share of the filesystem free
 //! (`free_ratio`): the cache dir usually shares a disk with other things, and
@@ -16,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+
+use crate::direct_io;
 
 /// Size and free space of a filesystem, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +256,7 @@ impl DiskCache {
         if !self.index.lock().unwrap().touch(key) {
             return None;
         }
-        let intact = std::fs::read(self.path(key)).ok().and_then(|mut raw| {
+        let intact = direct_io::read_all(&self.path(key)).ok().and_then(|raw| {
             let len = block_len(raw.len())?;
             let (crcs, stated) = decode_tail(&raw[len..])?;
             let pages_ok = stated == len
@@ -259,10 +264,7 @@ impl DiskCache {
                     .chunks(PAGE)
                     .zip(&crcs)
                     .all(|(page, crc)| crc32fast::hash(page) == *crc);
-            pages_ok.then(|| {
-                raw.truncate(len);
-                Bytes::from(raw)
-            })
+            pages_ok.then(|| raw.slice(..len))
         });
         if intact.is_none() {
             tracing::warn!(key, "cached block missing or damaged; fetching it again");
@@ -343,15 +345,11 @@ impl DiskCache {
         }
         let path = self.path(key);
         let write = || -> std::io::Result<()> {
-            use std::io::Write;
             let parent = path.parent().expect("cache paths have a parent");
             std::fs::create_dir_all(parent)?;
             let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-            let mut f = std::fs::File::create(&tmp)?;
             // No fsync: after a crash a torn file fails its checksum and is a miss.
-            let res = f
-                .write_all(data)
-                .and_then(|()| f.write_all(&encode_tail(data)))
+            let res = direct_io::write_new(&tmp, &[data, &encode_tail(data)])
                 .and_then(|()| std::fs::rename(&tmp, &path));
             if res.is_err() {
                 let _ = std::fs::remove_file(&tmp);

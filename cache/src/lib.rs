@@ -3,6 +3,7 @@
 //! front of it (`BlockCache`), and the write-back staging area on local disk.
 
 pub mod block_cache;
+mod direct_io;
 pub mod disk;
 mod error;
 pub mod layout;

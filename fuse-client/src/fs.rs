@@ -43,7 +43,8 @@ pub struct FsConfig {
     /// are deleted, so reads that started from the old map still find them.
     pub deletion_delay: Duration,
     /// Keep full blocks of large writes in the disk cache too (partial
-    /// blocks always go there).
+    /// blocks always go there). On by default since disk-cache files are
+    /// written around the page cache, which made the copy cheap.
     pub cache_large_writes: bool,
     /// How long this client's file locks outlive it if it dies (they are
     /// renewed every third of it while it runs).
@@ -63,7 +64,7 @@ impl Default for FsConfig {
             max_prefetches: 32,
             gc_interval: Duration::from_secs(10),
             deletion_delay: Duration::from_secs(60),
-            cache_large_writes: false,
+            cache_large_writes: true,
             lock_lease: Duration::from_secs(30),
         }
     }

@@ -121,10 +121,9 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Where a written block of `len` bytes is kept: full blocks of large
-    /// writes in memory only (reading them back from disk soon is unlikely,
-    /// and writing them there costs as much as the upload), partial blocks
-    /// (small files, tails) on disk too, unless `cache_large_writes`.
+    /// Where a written block of `len` bytes is kept: in memory and on disk,
+    /// except full blocks of large writes when `cache_large_writes` is off
+    /// (memory only, for a disk too slow or small to take every write).
     pub(crate) fn keep_written(&self, len: usize) -> Keep {
         if self.config.cache_large_writes || len < self.block_size() as usize {
             Keep::MemoryAndDisk

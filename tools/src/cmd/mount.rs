@@ -47,9 +47,12 @@ pub struct MountArgs {
     /// dies; while it runs it renews them every third of that.
     #[arg(long, default_value_t = 30.0)]
     pub lock_lease: f64,
-    /// Keep full blocks of large writes in the disk cache too (by default
-    /// only partial blocks, as small files and tails are, go there).
-    #[arg(long)]
+    /// Keep full blocks of large writes in the disk cache too (the
+    /// default); `--cache-large-writes=false` keeps only partial blocks,
+    /// as of small files and tails, there.
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
     pub cache_large_writes: bool,
     /// Most bytes of written blocks on their way to the store at once;
     /// writers wait beyond it.
@@ -554,4 +557,35 @@ pub async fn umount(a: UmountArgs) -> CliResult {
     }
     println!("strata: unmounted {}", a.dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mount: MountArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<MountArgs, clap::Error> {
+        Cli::try_parse_from(["strata"].iter().chain(args)).map(|c| c.mount)
+    }
+
+    #[test]
+    fn large_writes_are_cached_unless_turned_off() {
+        let on = |args: &[&str]| parse(args).unwrap().cache_large_writes;
+        assert!(on(&["/mnt"]));
+        assert!(on(&["--cache-large-writes", "/mnt"]));
+        assert!(on(&["--cache-large-writes=true", "/mnt"]));
+        assert!(!on(&["--cache-large-writes=false", "/mnt"]));
+        // The value needs `=`, so a following argument stays an argument.
+        assert_eq!(
+            parse(&["--cache-large-writes", "/mnt"]).unwrap().args,
+            ["/mnt"]
+        );
+        assert!(parse(&["--cache-large-writes=maybe", "/mnt"]).is_err());
+    }
 }

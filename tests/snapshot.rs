@@ -234,7 +234,10 @@ fn a_snapshot_taken_while_writers_run_is_one_cut_and_read_only() {
     }
 }
 
-/// The objects under the test bucket's prefix, by key.
+/// The objects under the test bucket's prefix, by key. The live mount's
+/// background worker may delete objects while this walks the tree, so an
+/// entry that vanishes between the listing and its stat is skipped: it is
+/// gone, which is what a later listing would say.
 fn objects(s3: &S3) -> BTreeMap<String, u64> {
     let root = s3.root.join("bucket").join("strata");
     let mut out = BTreeMap::new();
@@ -244,12 +247,21 @@ fn objects(s3: &S3) -> BTreeMap<String, u64> {
             continue;
         };
         for e in rd {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
+            let e = match e {
+                Ok(e) => e,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => panic!("listing {}: {err}", d.display()),
+            };
+            let meta = match std::fs::symlink_metadata(e.path()) {
+                Ok(m) => m,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => panic!("stat {}: {err}", e.path().display()),
+            };
+            if meta.is_dir() {
                 stack.push(e.path());
             } else {
                 let key = e.path().strip_prefix(&root).unwrap().display().to_string();
-                out.insert(key, e.metadata().unwrap().len());
+                out.insert(key, meta.len());
             }
         }
     }

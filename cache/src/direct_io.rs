@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Alignment O_DIRECT needs on every Linux block device we know of.
 pub const ALIGN: usize = 4096;
@@ -87,6 +87,17 @@ impl Drop for AlignedBuf {
         // SAFETY: allocated in `new` with this layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
+}
+
+/// An empty buffer that takes `capacity` bytes without reallocating and
+/// whose first byte sits on an `ALIGN` boundary, so a block built in it and
+/// frozen goes to the disk cache direct, without the bounce copy.
+pub fn aligned_buffer(capacity: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(capacity + ALIGN);
+    let pad = buf.as_ptr().align_offset(ALIGN);
+    buf.resize(pad, 0);
+    buf.advance(pad);
+    buf
 }
 
 /// Creates the file `path` (it must not exist) holding `parts` one after
@@ -220,5 +231,25 @@ mod tests {
         }
         let e = write_new(&dir.path().join("f0"), &[b"x"]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn aligned_buffers_stay_aligned_and_do_not_grow_until_full() {
+        for cap in [1, ALIGN - 1, ALIGN, 3 << 20, 4 << 20] {
+            let mut buf = aligned_buffer(cap);
+            assert!(buf.is_empty());
+            assert!(buf.capacity() >= cap, "capacity {cap}");
+            let start = buf.as_ptr();
+            assert!((start as usize).is_multiple_of(ALIGN), "capacity {cap}");
+            let piece = vec![9u8; cap.div_ceil(3)];
+            while buf.len() + piece.len() <= cap {
+                buf.extend_from_slice(&piece);
+            }
+            buf.extend_from_slice(&piece[..cap - buf.len()]);
+            assert_eq!(buf.len(), cap);
+            assert_eq!(buf.as_ptr(), start, "capacity {cap}: reallocated");
+            let frozen = buf.split().freeze();
+            assert_eq!(frozen.as_ptr(), start);
+        }
     }
 }

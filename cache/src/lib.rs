@@ -15,6 +15,7 @@ pub mod staging;
 pub mod test_s3;
 
 pub use block_cache::{BlockCache, BlockCacheConfig, CacheStats, DiskCacheConfig, Keep};
+pub use direct_io::aligned_buffer;
 pub use disk::{DiskCache, FsSpace, fs_space};
 pub use error::StoreError;
 pub use layout::{block_key, parse_block_key};

@@ -716,7 +716,7 @@ impl Filesystem {
                 .map(|(_, n)| n.clone());
             Some(name.ok_or_else(|| FsError::new(libc::EINVAL, "stale directory offset"))?)
         };
-        let want = (max - out.len()).min(strata_meta::server::ops::MAX_READDIR as usize) as u32;
+        let want = (max - out.len()).min(strata_meta::MAX_READDIR as usize) as u32;
         let entries = self.meta.readdir(ino, after, want).await?;
         let mut page = Vec::with_capacity(entries.len());
         for e in entries {

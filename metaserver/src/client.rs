@@ -1780,14 +1780,9 @@ mod tests {
     use super::*;
 
     fn dir(ino: Ino, ctime: i64, nlink: u32) -> Inode {
-        let mut d = crate::server::ops::new_inode(
+        let mut d = Inode::new(
             ino,
-            FileType::Dir,
-            0o755,
-            0,
-            0,
-            0,
-            None,
+            NewInode::plain(FileType::Dir, 0o755, 0, 0),
             1,
             Timestamp {
                 sec: ctime,

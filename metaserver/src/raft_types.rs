@@ -3,7 +3,6 @@
 use openraft::type_config::alias;
 
 use crate::request::{LogRequest, MetaResult};
-use crate::server::state_machine::StateMachine;
 use crate::types::NodeId;
 
 openraft::declare_raft_types!(
@@ -14,7 +13,6 @@ openraft::declare_raft_types!(
         Node = openraft::BasicNode,
 );
 
-pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 pub type Entry = alias::EntryOf<TypeConfig>;
 pub type LogId = alias::LogIdOf<TypeConfig>;
 pub type Vote = alias::VoteOf<TypeConfig>;

@@ -20,6 +20,11 @@ pub const MAX_SYMLINK_LEN: usize = 4096;
 pub const DEFAULT_PARTITION_SIZE: u64 = 1 << 20;
 pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 20;
+/// Readdir pages are capped so one answer stays far below the frame limit.
+pub const MAX_READDIR: u32 = 4096;
+/// Trash days of a filesystem whose groups were never told (formatted
+/// before trash existed), and the default of `strata format --trash-days`.
+pub const DEFAULT_TRASH_DAYS: u32 = 1;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileType {
@@ -91,7 +96,66 @@ pub struct ChangeStamp {
     pub ctime: Timestamp,
 }
 
+/// What a new inode is made of: the caller's part of a create.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NewInode {
+    pub kind: FileType,
+    /// Permission bits (0o7777); the type is `kind`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device number of a character or block device.
+    pub rdev: u32,
+    /// The target, for a symlink and only for one.
+    pub symlink: Option<Vec<u8>>,
+}
+
+impl NewInode {
+    /// A regular file, directory, fifo or socket (no device number, no target).
+    pub fn plain(kind: FileType, mode: u32, uid: u32, gid: u32) -> NewInode {
+        NewInode {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev: 0,
+            symlink: None,
+        }
+    }
+}
+
 impl Inode {
+    /// Inode `ino` as created at `now` in directory `parent` (the parent
+    /// pointer matters for directories only): one link, or two for a
+    /// directory; a symlink's size is its target's length.
+    pub fn new(ino: Ino, spec: NewInode, parent: Ino, now: Timestamp) -> Inode {
+        let NewInode {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink,
+        } = spec;
+        Inode {
+            ino,
+            kind,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            nlink: if kind == FileType::Dir { 2 } else { 1 },
+            size: symlink.as_ref().map_or(0, |s| s.len() as u64),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            rdev,
+            symlink,
+            generation: 0,
+            flags: 0,
+            parent,
+        }
+    }
+
     pub fn stamp(&self) -> ChangeStamp {
         ChangeStamp {
             size: self.size,

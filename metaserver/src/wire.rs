@@ -61,6 +61,17 @@ pub enum Request {
     Digest { group: GroupId },
 }
 
+/// Per-group state a node reports in `strata meta status`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub applied: Option<u64>,
+    pub voters: Vec<NodeId>,
+}
+
 /// Raft RPC failures travel as text: the caller only needs to know it failed.
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Response {
@@ -71,7 +82,7 @@ pub enum Response {
     Join(MetaResult<()>),
     Status {
         id: NodeId,
-        groups: Vec<crate::server::GroupStatus>,
+        groups: Vec<GroupStatus>,
     },
     Digest(MetaResult<(Option<u64>, u64)>),
 }

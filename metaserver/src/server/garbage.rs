@@ -18,8 +18,6 @@ use crate::server::ops::{Ctx, OpResult, tri};
 use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
 use crate::types::*;
 
-/// Trash days of a filesystem whose groups were never told (formatted before trash existed).
-pub const DEFAULT_TRASH_DAYS: u32 = 1;
 /// A chunk with this many slices is worth compacting.
 pub const COMPACT_AT: usize = 20;
 

@@ -30,15 +30,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::MetaError;
-use crate::raft_types::Raft;
 use crate::request::{LogRequest, MetaRequest, MetaResult, Origin};
 use crate::rpc::ConnPool;
 use crate::types::*;
-use crate::wire::{self, Frame, Request, Response};
+use crate::wire::{self, Frame, GroupStatus, Request, Response};
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
 pub use wal::Wal;
+
+/// One group's Raft instance on this node.
+pub type Raft = openraft::Raft<crate::raft_types::TypeConfig, StateMachine>;
 
 /// Partition groups a fresh single-node cluster creates next to group 0.
 pub const DEFAULT_PARTITION_GROUPS: u32 = 1;
@@ -127,17 +129,6 @@ fn raft_config(snapshot_logs: u64) -> Arc<Config> {
         ..Default::default()
     };
     Arc::new(cfg.validate().expect("static raft config is valid"))
-}
-
-/// Per-group state a node reports in `strata meta status`.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct GroupStatus {
-    pub group: GroupId,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log: Option<u64>,
-    pub applied: Option<u64>,
-    pub voters: Vec<NodeId>,
 }
 
 impl MetaNode {

@@ -12,8 +12,6 @@ use crate::server::store::{Rows, RowsMut, StoreError, key};
 use crate::server::{dump, garbage, locks, snapshot, xattr};
 use crate::types::*;
 
-/// Readdir pages are capped so one answer stays far below the frame limit.
-pub const MAX_READDIR: u32 = 4096;
 /// Bounds of the inodes per partition a filesystem may be formatted with.
 pub const MIN_PARTITION_SIZE: u64 = 16;
 pub const MAX_PARTITION_SIZE: u64 = 1 << 40;
@@ -740,14 +738,9 @@ impl<T: RowsMut> Ctx<'_, T> {
         if let Some(root) = self.t.load::<Inode>(&k)? {
             return Ok(Ok(MetaResponse::Inode(root)));
         }
-        let root = new_inode(
+        let root = Inode::new(
             ROOT_INO,
-            FileType::Dir,
-            mode,
-            uid,
-            gid,
-            0,
-            None,
+            NewInode::plain(FileType::Dir, mode, uid, gid),
             ROOT_INO,
             now,
         );
@@ -916,7 +909,15 @@ impl<T: RowsMut> Ctx<'_, T> {
         } else {
             (gid, mode)
         };
-        let inode = new_inode(ino, kind, mode, uid, gid, rdev, symlink, parent, now);
+        let spec = NewInode {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink,
+        };
+        let inode = Inode::new(ino, spec, parent, now);
         self.t.put(&dkey, &Dentry { ino, kind })?;
         self.save(fs, &inode)?;
         if kind == FileType::Dir {
@@ -1334,36 +1335,5 @@ fn new_fs_info(
         created: now,
         ready: false,
         borrowed: Vec::new(),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn new_inode(
-    ino: Ino,
-    kind: FileType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    rdev: u32,
-    symlink: Option<Vec<u8>>,
-    parent: Ino,
-    now: Timestamp,
-) -> Inode {
-    Inode {
-        ino,
-        kind,
-        mode: mode & 0o7777,
-        uid,
-        gid,
-        nlink: if kind == FileType::Dir { 2 } else { 1 },
-        size: symlink.as_ref().map_or(0, |s| s.len() as u64),
-        atime: now,
-        mtime: now,
-        ctime: now,
-        rdev,
-        symlink,
-        generation: 0,
-        flags: 0,
-        parent,
     }
 }

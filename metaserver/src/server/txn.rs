@@ -368,17 +368,15 @@ impl<T: RowsMut> Ctx<'_, T> {
                 parent,
             } => {
                 let ino = tri!(self.alloc_ino(fs, *parent)?);
-                let inode = crate::server::ops::new_inode(
-                    ino,
-                    *kind,
-                    *mode,
-                    *uid,
-                    *gid,
-                    *rdev,
-                    symlink.clone(),
-                    *parent,
-                    now,
-                );
+                let spec = NewInode {
+                    kind: *kind,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    rdev: *rdev,
+                    symlink: symlink.clone(),
+                };
+                let inode = Inode::new(ino, spec, *parent, now);
                 self.save(fs, &inode)?;
                 self.add_usage(fs, 1, inode.size as i64)?;
                 Some((inode, false))

@@ -32,7 +32,7 @@ pub struct FormatArgs {
     /// Days a file whose last link went stays in the trash, where
     /// `strata trash` can restore it, before its blocks are deleted (0: at
     /// once, or when the last client that has it open closes it).
-    #[arg(long, default_value_t = strata_meta::server::garbage::DEFAULT_TRASH_DAYS)]
+    #[arg(long, default_value_t = strata_meta::DEFAULT_TRASH_DAYS)]
     pub trash_days: u32,
 }
 

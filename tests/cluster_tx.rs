@@ -66,10 +66,13 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// fsck until clean; transactions a killed client or leader left are
 /// finished by recovery within seconds, so only those may take a while.
-fn assert_consistent(rt: &tokio::runtime::Runtime, fs: &FsClient) -> strata_meta::fsck::Report {
+fn assert_consistent(
+    rt: &tokio::runtime::Runtime,
+    fs: &FsClient,
+) -> strata_meta::client::fsck::Report {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let r = rt.block_on(strata_meta::fsck::check(fs)).unwrap();
+        let r = rt.block_on(strata_meta::client::fsck::check(fs)).unwrap();
         if r.is_clean() {
             return r;
         }

@@ -1,19 +1,21 @@
 //! strata-meta: the metadata model, wire protocol, client and metaserver.
+//!
+//! Layers, lowest first; a module uses only its own layer and those below:
+//! - shared: `types` (the data model), `error`, `request` (what a client
+//!   asks a group), `wire` (frames), `rpc` (connections), `raft_types`;
+//! - `client`: MetaClient and FsClient, the typed calls tools and the
+//!   filesystem core make;
+//! - `server`: the metaserver node (Raft groups, state machines, listener);
+//!   it uses the client to reach other nodes' groups.
 
 pub mod client;
-pub mod dump_client;
 mod error;
-pub mod fsck;
-pub mod garbage_client;
-pub mod locks_client;
 pub mod raft_types;
 pub mod request;
 pub mod rpc;
 pub mod server;
-pub mod snapshot_client;
 pub mod types;
 pub mod wire;
-pub mod xattr_client;
 
 pub use client::{FsClient, FsSpec, MetaClient};
 pub use error::MetaError;

@@ -304,7 +304,7 @@ async fn a_full_partition_gets_a_new_one() {
     for w in parts.windows(2) {
         assert_eq!(w[0].end, w[1].start, "partitions are contiguous");
     }
-    let report = strata_meta::fsck::check(&fs).await.unwrap();
+    let report = strata_meta::client::fsck::check(&fs).await.unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.files, 60);
     // Another client sees every entry, whichever partition holds its inode.

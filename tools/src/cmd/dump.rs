@@ -25,7 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use strata_meta::dump_client::LOAD_BATCH;
+use strata_meta::client::dump::LOAD_BATCH;
 use strata_meta::{
     BorrowedBlocks, FsClient, FsInfo, FsSpec, GroupId, Partition, Timestamp, TreeRow, TreeRowKind,
     snapshot_fs_name,

@@ -16,7 +16,7 @@ pub struct FsckArgs {
 pub async fn run(a: FsckArgs) -> CliResult {
     let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
     let fs = client.open_fs(&a.name).await?;
-    let r = strata_meta::fsck::check(&fs).await?;
+    let r = strata_meta::client::fsck::check(&fs).await?;
     println!(
         "{}: {} directories, {} files",
         a.name, r.directories, r.files

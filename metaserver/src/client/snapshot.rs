@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::unexpected;
+use super::{FsClient, MetaClient};
 use crate::MetaError;
-use crate::client::unexpected;
-use crate::client::{FsClient, MetaClient};
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
 
@@ -264,7 +264,7 @@ impl MetaClient {
                 }),
         );
         let root_group = src.group_of(ROOT_INO).await?;
-        for batch in rows.chunks(crate::dump_client::LOAD_BATCH) {
+        for batch in rows.chunks(super::dump::LOAD_BATCH) {
             let req = MetaRequest::LoadRows {
                 fs: snap.id,
                 layout: snap.source,

@@ -1,8 +1,8 @@
 //! Client side of extended attributes (see `server::xattr`).
 
+use super::FsClient;
+use super::unexpected;
 use crate::MetaError;
-use crate::client::FsClient;
-use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse, XattrMode};
 use crate::types::*;
 

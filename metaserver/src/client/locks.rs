@@ -1,8 +1,8 @@
 //! Client side of file locks (see `server::locks`).
 
+use super::FsClient;
+use super::unexpected;
 use crate::MetaError;
-use crate::client::FsClient;
-use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
 

@@ -1,8 +1,8 @@
 //! Client side of metadata dump and load (see `server::dump`).
 
+use super::unexpected;
+use super::{FsClient, MetaClient};
 use crate::MetaError;
-use crate::client::unexpected;
-use crate::client::{FsClient, MetaClient};
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
 

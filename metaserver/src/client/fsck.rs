@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::FsClient;
 use crate::MetaError;
-use crate::client::FsClient;
 use crate::types::*;
 
 #[derive(Debug, Default)]

@@ -2,9 +2,9 @@
 //! settings, holds on open unlinked files, purges, the deletion queue,
 //! compaction and the listings `strata gc` and `strata trash` use.
 
+use super::FsClient;
+use super::unexpected;
 use crate::MetaError;
-use crate::client::FsClient;
-use crate::client::unexpected;
 use crate::request::{MetaRequest, MetaResponse};
 use crate::types::*;
 

@@ -407,7 +407,7 @@ pub fn early_refusal(
     }
     let tx = db.begin_read()?;
     let t = tx.open_table(SM)?;
-    crate::server::snapshot::freeze_refusal(&t, g, req, crate::types::Timestamp::now())
+    crate::server::ops::snapshot::freeze_refusal(&t, g, req, crate::types::Timestamp::now())
 }
 
 pub fn read(

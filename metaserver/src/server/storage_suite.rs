@@ -2,8 +2,9 @@
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
-use strata_meta::raft_types::TypeConfig;
-use strata_meta::server::{LogStore, StateMachine, Wal, store};
+
+use crate::raft_types::TypeConfig;
+use crate::server::{LogStore, StateMachine, Wal, store};
 
 struct RedbBuilder;
 

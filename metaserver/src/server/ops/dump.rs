@@ -93,7 +93,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         layout: FsId,
         rows: Vec<TreeRow>,
     ) -> Result<MetaResult, StoreError> {
-        if crate::server::snapshot::read_only(&*self.t, self.g, fs)? {
+        if crate::server::ops::snapshot::read_only(&*self.t, self.g, fs)? {
             return Ok(Err(MetaError::ReadOnly(format!(
                 "filesystem {fs} is a snapshot"
             ))));

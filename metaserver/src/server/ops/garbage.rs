@@ -103,7 +103,7 @@ pub(crate) fn garbage_work<T: Rows>(
         for (k, v) in rows {
             let (len, queued): (u32, Timestamp) = decode(&v)?;
             let slice = key::deletion_slice(&k);
-            if crate::server::snapshot::slice_refs(t, g, fs, slice)? > 0 {
+            if crate::server::ops::snapshot::slice_refs(t, g, fs, slice)? > 0 {
                 continue;
             }
             deletions.push(Deletion { slice, len, queued });

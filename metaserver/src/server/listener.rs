@@ -1,0 +1,150 @@
+//! The node's port: accepting connections, reading frames, and dispatching
+//! each to client serving, Raft, or cluster administration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::{MetaNode, state_machine};
+use crate::MetaError;
+use crate::wire::{self, Frame, Request, Response};
+
+impl MetaNode {
+    async fn handle_frame(&self, req: Request) -> Response {
+        match req {
+            Request::Meta { group, req, origin } => {
+                Response::Meta(self.handle(group, req, origin).await)
+            }
+            Request::Append { group, rpc } => Response::Append(match self.raft(group) {
+                Some(r) => r.append_entries(rpc).await.map_err(|e| e.to_string()),
+                None => Err(MetaError::NoSuchGroup(group).to_string()),
+            }),
+            Request::Vote { group, rpc } => Response::Vote(match self.raft(group) {
+                Some(r) => r.vote(rpc).await.map_err(|e| e.to_string()),
+                None => Err(MetaError::NoSuchGroup(group).to_string()),
+            }),
+            Request::Snapshot { group, rpc } => Response::Snapshot(match self.raft(group) {
+                Some(r) => r.install_snapshot(rpc).await.map_err(|e| e.to_string()),
+                None => Err(MetaError::NoSuchGroup(group).to_string()),
+            }),
+            Request::Join { groups } => Response::Join(self.join(&groups).await),
+            Request::InitCluster {
+                peers,
+                partition_groups,
+            } => Response::Join(self.init_cluster(peers, partition_groups).await),
+            Request::Digest { group } => Response::Digest(if self.raft(group).is_none() {
+                Err(MetaError::NoSuchGroup(group))
+            } else {
+                let db = self.db.clone();
+                match tokio::task::spawn_blocking(move || state_machine::digest(&db, group)).await {
+                    Ok(r) => r.map_err(MetaError::from),
+                    Err(e) => Err(MetaError::Storage(e.to_string())),
+                }
+            }),
+            Request::Status => Response::Status {
+                id: self.id,
+                groups: self.status(),
+            },
+            Request::Members { group, add, remove } => {
+                Response::Join(self.change_members(group, add, remove).await)
+            }
+            Request::AddNode { id, addr } => Response::Join(self.add_node(id, addr).await),
+            Request::RemoveNode { id } => Response::Join(self.remove_node(id).await),
+        }
+    }
+}
+
+pub(super) async fn accept_loop(
+    node: Arc<MetaNode>,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "connection");
+                    node.tasks.spawn(serve_connection(node.clone(), stream, stop.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    node: Arc<MetaNode>,
+    stream: TcpStream,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let (rd, wr) = stream.into_split();
+    let mut reader = FramedRead::new(rd, wire::codec());
+    // Each request's task writes its own answer (see `rpc::FrameSink`).
+    let writer: Arc<crate::rpc::FrameSink> =
+        Arc::new(tokio::sync::Mutex::new(FramedWrite::new(wr, wire::codec())));
+    let mut requests = tokio::task::JoinSet::new();
+    loop {
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            n = reader.next() => n,
+        };
+        let buf = match next {
+            Some(Ok(buf)) => buf,
+            Some(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "closing connection: unreadable frame");
+                break;
+            }
+            None => break,
+        };
+        let frame: Frame<Request> = match wire::decode(&buf) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: malformed frame");
+                break;
+            }
+        };
+        let id = frame.id;
+        // Point reads under a read lease are answered here: a spawned task
+        // would cost more than the read, often waking another worker thread.
+        let body = match frame.body {
+            Request::Meta { group, req, .. } if node.answers_inline(group, &req) => {
+                answer(&writer, id, Response::Meta(node.read_local(group, req))).await;
+                continue;
+            }
+            body => body,
+        };
+        let node = node.clone();
+        let writer = writer.clone();
+        requests.spawn(async move {
+            let body = node.handle_frame(body).await;
+            answer(&writer, id, body).await;
+        });
+        // Reap finished requests so the set stays as small as what is in flight.
+        while requests.try_join_next().is_some() {}
+    }
+    // Requests already taken still get their answers.
+    while requests.join_next().await.is_some() {}
+}
+
+/// Writes the answer to request `id` on its connection.
+async fn answer(writer: &crate::rpc::FrameSink, id: u64, body: Response) {
+    match wire::encode(&Frame { id, body }) {
+        Ok(b) => {
+            let _ = writer.lock().await.send(b).await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a response"),
+    }
+}

@@ -1,0 +1,251 @@
+//! Starting a node: opening its data dir, its groups and its listener; and
+//! making a node without state a one-node cluster on its first request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use redb::{Database, ReadableDatabase};
+use tokio::net::TcpListener;
+
+use super::listener::accept_loop;
+use super::raft::{Raft, raft_config};
+use super::recovery::recover_transactions;
+use super::{
+    DEFAULT_PARTITION_GROUPS, LogStore, MetaNode, NodeConfig, ServerError, StateMachine, Wal,
+    network, state_machine, store,
+};
+use crate::MetaError;
+use crate::request::MetaRequest;
+use crate::rpc::ConnPool;
+use crate::types::*;
+use crate::wire::{Request, Response};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct NodeRecord {
+    id: NodeId,
+    groups: Vec<GroupId>,
+}
+
+impl MetaNode {
+    /// Opens the node's state under `data_dir` and starts serving. A node with
+    /// no state waits: the first client request makes it a one-node cluster,
+    /// or `strata meta init` on another node makes it a member of that cluster.
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<MetaNode>, ServerError> {
+        let dd = |reason: String| ServerError::DataDir {
+            path: cfg.data_dir.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dd(e.to_string()))?;
+        let db = store::open(&cfg.data_dir.join("meta.redb"))?;
+        let marked = store::check_format(&db).map_err(|e| dd(e.to_string()))?;
+        let listener = TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: cfg.listen.clone(),
+                reason: e.to_string(),
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServerError::Listen {
+                addr: cfg.listen.clone(),
+                reason: e.to_string(),
+            })?
+            .to_string();
+        let record = read_node_record(&db)?;
+        if let Some(r) = &record
+            && r.id != cfg.id
+        {
+            return Err(ServerError::WrongNode {
+                found: r.id,
+                wanted: cfg.id,
+            });
+        }
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let wal = Wal::open(&cfg.data_dir.join("wal"), &db)?;
+        if !marked {
+            // Everything read back: the data dir is in this build's format.
+            store::record_format(&db)?;
+        }
+        let node = Arc::new(MetaNode {
+            id: cfg.id,
+            addr,
+            db,
+            groups: Default::default(),
+            membership_lock: Default::default(),
+            pool: ConnPool::default(),
+            snapshot_dir: cfg.data_dir.join("snapshots"),
+            snapshot_logs: cfg.snapshot_logs,
+            wal,
+            read_leases: Default::default(),
+            shutdown,
+            tasks: tokio_util::task::TaskTracker::new(),
+        });
+        if let Some(r) = &record {
+            for &g in &r.groups {
+                node.start_group(g).await?;
+            }
+        }
+        node.tasks
+            .spawn(recover_transactions(node.clone(), shutdown_rx.clone()));
+        node.tasks
+            .spawn(accept_loop(node.clone(), listener, shutdown_rx));
+        if let Some(r) = record {
+            // The cluster map must carry this node's current address (the
+            // embedded default binds a new port at every start).
+            node.register_self(&r.groups).await?;
+        }
+        tracing::info!(id = node.id, addr = %node.addr, groups = ?node.groups(), "metaserver ready");
+        Ok(node)
+    }
+
+    pub(super) async fn start_group(&self, g: GroupId) -> Result<Raft, ServerError> {
+        if let Some(r) = self.raft(g) {
+            return Ok(r);
+        }
+        let raft = Raft::new(
+            self.id,
+            raft_config(self.snapshot_logs),
+            network::NetworkFactory {
+                group: g,
+                pool: self.pool.clone(),
+            },
+            LogStore::new(self.wal.clone(), g),
+            StateMachine::new(self.db.clone(), g, self.snapshot_dir.clone()),
+        )
+        .await
+        .map_err(|e| ServerError::Raft {
+            group: g,
+            reason: e.to_string(),
+        })?;
+        self.groups.write().unwrap().insert(g, raft.clone());
+        Ok(raft)
+    }
+
+    pub(super) fn save_groups(&self) -> Result<(), ServerError> {
+        write_node_record(
+            &self.db,
+            &NodeRecord {
+                id: self.id,
+                groups: self.groups(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records this node's address in group 0, through whichever node leads it.
+    async fn register_self(&self, groups: &[GroupId]) -> Result<(), ServerError> {
+        let req = MetaRequest::RegisterNode {
+            id: self.id,
+            addr: self.addr.clone(),
+            groups: groups.to_vec(),
+        };
+        if self.is_registered(&req)? {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let res = match self.serve(CLUSTER_GROUP, req.clone(), None).await {
+                Err(MetaError::NotLeader {
+                    leader: Some((_, addr)),
+                    ..
+                }) => match self
+                    .pool
+                    .call(
+                        &addr,
+                        Request::Meta {
+                            group: CLUSTER_GROUP,
+                            req: req.clone(),
+                            origin: None,
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
+                    Ok(Response::Meta(r)) => r,
+                    Ok(_) => Err(MetaError::Protocol("unexpected answer".into())),
+                    Err(e) => Err(MetaError::Unavailable(e.to_string())),
+                },
+                other => other,
+            };
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    // Waits for an election after a restart.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    return Err(ServerError::Raft {
+                        group: CLUSTER_GROUP,
+                        reason: format!("registering the node failed: {e}"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the local copy of the cluster map already has this exact entry.
+    fn is_registered(&self, req: &MetaRequest) -> Result<bool, ServerError> {
+        let MetaRequest::RegisterNode { id, addr, groups } = req else {
+            return Ok(false);
+        };
+        let map = match state_machine::read(&self.db, CLUSTER_GROUP, MetaRequest::GetClusterMap)? {
+            Ok(crate::request::MetaResponse::ClusterMap(m)) => m,
+            _ => return Ok(false),
+        };
+        Ok(map.nodes.get(id) == Some(addr)
+            && groups
+                .iter()
+                .all(|g| map.groups.get(g).is_some_and(|m| m.contains(id))))
+    }
+
+    /// Makes a node without state a one-node cluster: group 0 and the
+    /// partition groups, each with this node as its only voter.
+    pub(super) async fn bootstrap(&self) -> Result<(), MetaError> {
+        let _guard = self.membership_lock.lock().await;
+        if read_node_record(&self.db)?.is_some() {
+            return Ok(());
+        }
+        let groups: Vec<GroupId> = (0..=DEFAULT_PARTITION_GROUPS).collect();
+        for &g in &groups {
+            let raft = self
+                .start_group(g)
+                .await
+                .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+            let members = BTreeMap::from([(
+                self.id,
+                BasicNode {
+                    addr: self.addr.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| MetaError::Unavailable(format!("bootstrapping group {g}: {e}")))?;
+        }
+        self.save_groups()
+            .map_err(|e| MetaError::Storage(e.to_string()))?;
+        self.register_self(&groups)
+            .await
+            .map_err(|e| MetaError::Unavailable(e.to_string()))?;
+        tracing::info!(id = self.id, "bootstrapped a one-node cluster");
+        Ok(())
+    }
+}
+
+pub(super) fn read_node_record(db: &Database) -> Result<Option<NodeRecord>, store::StoreError> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(store::NODE)?;
+    match t.get("node")? {
+        Some(v) => Ok(Some(store::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn write_node_record(db: &Database, r: &NodeRecord) -> Result<(), store::StoreError> {
+    let tx = db.begin_write()?;
+    tx.open_table(store::NODE)?
+        .insert("node", store::encode(r).as_slice())?;
+    tx.commit()?;
+    Ok(())
+}

@@ -19,5 +19,5 @@ pub mod wire;
 
 pub use client::{FsClient, FsSpec, MetaClient};
 pub use error::MetaError;
-pub use request::{MetaRequest, MetaResponse, MetaResult, XattrMode};
+pub use request::{MetaRequest, MetaResponse, MetaResult, ReadRequest, WriteRequest, XattrMode};
 pub use types::*;

@@ -226,7 +226,7 @@ impl FsInfo {
 }
 
 /// One row of a filesystem's tree, as `strata dump` writes it and `strata
-/// load` reads it (`MetaRequest::DumpRows`, `MetaRequest::LoadRows`).
+/// load` reads it (`ReadRequest::DumpRows`, `WriteRequest::LoadRows`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum TreeRow {
     Inode(Inode),

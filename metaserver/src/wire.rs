@@ -137,6 +137,7 @@ pub fn decode_bytes<T: for<'de> Deserialize<'de>>(buf: BytesMut) -> Result<Frame
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::{ReadRequest, WriteRequest};
     use crate::types::Timestamp;
     use futures::{SinkExt, StreamExt};
     use tokio_util::codec::{FramedRead, FramedWrite};
@@ -147,12 +148,13 @@ mod tests {
             id: 7,
             body: Request::Meta {
                 group: 3,
-                req: MetaRequest::Unlink {
+                req: WriteRequest::Unlink {
                     fs: 1,
                     parent: 1,
                     name: b"a".to_vec(),
                     now: Timestamp { sec: 5, nsec: 6 },
-                },
+                }
+                .into(),
                 origin: None,
             },
         };
@@ -162,12 +164,12 @@ mod tests {
         match back.body {
             Request::Meta { group: 3, req, .. } => assert_eq!(
                 req,
-                MetaRequest::Unlink {
+                MetaRequest::Write(WriteRequest::Unlink {
                     fs: 1,
                     parent: 1,
                     name: b"a".to_vec(),
                     now: Timestamp { sec: 5, nsec: 6 }
-                }
+                })
             ),
             other => panic!("unexpected {other:?}"),
         }
@@ -187,7 +189,7 @@ mod tests {
                     1,
                 ),
                 payload: openraft::EntryPayload::Normal(crate::request::LogRequest {
-                    req: MetaRequest::GetClusterMap,
+                    req: WriteRequest::UnregisterNode { id: 4 },
                     origin: None,
                     at: crate::types::Timestamp::default(),
                 }),
@@ -212,7 +214,7 @@ mod tests {
             id: 1,
             body: Request::Meta {
                 group: 0,
-                req: MetaRequest::ListFs,
+                req: ReadRequest::ListFs.into(),
                 origin: None,
             },
         })
@@ -231,7 +233,7 @@ mod tests {
         let mut bytes = vec![1u8]; // id
         bytes.push(0); // Request::Meta
         bytes.push(0); // group 0
-        bytes.push(14); // MetaRequest::Lookup
+        bytes.push(14); // ReadRequest::Lookup
         bytes.extend([1, 1]); // fs, parent
         bytes.push(253); // u64 length marker
         bytes.extend((1u64 << 40).to_le_bytes());

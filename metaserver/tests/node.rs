@@ -221,7 +221,7 @@ async fn malformed_frame_closes_only_that_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_applies_once() {
-    use strata_meta::request::{MetaRequest, MetaResponse, Origin};
+    use strata_meta::request::{MetaResponse, Origin, WriteRequest};
     use strata_meta::rpc::Connection;
     use strata_meta::wire::{Request, Response};
     use strata_meta::{Timestamp, types::CLUSTER_GROUP};
@@ -233,7 +233,7 @@ async fn a_retried_write_applies_once() {
     let conn = Connection::connect(&node.addr).await.unwrap();
     let create = |seq: u64, done_below: u64| Request::Meta {
         group,
-        req: MetaRequest::Create {
+        req: WriteRequest::Create {
             fs: fs.info.id,
             parent: 1,
             name: b"once".to_vec(),
@@ -244,7 +244,8 @@ async fn a_retried_write_applies_once() {
             rdev: 0,
             symlink: None,
             now: Timestamp::now(),
-        },
+        }
+        .into(),
         origin: Some(Origin {
             client: 99,
             seq,

@@ -7,7 +7,7 @@ use super::placement::DEFAULT_DIR_SPREAD_SLACK;
 use super::recent::{RecentAttrs, RecentEntries};
 use super::{FsClient, MetaClient, unexpected};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// What a new filesystem is made of (see `MetaClient::create_fs`).
@@ -26,7 +26,7 @@ pub struct FsSpec {
 
 impl MetaClient {
     pub async fn list_fs(&self) -> Result<Vec<FsInfo>, MetaError> {
-        match self.call(CLUSTER_GROUP, MetaRequest::ListFs).await? {
+        match self.call(CLUSTER_GROUP, ReadRequest::ListFs).await? {
             MetaResponse::FsList(l) => Ok(l),
             other => Err(unexpected(other)),
         }
@@ -70,7 +70,7 @@ impl MetaClient {
         root_owner: (u32, u32),
     ) -> Result<FsInfo, MetaError> {
         let now = Timestamp::now();
-        let req = MetaRequest::CreateFsSized {
+        let req = WriteRequest::CreateFsSized {
             name: spec.name.clone(),
             uuid: spec.uuid.clone(),
             storage: spec.storage.clone(),
@@ -90,7 +90,7 @@ impl MetaClient {
         for p in &parts {
             self.call(
                 p.group,
-                MetaRequest::InitPartition {
+                WriteRequest::InitPartition {
                     part: *p,
                     chunk_size: info.chunk_size,
                 },
@@ -104,7 +104,7 @@ impl MetaClient {
             .ok_or_else(|| MetaError::Storage("no partition holds the root inode".into()))?;
         self.call(
             root_group,
-            MetaRequest::InitRoot {
+            WriteRequest::InitRoot {
                 fs: info.id,
                 mode: 0o755,
                 uid: root_owner.0,
@@ -121,7 +121,7 @@ impl MetaClient {
         match self
             .call(
                 CLUSTER_GROUP,
-                MetaRequest::MarkFsReady { name: name.into() },
+                WriteRequest::MarkFsReady { name: name.into() },
             )
             .await?
         {
@@ -132,7 +132,7 @@ impl MetaClient {
 
     pub async fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, MetaError> {
         match self
-            .call(CLUSTER_GROUP, MetaRequest::ListPartitions { fs })
+            .call(CLUSTER_GROUP, ReadRequest::ListPartitions { fs })
             .await?
         {
             MetaResponse::Partitions(p) => Ok(p),
@@ -155,7 +155,7 @@ impl MetaClient {
     /// before it is ready).
     pub async fn open_loading_fs(self: &Arc<Self>, name: &str) -> Result<FsClient, MetaError> {
         let info = match self
-            .call(CLUSTER_GROUP, MetaRequest::GetFs { name: name.into() })
+            .call(CLUSTER_GROUP, ReadRequest::GetFs { name: name.into() })
             .await?
         {
             MetaResponse::Fs(f) => f,
@@ -180,7 +180,7 @@ impl MetaClient {
         groups.dedup();
         let mut total = Usage::default();
         for g in groups {
-            match self.call(g, MetaRequest::Usage { fs }).await? {
+            match self.call(g, ReadRequest::Usage { fs }).await? {
                 MetaResponse::Usage(u) => {
                     total.inodes += u.inodes;
                     total.bytes += u.bytes;

@@ -3,7 +3,7 @@
 
 use super::{FsClient, expect_answer, unexpected};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// A commit of written slices, as `FsClient::write_slices` answers it.
@@ -29,7 +29,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::GetAttrAndChunk {
+                ReadRequest::GetAttrAndChunk {
                     fs: self.info.id,
                     ino,
                     index,
@@ -46,7 +46,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::ReadChunk {
+                ReadRequest::ReadChunk {
                     fs: self.info.id,
                     ino,
                     index,
@@ -68,7 +68,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::WriteSlices {
+                WriteRequest::WriteSlices {
                     fs: self.info.id,
                     ino,
                     slices,
@@ -115,7 +115,7 @@ impl FsClient {
         at_least: u64,
         len: u64,
     ) -> Result<u64, MetaError> {
-        let req = MetaRequest::ReserveAppend {
+        let req = WriteRequest::ReserveAppend {
             fs: self.info.id,
             ino,
             at_least,
@@ -133,7 +133,7 @@ impl FsClient {
 
     /// Makes `[offset, offset + len)` of file `ino` read as zeros.
     pub async fn punch_hole(&self, ino: Ino, offset: u64, len: u64) -> Result<Inode, MetaError> {
-        let req = MetaRequest::PunchHole {
+        let req = WriteRequest::PunchHole {
             fs: self.info.id,
             ino,
             offset,
@@ -151,7 +151,7 @@ impl FsClient {
             .meta
             .call(
                 CLUSTER_GROUP,
-                MetaRequest::AllocSliceIds {
+                WriteRequest::AllocSliceIds {
                     fs: self.info.id,
                     count,
                 },

@@ -3,7 +3,7 @@
 use super::unexpected;
 use super::{FsClient, MetaClient};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// Rows sent per `LoadRows` request.
@@ -18,7 +18,7 @@ impl FsClient {
         kind: TreeRowKind,
         after: Option<Vec<u8>>,
     ) -> Result<(Vec<TreeRow>, Option<Vec<u8>>), MetaError> {
-        let req = MetaRequest::DumpRows {
+        let req = ReadRequest::DumpRows {
             fs: self.info.id,
             kind,
             after,
@@ -39,7 +39,7 @@ impl FsClient {
         into: FsId,
         rows: Vec<TreeRow>,
     ) -> Result<(), MetaError> {
-        let req = MetaRequest::LoadRows {
+        let req = WriteRequest::LoadRows {
             fs: into,
             layout: self.info.id,
             rows,
@@ -52,8 +52,11 @@ impl FsClient {
 impl MetaClient {
     /// New slices of `fs` get ids from `at_least` on.
     pub async fn raise_slice_floor(&self, fs: FsId, at_least: SliceId) -> Result<(), MetaError> {
-        self.call(CLUSTER_GROUP, MetaRequest::RaiseSliceFloor { fs, at_least })
-            .await?;
+        self.call(
+            CLUSTER_GROUP,
+            WriteRequest::RaiseSliceFloor { fs, at_least },
+        )
+        .await?;
         Ok(())
     }
 
@@ -63,7 +66,7 @@ impl MetaClient {
         name: &str,
         borrowed: Vec<BorrowedBlocks>,
     ) -> Result<FsInfo, MetaError> {
-        let req = MetaRequest::SetBorrowed {
+        let req = WriteRequest::SetBorrowed {
             name: name.into(),
             borrowed,
         };

@@ -9,7 +9,7 @@ use super::recent::{RecentAttrs, RecentEntries};
 use super::routing::CALL_DEADLINE;
 use super::{MetaClient, expect_answer};
 use crate::MetaError;
-use crate::request::{IntentInfo, MetaRequest, MetaResponse};
+use crate::request::{IntentInfo, MetaRequest, MetaResponse, ReadRequest};
 use crate::types::*;
 
 /// Typed metadata calls for one filesystem.
@@ -145,12 +145,17 @@ impl FsClient {
     pub(crate) async fn call_group(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: impl Into<MetaRequest>,
     ) -> Result<MetaResponse, MetaError> {
+        let req = req.into();
         self.retrying(|| self.meta.call(g, req.clone())).await
     }
 
-    pub(super) async fn call(&self, ino: Ino, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+    pub(super) async fn call(
+        &self,
+        ino: Ino,
+        req: impl Into<MetaRequest>,
+    ) -> Result<MetaResponse, MetaError> {
         self.call_group(self.group_of(ino).await?, req).await
     }
 
@@ -180,7 +185,7 @@ impl FsClient {
 
     /// One page of the inodes group `g` holds, numbers above `after`.
     pub async fn list_inodes(&self, g: GroupId, after: Ino) -> Result<Vec<Inode>, MetaError> {
-        let req = MetaRequest::ListInodes {
+        let req = ReadRequest::ListInodes {
             fs: self.info.id,
             after,
             limit: 4096,
@@ -190,6 +195,6 @@ impl FsClient {
 
     /// Transactions prepared in group `g` and not finished yet.
     pub async fn intents(&self, g: GroupId) -> Result<Vec<IntentInfo>, MetaError> {
-        expect_answer!(self.meta.call(g, MetaRequest::ListIntents).await?, MetaResponse::Intents(l) => l)
+        expect_answer!(self.meta.call(g, ReadRequest::ListIntents).await?, MetaResponse::Intents(l) => l)
     }
 }

@@ -5,7 +5,7 @@
 use super::FsClient;
 use super::unexpected;
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 impl FsClient {
@@ -13,7 +13,7 @@ impl FsClient {
     /// every group holding this filesystem.
     pub async fn set_trash_days(&self, days: u32) -> Result<(), MetaError> {
         for g in self.groups() {
-            let req = MetaRequest::SetTrashDays {
+            let req = WriteRequest::SetTrashDays {
                 fs: self.info.id,
                 days,
             };
@@ -26,7 +26,7 @@ impl FsClient {
     pub async fn trash_days(&self) -> Result<u32, MetaError> {
         let g = self.group_of(ROOT_INO).await?;
         match self
-            .call_group(g, MetaRequest::GetTrashDays { fs: self.info.id })
+            .call_group(g, ReadRequest::GetTrashDays { fs: self.info.id })
             .await?
         {
             MetaResponse::TrashDays(d) => Ok(d),
@@ -38,7 +38,7 @@ impl FsClient {
     /// an `until` not in the future lets them go.
     pub async fn hold(&self, inos: &[Ino], until: Timestamp) -> Result<(), MetaError> {
         for (g, inos) in self.by_group(inos).await? {
-            let req = MetaRequest::HoldInodes {
+            let req = WriteRequest::HoldInodes {
                 fs: self.info.id,
                 inos,
                 until,
@@ -56,7 +56,7 @@ impl FsClient {
         after: SliceId,
         limit: u32,
     ) -> Result<(u64, Vec<Deletion>), MetaError> {
-        let req = MetaRequest::GarbageWork {
+        let req = ReadRequest::GarbageWork {
             fs: self.info.id,
             now: Timestamp::now(),
             after,
@@ -73,7 +73,7 @@ impl FsClient {
 
     /// Purges up to `limit` due trash entries of group `g`.
     pub async fn purge_trash(&self, g: GroupId, limit: u32) -> Result<u64, MetaError> {
-        let req = MetaRequest::PurgeTrash {
+        let req = WriteRequest::PurgeTrash {
             fs: self.info.id,
             now: Timestamp::now(),
             limit,
@@ -86,7 +86,7 @@ impl FsClient {
 
     /// Drops deletion-queue entries of group `g` whose objects are deleted.
     pub async fn ack_deletions(&self, g: GroupId, slices: Vec<SliceId>) -> Result<(), MetaError> {
-        let req = MetaRequest::AckDeletions {
+        let req = WriteRequest::AckDeletions {
             fs: self.info.id,
             slices,
         };
@@ -104,7 +104,7 @@ impl FsClient {
         old: Vec<Slice>,
         new: Slice,
     ) -> Result<bool, MetaError> {
-        let req = MetaRequest::CompactChunk {
+        let req = WriteRequest::CompactChunk {
             fs: self.info.id,
             ino,
             index,
@@ -120,7 +120,7 @@ impl FsClient {
 
     /// One page of group `g`'s trash, inode numbers above `after`.
     pub async fn list_trash(&self, g: GroupId, after: Ino) -> Result<Vec<TrashEntry>, MetaError> {
-        let req = MetaRequest::ListTrash {
+        let req = ReadRequest::ListTrash {
             fs: self.info.id,
             after,
             limit: 1024,
@@ -134,7 +134,7 @@ impl FsClient {
     /// Links trashed inode `ino` back under the name it was removed from
     /// (with `.restored-INO` appended if that name is taken).
     pub async fn restore_trash(&self, ino: Ino) -> Result<Inode, MetaError> {
-        let req = MetaRequest::RestoreTrash {
+        let req = WriteRequest::RestoreTrash {
             fs: self.info.id,
             ino,
             now: Timestamp::now(),
@@ -156,7 +156,7 @@ impl FsClient {
         g: GroupId,
         after: Option<(Ino, u32)>,
     ) -> Result<Vec<(Ino, u32, Vec<Slice>)>, MetaError> {
-        let req = MetaRequest::ListChunks {
+        let req = ReadRequest::ListChunks {
             fs: self.info.id,
             after,
             limit: 1024,

@@ -4,7 +4,7 @@
 
 use super::{FsClient, expect_answer, unexpected};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, TxStep};
+use crate::request::{MetaResponse, ReadRequest, TxStep, WriteRequest};
 use crate::types::*;
 
 impl FsClient {
@@ -33,7 +33,7 @@ impl FsClient {
     ) -> Result<MetaResponse, MetaError> {
         self.call(
             parent,
-            MetaRequest::Lookup {
+            ReadRequest::Lookup {
                 fs: self.info.id,
                 parent,
                 name: name.to_vec(),
@@ -65,7 +65,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::GetAttr {
+                ReadRequest::GetAttr {
                     fs: self.info.id,
                     ino,
                 },
@@ -80,7 +80,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::SetAttr {
+                WriteRequest::SetAttr {
                     fs: self.info.id,
                     ino,
                     set,
@@ -103,7 +103,7 @@ impl FsClient {
         let r = self
             .call(
                 ino,
-                MetaRequest::ReadDir {
+                ReadRequest::ReadDir {
                     fs: self.info.id,
                     ino,
                     after,
@@ -139,7 +139,7 @@ impl FsClient {
                 return self.growing(target, || self.retrying(mkdir)).await;
             }
         }
-        let req = MetaRequest::Create {
+        let req = WriteRequest::Create {
             fs: self.info.id,
             parent,
             name: name.to_vec(),
@@ -222,7 +222,7 @@ impl FsClient {
         let _changing = self.entries.changing(&[(parent, name)]);
         let (pg, ig) = (self.group_of(parent).await?, self.group_of(ino).await?);
         if pg == ig {
-            let req = MetaRequest::Link {
+            let req = WriteRequest::Link {
                 fs: self.info.id,
                 ino,
                 parent,
@@ -281,14 +281,14 @@ impl FsClient {
         let now = Timestamp::now();
         let name_v = name.to_vec();
         let req = if dir {
-            MetaRequest::Rmdir {
+            WriteRequest::Rmdir {
                 fs,
                 parent,
                 name: name_v,
                 now,
             }
         } else {
-            MetaRequest::Unlink {
+            WriteRequest::Unlink {
                 fs,
                 parent,
                 name: name_v,

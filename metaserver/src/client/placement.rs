@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{FsClient, expect_answer};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// Default of `FsClient::set_dir_spread_slack`.
@@ -41,7 +41,7 @@ impl FsClient {
             .iter()
             .filter(|p| p.group == g)
             .count() as u32;
-        let req = MetaRequest::AddPartition {
+        let req = WriteRequest::AddPartition {
             fs: self.info.id,
             group: g,
             seen,
@@ -50,7 +50,7 @@ impl FsClient {
         // Every partition of the group, not only the new one: a client that
         // died after adding one may have left it uninitialized (this is idempotent).
         for p in parts.iter().filter(|p| p.group == g) {
-            let req = MetaRequest::InitPartition {
+            let req = WriteRequest::InitPartition {
                 part: *p,
                 chunk_size: self.info.chunk_size,
             };
@@ -79,7 +79,7 @@ impl FsClient {
             for g in self.groups() {
                 if let Ok(MetaResponse::Usage(u)) = self
                     .meta
-                    .call(g, MetaRequest::LiveUsage { fs: self.info.id })
+                    .call(g, ReadRequest::LiveUsage { fs: self.info.id })
                     .await
                 {
                     fresh.insert(g, u.inodes);

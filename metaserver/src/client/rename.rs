@@ -4,7 +4,7 @@
 use super::txn::split_steps;
 use super::{FsClient, expect_answer};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, RenameMode, TxStep};
+use crate::request::{MetaResponse, RenameMode, TxStep, WriteRequest};
 use crate::types::*;
 
 impl FsClient {
@@ -29,7 +29,7 @@ impl FsClient {
             let (fs, now) = (self.info.id, Timestamp::now());
             let (name_v, new_name_v) = (name.to_vec(), new_name.to_vec());
             let req = match mode {
-                RenameMode::Replace => MetaRequest::Rename {
+                RenameMode::Replace => WriteRequest::Rename {
                     fs,
                     parent,
                     name: name_v,
@@ -37,7 +37,7 @@ impl FsClient {
                     new_name: new_name_v,
                     now,
                 },
-                mode => MetaRequest::RenameWith {
+                mode => WriteRequest::RenameWith {
                     fs,
                     parent,
                     name: name_v,

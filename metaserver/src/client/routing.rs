@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::unexpected;
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, Origin};
+use crate::request::{MetaRequest, MetaResponse, Origin, ReadRequest};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{Request, Response};
@@ -104,7 +104,7 @@ impl MetaClient {
 
     pub(super) async fn load_map(&self, deadline: Duration) -> Result<ClusterMap, MetaError> {
         match self
-            .call_until(CLUSTER_GROUP, MetaRequest::GetClusterMap, deadline)
+            .call_until(CLUSTER_GROUP, ReadRequest::GetClusterMap, deadline)
             .await?
         {
             MetaResponse::ClusterMap(m) => {
@@ -158,7 +158,11 @@ impl MetaClient {
     }
 
     /// Sends `req` to group `g`, retrying on other nodes until `CALL_DEADLINE`.
-    pub async fn call(&self, g: GroupId, req: MetaRequest) -> Result<MetaResponse, MetaError> {
+    pub async fn call(
+        &self,
+        g: GroupId,
+        req: impl Into<MetaRequest>,
+    ) -> Result<MetaResponse, MetaError> {
         self.call_until(g, req, CALL_DEADLINE).await
     }
 
@@ -167,7 +171,7 @@ impl MetaClient {
     pub async fn call_patient(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: impl Into<MetaRequest>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
         self.call_until(g, req, patience).await
@@ -176,10 +180,11 @@ impl MetaClient {
     pub(super) async fn call_until(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: impl Into<MetaRequest>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
-        if req.is_read() {
+        let req = req.into();
+        if let MetaRequest::Read(_) = req {
             return self.send(g, req, None, patience).await;
         }
         // A write keeps its sequence number through every retry, so the group

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::unexpected;
 use super::{FsClient, MetaClient};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// Inodes per `CopyInodes` request of a snapshot of one tree.
@@ -43,7 +43,7 @@ impl MetaClient {
         max_freeze: Duration,
     ) -> Result<SnapshotInfo, MetaError> {
         let subtree = subtree.filter(|p| p.split('/').any(|c| !c.is_empty()));
-        let req = MetaRequest::CreateSnapshot {
+        let req = WriteRequest::CreateSnapshot {
             source: source.into(),
             name: name.into(),
             now: Timestamp::now(),
@@ -72,7 +72,7 @@ impl MetaClient {
                     break;
                 }
                 for g in new {
-                    let freeze = MetaRequest::SetFreeze {
+                    let freeze = WriteRequest::SetFreeze {
                         fs: snap.source,
                         until: Some(until),
                     };
@@ -85,7 +85,7 @@ impl MetaClient {
             loop {
                 let mut pending = 0;
                 for &g in &frozen {
-                    match self.call(g, MetaRequest::ListIntents).await? {
+                    match self.call(g, ReadRequest::ListIntents).await? {
                         MetaResponse::Intents(l) => {
                             pending += l.iter().filter(|i| i.fs == snap.source).count()
                         }
@@ -106,7 +106,7 @@ impl MetaClient {
             // What an earlier, failed attempt under this name copied is
             // from another moment: start from nothing.
             for &g in &frozen {
-                let drop = MetaRequest::DropFs {
+                let drop = WriteRequest::DropFs {
                     fs: snap.id,
                     source: snap.source,
                 };
@@ -116,7 +116,7 @@ impl MetaClient {
                 None => {
                     let pause = copy_pause();
                     for &g in &frozen {
-                        let copy = MetaRequest::CopyFs {
+                        let copy = WriteRequest::CopyFs {
                             from: snap.source,
                             to: snap.id,
                         };
@@ -130,7 +130,7 @@ impl MetaClient {
                     let src = self.open_fs(source).await?;
                     self.copy_subtree(&src, &snap, path, max_freeze).await?;
                     for &g in &frozen {
-                        let seal = MetaRequest::SealSnapshot {
+                        let seal = WriteRequest::SealSnapshot {
                             fs: snap.id,
                             source: snap.source,
                         };
@@ -153,7 +153,7 @@ impl MetaClient {
         .await;
         // Lift whatever happened; a failed snapshot can be taken again.
         for &g in &frozen {
-            let lift = MetaRequest::SetFreeze {
+            let lift = WriteRequest::SetFreeze {
                 fs: snap.source,
                 until: None,
             };
@@ -162,7 +162,7 @@ impl MetaClient {
             }
         }
         cut?;
-        let req = MetaRequest::SnapshotReady {
+        let req = WriteRequest::SnapshotReady {
             source: source.into(),
             name: name.into(),
         };
@@ -234,7 +234,7 @@ impl MetaClient {
             .collect();
         for (g, inos) in per_group {
             for batch in inos.chunks(SUBTREE_BATCH) {
-                let req = MetaRequest::CopyInodes {
+                let req = WriteRequest::CopyInodes {
                     from: snap.source,
                     to: snap.id,
                     root,
@@ -265,7 +265,7 @@ impl MetaClient {
         );
         let root_group = src.group_of(ROOT_INO).await?;
         for batch in rows.chunks(super::dump::LOAD_BATCH) {
-            let req = MetaRequest::LoadRows {
+            let req = WriteRequest::LoadRows {
                 fs: snap.id,
                 layout: snap.source,
                 rows: batch.to_vec(),
@@ -284,7 +284,7 @@ impl MetaClient {
         name: &str,
         created: Timestamp,
     ) -> Result<SnapshotInfo, MetaError> {
-        let req = MetaRequest::CreateSnapshot {
+        let req = WriteRequest::CreateSnapshot {
             source: source.into(),
             name: name.into(),
             now: created,
@@ -305,13 +305,13 @@ impl MetaClient {
         groups: &[GroupId],
     ) -> Result<(), MetaError> {
         for &g in groups {
-            let seal = MetaRequest::SealSnapshot {
+            let seal = WriteRequest::SealSnapshot {
                 fs: snap.id,
                 source: snap.source,
             };
             self.call_patient(g, seal, DROP_PATIENCE).await?;
         }
-        let req = MetaRequest::SnapshotReady {
+        let req = WriteRequest::SnapshotReady {
             source: source.into(),
             name: snap.name.clone(),
         };
@@ -320,7 +320,7 @@ impl MetaClient {
     }
 
     pub async fn list_snapshots(&self, source: &str) -> Result<Vec<SnapshotInfo>, MetaError> {
-        let req = MetaRequest::ListSnapshots {
+        let req = ReadRequest::ListSnapshots {
             source: source.into(),
         };
         match self.call(CLUSTER_GROUP, req).await? {
@@ -344,13 +344,13 @@ impl MetaClient {
             .ok_or_else(|| MetaError::FsNotFound(snapshot_fs_name(source, name)))?;
         let src = self.open_fs(source).await?;
         for g in src.groups() {
-            let drop = MetaRequest::DropFs {
+            let drop = WriteRequest::DropFs {
                 fs: snap.id,
                 source: snap.source,
             };
             self.call_patient(g, drop, DROP_PATIENCE).await?;
         }
-        let req = MetaRequest::DeleteSnapshot {
+        let req = WriteRequest::DeleteSnapshot {
             source: source.into(),
             name: name.into(),
         };

@@ -5,7 +5,7 @@
 
 use super::{FsClient, MetaClient, unexpected};
 use crate::MetaError;
-use crate::request::{IntentInfo, MetaRequest, MetaResponse, TxId, TxStep};
+use crate::request::{IntentInfo, MetaResponse, TxId, TxStep, WriteRequest};
 use crate::types::*;
 
 impl MetaClient {
@@ -14,7 +14,7 @@ impl MetaClient {
     /// it out everywhere. Returns the decision.
     pub async fn resolve_transaction(&self, t: &IntentInfo) -> Result<bool, MetaError> {
         let commit = match self
-            .call(t.coord, MetaRequest::TxResolve { tx: t.tx })
+            .call(t.coord, WriteRequest::TxResolve { tx: t.tx })
             .await?
         {
             MetaResponse::Decision(d) => d,
@@ -37,7 +37,7 @@ impl MetaClient {
     ) -> Result<Vec<(Inode, bool)>, MetaError> {
         let mut changed = Vec::new();
         for &g in participants {
-            let req = MetaRequest::TxFinish {
+            let req = WriteRequest::TxFinish {
                 fs,
                 tx,
                 commit,
@@ -48,7 +48,7 @@ impl MetaClient {
                 other => return Err(unexpected(other)),
             }
         }
-        self.call(coord, MetaRequest::TxForget { tx }).await?;
+        self.call(coord, WriteRequest::TxForget { tx }).await?;
         Ok(changed)
     }
 }
@@ -86,7 +86,7 @@ impl FsClient {
         let fs = self.info.id;
         let tx: TxId = uuid::Uuid::new_v4().as_u64_pair().0;
         let participants: Vec<GroupId> = parts.iter().map(|(g, _)| *g).collect();
-        let begin = MetaRequest::TxBegin {
+        let begin = WriteRequest::TxBegin {
             fs,
             tx,
             participants: participants.clone(),
@@ -102,7 +102,7 @@ impl FsClient {
         let mut created: Vec<Inode> = Vec::new();
         let mut failure = None;
         for (g, steps) in parts {
-            let req = MetaRequest::TxPrepare {
+            let req = WriteRequest::TxPrepare {
                 fs,
                 tx,
                 coord,
@@ -124,7 +124,7 @@ impl FsClient {
         }
         let mut changed: Vec<(Inode, bool)> = created.iter().map(|i| (i.clone(), false)).collect();
         if failure.is_none() {
-            let req = MetaRequest::TxCommit {
+            let req = WriteRequest::TxCommit {
                 fs,
                 tx,
                 steps: coord_steps(&created),
@@ -139,7 +139,7 @@ impl FsClient {
         if let Some(e) = failure {
             // The commit may have landed even though its answer was lost:
             // only the coordinator's record says.
-            match self.meta.call(coord, MetaRequest::TxResolve { tx }).await {
+            match self.meta.call(coord, WriteRequest::TxResolve { tx }).await {
                 Ok(MetaResponse::Decision(true)) => {}
                 Ok(MetaResponse::Decision(false)) => {
                     let _ = self

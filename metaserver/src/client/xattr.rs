@@ -3,12 +3,12 @@
 use super::FsClient;
 use super::unexpected;
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, XattrMode};
+use crate::request::{MetaResponse, ReadRequest, WriteRequest, XattrMode};
 use crate::types::*;
 
 impl FsClient {
     pub async fn get_xattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, MetaError> {
-        let req = MetaRequest::GetXattr {
+        let req = ReadRequest::GetXattr {
             fs: self.info.id,
             ino,
             name: name.to_vec(),
@@ -20,7 +20,7 @@ impl FsClient {
     }
 
     pub async fn list_xattrs(&self, ino: Ino) -> Result<Vec<Vec<u8>>, MetaError> {
-        let req = MetaRequest::ListXattrs {
+        let req = ReadRequest::ListXattrs {
             fs: self.info.id,
             ino,
         };
@@ -38,7 +38,7 @@ impl FsClient {
         value: &[u8],
         mode: XattrMode,
     ) -> Result<Inode, MetaError> {
-        let req = MetaRequest::SetXattr {
+        let req = WriteRequest::SetXattr {
             fs: self.info.id,
             ino,
             name: name.to_vec(),
@@ -51,7 +51,7 @@ impl FsClient {
 
     /// Removes an extended attribute; returns the inode (its ctime changed).
     pub async fn remove_xattr(&self, ino: Ino, name: &[u8]) -> Result<Inode, MetaError> {
-        let req = MetaRequest::RemoveXattr {
+        let req = WriteRequest::RemoveXattr {
             fs: self.info.id,
             ino,
             name: name.to_vec(),

@@ -11,6 +11,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::{MetaNode, state_machine};
 use crate::MetaError;
+use crate::request::MetaRequest;
 use crate::wire::{self, Frame, Request, Response};
 
 impl MetaNode {
@@ -120,7 +121,11 @@ async fn serve_connection(
         // Point reads under a read lease are answered here: a spawned task
         // would cost more than the read, often waking another worker thread.
         let body = match frame.body {
-            Request::Meta { group, req, .. } if node.answers_inline(group, &req) => {
+            Request::Meta {
+                group,
+                req: MetaRequest::Read(req),
+                ..
+            } if node.answers_inline(group, &req) => {
                 answer(&writer, id, Response::Meta(node.read_local(group, req))).await;
                 continue;
             }

@@ -10,7 +10,7 @@ use openraft::async_runtime::WatchReceiver;
 use super::start::read_node_record;
 use super::{DEFAULT_PARTITION_GROUPS, MetaNode, state_machine};
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResult};
+use crate::request::{MetaRequest, MetaResult, ReadRequest, WriteRequest};
 use crate::types::*;
 use crate::wire::{Request, Response};
 
@@ -51,7 +51,7 @@ impl MetaNode {
             self.bootstrap().await?;
         }
         let map = match self
-            .serve(CLUSTER_GROUP, MetaRequest::GetClusterMap, None)
+            .serve(CLUSTER_GROUP, ReadRequest::GetClusterMap, None)
             .await?
         {
             crate::request::MetaResponse::ClusterMap(m) => m,
@@ -110,7 +110,7 @@ impl MetaNode {
         for (id, addr) in &members {
             self.serve(
                 CLUSTER_GROUP,
-                MetaRequest::RegisterNode {
+                WriteRequest::RegisterNode {
                     id: *id,
                     addr: addr.addr.clone(),
                     groups: all_groups.clone(),
@@ -201,7 +201,7 @@ impl MetaNode {
 
     async fn cluster_map(&self) -> Result<ClusterMap, MetaError> {
         match self
-            .on_leader_meta(CLUSTER_GROUP, MetaRequest::GetClusterMap)
+            .on_leader_meta(CLUSTER_GROUP, ReadRequest::GetClusterMap)
             .await?
         {
             crate::request::MetaResponse::ClusterMap(m) => Ok(m),
@@ -210,11 +210,11 @@ impl MetaNode {
     }
 
     /// A metadata request through whichever node leads `g`.
-    async fn on_leader_meta(&self, g: GroupId, req: MetaRequest) -> MetaResult {
+    async fn on_leader_meta(&self, g: GroupId, req: impl Into<MetaRequest>) -> MetaResult {
         // Every node this one knows of, itself first: it may have just left group 0.
         let mut seeds = vec![self.addr.clone()];
         if let Ok(Ok(crate::request::MetaResponse::ClusterMap(map))) =
-            state_machine::read(&self.db, CLUSTER_GROUP, MetaRequest::GetClusterMap)
+            state_machine::read(&self.db, CLUSTER_GROUP, ReadRequest::GetClusterMap)
         {
             seeds.extend(map.nodes.into_values().filter(|a| *a != self.addr));
         }
@@ -235,7 +235,7 @@ impl MetaNode {
         }
         self.on_leader_meta(
             CLUSTER_GROUP,
-            MetaRequest::RegisterNode { id, addr, groups },
+            WriteRequest::RegisterNode { id, addr, groups },
         )
         .await?;
         Ok(())
@@ -253,7 +253,7 @@ impl MetaNode {
         for &g in map.groups.keys() {
             self.on_leader(g, None, Some(id)).await?;
         }
-        self.on_leader_meta(CLUSTER_GROUP, MetaRequest::UnregisterNode { id })
+        self.on_leader_meta(CLUSTER_GROUP, WriteRequest::UnregisterNode { id })
             .await?;
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use openraft::async_runtime::WatchReceiver;
 
 use super::{MetaNode, state_machine};
-use crate::request::MetaRequest;
+use crate::request::ReadRequest;
 use crate::types::*;
 
 /// How often a leader looks for transactions whose client went away.
@@ -37,7 +37,7 @@ pub(super) async fn recover_transactions(
                 }
                 let db = node.db.clone();
                 let read = tokio::task::spawn_blocking(move || {
-                    state_machine::read(&db, g, MetaRequest::ListIntents)
+                    state_machine::read(&db, g, ReadRequest::ListIntents)
                 })
                 .await;
                 let Ok(Ok(Ok(crate::request::MetaResponse::Intents(intents)))) = read else {

@@ -12,7 +12,7 @@ use super::raft::{ELECTION_TIMEOUT_MAX_MS, Raft};
 use super::start::read_node_record;
 use super::{MetaNode, state_machine};
 use crate::MetaError;
-use crate::request::{LogRequest, MetaRequest, MetaResult, Origin};
+use crate::request::{LogRequest, MetaRequest, MetaResult, Origin, ReadRequest, WriteRequest};
 use crate::types::*;
 
 /// How long after a confirmed heartbeat the leader serves reads alone: half
@@ -29,7 +29,12 @@ pub(super) struct ReadLease {
 impl MetaNode {
     /// Serves one client request for group `g` on this node; the first one a
     /// node without state receives makes it a one-node cluster.
-    pub(crate) async fn handle(&self, g: GroupId, req: MetaRequest, origin: Option<Origin>) -> MetaResult {
+    pub(crate) async fn handle(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+        origin: Option<Origin>,
+    ) -> MetaResult {
         if self.groups.read().unwrap().is_empty() && read_node_record(&self.db)?.is_none() {
             self.bootstrap().await?;
         }
@@ -111,16 +116,33 @@ impl MetaNode {
     pub(super) async fn serve(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: impl Into<MetaRequest>,
+        origin: Option<Origin>,
+    ) -> MetaResult {
+        match req.into() {
+            MetaRequest::Read(r) => self.serve_read(g, r).await,
+            MetaRequest::Write(w) => self.serve_write(g, w, origin).await,
+        }
+    }
+
+    /// A read, from this node's state machine once it knows that state is
+    /// current.
+    async fn serve_read(&self, g: GroupId, req: ReadRequest) -> MetaResult {
+        let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
+        self.confirm_leadership(g, &raft).await?;
+        // Inline, not on a blocking thread: every read is a few point
+        // lookups or one bounded page, shorter than the thread handoff.
+        self.read_local(g, req)
+    }
+
+    /// A write, through the group's Raft log.
+    async fn serve_write(
+        &self,
+        g: GroupId,
+        req: WriteRequest,
         origin: Option<Origin>,
     ) -> MetaResult {
         let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
-        if req.is_read() {
-            self.confirm_leadership(g, &raft).await?;
-            // Inline, not on a blocking thread: every read is a few point
-            // lookups or one bounded page, shorter than the thread handoff.
-            return self.read_local(g, req);
-        }
         // Only a leader within its read lease knows its state is current: a
         // deposed or lagging node sends the change to the log, which decides.
         if self.holds_read_lease(g, &raft)
@@ -152,7 +174,8 @@ impl MetaNode {
 
     /// Whether `req` is a point read this node may answer at once: it leads
     /// group `g` within a read lease, so `serve` would not ask anyone either.
-    pub(super) fn answers_inline(&self, g: GroupId, req: &MetaRequest) -> bool {
+    /// (A write never is: it is not a `ReadRequest`.)
+    pub(super) fn answers_inline(&self, g: GroupId, req: &ReadRequest) -> bool {
         req.is_point_read()
             && self
                 .raft(g)
@@ -161,7 +184,7 @@ impl MetaNode {
 
     /// Answers a read from this node's state as of its last applied entry;
     /// the caller has made sure that state is current.
-    pub(super) fn read_local(&self, g: GroupId, req: MetaRequest) -> MetaResult {
+    pub(super) fn read_local(&self, g: GroupId, req: ReadRequest) -> MetaResult {
         state_machine::read(&self.db, g, req).map_err(MetaError::from)?
     }
 }
@@ -173,7 +196,8 @@ mod tests {
     use crate::{FileType, MetaClient};
 
     /// Point reads are answered in the connection's task only by a leader
-    /// within its read lease; writes and page reads always go the long way.
+    /// within its read lease; page reads always go the long way (and writes
+    /// cannot be asked: they are not `ReadRequest`s).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_point_reads_under_a_read_lease_are_answered_inline() {
         let dir = tempfile::tempdir().unwrap();
@@ -207,7 +231,7 @@ mod tests {
             .await
             .unwrap();
         let id = fs.info.id;
-        let lookup = MetaRequest::Lookup {
+        let lookup = ReadRequest::Lookup {
             fs: id,
             parent: 1,
             name: b"f".to_vec(),
@@ -221,7 +245,7 @@ mod tests {
                         state_machine::read(
                             &node.db,
                             g,
-                            MetaRequest::GetAttr { fs: id, ino: f.ino }
+                            ReadRequest::GetAttr { fs: id, ino: f.ino }
                         ),
                         Ok(Ok(_))
                     )
@@ -229,7 +253,7 @@ mod tests {
             .expect("a group holds the file");
         // A read through the normal path confirms leadership: a lease follows.
         let before = node
-            .handle(g, MetaRequest::GetAttr { fs: id, ino: 1 }, None)
+            .handle(g, ReadRequest::GetAttr { fs: id, ino: 1 }.into(), None)
             .await;
         assert!(before.is_ok(), "{before:?}");
         assert!(node.holds_read_lease(g, &node.raft(g).unwrap()));
@@ -238,20 +262,13 @@ mod tests {
             Ok(crate::request::MetaResponse::Inode(i)) => assert_eq!(i.ino, f.ino),
             other => panic!("expected the file's inode, got {other:?}"),
         }
-        let page = MetaRequest::ReadDir {
+        let page = ReadRequest::ReadDir {
             fs: id,
             ino: 1,
             after: None,
             limit: 10,
         };
         assert!(!node.answers_inline(g, &page), "a page read is spawned");
-        let write = MetaRequest::Unlink {
-            fs: id,
-            parent: 1,
-            name: b"f".to_vec(),
-            now: Timestamp::now(),
-        };
-        assert!(!node.answers_inline(g, &write), "a write is never inline");
         // Once the lease is gone the read waits for a confirmation instead.
         node.read_leases.lock().unwrap().clear();
         assert!(!node.answers_inline(g, &lookup));

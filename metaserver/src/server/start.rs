@@ -17,7 +17,7 @@ use super::{
     network, state_machine, store,
 };
 use crate::MetaError;
-use crate::request::MetaRequest;
+use crate::request::{ReadRequest, WriteRequest};
 use crate::rpc::ConnPool;
 use crate::types::*;
 use crate::wire::{Request, Response};
@@ -136,7 +136,7 @@ impl MetaNode {
 
     /// Records this node's address in group 0, through whichever node leads it.
     async fn register_self(&self, groups: &[GroupId]) -> Result<(), ServerError> {
-        let req = MetaRequest::RegisterNode {
+        let req = WriteRequest::RegisterNode {
             id: self.id,
             addr: self.addr.clone(),
             groups: groups.to_vec(),
@@ -156,7 +156,7 @@ impl MetaNode {
                         &addr,
                         Request::Meta {
                             group: CLUSTER_GROUP,
-                            req: req.clone(),
+                            req: req.clone().into(),
                             origin: None,
                         },
                         Duration::from_secs(5),
@@ -186,11 +186,11 @@ impl MetaNode {
     }
 
     /// Whether the local copy of the cluster map already has this exact entry.
-    fn is_registered(&self, req: &MetaRequest) -> Result<bool, ServerError> {
-        let MetaRequest::RegisterNode { id, addr, groups } = req else {
+    fn is_registered(&self, req: &WriteRequest) -> Result<bool, ServerError> {
+        let WriteRequest::RegisterNode { id, addr, groups } = req else {
             return Ok(false);
         };
-        let map = match state_machine::read(&self.db, CLUSTER_GROUP, MetaRequest::GetClusterMap)? {
+        let map = match state_machine::read(&self.db, CLUSTER_GROUP, ReadRequest::GetClusterMap)? {
             Ok(crate::request::MetaResponse::ClusterMap(m)) => m,
             _ => return Ok(false),
         };

@@ -400,7 +400,7 @@ pub fn digest(db: &Database, g: GroupId) -> Result<(Option<u64>, u64), StoreErro
 pub fn early_refusal(
     db: &Database,
     g: GroupId,
-    req: &crate::request::MetaRequest,
+    req: &crate::request::WriteRequest,
 ) -> Result<Option<crate::MetaError>, StoreError> {
     if req.changes_fs().is_none() {
         return Ok(None);
@@ -413,7 +413,7 @@ pub fn early_refusal(
 pub fn read(
     db: &Database,
     g: GroupId,
-    req: crate::request::MetaRequest,
+    req: crate::request::ReadRequest,
 ) -> Result<MetaResult, StoreError> {
     let tx = db.begin_read()?;
     let t = tx.open_table(SM)?;

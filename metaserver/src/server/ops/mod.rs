@@ -21,7 +21,7 @@ pub(crate) mod txn;
 pub(crate) mod xattr;
 
 use crate::MetaError;
-use crate::request::{LogRequest, MetaRequest, MetaResponse, MetaResult, RenameMode};
+use crate::request::{LogRequest, MetaResponse, MetaResult, ReadRequest, RenameMode, WriteRequest};
 use crate::server::store::{Rows, RowsMut, StoreError, key};
 use crate::types::*;
 
@@ -104,7 +104,7 @@ pub fn apply_logged<T: RowsMut>(
 pub fn apply<T: RowsMut>(
     t: &mut T,
     g: GroupId,
-    req: MetaRequest,
+    req: WriteRequest,
 ) -> Result<MetaResult, StoreError> {
     if let Some(fs) = req.changes_fs()
         && snapshot::read_only(&*t, g, fs)?
@@ -114,7 +114,7 @@ pub fn apply<T: RowsMut>(
         ))));
     }
     let mut c = Ctx { t, g };
-    use MetaRequest as R;
+    use WriteRequest as R;
     let res = match req {
         R::RegisterNode { id, addr, groups } => c.register_node(id, addr, groups)?,
         R::UnregisterNode { id } => c.unregister_node(id)?,
@@ -350,14 +350,13 @@ pub fn apply<T: RowsMut>(
             now,
         } => c.set_xattr(fs, ino, &name, value, mode, now)?,
         R::RemoveXattr { fs, ino, name, now } => c.remove_xattr(fs, ino, &name, now)?,
-        read => return read_rows(&*c.t, g, read),
     };
     Ok(res)
 }
 
-/// Answers a read-only request.
-pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaResult, StoreError> {
-    use MetaRequest as R;
+/// Answers a read: every read is a few point lookups or one bounded page.
+pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaResult, StoreError> {
+    use ReadRequest as R;
     Ok(match req {
         R::GetClusterMap => Ok(MetaResponse::ClusterMap(
             t.load(&key::cluster(g))?.unwrap_or_default(),
@@ -452,8 +451,5 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: MetaRequest) -> Result<MetaRes
             limit,
         } => return dump::dump_rows(t, g, fs, kind, after, limit),
         R::GetTrashDays { fs } => Ok(MetaResponse::TrashDays(garbage::trash_days(t, g, fs)?)),
-        other => Err(MetaError::Invalid(format!(
-            "request {other:?} must go through the log"
-        ))),
     })
 }

@@ -20,7 +20,7 @@
 //! above zero.
 
 use crate::MetaError;
-use crate::request::{MetaRequest, MetaResponse, MetaResult};
+use crate::request::{MetaResponse, MetaResult, WriteRequest};
 use crate::server::ops::{Ctx, tri};
 use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
 use crate::types::*;
@@ -42,7 +42,7 @@ fn read_only_key(g: GroupId, fs: FsId) -> Vec<u8> {
 pub(crate) fn freeze_refusal<T: Rows>(
     t: &T,
     g: GroupId,
-    req: &MetaRequest,
+    req: &WriteRequest,
     at: Timestamp,
 ) -> Result<Option<MetaError>, StoreError> {
     let Some(fs) = req.changes_fs() else {
@@ -256,7 +256,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Ok))
     }
 
-    /// Copies inodes of the tree under `root` (see `MetaRequest::CopyInodes`).
+    /// Copies inodes of the tree under `root` (see `WriteRequest::CopyInodes`).
     pub(crate) fn copy_inodes(
         &mut self,
         from: FsId,
@@ -431,7 +431,7 @@ mod tests {
         Timestamp { sec, nsec: 0 }
     }
 
-    fn run(db: &redb::Database, req: MetaRequest, seq: u64, when: Timestamp) -> MetaResult {
+    fn run(db: &redb::Database, req: WriteRequest, seq: u64, when: Timestamp) -> MetaResult {
         let w = db.begin_write().unwrap();
         let res = {
             let mut t = w.open_table(SM).unwrap();
@@ -450,8 +450,8 @@ mod tests {
         res
     }
 
-    fn chmod(fs: FsId) -> MetaRequest {
-        MetaRequest::SetAttr {
+    fn chmod(fs: FsId) -> WriteRequest {
+        WriteRequest::SetAttr {
             fs,
             ino: ROOT_INO,
             set: SetAttr {
@@ -467,7 +467,7 @@ mod tests {
         let db = redb::Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .unwrap();
-        let freeze = |until| MetaRequest::SetFreeze { fs: 1, until };
+        let freeze = |until| WriteRequest::SetFreeze { fs: 1, until };
         assert!(run(&db, freeze(Some(at(100))), 1, at(10)).is_ok());
         // Frozen: a change waits, a new transaction aborts, another
         // filesystem and a transaction's commit are not held.
@@ -475,7 +475,7 @@ mod tests {
             run(&db, chmod(1), 2, at(50)),
             Err(MetaError::Frozen)
         ));
-        let begin = MetaRequest::TxBegin {
+        let begin = WriteRequest::TxBegin {
             fs: 1,
             tx: 9,
             participants: vec![2],
@@ -489,7 +489,7 @@ mod tests {
             run(&db, chmod(2), 4, at(50)),
             Err(MetaError::Frozen)
         ));
-        let commit = MetaRequest::TxCommit {
+        let commit = WriteRequest::TxCommit {
             fs: 1,
             tx: 9,
             steps: vec![],

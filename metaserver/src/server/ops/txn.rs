@@ -436,15 +436,16 @@ impl<T: RowsMut> Ctx<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::MetaRequest;
+    use crate::request::{ReadRequest, WriteRequest};
     use crate::server::ops::apply;
     use crate::server::store::SM;
+    use redb::ReadableDatabase;
     use redb::backends::InMemoryBackend;
 
     const COORD: GroupId = 1;
 
     /// Applies `req` to group `COORD` of a fresh in-memory table per test.
-    fn run(db: &redb::Database, req: MetaRequest) -> MetaResult {
+    fn run(db: &redb::Database, req: WriteRequest) -> MetaResult {
         let w = db.begin_write().unwrap();
         let res = {
             let mut t = w.open_table(SM).unwrap();
@@ -460,8 +461,8 @@ mod tests {
             .unwrap()
     }
 
-    fn begin(tx: TxId) -> MetaRequest {
-        MetaRequest::TxBegin {
+    fn begin(tx: TxId) -> WriteRequest {
+        WriteRequest::TxBegin {
             fs: 1,
             tx,
             participants: vec![2],
@@ -469,8 +470,8 @@ mod tests {
         }
     }
 
-    fn commit(tx: TxId) -> MetaRequest {
-        MetaRequest::TxCommit {
+    fn commit(tx: TxId) -> WriteRequest {
+        WriteRequest::TxCommit {
             fs: 1,
             tx,
             steps: vec![],
@@ -479,7 +480,12 @@ mod tests {
     }
 
     fn pending(db: &redb::Database) -> Vec<TxId> {
-        match run(db, MetaRequest::ListIntents).unwrap() {
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(SM).unwrap();
+        match crate::server::ops::read_rows(&t, COORD, ReadRequest::ListIntents)
+            .unwrap()
+            .unwrap()
+        {
             MetaResponse::Intents(i) => i.into_iter().map(|i| i.tx).collect(),
             other => panic!("{other:?}"),
         }
@@ -497,12 +503,12 @@ mod tests {
         // Recovery: the coordinator decides "aborted", participants drop
         // their intents, the coordinator forgets.
         assert_eq!(
-            run(&db, MetaRequest::TxResolve { tx: 7 }),
+            run(&db, WriteRequest::TxResolve { tx: 7 }),
             Ok(MetaResponse::Decision(false))
         );
         assert!(pending(&db).is_empty());
         assert_eq!(run(&db, commit(7)), Err(MetaError::TxAborted));
-        run(&db, MetaRequest::TxForget { tx: 7 }).unwrap();
+        run(&db, WriteRequest::TxForget { tx: 7 }).unwrap();
         // The client's commit arrives late: nothing may commit now.
         assert_eq!(run(&db, commit(7)), Err(MetaError::TxAborted));
         // Nor may a transaction that never began.
@@ -516,7 +522,7 @@ mod tests {
         assert_eq!(run(&db, commit(9)), Ok(MetaResponse::TxApplied(vec![])));
         assert!(pending(&db).is_empty(), "decided: nothing left to recover");
         assert_eq!(
-            run(&db, MetaRequest::TxResolve { tx: 9 }),
+            run(&db, WriteRequest::TxResolve { tx: 9 }),
             Ok(MetaResponse::Decision(true))
         );
         // A begin replayed after the decision does not reopen it.

@@ -149,12 +149,7 @@ fn a_follower_down_for_10000_operations_catches_up_from_a_snapshot() {
         rt.block_on(fs.create(
             1,
             name.as_bytes(),
-            strata_meta::FileType::File,
-            0o644,
-            0,
-            0,
-            0,
-            None,
+            strata_meta::NewInode::plain(strata_meta::FileType::File, 0o644, 0, 0),
         ))
         .unwrap()
     };

@@ -140,12 +140,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
         .block_on(fs.create(
             1,
             format!("w{id}").as_bytes(),
-            FileType::Dir,
-            0o755,
-            0,
-            0,
-            0,
-            None,
+            strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
         ))
         .unwrap();
     m.dirs.push(top.ino);
@@ -154,12 +149,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
             .block_on(fs.create(
                 top.ino,
                 format!("d{d}").as_bytes(),
-                FileType::Dir,
-                0o755,
-                0,
-                0,
-                0,
-                None,
+                strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
             ))
             .unwrap();
         m.dirs.push(sub.ino);
@@ -185,12 +175,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                     .block_on(fs.create(
                         m.dirs[dir],
                         name.as_bytes(),
-                        FileType::File,
-                        0o644,
-                        0,
-                        0,
-                        0,
-                        None,
+                        strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
                     ))
                     .unwrap();
                 m.entries.insert((dir, name), (i.ino, FileType::File));
@@ -266,12 +251,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                     .block_on(fs.create(
                         m.dirs[dir],
                         name.as_bytes(),
-                        FileType::Dir,
-                        0o755,
-                        0,
-                        0,
-                        0,
-                        None,
+                        strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
                     ))
                     .unwrap();
                 m.entries.insert((dir, name), (i.ino, FileType::Dir));
@@ -379,9 +359,13 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
     let (tmp, mut nodes, addrs, _all, rt) = start_with_fs();
     let fs = open(&rt, &addrs);
     let mk = |name: &str| {
-        rt.block_on(fs.create(1, name.as_bytes(), FileType::Dir, 0o755, 0, 0, 0, None))
-            .unwrap()
-            .ino
+        rt.block_on(fs.create(
+            1,
+            name.as_bytes(),
+            strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
+        ))
+        .unwrap()
+        .ino
     };
     let (a, b, c) = (mk("a"), mk("b"), mk("c"));
     let groups: BTreeSet<u32> = [a, b, c]
@@ -394,12 +378,7 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
         rt.block_on(fs.create(
             a,
             format!("f{i}").as_bytes(),
-            FileType::File,
-            0o644,
-            0,
-            0,
-            0,
-            None,
+            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
         ))
         .unwrap();
     }
@@ -463,8 +442,12 @@ fn clients_get_past_a_paused_leader() {
     let (_tmp, mut nodes, addrs, all, rt) = start_with_fs();
     let fs = open(&rt, &addrs);
     let file = |fs: &FsClient, name: &[u8]| {
-        rt.block_on(fs.create(1, name, FileType::File, 0o644, 0, 0, 0, None))
-            .unwrap()
+        rt.block_on(fs.create(
+            1,
+            name,
+            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
+        ))
+        .unwrap()
     };
     file(&fs, b"before");
     let g = rt.block_on(fs.group_of(1)).unwrap();

@@ -282,7 +282,18 @@ impl Filesystem {
         }
         Ok(self
             .meta
-            .create(parent, name, kind, mode, uid, gid, rdev, None)
+            .create(
+                parent,
+                name,
+                strata_meta::NewInode {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    rdev,
+                    symlink: None,
+                },
+            )
             .await?)
     }
 
@@ -297,7 +308,11 @@ impl Filesystem {
         self.check_writable()?;
         Ok(self
             .meta
-            .create(parent, name, FileType::Dir, mode, uid, gid, 0, None)
+            .create(
+                parent,
+                name,
+                strata_meta::NewInode::plain(FileType::Dir, mode, uid, gid),
+            )
             .await?)
     }
 
@@ -318,12 +333,14 @@ impl Filesystem {
             .create(
                 parent,
                 name,
-                FileType::Symlink,
-                0o777,
-                uid,
-                gid,
-                0,
-                Some(target.to_vec()),
+                strata_meta::NewInode {
+                    kind: FileType::Symlink,
+                    mode: 0o777,
+                    uid,
+                    gid,
+                    rdev: 0,
+                    symlink: Some(target.to_vec()),
+                },
             )
             .await?)
     }
@@ -509,7 +526,11 @@ impl Filesystem {
         self.check_writable()?;
         let inode = self
             .meta
-            .create(parent, name, FileType::File, mode, uid, gid, 0, None)
+            .create(
+                parent,
+                name,
+                strata_meta::NewInode::plain(FileType::File, mode, uid, gid),
+            )
             .await?;
         // A new file has no extended attributes: the kernel's
         // security.capability lookup before its first write needs no round

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
 use strata_fuse::{Filesystem, FsConfig};
+use strata_meta::FsSpec;
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{MetaClient, SetAttr};
 
@@ -30,13 +31,12 @@ async fn setup(block: u32, chunk: u32) -> Env {
         .unwrap();
     client
         .format(
-            "t",
-            "file:///unused",
-            None,
-            block,
-            chunk,
-            2,
-            strata_meta::DEFAULT_PARTITION_SIZE,
+            &FsSpec {
+                block_size: block,
+                chunk_size: chunk,
+                partitions: 2,
+                ..FsSpec::new("t", "file:///unused")
+            },
             (0, 0),
         )
         .await

@@ -14,6 +14,7 @@ use strata_cache::{
     BlockCache, BlockCacheConfig, DiskCacheConfig, LocalStore, ObjectStore, StoreError,
 };
 use strata_fuse::{Filesystem, FsConfig};
+use strata_meta::FsSpec;
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{FsClient, Ino, MetaClient, SetAttr};
 
@@ -110,13 +111,12 @@ async fn env() -> Env {
         .unwrap();
     client
         .format(
-            "t",
-            "file:///unused",
-            None,
-            BLOCK,
-            CHUNK,
-            2,
-            strata_meta::DEFAULT_PARTITION_SIZE,
+            &FsSpec {
+                block_size: BLOCK,
+                chunk_size: CHUNK,
+                partitions: 2,
+                ..FsSpec::new("t", "file:///unused")
+            },
             (0, 0),
         )
         .await

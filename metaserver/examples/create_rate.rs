@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use strata_meta::FsSpec;
 use strata_meta::{FileType, MetaClient};
 
 #[tokio::main]
@@ -18,13 +19,9 @@ async fn main() {
     let name = format!("rate{}", std::process::id());
     client
         .format(
-            &name,
-            "file:///unused",
-            None,
-            4 << 20,
-            64 << 20,
-            4,
-            1 << 20,
+            &FsSpec {
+                ..FsSpec::new(&name, "file:///unused")
+            },
             (0, 0),
         )
         .await
@@ -39,12 +36,7 @@ async fn main() {
                 fs.create(
                     1,
                     format!("t{t}f{i}").as_bytes(),
-                    FileType::File,
-                    0o644,
-                    0,
-                    0,
-                    0,
-                    None,
+                    strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
                 )
                 .await
                 .unwrap();

@@ -20,6 +20,8 @@ pub const MAX_SYMLINK_LEN: usize = 4096;
 pub const DEFAULT_PARTITION_SIZE: u64 = 1 << 20;
 pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 20;
+/// Inode partitions a new filesystem starts with.
+pub const DEFAULT_PARTITIONS: u32 = 4;
 /// Readdir pages are capped so one answer stays far below the frame limit.
 pub const MAX_READDIR: u32 = 4096;
 /// Trash days of a filesystem whose groups were never told (formatted

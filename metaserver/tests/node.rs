@@ -1,6 +1,7 @@
 //! A real one-node metaserver over TCP: metadata operations, their errors, and
 //! persistence across a restart.
 
+use strata_meta::FsSpec;
 use strata_meta::request::RenameMode;
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{FileType, MetaClient, MetaError, SetAttr, Slice};
@@ -49,13 +50,13 @@ async fn format(
         .unwrap();
     client
         .format(
-            "t",
-            "file:///tmp/x",
-            None,
-            1 << 20,
-            8 << 20,
-            partitions,
-            size,
+            &FsSpec {
+                block_size: 1 << 20,
+                chunk_size: 8 << 20,
+                partitions,
+                partition_size: size,
+                ..FsSpec::new("t", "file:///tmp/x")
+            },
             (0, 0),
         )
         .await
@@ -70,16 +71,28 @@ async fn metadata_survives_restart_and_errors_are_exact() {
     let node = start(dir.path()).await;
     let (client, fs) = format(&node, 2, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let d = fs
-        .create(1, b"d", FileType::Dir, 0o755, 1, 2, 0, None)
+        .create(
+            1,
+            b"d",
+            strata_meta::NewInode::plain(FileType::Dir, 0o755, 1, 2),
+        )
         .await
         .unwrap();
     let f = fs
-        .create(d.ino, b"f", FileType::File, 0o644, 1, 2, 0, None)
+        .create(
+            d.ino,
+            b"f",
+            strata_meta::NewInode::plain(FileType::File, 0o644, 1, 2),
+        )
         .await
         .unwrap();
     assert_eq!(
-        fs.create(d.ino, b"f", FileType::File, 0o644, 1, 2, 0, None)
-            .await,
+        fs.create(
+            d.ino,
+            b"f",
+            strata_meta::NewInode::plain(FileType::File, 0o644, 1, 2)
+        )
+        .await,
         Err(MetaError::Exists)
     );
     assert_eq!(fs.rmdir(1, b"d").await, Err(MetaError::NotEmpty));
@@ -290,12 +303,7 @@ async fn a_full_partition_gets_a_new_one() {
         fs.create(
             1,
             format!("f{i}").as_bytes(),
-            FileType::File,
-            0o644,
-            0,
-            0,
-            0,
-            None,
+            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
         )
         .await
         .unwrap_or_else(|e| panic!("create f{i}: {e}"));

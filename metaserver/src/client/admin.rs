@@ -10,7 +10,8 @@ use crate::MetaError;
 use crate::request::{MetaResponse, ReadRequest, WriteRequest};
 use crate::types::*;
 
-/// What a new filesystem is made of (see `MetaClient::create_fs`).
+/// What a new filesystem is made of (see `MetaClient::format` and
+/// `create_fs`). `FsSpec::new` gives the defaults of `strata format`.
 #[derive(Clone, Debug)]
 pub struct FsSpec {
     pub name: String,
@@ -24,6 +25,24 @@ pub struct FsSpec {
     pub borrowed: Vec<BorrowedBlocks>,
 }
 
+impl FsSpec {
+    /// Filesystem `name` storing blocks at `storage`, with a fresh uuid and
+    /// the default block, chunk and partition sizes.
+    pub fn new(name: &str, storage: &str) -> FsSpec {
+        FsSpec {
+            name: name.into(),
+            uuid: new_uuid(),
+            storage: storage.into(),
+            s3_endpoint: None,
+            block_size: DEFAULT_BLOCK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            partitions: DEFAULT_PARTITIONS,
+            partition_size: DEFAULT_PARTITION_SIZE,
+            borrowed: Vec::new(),
+        }
+    }
+}
+
 impl MetaClient {
     pub async fn list_fs(&self) -> Result<Vec<FsInfo>, MetaError> {
         match self.call(CLUSTER_GROUP, ReadRequest::ListFs).await? {
@@ -33,33 +52,12 @@ impl MetaClient {
     }
 
     /// Creates a filesystem: its record and partitions in group 0, each
-    /// partition in its group, then the root. Each step is idempotent, so a
-    /// format that was interrupted can simply run again.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn format(
-        &self,
-        name: &str,
-        storage: &str,
-        s3_endpoint: Option<String>,
-        block_size: u32,
-        chunk_size: u32,
-        partitions: u32,
-        partition_size: u64,
-        root_owner: (u32, u32),
-    ) -> Result<FsInfo, MetaError> {
-        let spec = FsSpec {
-            name: name.into(),
-            uuid: new_uuid(),
-            storage: storage.into(),
-            s3_endpoint,
-            block_size,
-            chunk_size,
-            partitions,
-            partition_size,
-            borrowed: Vec::new(),
-        };
-        self.create_fs(&spec, root_owner).await?;
-        self.mark_fs_ready(name).await
+    /// partition in its group, then the root (owned by `root_owner`, uid
+    /// and gid). Each step is idempotent, so a format that was interrupted
+    /// can simply run again.
+    pub async fn format(&self, spec: &FsSpec, root_owner: (u32, u32)) -> Result<FsInfo, MetaError> {
+        self.create_fs(spec, root_owner).await?;
+        self.mark_fs_ready(&spec.name).await
     }
 
     /// The steps of `format` short of marking the filesystem ready: until

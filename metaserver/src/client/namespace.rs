@@ -118,27 +118,32 @@ impl FsClient {
         Ok(entries)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Creates `parent/name` as `new` says (a file, directory, symlink or
+    /// special file); a directory may be placed in another group.
     pub async fn create(
         &self,
         parent: Ino,
         name: &[u8],
-        kind: FileType,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        symlink: Option<Vec<u8>>,
+        new: NewInode,
     ) -> Result<Inode, MetaError> {
         let _changing = self.entries.changing(&[(parent, name)]);
         let pg = self.group_of(parent).await?;
-        if kind == FileType::Dir {
+        if new.kind == FileType::Dir {
             let target = self.place_dir(pg).await;
             if target != pg {
-                let mkdir = || self.mkdir_elsewhere(target, pg, parent, name, mode, uid, gid);
+                let (mode, uid, gid) = (new.mode, new.uid, new.gid);
+                let mkdir = || self.mkdir_elsewhere(target, pg, (parent, name), mode, (uid, gid));
                 return self.growing(target, || self.retrying(mkdir)).await;
             }
         }
+        let NewInode {
+            kind,
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink,
+        } = new;
         let req = WriteRequest::Create {
             fs: self.info.id,
             parent,
@@ -158,17 +163,15 @@ impl FsClient {
         expect_answer!(self.note_changed(r), MetaResponse::Inode(i) => i)
     }
 
-    /// mkdir with the new inode in group `target` and its entry in `pg`.
-    #[allow(clippy::too_many_arguments)]
+    /// mkdir of `parent/name` with the new inode in group `target` and its
+    /// entry in `pg`, owned by `(uid, gid)`.
     pub(super) async fn mkdir_elsewhere(
         &self,
         target: GroupId,
         pg: GroupId,
-        parent: Ino,
-        name: &[u8],
+        (parent, name): (Ino, &[u8]),
         mode: u32,
-        uid: u32,
-        gid: u32,
+        (uid, gid): (u32, u32),
     ) -> Result<Inode, MetaError> {
         validate_name(name)?;
         let dir = self.getattr(parent).await?;

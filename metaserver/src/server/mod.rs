@@ -49,7 +49,7 @@ pub enum ServerError {
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Db(#[from] store::DbError),
     #[error("data dir {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
     #[error(

@@ -193,7 +193,7 @@ impl MetaNode {
 mod tests {
     use super::*;
     use crate::server::{DEFAULT_SNAPSHOT_LOGS, NodeConfig};
-    use crate::{FileType, MetaClient};
+    use crate::{FileType, FsSpec, MetaClient};
 
     /// Point reads are answered in the connection's task only by a leader
     /// within its read lease; page reads always go the long way (and writes
@@ -214,20 +214,20 @@ mod tests {
             .unwrap();
         client
             .format(
-                "t",
-                "file:///tmp/x",
-                None,
-                1 << 20,
-                8 << 20,
-                1,
-                1 << 20,
+                &FsSpec {
+                    block_size: 1 << 20,
+                    chunk_size: 8 << 20,
+                    partitions: 1,
+                    partition_size: 1 << 20,
+                    ..FsSpec::new("t", "file:///tmp/x")
+                },
                 (0, 0),
             )
             .await
             .unwrap();
         let fs = client.open_fs("t").await.unwrap();
         let f = fs
-            .create(1, b"f", FileType::File, 0o644, 0, 0, 0, None)
+            .create(1, b"f", NewInode::plain(FileType::File, 0o644, 0, 0))
             .await
             .unwrap();
         let id = fs.info.id;

@@ -233,7 +233,7 @@ impl MetaNode {
     }
 }
 
-pub(super) fn read_node_record(db: &Database) -> Result<Option<NodeRecord>, store::StoreError> {
+pub(super) fn read_node_record(db: &Database) -> Result<Option<NodeRecord>, store::DbError> {
     let tx = db.begin_read()?;
     let t = tx.open_table(store::NODE)?;
     match t.get("node")? {
@@ -242,7 +242,7 @@ pub(super) fn read_node_record(db: &Database) -> Result<Option<NodeRecord>, stor
     }
 }
 
-fn write_node_record(db: &Database, r: &NodeRecord) -> Result<(), store::StoreError> {
+fn write_node_record(db: &Database, r: &NodeRecord) -> Result<(), store::DbError> {
     let tx = db.begin_write()?;
     tx.open_table(store::NODE)?
         .insert("node", store::encode(r).as_slice())?;

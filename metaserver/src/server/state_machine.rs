@@ -16,7 +16,7 @@ use crate::raft_types::{
 };
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops;
-use crate::server::store::{self, APPLIED, RAFT, Rows, RowsMut, SM, StoreError, key};
+use crate::server::store::{self, APPLIED, DbError, RAFT, Rows, RowsMut, SM, key};
 use crate::types::GroupId;
 
 #[derive(Clone)]
@@ -56,15 +56,15 @@ impl StateMachine {
 
     async fn blocking<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&StateMachine) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
+        f: impl FnOnce(&StateMachine) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || f(&me))
             .await
-            .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
+            .map_err(|e| DbError::Storage(format!("storage task failed: {e}")))?
     }
 
-    fn applied(tx: &redb::ReadTransaction, g: GroupId) -> Result<Applied, StoreError> {
+    fn applied(tx: &redb::ReadTransaction, g: GroupId) -> Result<Applied, DbError> {
         let t = tx.open_table(APPLIED)?;
         match t.get(g)? {
             Some(v) => store::decode(v.value()),
@@ -72,7 +72,7 @@ impl StateMachine {
         }
     }
 
-    fn apply_batch(&self, entries: Vec<Entry>) -> Result<Vec<MetaResult>, StoreError> {
+    fn apply_batch(&self, entries: Vec<Entry>) -> Result<Vec<MetaResult>, DbError> {
         let g = self.group;
         let mut tx = self.db.begin_write()?;
         // Not fsynced here: the log entries are already durable, and a restart
@@ -138,7 +138,7 @@ impl StateMachine {
     }
 
     /// Writes every row of the group as `len key len value` records.
-    fn build(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    fn build(&self) -> Result<(SnapshotMeta, PathBuf), DbError> {
         let g = self.group;
         let tx = self.db.begin_read()?;
         let (last, membership) = Self::applied(&tx, g)?;
@@ -146,15 +146,15 @@ impl StateMachine {
             last_log_id: last,
             last_membership: membership,
         };
-        std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| StoreError::Db(e.to_string()))?;
+        std::fs::create_dir_all(&self.snapshot_dir).map_err(|e| DbError::Storage(e.to_string()))?;
         let path = self.new_snapshot_path(last);
         let tmp = path.with_extension("tmp");
-        let file = std::fs::File::create(&tmp).map_err(|e| StoreError::Db(e.to_string()))?;
+        let file = std::fs::File::create(&tmp).map_err(|e| DbError::Storage(e.to_string()))?;
         let mut w = BufWriter::new(file);
         let t = tx.open_table(SM)?;
         let lo = key::group(g);
         let hi = key::group(g + 1);
-        let io = |e: std::io::Error| StoreError::Db(format!("writing snapshot: {e}"));
+        let io = |e: std::io::Error| DbError::Storage(format!("writing snapshot: {e}"));
         for row in t.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
             let (k, v) = row?;
             for part in [k.value(), v.value()] {
@@ -171,7 +171,7 @@ impl StateMachine {
     }
 
     /// Records `path` as the current snapshot and removes the one it replaces.
-    fn set_current(&self, meta: &SnapshotMeta, path: &std::path::Path) -> Result<(), StoreError> {
+    fn set_current(&self, meta: &SnapshotMeta, path: &std::path::Path) -> Result<(), DbError> {
         let k = key::raft(self.group, "snapshot");
         let old: Option<SnapshotRecord> = {
             let tx = self.db.begin_read()?;
@@ -195,9 +195,9 @@ impl StateMachine {
         Ok(())
     }
 
-    fn install(&self, meta: &SnapshotMeta, src: std::fs::File) -> Result<(), StoreError> {
+    fn install(&self, meta: &SnapshotMeta, src: std::fs::File) -> Result<(), DbError> {
         let g = self.group;
-        let io = |e: std::io::Error| StoreError::Db(format!("reading snapshot: {e}"));
+        let io = |e: std::io::Error| DbError::Storage(format!("reading snapshot: {e}"));
         std::fs::create_dir_all(&self.snapshot_dir).map_err(io)?;
         let path = self.new_snapshot_path(meta.last_log_id);
         {
@@ -214,29 +214,26 @@ impl StateMachine {
             let lo = key::group(g);
             let hi = key::group(g + 1);
             t.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| false)?;
-            let read_part =
-                |r: &mut BufReader<std::fs::File>| -> Result<Option<Vec<u8>>, StoreError> {
-                    let mut len = [0u8; 4];
-                    match r.read_exact(&mut len) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-                        Err(e) => return Err(io(e)),
-                    }
-                    let len = u32::from_be_bytes(len) as usize;
-                    if len > 256 << 20 {
-                        return Err(StoreError::Corrupt(format!(
-                            "snapshot record of {len} bytes"
-                        )));
-                    }
-                    let mut buf = vec![0u8; len];
-                    r.read_exact(&mut buf).map_err(io)?;
-                    Ok(Some(buf))
-                };
+            let read_part = |r: &mut BufReader<std::fs::File>| -> Result<Option<Vec<u8>>, DbError> {
+                let mut len = [0u8; 4];
+                match r.read_exact(&mut len) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(io(e)),
+                }
+                let len = u32::from_be_bytes(len) as usize;
+                if len > 256 << 20 {
+                    return Err(DbError::Corrupt(format!("snapshot record of {len} bytes")));
+                }
+                let mut buf = vec![0u8; len];
+                r.read_exact(&mut buf).map_err(io)?;
+                Ok(Some(buf))
+            };
             while let Some(k) = read_part(&mut r)? {
                 let v = read_part(&mut r)?
-                    .ok_or_else(|| StoreError::Corrupt("snapshot ends inside a record".into()))?;
+                    .ok_or_else(|| DbError::Corrupt("snapshot ends inside a record".into()))?;
                 if !k.starts_with(&lo) {
-                    return Err(StoreError::Corrupt("snapshot row of another group".into()));
+                    return Err(DbError::Corrupt("snapshot row of another group".into()));
                 }
                 t.insert(k.as_slice(), v.as_slice())?;
             }
@@ -248,7 +245,7 @@ impl StateMachine {
         self.set_current(meta, &path)
     }
 
-    fn current(&self) -> Result<Option<SnapshotRecord>, StoreError> {
+    fn current(&self) -> Result<Option<SnapshotRecord>, DbError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(RAFT)?;
         t.load(&key::raft(self.group, "snapshot"))
@@ -320,7 +317,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut file = snapshot.into_std().await;
         use std::io::Seek;
         self.blocking(move |sm| {
-            file.rewind().map_err(|e| StoreError::Db(e.to_string()))?;
+            file.rewind().map_err(|e| DbError::Storage(e.to_string()))?;
             sm.install(&meta, file)
         })
         .await
@@ -346,7 +343,7 @@ impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
         let g = self.group;
         let file = self
             .blocking(move |_| {
-                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Db(e.to_string()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| DbError::Storage(e.to_string()))?;
                 tempfile_in(&dir, g)
             })
             .await
@@ -356,7 +353,7 @@ impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
 }
 
 /// An anonymous-ish file for an incoming snapshot; removed once installed or on restart.
-fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, StoreError> {
+fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, DbError> {
     let name = format!(
         "incoming-{g}-{}.tmp",
         std::time::SystemTime::now()
@@ -370,7 +367,7 @@ fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, Store
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| StoreError::Db(e.to_string()))?;
+        .map_err(|e| DbError::Storage(e.to_string()))?;
     // Unlinked at once: the open handle is all install_snapshot needs.
     let _ = std::fs::remove_file(&path);
     Ok(f)
@@ -379,7 +376,7 @@ fn tempfile_in(dir: &std::path::Path, g: GroupId) -> Result<std::fs::File, Store
 /// Answers a read-only request from the group's current state.
 /// A replica's applied index and a hash of every state row of group `g`, read
 /// in one transaction: replicas at the same index must have the same hash.
-pub fn digest(db: &Database, g: GroupId) -> Result<(Option<u64>, u64), StoreError> {
+pub fn digest(db: &Database, g: GroupId) -> Result<(Option<u64>, u64), DbError> {
     use std::hash::{Hash, Hasher};
     let tx = db.begin_read()?;
     let applied = StateMachine::applied(&tx, g)?.0.map(|l| l.index);
@@ -401,7 +398,7 @@ pub fn early_refusal(
     db: &Database,
     g: GroupId,
     req: &crate::request::WriteRequest,
-) -> Result<Option<crate::MetaError>, StoreError> {
+) -> Result<Option<crate::MetaError>, DbError> {
     if req.changes_fs().is_none() {
         return Ok(None);
     }
@@ -414,7 +411,7 @@ pub fn read(
     db: &Database,
     g: GroupId,
     req: crate::request::ReadRequest,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let tx = db.begin_read()?;
     let t = tx.open_table(SM)?;
     ops::read_rows(&t, g, req)

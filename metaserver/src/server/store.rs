@@ -27,10 +27,13 @@ pub const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 /// Values are small; a row larger than this is corruption, not data.
 const MAX_VALUE: usize = 256 << 20;
 
+/// An error of the node's own storage: the redb tables, the write-ahead
+/// log and snapshot files (not to be confused with the object store's
+/// errors in strata-cache).
 #[derive(thiserror::Error, Debug)]
-pub enum StoreError {
+pub enum DbError {
     #[error("metadata database error: {0}")]
-    Db(String),
+    Storage(String),
     #[error("corrupt metadata row: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -39,8 +42,8 @@ pub enum StoreError {
 
 macro_rules! db_err {
     ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self { DbError::Storage(e.to_string()) }
         }
     )*};
 }
@@ -54,15 +57,15 @@ db_err!(
     redb::SetDurabilityError
 );
 
-impl From<StoreError> for crate::MetaError {
-    fn from(e: StoreError) -> Self {
+impl From<DbError> for crate::MetaError {
+    fn from(e: DbError) -> Self {
         crate::MetaError::Storage(e.to_string())
     }
 }
 
-pub fn open(path: &Path) -> Result<Arc<Database>, StoreError> {
+pub fn open(path: &Path) -> Result<Arc<Database>, DbError> {
     let db = Database::create(path).map_err(|e| {
-        StoreError::Db(format!(
+        DbError::Storage(format!(
             "cannot open {}: {e} (is another strata process using this data dir?)",
             path.display()
         ))
@@ -91,7 +94,7 @@ const FORMAT_KEY: &str = "format";
 /// with this one. A data dir without a version is taken as it is (it is new,
 /// or older than versions: then rows that do not decode say so), and
 /// `record_format` marks it once it opened.
-pub fn check_format(db: &Database) -> Result<bool, StoreError> {
+pub fn check_format(db: &Database) -> Result<bool, DbError> {
     let tx = redb::ReadableDatabase::begin_read(db)?;
     let Some(v) = tx.open_table(NODE)?.get(FORMAT_KEY)? else {
         return Ok(false);
@@ -99,11 +102,11 @@ pub fn check_format(db: &Database) -> Result<bool, StoreError> {
     let found: u32 = decode(v.value())?;
     match found.cmp(&FORMAT) {
         std::cmp::Ordering::Equal => Ok(true),
-        std::cmp::Ordering::Greater => Err(StoreError::Format(format!(
+        std::cmp::Ordering::Greater => Err(DbError::Format(format!(
             "this data dir was written by a newer Strata (data format {found}; this one \
              reads format {FORMAT}): run that version"
         ))),
-        std::cmp::Ordering::Less => Err(StoreError::Format(format!(
+        std::cmp::Ordering::Less => Err(DbError::Format(format!(
             "this data dir was written by an older Strata (data format {found}; this one \
              reads format {FORMAT}): dump its filesystems with that version \
              (`strata dump`) and load them with this one (`strata load`)"
@@ -112,7 +115,7 @@ pub fn check_format(db: &Database) -> Result<bool, StoreError> {
 }
 
 /// Records that the data dir is in this build's format.
-pub fn record_format(db: &Database) -> Result<(), StoreError> {
+pub fn record_format(db: &Database) -> Result<(), DbError> {
     let tx = db.begin_write()?;
     tx.open_table(NODE)?
         .insert(FORMAT_KEY, encode(&FORMAT).as_slice())?;
@@ -125,12 +128,12 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
         .expect("in-memory bincode encoding cannot fail")
 }
 
-pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, DbError> {
     let cfg = bincode::config::standard().with_limit::<MAX_VALUE>();
-    let (v, used) = bincode::serde::decode_from_slice(b, cfg)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (v, used) =
+        bincode::serde::decode_from_slice(b, cfg).map_err(|e| DbError::Corrupt(e.to_string()))?;
     if used != b.len() {
-        return Err(StoreError::Corrupt("trailing bytes".into()));
+        return Err(DbError::Corrupt("trailing bytes".into()));
     }
     Ok(v)
 }
@@ -470,16 +473,11 @@ pub type Row = (Vec<u8>, Vec<u8>);
 
 /// Typed access to one key-value table, over a read or a write transaction.
 pub trait Rows {
-    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError>;
     /// Rows whose key starts with `prefix` and is greater than `after`, in order.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError>;
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Row>, DbError>;
 
-    fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn load<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, DbError> {
         self.load_raw(key)?.map(|v| decode(&v)).transpose()
     }
 }
@@ -489,7 +487,7 @@ fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
     prefix: &[u8],
     after: Option<&[u8]>,
     limit: usize,
-) -> Result<Vec<Row>, StoreError> {
+) -> Result<Vec<Row>, DbError> {
     use std::ops::Bound;
     let start = match after {
         Some(a) => Bound::Excluded(a),
@@ -512,29 +510,19 @@ fn scan_table<T: ReadableTable<&'static [u8], &'static [u8]>>(
 }
 
 impl Rows for redb::ReadOnlyTable<&'static [u8], &'static [u8]> {
-    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self.get(key)?.map(|v| v.value().to_vec()))
     }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError> {
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Row>, DbError> {
         scan_table(self, prefix, after, limit)
     }
 }
 
 impl Rows for redb::Table<'_, &'static [u8], &'static [u8]> {
-    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
         Ok(self.get(key)?.map(|v| v.value().to_vec()))
     }
-    fn scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError> {
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Row>, DbError> {
         scan_table(self, prefix, after, limit)
     }
 }
@@ -557,7 +545,7 @@ impl Pages {
     }
 
     /// The next page, or None once every row was handed out.
-    pub fn next<T: Rows + ?Sized>(&mut self, t: &T) -> Result<Option<Vec<Row>>, StoreError> {
+    pub fn next<T: Rows + ?Sized>(&mut self, t: &T) -> Result<Option<Vec<Row>>, DbError> {
         let page = t.scan(&self.prefix, self.after.as_deref(), self.size)?;
         let Some((last, _)) = page.last() else {
             return Ok(None);
@@ -569,22 +557,22 @@ impl Pages {
 
 /// Writes on a write transaction's table.
 pub trait RowsMut: Rows {
-    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError>;
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), DbError>;
     /// Stores an already encoded value.
-    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), StoreError>;
-    fn del(&mut self, key: &[u8]) -> Result<(), StoreError>;
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), DbError>;
+    fn del(&mut self, key: &[u8]) -> Result<(), DbError>;
 }
 
 impl RowsMut for redb::Table<'_, &'static [u8], &'static [u8]> {
-    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), StoreError> {
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), DbError> {
         self.insert(key, encode(v).as_slice())?;
         Ok(())
     }
-    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), StoreError> {
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), DbError> {
         self.insert(key, v)?;
         Ok(())
     }
-    fn del(&mut self, key: &[u8]) -> Result<(), StoreError> {
+    fn del(&mut self, key: &[u8]) -> Result<(), DbError> {
         self.remove(key)?;
         Ok(())
     }

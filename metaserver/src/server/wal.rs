@@ -35,7 +35,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
-use crate::server::store::{self, LOG, RAFT, StoreError, key};
+use crate::server::store::{self, DbError, LOG, RAFT, key};
 use crate::types::GroupId;
 
 /// Bytes preallocated per segment; a new segment starts when one is full.
@@ -136,12 +136,12 @@ fn segment_name(seq: u64) -> String {
     format!("{seq:016x}.wal")
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Db(format!("{what} {}: {e}", path.display()))
+fn io(what: &str, path: &Path, e: std::io::Error) -> DbError {
+    DbError::Storage(format!("{what} {}: {e}", path.display()))
 }
 
 /// Segments in `dir`, oldest first.
-fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, DbError> {
     let mut out = Vec::new();
     for item in std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))? {
         let item = item.map_err(|e| io("cannot list", dir, e))?;
@@ -159,14 +159,14 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(out)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+fn sync_dir(dir: &Path) -> Result<(), DbError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("cannot sync", dir, e))
 }
 
 /// The valid records of one segment, in order.
-fn read_segment(path: &Path) -> Result<Vec<Record>, StoreError> {
+fn read_segment(path: &Path) -> Result<Vec<Record>, DbError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -190,7 +190,7 @@ fn read_segment(path: &Path) -> Result<Vec<Record>, StoreError> {
             // A record whose checksum holds but which does not decode was
             // written by a different program: refuse rather than drop data.
             Err(e) => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(DbError::Corrupt(format!(
                     "{}: record {lsn} at byte {pos} does not decode ({e}); a log written \
                      by another version of Strata?",
                     path.display()
@@ -230,7 +230,7 @@ struct Segment {
 impl Segment {
     /// Creates segment `seq` holding a checkpoint of `groups`, durably, and
     /// then deletes every older segment.
-    fn create(dir: &Path, seq: u64, size: u64, groups: &Groups) -> Result<Segment, StoreError> {
+    fn create(dir: &Path, seq: u64, size: u64, groups: &Groups) -> Result<Segment, DbError> {
         let mut all: Vec<(GroupId, GroupLog)> =
             groups.iter().map(|(g, l)| (*g, l.clone())).collect();
         all.sort_by_key(|(g, _)| *g);
@@ -309,7 +309,7 @@ fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
 }
 
 /// Reads the logs a node kept in redb before the write-ahead log existed.
-fn legacy_state(db: &Database) -> Result<Groups, StoreError> {
+fn legacy_state(db: &Database) -> Result<Groups, DbError> {
     let mut groups = Groups::new();
     let tx = db.begin_read()?;
     let log = tx.open_table(LOG)?;
@@ -340,7 +340,7 @@ fn legacy_state(db: &Database) -> Result<Groups, StoreError> {
 }
 
 /// Deletes the redb log rows once the write-ahead log holds them.
-fn drop_legacy(db: &Database, groups: &Groups) -> Result<(), StoreError> {
+fn drop_legacy(db: &Database, groups: &Groups) -> Result<(), DbError> {
     let tx = db.begin_write()?;
     {
         let mut log = tx.open_table(LOG)?;
@@ -359,11 +359,11 @@ impl Wal {
     /// Opens the log in `dir` (creating it), replays it, and starts the
     /// writer thread. A node whose logs are still in `legacy` (written by an
     /// older Strata) has them moved here.
-    pub fn open(dir: &Path, legacy: &Database) -> Result<Wal, StoreError> {
+    pub fn open(dir: &Path, legacy: &Database) -> Result<Wal, DbError> {
         Self::open_sized(dir, legacy, SEGMENT_BYTES)
     }
 
-    fn open_sized(dir: &Path, legacy: &Database, segment_bytes: u64) -> Result<Wal, StoreError> {
+    fn open_sized(dir: &Path, legacy: &Database, segment_bytes: u64) -> Result<Wal, DbError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let existing = segments(dir)?;
         let mut groups = Groups::new();
@@ -388,7 +388,7 @@ impl Wal {
         let thread = std::thread::Builder::new()
             .name("strata-wal".into())
             .spawn(move || write_loop(segment, rx, state))
-            .map_err(|e| StoreError::Db(format!("cannot start the log writer: {e}")))?;
+            .map_err(|e| DbError::Storage(format!("cannot start the log writer: {e}")))?;
         Ok(Wal {
             groups,
             jobs,

@@ -1,5 +1,5 @@
 use clap::Args;
-use strata_meta::MetaClient;
+use strata_meta::{FsSpec, MetaClient};
 
 use super::{CliError, CliResult, meta_addrs, parse_size};
 
@@ -24,7 +24,7 @@ pub struct FormatArgs {
     pub chunk_size: u64,
     /// Inode partitions to create, spread over the partition groups. More are
     /// added on their own when a group's partitions run out of inode numbers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = strata_meta::DEFAULT_PARTITIONS)]
     pub partitions: u32,
     /// Inode numbers each partition owns (16 to 2^40).
     #[arg(long, default_value_t = strata_meta::DEFAULT_PARTITION_SIZE)]
@@ -49,18 +49,15 @@ pub async fn run(a: FormatArgs) -> CliResult {
         return Err(CliError("--trash-days must be at most 36500".into()));
     }
     let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
-    let info = client
-        .format(
-            &a.name,
-            &a.storage,
-            a.s3_endpoint.clone(),
-            block_size,
-            chunk_size,
-            a.partitions,
-            a.inodes_per_partition,
-            (0, 0),
-        )
-        .await?;
+    let spec = FsSpec {
+        s3_endpoint: a.s3_endpoint.clone(),
+        block_size,
+        chunk_size,
+        partitions: a.partitions,
+        partition_size: a.inodes_per_partition,
+        ..FsSpec::new(&a.name, &a.storage)
+    };
+    let info = client.format(&spec, (0, 0)).await?;
     let fs = client.open_fs(&a.name).await?;
     fs.set_trash_days(a.trash_days).await?;
     println!(

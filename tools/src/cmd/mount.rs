@@ -300,18 +300,9 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         let blocks = std::fs::canonicalize(&blocks)?;
         let uid = unsafe { libc::geteuid() };
         let gid = unsafe { libc::getegid() };
-        client
-            .format(
-                EMBEDDED_FS,
-                &format!("file://{}", blocks.display()),
-                None,
-                strata_meta::DEFAULT_BLOCK_SIZE,
-                strata_meta::DEFAULT_CHUNK_SIZE,
-                4,
-                strata_meta::DEFAULT_PARTITION_SIZE,
-                (uid, gid),
-            )
-            .await?;
+        let storage = format!("file://{}", blocks.display());
+        let spec = strata_meta::FsSpec::new(EMBEDDED_FS, &storage);
+        client.format(&spec, (uid, gid)).await?;
         tracing::info!(data_dir = %a.data_dir().display(), "created the embedded filesystem");
     }
     let fs_client = client.open_fs(&target.name).await?;

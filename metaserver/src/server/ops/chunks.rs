@@ -7,7 +7,7 @@ use super::garbage;
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, OpResult, tri};
-use crate::server::store::{RowsMut, StoreError, key};
+use crate::server::store::{DbError, RowsMut, key};
 use crate::types::*;
 
 impl<T: RowsMut> Ctx<'_, T> {
@@ -18,7 +18,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         at_least: u64,
         len: u64,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let mut inode = tri!(self.inode(fs, ino)?);
         if inode.kind != FileType::File {
             return Ok(Err(MetaError::Invalid(
@@ -86,7 +86,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// The chunk size is recorded per partition state so partition groups need not ask group 0.
-    pub(crate) fn chunk_size(&self, fs: FsId) -> Result<u64, StoreError> {
+    pub(crate) fn chunk_size(&self, fs: FsId) -> Result<u64, DbError> {
         Ok(self
             .t
             .load::<u32>(&key::counter(self.g, &format!("chunk_size:{fs}")))?
@@ -104,7 +104,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         old_size: u64,
         chunk_size: u64,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let first_whole = new_size.div_ceil(chunk_size);
         let last = old_size.div_ceil(chunk_size);
         for idx in first_whole..last {

@@ -4,7 +4,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, MAX_PARTITION_SIZE, MAX_PARTITIONS, MIN_PARTITION_SIZE, PartState};
-use crate::server::store::{RowsMut, StoreError, key};
+use crate::server::store::{DbError, RowsMut, key};
 use crate::types::*;
 
 impl<T: RowsMut> Ctx<'_, T> {
@@ -13,7 +13,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         id: NodeId,
         addr: String,
         groups: Vec<GroupId>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = key::cluster(self.g);
         let mut map: ClusterMap = self.t.load(&k)?.unwrap_or_default();
         map.nodes.insert(id, addr);
@@ -27,7 +27,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Ok))
     }
 
-    pub(crate) fn unregister_node(&mut self, id: NodeId) -> Result<MetaResult, StoreError> {
+    pub(crate) fn unregister_node(&mut self, id: NodeId) -> Result<MetaResult, DbError> {
         let k = key::cluster(self.g);
         let mut map: ClusterMap = self.t.load(&k)?.unwrap_or_default();
         map.nodes.remove(&id);
@@ -43,7 +43,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         name: &str,
         count: u64,
         first: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, DbError> {
         let k = key::counter(self.g, name);
         let cur: u64 = self.t.load(&k)?.unwrap_or(first);
         self.t.put(&k, &(cur + count))?;
@@ -55,7 +55,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         mut info: FsInfo,
         partitions: u32,
         partition_size: u64,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = key::fs(self.g, &info.name);
         if let Some(existing) = self.t.load::<FsInfo>(&k)? {
             if existing.ready {
@@ -116,7 +116,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         group: GroupId,
         size: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let id = self.next_counter(&format!("part:{fs}"), 1, 0)? as PartitionId;
         let start = self
             .partitions(fs)?
@@ -134,7 +134,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         self.t.put(&key::partition(self.g, fs, id), &part)
     }
 
-    pub(crate) fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, StoreError> {
+    pub(crate) fn partitions(&self, fs: FsId) -> Result<Vec<Partition>, DbError> {
         self.t
             .scan(&key::partition_prefix(self.g, fs), None, usize::MAX)?
             .into_iter()
@@ -147,7 +147,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         group: GroupId,
         seen: u32,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let parts = self.partitions(fs)?;
         let Some(first) = parts.first() else {
             return Ok(Err(MetaError::Invalid(format!(
@@ -166,7 +166,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Partitions(self.partitions(fs)?)))
     }
 
-    pub(crate) fn mark_ready(&mut self, name: &str) -> Result<MetaResult, StoreError> {
+    pub(crate) fn mark_ready(&mut self, name: &str) -> Result<MetaResult, DbError> {
         let k = key::fs(self.g, name);
         let Some(mut info) = self.t.load::<FsInfo>(&k)? else {
             return Ok(Err(MetaError::FsNotFound(name.into())));
@@ -181,7 +181,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         name: &str,
         borrowed: Vec<BorrowedBlocks>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = key::fs(self.g, name);
         let Some(mut info) = self.t.load::<FsInfo>(&k)? else {
             return Ok(Err(MetaError::FsNotFound(name.into())));
@@ -196,7 +196,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Fs(info)))
     }
 
-    pub(crate) fn alloc_slices(&mut self, fs: FsId, count: u64) -> Result<MetaResult, StoreError> {
+    pub(crate) fn alloc_slices(&mut self, fs: FsId, count: u64) -> Result<MetaResult, DbError> {
         if count == 0 || count > 1 << 20 {
             return Ok(Err(MetaError::Invalid(format!(
                 "slice id batch of {count}"
@@ -211,7 +211,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         part: Partition,
         chunk_size: u32,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         self.t.put(
             &key::counter(self.g, &format!("chunk_size:{}", part.fs)),
             &chunk_size,

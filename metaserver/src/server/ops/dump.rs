@@ -6,7 +6,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, PartState, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{DbError, Rows, RowsMut, decode, key};
 use crate::types::*;
 
 /// Answers `DumpRows`.
@@ -17,7 +17,7 @@ pub(crate) fn dump_rows<T: Rows>(
     kind: TreeRowKind,
     after: Option<Vec<u8>>,
     limit: u32,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let limit = limit.clamp(1, 4096) as usize;
     let tag = match kind {
         TreeRowKind::Inodes => key::INODE,
@@ -37,7 +37,7 @@ pub(crate) fn dump_rows<T: Rows>(
         |k: &[u8], at: usize| u64::from_be_bytes(k[at..at + 8].try_into().expect("8 bytes"));
     // Inode numbers follow the group, tag and filesystem id.
     let base = prefix.len();
-    let live = |ino: Ino| -> Result<bool, StoreError> {
+    let live = |ino: Ino| -> Result<bool, DbError> {
         Ok(t.load::<Inode>(&key::inode(g, fs, ino))?
             .is_some_and(|i| i.nlink > 0))
     };
@@ -92,7 +92,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         layout: FsId,
         rows: Vec<TreeRow>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if crate::server::ops::snapshot::read_only(&*self.t, self.g, fs)? {
             return Ok(Err(MetaError::ReadOnly(format!(
                 "filesystem {fs} is a snapshot"
@@ -169,7 +169,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         fs: FsId,
         at_least: SliceId,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = key::counter(self.g, &format!("slice:{fs}"));
         let cur: u64 = self.t.load(&k)?.unwrap_or(1);
         self.t.put(&k, &cur.max(at_least))?;

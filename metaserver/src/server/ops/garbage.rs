@@ -15,7 +15,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, OpResult, tri};
-use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{DbError, Pages, Rows, RowsMut, decode, key};
 use crate::types::*;
 
 /// A chunk with this many slices is worth compacting.
@@ -29,7 +29,7 @@ struct TrashRow {
     name: Vec<u8>,
 }
 
-pub(crate) fn trash_days<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<u32, StoreError> {
+pub(crate) fn trash_days<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<u32, DbError> {
     Ok(
         t.load::<u32>(&key::counter(g, &format!("trash_days:{fs}")))?
             .unwrap_or(DEFAULT_TRASH_DAYS),
@@ -37,7 +37,7 @@ pub(crate) fn trash_days<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<u32, St
 }
 
 /// Trash entries deleted in this second or before are due at `now`.
-fn due_until<T: Rows>(t: &T, g: GroupId, fs: FsId, now: Timestamp) -> Result<i64, StoreError> {
+fn due_until<T: Rows>(t: &T, g: GroupId, fs: FsId, now: Timestamp) -> Result<i64, DbError> {
     let keep = trash_days(t, g, fs)? as i64 * 86_400;
     Ok(now.sec.saturating_sub(keep))
 }
@@ -47,7 +47,7 @@ fn held_until<T: Rows>(
     g: GroupId,
     fs: FsId,
     ino: Ino,
-) -> Result<Option<Timestamp>, StoreError> {
+) -> Result<Option<Timestamp>, DbError> {
     t.load(&key::hold(g, fs, ino))
 }
 
@@ -58,7 +58,7 @@ fn due_rows<T: Rows>(
     fs: FsId,
     now: Timestamp,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, TrashRow)>, StoreError> {
+) -> Result<Vec<(Vec<u8>, TrashRow)>, DbError> {
     let until = due_until(t, g, fs, now)?;
     let mut out = Vec::new();
     let mut pages = Pages::new(key::trash_prefix(g, fs), 256);
@@ -88,7 +88,7 @@ pub(crate) fn garbage_work<T: Rows>(
     now: Timestamp,
     after: SliceId,
     limit: u32,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let limit = limit.clamp(1, 4096) as usize;
     let trash_due = due_rows(t, g, fs, now, limit)?.len() as u64;
     let prefix = key::deletion_prefix(g, fs);
@@ -125,7 +125,7 @@ pub(crate) fn list_trash<T: Rows>(
     fs: FsId,
     after: Ino,
     limit: u32,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let prefix = key::trash_index(g, fs, 0);
     let prefix = &prefix[..prefix.len() - 8];
     let rows = t.scan(
@@ -138,14 +138,12 @@ pub(crate) fn list_trash<T: Rows>(
         let ino = key::trash_ino(&k);
         let sec: u64 = decode(&v)?;
         let Some(row) = t.load::<TrashRow>(&key::trash(g, fs, sec, ino))? else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(DbError::Corrupt(format!(
                 "trash index of {ino} without a row"
             )));
         };
         let Some(inode) = t.load::<Inode>(&key::inode(g, fs, ino))? else {
-            return Err(StoreError::Corrupt(format!(
-                "trashed inode {ino} is missing"
-            )));
+            return Err(DbError::Corrupt(format!("trashed inode {ino} is missing")));
         };
         out.push(TrashEntry {
             inode,
@@ -165,7 +163,7 @@ pub(crate) fn list_chunks<T: Rows>(
     fs: FsId,
     after: Option<(Ino, u32)>,
     limit: u32,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let prefix = key::chunk_prefix(g, fs, 0);
     let prefix = &prefix[..prefix.len() - 8];
     let start = after.map(|(ino, idx)| key::chunk(g, fs, ino, idx));
@@ -181,7 +179,7 @@ pub(crate) fn list_chunks<T: Rows>(
 }
 
 impl<T: RowsMut> Ctx<'_, T> {
-    pub(crate) fn set_trash_days(&mut self, fs: FsId, days: u32) -> Result<MetaResult, StoreError> {
+    pub(crate) fn set_trash_days(&mut self, fs: FsId, days: u32) -> Result<MetaResult, DbError> {
         if days > 36_500 {
             return Ok(Err(MetaError::Invalid(format!(
                 "{days} trash days is more than a century"
@@ -198,7 +196,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         slices: impl IntoIterator<Item = Slice>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         for s in slices.into_iter().filter(|s| s.id != 0) {
             self.t
                 .put(&key::deletion(self.g, fs, s.id), &(s.len, now))?;
@@ -213,7 +211,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         inode: &Inode,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         self.t.del(&key::inode(self.g, fs, inode.ino))?;
         self.drop_xattrs(fs, inode.ino)?;
         self.t.del(&key::locks(self.g, fs, inode.ino))?;
@@ -228,7 +226,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         self.add_usage(fs, -1, -(inode.size as i64))
     }
 
-    fn add_trash_usage(&mut self, fs: FsId, inodes: i64, bytes: i64) -> Result<(), StoreError> {
+    fn add_trash_usage(&mut self, fs: FsId, inodes: i64, bytes: i64) -> Result<(), DbError> {
         let k = key::trash_usage(self.g, fs);
         let mut u: Usage = self.t.load(&k)?.unwrap_or_default();
         u.inodes = u.inodes.saturating_add_signed(inodes);
@@ -244,7 +242,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         inode: &Inode,
         from: Option<(Ino, &[u8])>,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let (parent, name) = from.map_or((inode.parent, Vec::new()), |(p, n)| (p, n.to_vec()));
         let sec = now.sec.max(0) as u64;
         let row = TrashRow {
@@ -258,7 +256,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// The trash row of `ino`, with its key, if it is in the trash.
-    fn trash_row(&self, fs: FsId, ino: Ino) -> Result<Option<(Vec<u8>, TrashRow)>, StoreError> {
+    fn trash_row(&self, fs: FsId, ino: Ino) -> Result<Option<(Vec<u8>, TrashRow)>, DbError> {
         let Some(sec) = self.t.load::<u64>(&key::trash_index(self.g, fs, ino))? else {
             return Ok(None);
         };
@@ -266,7 +264,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(self.t.load::<TrashRow>(&k)?.map(|row| (k, row)))
     }
 
-    fn untrash(&mut self, fs: FsId, k: &[u8], inode: &Inode) -> Result<(), StoreError> {
+    fn untrash(&mut self, fs: FsId, k: &[u8], inode: &Inode) -> Result<(), DbError> {
         self.t.del(k)?;
         self.t.del(&key::trash_index(self.g, fs, inode.ino))?;
         self.add_trash_usage(fs, -1, -(inode.size as i64))
@@ -278,7 +276,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         inode: &Inode,
         old_size: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         if inode.nlink == 0 && self.trash_row(fs, inode.ino)?.is_some() {
             self.add_trash_usage(fs, 0, inode.size as i64 - old_size as i64)?;
         }
@@ -294,7 +292,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         inos: &[Ino],
         until: Timestamp,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         for &ino in inos {
             let k = key::hold(self.g, fs, ino);
             if until > now && self.t.load_raw(&key::inode(self.g, fs, ino))?.is_some() {
@@ -311,7 +309,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         fs: FsId,
         now: Timestamp,
         limit: u32,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let due = due_rows(&*self.t, self.g, fs, now, limit.clamp(1, 4096) as usize)?;
         let mut purged = 0;
         for (k, _) in due {
@@ -336,7 +334,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         fs: FsId,
         slices: &[SliceId],
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         for &s in slices {
             self.t.del(&key::deletion(self.g, fs, s))?;
         }
@@ -405,7 +403,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         old: &[Slice],
         new: Slice,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let chunk_size = self.chunk_size(fs)?;
         if new.id == 0 || new.len == 0 || new.pos as u64 + new.len as u64 > chunk_size {
             return Ok(Err(MetaError::Invalid(format!(

@@ -7,7 +7,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, key};
+use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
 
 /// Locks one inode may carry (a cap, so a client cannot grow a row forever).
@@ -19,7 +19,7 @@ fn live<T: Rows>(
     fs: FsId,
     ino: Ino,
     now: Timestamp,
-) -> Result<Vec<FileLock>, StoreError> {
+) -> Result<Vec<FileLock>, DbError> {
     let mut locks: Vec<FileLock> = t.load(&key::locks(g, fs, ino))?.unwrap_or_default();
     locks.retain(|l| l.expires > now);
     Ok(locks)
@@ -33,7 +33,7 @@ pub(crate) fn get<T: Rows>(
     ino: Ino,
     lock: FileLock,
     now: Timestamp,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     if t.load_raw(&key::inode(g, fs, ino))?.is_none() {
         return Ok(Err(MetaError::NotFound));
     }
@@ -73,7 +73,7 @@ fn apply(locks: Vec<FileLock>, new: FileLock) -> Vec<FileLock> {
 }
 
 impl<T: RowsMut> Ctx<'_, T> {
-    fn save_locks(&mut self, fs: FsId, ino: Ino, locks: &[FileLock]) -> Result<(), StoreError> {
+    fn save_locks(&mut self, fs: FsId, ino: Ino, locks: &[FileLock]) -> Result<(), DbError> {
         let k = key::locks(self.g, fs, ino);
         if locks.is_empty() {
             self.t.del(&k)
@@ -88,7 +88,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         ino: Ino,
         lock: FileLock,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if lock.start > lock.end {
             return Ok(Err(MetaError::Invalid(format!(
                 "lock range {}..={} is empty",
@@ -116,7 +116,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         ino: Ino,
         client: u64,
         owner: Option<u64>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let mut locks: Vec<FileLock> = self
             .t
             .load(&key::locks(self.g, fs, ino))?
@@ -132,7 +132,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         client: u64,
         inos: &[Ino],
         until: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         for &ino in inos {
             let k = key::locks(self.g, fs, ino);
             let Some(mut locks) = self.t.load::<Vec<FileLock>>(&k)? else {

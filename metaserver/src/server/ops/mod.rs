@@ -22,7 +22,7 @@ pub(crate) mod xattr;
 
 use crate::MetaError;
 use crate::request::{LogRequest, MetaResponse, MetaResult, ReadRequest, RenameMode, WriteRequest};
-use crate::server::store::{Rows, RowsMut, StoreError, key};
+use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
 
 use cluster::new_fs_info;
@@ -49,7 +49,7 @@ pub(crate) struct Ctx<'a, T> {
     pub(crate) g: GroupId,
 }
 
-pub(crate) type OpResult<T> = Result<Result<T, MetaError>, StoreError>;
+pub(crate) type OpResult<T> = Result<Result<T, MetaError>, DbError>;
 
 /// Unwraps the inner result of an `OpResult`, returning a refusal as is.
 macro_rules! tri {
@@ -68,7 +68,7 @@ pub fn apply_logged<T: RowsMut>(
     t: &mut T,
     g: GroupId,
     entry: LogRequest,
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     let LogRequest { req, origin, at } = entry;
     let mut remember = None;
     if let Some(o) = origin {
@@ -101,11 +101,7 @@ pub fn apply_logged<T: RowsMut>(
     Ok(result)
 }
 
-pub fn apply<T: RowsMut>(
-    t: &mut T,
-    g: GroupId,
-    req: WriteRequest,
-) -> Result<MetaResult, StoreError> {
+pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<MetaResult, DbError> {
     if let Some(fs) = req.changes_fs()
         && snapshot::read_only(&*t, g, fs)?
     {
@@ -187,9 +183,18 @@ pub fn apply<T: RowsMut>(
             rdev,
             symlink,
             now,
-        } => c
-            .create(fs, parent, &name, kind, mode, uid, gid, rdev, symlink, now)?
-            .map(|(inode, dir)| MetaResponse::created(inode, dir)),
+        } => {
+            let new = NewInode {
+                kind,
+                mode,
+                uid,
+                gid,
+                rdev,
+                symlink,
+            };
+            c.create(fs, (parent, &name), new, now)?
+                .map(|(inode, dir)| MetaResponse::created(inode, dir))
+        }
         R::Link {
             fs,
             ino,
@@ -355,7 +360,7 @@ pub fn apply<T: RowsMut>(
 }
 
 /// Answers a read: every read is a few point lookups or one bounded page.
-pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaResult, StoreError> {
+pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaResult, DbError> {
     use ReadRequest as R;
     Ok(match req {
         R::GetClusterMap => Ok(MetaResponse::ClusterMap(

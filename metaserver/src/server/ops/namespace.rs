@@ -5,7 +5,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, PartState, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, key};
+use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
 
 pub(crate) fn lookup<T: Rows>(
@@ -90,7 +90,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         uid: u32,
         gid: u32,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = key::inode(self.g, fs, ROOT_INO);
         if let Some(root) = self.t.load::<Inode>(&k)? {
             return Ok(Ok(MetaResponse::Inode(root)));
@@ -106,12 +106,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Inode(root)))
     }
 
-    pub(crate) fn add_usage(
-        &mut self,
-        fs: FsId,
-        inodes: i64,
-        bytes: i64,
-    ) -> Result<(), StoreError> {
+    pub(crate) fn add_usage(&mut self, fs: FsId, inodes: i64, bytes: i64) -> Result<(), DbError> {
         let k = key::usage(self.g, fs);
         let mut u: Usage = self.t.load(&k)?.unwrap_or_default();
         u.inodes = u.inodes.saturating_add_signed(inodes);
@@ -134,7 +129,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// Whether `ino` falls in one of this group's partitions.
-    pub(crate) fn owns(&self, fs: FsId, ino: Ino) -> Result<bool, StoreError> {
+    pub(crate) fn owns(&self, fs: FsId, ino: Ino) -> Result<bool, DbError> {
         for (_, v) in self
             .t
             .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?
@@ -185,7 +180,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(()))
     }
 
-    pub(crate) fn save(&mut self, fs: FsId, inode: &Inode) -> Result<(), StoreError> {
+    pub(crate) fn save(&mut self, fs: FsId, inode: &Inode) -> Result<(), DbError> {
         self.t.put(&key::inode(self.g, fs, inode.ino), inode)
     }
 
@@ -211,22 +206,16 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Err(MetaError::PartitionsFull))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn create(
         &mut self,
         fs: FsId,
-        parent: Ino,
-        name: &[u8],
-        kind: FileType,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        symlink: Option<Vec<u8>>,
+        (parent, name): (Ino, &[u8]),
+        new: NewInode,
         now: Timestamp,
     ) -> OpResult<(Inode, Inode)> {
         tri!(validate_name(name));
-        if let Some(target) = &symlink
+        let kind = new.kind;
+        if let Some(target) = &new.symlink
             && (target.is_empty() || target.len() > MAX_SYMLINK_LEN)
         {
             return Ok(Err(MetaError::Invalid(format!(
@@ -234,7 +223,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                 target.len()
             ))));
         }
-        if (kind == FileType::Symlink) != symlink.is_some() {
+        if (kind == FileType::Symlink) != new.symlink.is_some() {
             return Ok(Err(MetaError::Invalid(
                 "a symlink needs a target, and only a symlink".into(),
             )));
@@ -254,27 +243,20 @@ impl<T: RowsMut> Ctx<'_, T> {
         let ino = tri!(self.alloc_ino(fs, parent)?);
         // BSD group semantics under a setgid directory: the entry takes the
         // directory's group, and subdirectories inherit the setgid bit.
-        let (gid, mode) = if dir.mode & 0o2000 != 0 {
-            (
-                dir.gid,
-                if kind == FileType::Dir {
-                    mode | 0o2000
+        let new = if dir.mode & 0o2000 != 0 {
+            NewInode {
+                gid: dir.gid,
+                mode: if kind == FileType::Dir {
+                    new.mode | 0o2000
                 } else {
-                    mode
+                    new.mode
                 },
-            )
+                ..new
+            }
         } else {
-            (gid, mode)
+            new
         };
-        let spec = NewInode {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev,
-            symlink,
-        };
-        let inode = Inode::new(ino, spec, parent, now);
+        let inode = Inode::new(ino, new, parent, now);
         self.t.put(&dkey, &Dentry { ino, kind })?;
         self.save(fs, &inode)?;
         if kind == FileType::Dir {
@@ -343,7 +325,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         mut inode: Inode,
         from: Option<(Ino, &[u8])>,
         now: Timestamp,
-    ) -> Result<(Inode, bool), StoreError> {
+    ) -> Result<(Inode, bool), DbError> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
         if inode.kind == FileType::Dir {
@@ -365,7 +347,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         parent: Ino,
         name: &[u8],
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         tri!(validate_name(name));
         let mut dir = tri!(get_dir(&*self.t, self.g, fs, parent)?);
         let dkey = key::dentry(self.g, fs, parent, name);
@@ -416,7 +398,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         parent: Ino,
         name: &[u8],
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if name == b"." {
             return Ok(Err(MetaError::Invalid("cannot remove '.'".into())));
         }

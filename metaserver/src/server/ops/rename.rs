@@ -6,7 +6,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult, RenameMode};
 use crate::server::ops::{Ctx, OpResult, get_dir, tri};
-use crate::server::store::{RowsMut, StoreError, key};
+use crate::server::store::{DbError, RowsMut, key};
 use crate::types::*;
 
 impl<T: RowsMut> Ctx<'_, T> {
@@ -31,7 +31,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         (new_parent, new_name): (Ino, &[u8]),
         mode: RenameMode,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         tri!(validate_name(name));
         tri!(validate_name(new_name));
         tri!(get_dir(&*self.t, self.g, fs, parent)?);
@@ -124,7 +124,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         (parent, name, src): (Ino, &[u8], Dentry),
         (new_parent, new_name, dst): (Ino, &[u8], Dentry),
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if src.ino == dst.ino {
             return Ok(Ok(MetaResponse::Renamed { replaced: None }));
         }
@@ -186,7 +186,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         (old, old_delta): (Ino, i32),
         (new, new_delta): (Ino, i32),
         now: Timestamp,
-    ) -> Result<Vec<Inode>, StoreError> {
+    ) -> Result<Vec<Inode>, DbError> {
         let parents = if old == new {
             vec![(old, old_delta + new_delta)]
         } else {

@@ -22,7 +22,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult, WriteRequest};
 use crate::server::ops::{Ctx, tri};
-use crate::server::store::{Pages, Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{DbError, Pages, Rows, RowsMut, decode, key};
 use crate::types::*;
 
 /// Rows copied or dropped per scan, so memory stays bounded however large
@@ -44,7 +44,7 @@ pub(crate) fn freeze_refusal<T: Rows>(
     g: GroupId,
     req: &WriteRequest,
     at: Timestamp,
-) -> Result<Option<MetaError>, StoreError> {
+) -> Result<Option<MetaError>, DbError> {
     let Some(fs) = req.changes_fs() else {
         return Ok(None);
     };
@@ -65,7 +65,7 @@ pub(crate) fn freeze_refusal<T: Rows>(
 }
 
 /// Whether `fs` is a snapshot in group `g` (no changes to its tree).
-pub(crate) fn read_only<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<bool, StoreError> {
+pub(crate) fn read_only<T: Rows>(t: &T, g: GroupId, fs: FsId) -> Result<bool, DbError> {
     Ok(t.load_raw(&read_only_key(g, fs))?.is_some())
 }
 
@@ -75,12 +75,12 @@ pub(crate) fn slice_refs<T: Rows>(
     g: GroupId,
     fs: FsId,
     slice: SliceId,
-) -> Result<u64, StoreError> {
+) -> Result<u64, DbError> {
     Ok(t.load(&key::snap_ref(g, fs, slice))?.unwrap_or(0))
 }
 
 /// Answers `ListSnapshots` (group 0).
-pub(crate) fn list<T: Rows>(t: &T, g: GroupId, source: &str) -> Result<MetaResult, StoreError> {
+pub(crate) fn list<T: Rows>(t: &T, g: GroupId, source: &str) -> Result<MetaResult, DbError> {
     let Some(src) = t.load::<FsInfo>(&key::fs(g, source))? else {
         return Ok(Err(MetaError::FsNotFound(source.to_string())));
     };
@@ -115,7 +115,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         now: Timestamp,
         loading: bool,
         path: Option<String>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         tri!(check_name(name));
         let Some(src) = self.t.load::<FsInfo>(&key::fs(self.g, source))? else {
             return Ok(Err(MetaError::FsNotFound(source.to_string())));
@@ -157,7 +157,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &self,
         source: &str,
         name: &str,
-    ) -> Result<Result<(Vec<u8>, SnapshotInfo), MetaError>, StoreError> {
+    ) -> Result<Result<(Vec<u8>, SnapshotInfo), MetaError>, DbError> {
         let Some(src) = self.t.load::<FsInfo>(&key::fs(self.g, source))? else {
             return Ok(Err(MetaError::FsNotFound(source.to_string())));
         };
@@ -175,7 +175,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         source: &str,
         name: &str,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let (sk, mut snap) = tri!(self.snapshot_record(source, name)?);
         for p in self.partitions(snap.source)? {
             self.t.put(
@@ -197,7 +197,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         source: &str,
         name: &str,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let (sk, snap) = tri!(self.snapshot_record(source, name)?);
         self.t.del(&sk)?;
         self.t
@@ -215,7 +215,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         &mut self,
         fs: FsId,
         until: Option<Timestamp>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let k = freeze_key(self.g, fs);
         match until {
             Some(until) => self.t.put(&k, &until)?,
@@ -226,7 +226,7 @@ impl<T: RowsMut> Ctx<'_, T> {
 
     /// Copies this group's rows of `from` to `to`, page by page inside this
     /// one transaction; files in the trash stay behind.
-    pub(crate) fn copy_fs(&mut self, from: FsId, to: FsId) -> Result<MetaResult, StoreError> {
+    pub(crate) fn copy_fs(&mut self, from: FsId, to: FsId) -> Result<MetaResult, DbError> {
         if read_only(&*self.t, self.g, to)? {
             // Copied already (a retried request).
             return Ok(Ok(MetaResponse::Ok));
@@ -264,7 +264,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         root: Ino,
         inos: Vec<Ino>,
         nlink: Vec<(Ino, u32)>,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if read_only(&*self.t, self.g, to)? {
             return Ok(Err(MetaError::ReadOnly(format!("snapshot {to} is sealed"))));
         }
@@ -313,7 +313,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         k: &[u8],
         v: &[u8],
         usage: &mut Usage,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, DbError> {
         let ino_at = |k: &[u8]| u64::from_be_bytes(k[9..17].try_into().expect("8 bytes"));
         match tag {
             key::INODE => {
@@ -350,11 +350,7 @@ impl<T: RowsMut> Ctx<'_, T> {
 
     /// Makes snapshot `fs` of `source`, whose rows `strata load` wrote into
     /// this group, read-only, and counts the slices it shares.
-    pub(crate) fn seal_snapshot(
-        &mut self,
-        fs: FsId,
-        source: FsId,
-    ) -> Result<MetaResult, StoreError> {
+    pub(crate) fn seal_snapshot(&mut self, fs: FsId, source: FsId) -> Result<MetaResult, DbError> {
         if read_only(&*self.t, self.g, fs)? {
             return Ok(Ok(MetaResponse::Ok));
         }
@@ -377,7 +373,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     /// Drops snapshot `fs` of `source` from this group.
     /// Also drops what a failed attempt left of a snapshot: rows without the
     /// seal, whose slices were never counted (so none are released).
-    pub(crate) fn drop_fs(&mut self, fs: FsId, source: FsId) -> Result<MetaResult, StoreError> {
+    pub(crate) fn drop_fs(&mut self, fs: FsId, source: FsId) -> Result<MetaResult, DbError> {
         if fs == source {
             return Ok(Err(MetaError::Invalid(format!(
                 "filesystem {fs} is not a snapshot of itself"
@@ -408,7 +404,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Ok))
     }
 
-    fn release_slice(&mut self, source: FsId, slice: SliceId) -> Result<(), StoreError> {
+    fn release_slice(&mut self, source: FsId, slice: SliceId) -> Result<(), DbError> {
         let rk = key::snap_ref(self.g, source, slice);
         match self.t.load::<u64>(&rk)? {
             Some(n) if n > 1 => self.t.put(&rk, &(n - 1)),

@@ -31,7 +31,7 @@
 use crate::MetaError;
 use crate::request::{IntentInfo, MetaResponse, MetaResult, TxId, TxStep};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{DbError, Rows, RowsMut, decode, key};
 use crate::types::*;
 
 /// A prepared transaction, as a participant keeps it until it finishes.
@@ -45,7 +45,7 @@ pub struct Intent {
 }
 
 /// Every intent of group `g`.
-pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, StoreError> {
+pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, DbError> {
     t.scan(&key::intent_prefix(g), None, usize::MAX)?
         .into_iter()
         .map(|(_, v)| decode(&v))
@@ -54,7 +54,7 @@ pub fn intents<T: Rows>(t: &T, g: GroupId) -> Result<Vec<Intent>, StoreError> {
 
 /// What recovery looks at in group `g`: its intents, and the transactions it
 /// coordinates that began and are not decided.
-pub fn pending<T: Rows>(t: &T, g: GroupId) -> Result<Vec<IntentInfo>, StoreError> {
+pub fn pending<T: Rows>(t: &T, g: GroupId) -> Result<Vec<IntentInfo>, DbError> {
     let mut out: Vec<IntentInfo> = intents(t, g)?.into_iter().map(|i| i.info).collect();
     for (_, v) in t.scan(&key::begun_prefix(g), None, usize::MAX)? {
         out.push(decode(&v)?);
@@ -75,7 +75,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         participants: Vec<GroupId>,
         steps: Vec<TxStep>,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let ikey = key::intent(self.g, tx);
         if let Some(done) = self.t.load::<Intent>(&ikey)? {
             return Ok(Ok(MetaResponse::TxApplied(
@@ -119,7 +119,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         tx: TxId,
         participants: Vec<GroupId>,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         if self.t.load::<bool>(&key::decision(self.g, tx))?.is_some() {
             return Ok(Err(MetaError::TxAborted));
         }
@@ -140,7 +140,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         tx: TxId,
         steps: Vec<TxStep>,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let dkey = key::decision(self.g, tx);
         match self.t.load::<bool>(&dkey)? {
             Some(false) => return Ok(Err(MetaError::TxAborted)),
@@ -175,7 +175,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::TxApplied(answer)))
     }
 
-    pub fn tx_resolve(&mut self, tx: TxId) -> Result<MetaResult, StoreError> {
+    pub fn tx_resolve(&mut self, tx: TxId) -> Result<MetaResult, DbError> {
         let dkey = key::decision(self.g, tx);
         let decision = match self.t.load::<bool>(&dkey)? {
             Some(d) => d,
@@ -188,7 +188,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::Decision(decision)))
     }
 
-    pub fn tx_forget(&mut self, tx: TxId) -> Result<MetaResult, StoreError> {
+    pub fn tx_forget(&mut self, tx: TxId) -> Result<MetaResult, DbError> {
         self.t.del(&key::decision(self.g, tx))?;
         Ok(Ok(MetaResponse::Ok))
     }
@@ -199,7 +199,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         tx: TxId,
         commit: bool,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         let ikey = key::intent(self.g, tx);
         let Some(intent) = self.t.load::<Intent>(&ikey)? else {
             // Finished already, by the client or by recovery.
@@ -235,7 +235,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(MetaResponse::TxApplied(answer)))
     }
 
-    fn created_inodes(&self, fs: FsId, inos: &[Ino]) -> Result<Vec<(Inode, bool)>, StoreError> {
+    fn created_inodes(&self, fs: FsId, inos: &[Ino]) -> Result<Vec<(Inode, bool)>, DbError> {
         let mut out = Vec::new();
         for &ino in inos {
             if let Ok(i) = self.inode(fs, ino)? {
@@ -249,7 +249,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     fn check_steps(&self, fs: FsId, steps: &[TxStep]) -> OpResult<Vec<Vec<u8>>> {
         let g = self.g;
         let mut locks: Vec<Vec<u8>> = Vec::new();
-        let free = |k: &Vec<u8>| -> Result<bool, StoreError> { Ok(self.t.load_raw(k)?.is_none()) };
+        let free = |k: &Vec<u8>| -> Result<bool, DbError> { Ok(self.t.load_raw(k)?.is_none()) };
         for step in steps {
             match step {
                 TxStep::CreateInode { kind, symlink, .. } => {

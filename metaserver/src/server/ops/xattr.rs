@@ -8,7 +8,7 @@
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult, XattrMode};
 use crate::server::ops::{Ctx, tri};
-use crate::server::store::{Rows, RowsMut, StoreError, decode, key};
+use crate::server::store::{DbError, Rows, RowsMut, decode, key};
 use crate::types::*;
 
 /// Longest attribute name (Linux XATTR_NAME_MAX).
@@ -27,7 +27,7 @@ fn check_name(name: &[u8]) -> Result<(), MetaError> {
     Ok(())
 }
 
-fn exists<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> Result<bool, StoreError> {
+fn exists<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> Result<bool, DbError> {
     Ok(t.load_raw(&key::inode(g, fs, ino))?.is_some())
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn get<T: Rows>(
     fs: FsId,
     ino: Ino,
     name: &[u8],
-) -> Result<MetaResult, StoreError> {
+) -> Result<MetaResult, DbError> {
     if !exists(t, g, fs, ino)? {
         return Ok(Err(MetaError::NotFound));
     }
@@ -49,12 +49,7 @@ pub(crate) fn get<T: Rows>(
 }
 
 /// Answers `ListXattrs`.
-pub(crate) fn list<T: Rows>(
-    t: &T,
-    g: GroupId,
-    fs: FsId,
-    ino: Ino,
-) -> Result<MetaResult, StoreError> {
+pub(crate) fn list<T: Rows>(t: &T, g: GroupId, fs: FsId, ino: Ino) -> Result<MetaResult, DbError> {
     if !exists(t, g, fs, ino)? {
         return Ok(Err(MetaError::NotFound));
     }
@@ -69,7 +64,7 @@ pub(crate) fn list<T: Rows>(
 
 impl<T: RowsMut> Ctx<'_, T> {
     /// Bytes of names and values `ino` holds now.
-    fn xattr_bytes(&self, fs: FsId, ino: Ino) -> Result<usize, StoreError> {
+    fn xattr_bytes(&self, fs: FsId, ino: Ino) -> Result<usize, DbError> {
         let prefix = key::xattr_prefix(self.g, fs, ino);
         let mut total = 0;
         for (k, v) in self.t.scan(&prefix, None, usize::MAX)? {
@@ -86,7 +81,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         value: Vec<u8>,
         mode: XattrMode,
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         tri!(check_name(name));
         if value.len() > MAX_XATTR_VALUE {
             return Ok(Err(MetaError::TooBig(format!(
@@ -122,7 +117,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         ino: Ino,
         name: &[u8],
         now: Timestamp,
-    ) -> Result<MetaResult, StoreError> {
+    ) -> Result<MetaResult, DbError> {
         tri!(check_name(name));
         let mut inode = tri!(self.inode(fs, ino)?);
         tri!(self.check_unlocked(fs, &[ino], &[])?);
@@ -137,7 +132,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     }
 
     /// Drops every extended attribute of an inode that is going away.
-    pub(crate) fn drop_xattrs(&mut self, fs: FsId, ino: Ino) -> Result<(), StoreError> {
+    pub(crate) fn drop_xattrs(&mut self, fs: FsId, ino: Ino) -> Result<(), DbError> {
         for (k, _) in self
             .t
             .scan(&key::xattr_prefix(self.g, fs, ino), None, usize::MAX)?

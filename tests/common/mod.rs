@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: the `strata` binary, mounts that
-//! clean up after themselves, and metaserver processes.
+//! Helpers shared by the integration tests of the `strata` binary: the
+//! binary itself, mounts that clean up after themselves, metaserver
+//! processes and the test S3 server. Helpers that need no binary (`Rng`)
+//! come from `strata-testkit`, shared with the other crates' tests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use strata_cache::test_s3::{Faults, start_faulty_s3_server};
+pub use strata_testkit::Rng;
 
 pub fn strata() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -192,28 +195,6 @@ pub fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<MetaServer>, Vec<S
     let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
     assert!(out.contains("cluster formed"), "{out}");
     (nodes, addrs)
-}
-
-/// Deterministic pseudo-random numbers (xorshift), so failures reproduce from the seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
 }
 
 /// Random writes at random offsets and sizes through the mount, mirrored in memory;

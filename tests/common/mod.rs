@@ -26,13 +26,18 @@ pub fn run_ok(args: &[&str]) -> String {
     run_env_ok(args, &[])
 }
 
-pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+/// `strata ARGS` with the environment variables `env` set.
+pub fn strata_with(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = strata();
     c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().expect("strata runs");
+    c
+}
+
+pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = strata_with(args, env).output().expect("strata runs");
     assert!(
         out.status.success(),
         "strata {args:?} failed: {}\n{}",
@@ -40,6 +45,15 @@ pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The process id a `strata mount -d` printed in its output `out`.
+pub fn mount_pid(out: &str) -> i32 {
+    out.split("pid ")
+        .nth(1)
+        .and_then(|s| s.split([',', ')']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"))
 }
 
 /// FUSE must be usable; the test script installs fuse3 before running tests.
@@ -251,6 +265,17 @@ pub fn assert_same_file(path: &Path, model: &[u8], what: &str) {
 pub const ACCESS: &str = "strata-test-access";
 pub const SECRET: &str = "strata-test-secret-key";
 
+/// The environment a `strata` process needs to reach a test S3 server
+/// (credentials `ACCESS` and `SECRET`) at `endpoint`.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+    ]
+}
+
 /// A fault-injecting S3 server (s3s) over HTTP on loopback, with the
 /// environment a `strata` process needs to reach it.
 pub struct S3 {
@@ -279,12 +304,7 @@ impl S3 {
             _rt: rt,
             faults,
             root: root.to_path_buf(),
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
-                ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
-                ("AWS_REGION", "us-east-1".to_string()),
-                ("AWS_ENDPOINT_URL", endpoint),
-            ],
+            env: s3_env(&endpoint),
         }
     }
 
@@ -310,6 +330,28 @@ pub fn format_data(meta: &str, s3: &S3, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     run_env_ok(&args, &s3.env());
+}
+
+/// Runs `strata gc` on filesystem `data` until it finds no leak, for up to
+/// `secs` seconds: background compactions and deletions may have blocks in
+/// flight for a moment, but a referenced block is never missing. Returns
+/// the last report.
+pub fn gc_settles(secs: u64, meta: &str, s3: &S3) -> String {
+    let mut last = String::new();
+    until(secs, "gc to find no leaks", || {
+        last = run_env_ok(&["gc", "--meta", meta, "data"], &s3.env());
+        assert!(last.contains(" 0 missing"), "{last}");
+        last.contains(" 0 leaked")
+    });
+    last
+}
+
+/// Writes `data` to a new file at `path` and fsyncs it.
+pub fn write_synced(path: &Path, data: impl AsRef<[u8]>) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data.as_ref()).unwrap();
+    f.sync_all().unwrap();
 }
 
 /// What a tree holds at each relative path: kind, permission bits, size,

@@ -3,15 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::*;
-
-fn write_synced(path: &std::path::Path, body: &str) {
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(body.as_bytes()).unwrap();
-    f.sync_all().unwrap();
-}
 
 /// Formats filesystem `c` with its blocks under `dir/blocks`.
 fn format_c(dir: &std::path::Path, all: &str) {
@@ -42,13 +34,13 @@ fn three_node_cluster_survives_losing_any_one_node() {
 
     let m = Mount::new(&tmp.path().join("mnt"), &["--meta", &all, "c"], &[]);
     for i in 0..30 {
-        write_synced(&m.path(&format!("a{i}")), &format!("first {i}"));
+        write_synced(&m.path(&format!("a{i}")), format!("first {i}"));
     }
 
     // Node 1 formed the cluster and leads every group: losing it forces elections.
     nodes[0].kill9();
     for i in 0..30 {
-        write_synced(&m.path(&format!("b{i}")), &format!("second {i}"));
+        write_synced(&m.path(&format!("b{i}")), format!("second {i}"));
     }
     std::fs::rename(m.path("a0"), m.path("renamed")).unwrap();
     let status = run_ok(&["meta", "status", "--meta", &all]);
@@ -59,7 +51,7 @@ fn three_node_cluster_survives_losing_any_one_node() {
     nodes[0] = MetaServer::start_node(1, &tmp.path().join("n1"), &addrs[0]);
     nodes[1].kill9();
     for i in 0..10 {
-        write_synced(&m.path(&format!("c{i}")), &format!("third {i}"));
+        write_synced(&m.path(&format!("c{i}")), format!("third {i}"));
     }
     nodes[1] = MetaServer::start_node(2, &tmp.path().join("n2"), &addrs[1]);
 
@@ -96,7 +88,7 @@ fn nodes_are_added_and_removed_while_the_cluster_serves() {
     format_c(tmp.path(), &all);
     let m = Mount::new(&tmp.path().join("mnt"), &["--meta", &all, "c"], &[]);
     for i in 0..20 {
-        write_synced(&m.path(&format!("a{i}")), &format!("before {i}"));
+        write_synced(&m.path(&format!("a{i}")), format!("before {i}"));
     }
 
     let n4 = MetaServer::start_node(4, &tmp.path().join("n4"), "127.0.0.1:0");
@@ -110,7 +102,7 @@ fn nodes_are_added_and_removed_while_the_cluster_serves() {
     // With node 1 gone, a quorum of {2, 3, 4} needs node 4: writes prove it joined.
     nodes[1].kill9();
     for i in 0..20 {
-        write_synced(&m.path(&format!("b{i}")), &format!("after {i}"));
+        write_synced(&m.path(&format!("b{i}")), format!("after {i}"));
     }
     nodes[1] = MetaServer::start_node(2, &tmp.path().join("n2"), &addrs[1]);
     let status = run_ok(&[

@@ -56,14 +56,6 @@ fn leader_of(all: &str, group: u32) -> Option<usize> {
     leader.parse::<usize>().ok()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// fsck until clean; transactions a killed client or leader left are
 /// finished by recovery within seconds, so only those may take a while.
 fn assert_consistent(
@@ -96,7 +88,7 @@ fn assert_replicas_agree(rt: &tokio::runtime::Runtime, fs: &FsClient, addrs: &[S
     groups.push(0);
     for g in groups {
         let mut digests = Vec::new();
-        wait_until(&format!("replicas of group {g} to converge"), || {
+        until(90, &format!("replicas of group {g} to converge"), || {
             digests = addrs
                 .iter()
                 .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
@@ -309,7 +301,7 @@ fn mixed_workload_survives_killing_every_groups_leader() {
         .collect();
     let progressed = |by: u64| {
         let target = done.load(Ordering::Relaxed) + by;
-        wait_until("the workload to make progress", || {
+        until(90, "the workload to make progress", || {
             done.load(Ordering::Relaxed) >= target
         });
     };
@@ -413,9 +405,11 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
             })
         })
         .collect();
-    wait_until("renames to start", || done.load(Ordering::Relaxed) >= 40);
+    until(90, "renames to start", || {
+        done.load(Ordering::Relaxed) >= 40
+    });
     nodes[1].kill9();
-    wait_until("renames to go on with a node down", || {
+    until(90, "renames to go on with a node down", || {
         done.load(Ordering::Relaxed) >= 120
     });
     nodes[1] = MetaServer::start_node(2, &tmp.path().join("n2"), &addrs[1]);

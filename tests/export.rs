@@ -18,12 +18,7 @@ fn manifest_of(text: &str) -> Vec<serde_json::Value> {
 }
 
 fn strata_fails(args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut c = strata();
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
+    let out = strata_with(args, env).output().unwrap();
     assert!(!out.status.success(), "strata {args:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -19,13 +19,7 @@ fn mount(meta: &str, dir: &Path, extra: &[&str]) -> (Mount, i32) {
     let mut args = vec!["mount", "-d", "--meta", meta];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["data", dir.to_str().unwrap()]);
-    let out = run_ok(&args);
-    let pid = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split([',', ')']).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {out:?}"));
+    let pid = mount_pid(&run_ok(&args));
     (Mount::adopt(dir), pid)
 }
 

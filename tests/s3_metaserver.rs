@@ -5,18 +5,6 @@ mod common;
 
 use common::*;
 
-const ACCESS: &str = "strata-test-access";
-const SECRET: &str = "strata-test-secret-key";
-
-fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        ("AWS_ENDPOINT_URL", endpoint.to_string()),
-    ]
-}
-
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -18,13 +17,6 @@ use common::*;
 struct Step {
     started: u64,
     acked: u64,
-}
-
-fn write_synced(path: &Path, data: &[u8]) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    f.write_all(data).unwrap();
-    f.sync_all().unwrap();
 }
 
 fn content(writer: usize, step: usize) -> Vec<u8> {
@@ -67,10 +59,10 @@ fn a_snapshot_taken_while_writers_run_is_one_cut_and_read_only() {
                 while !stop.load(Ordering::SeqCst) {
                     let started = clock.fetch_add(1, Ordering::SeqCst);
                     if w < 3 {
-                        write_synced(&root.join(format!("w{w}/f{k}")), &content(w, k));
+                        write_synced(&root.join(format!("w{w}/f{k}")), content(w, k));
                         write_synced(&root.join(format!("w{w}/last")), k.to_string().as_bytes());
                     } else {
-                        write_synced(&root.join(format!("c{}/s{k}", k % 3)), &content(w, k));
+                        write_synced(&root.join(format!("c{}/s{k}", k % 3)), content(w, k));
                     }
                     let acked = clock.fetch_add(1, Ordering::SeqCst);
                     log.lock().unwrap().push(Step { started, acked });
@@ -268,17 +260,6 @@ fn objects(s3: &S3) -> BTreeMap<String, u64> {
     out
 }
 
-/// Runs `strata gc` until it finds no leak; never a missing block.
-fn gc_settles(meta: &str, s3: &S3) -> String {
-    let mut last = String::new();
-    until(60, "gc to find no leaks", || {
-        last = run_env_ok(&["gc", "--meta", meta, "data"], &s3.env());
-        assert!(last.contains(" 0 missing"), "{last}");
-        last.contains(" 0 leaked")
-    });
-    last
-}
-
 #[test]
 fn blocks_a_snapshot_shares_outlive_compaction_and_deletion_until_it_goes() {
     require_fuse();
@@ -306,7 +287,7 @@ fn blocks_a_snapshot_shares_outlive_compaction_and_deletion_until_it_goes() {
     // delete `b`: every object of theirs stays while the snapshot holds it.
     let a2 = random_writes(&m.path("a"), 23, 40, 2 << 20, 300_000);
     std::fs::remove_file(m.path("b")).unwrap();
-    let with_snapshot = gc_settles(&meta, &s3);
+    let with_snapshot = gc_settles(60, &meta, &s3);
     let now = objects(&s3);
     for k in before.keys() {
         assert!(
@@ -351,7 +332,7 @@ fn blocks_a_snapshot_shares_outlive_compaction_and_deletion_until_it_goes() {
     let mut last = String::new();
     let mut gone = BTreeMap::new();
     until(60, "the deletion queue to empty", || {
-        last = gc_settles(&meta, &s3);
+        last = gc_settles(60, &meta, &s3);
         gone = objects(&s3);
         last.contains(" 0 queued for deletion")
             && last.contains(&format!(

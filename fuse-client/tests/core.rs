@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
 use strata_fuse::{Filesystem, FsConfig};
-use strata_meta::FsSpec;
-use strata_meta::server::{MetaNode, NodeConfig};
-use strata_meta::{MetaClient, SetAttr};
+use strata_meta::SetAttr;
+use strata_meta::server::MetaNode;
+use strata_testkit::{Rng, connect, node_with_fs};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -18,29 +18,7 @@ struct Env {
 /// Small blocks and chunks so a few KiB already span several of each.
 async fn setup(block: u32, chunk: u32) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let node = MetaNode::start(NodeConfig {
-        id: 1,
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("meta"),
-        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
-    })
-    .await
-    .unwrap();
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
-    client
-        .format(
-            &FsSpec {
-                block_size: block,
-                chunk_size: chunk,
-                partitions: 2,
-                ..FsSpec::new("t", "file:///unused")
-            },
-            (0, 0),
-        )
-        .await
-        .unwrap();
+    let (node, client) = node_with_fs(&dir.path().join("meta"), "t", block, chunk).await;
     let meta = client.open_fs("t").await.unwrap();
     let store = Arc::new(LocalStore::new(dir.path().join("blocks")).unwrap());
     let cache = BlockCache::new(store, BlockCacheConfig::default()).unwrap();
@@ -58,16 +36,6 @@ async fn setup(block: u32, chunk: u32) -> Env {
         _dir: dir,
         node,
         fs,
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
@@ -348,12 +316,7 @@ async fn extended_attributes_follow_linux_rules() {
     fs.setxattr(d.ino, b"user.d", b"dir", 0).await.unwrap();
     assert_eq!(fs.getxattr(d.ino, b"user.d").await.unwrap(), b"dir");
     fs.rmdir(1, b"d").await.unwrap();
-    let meta = MetaClient::connect(std::slice::from_ref(&env.node.addr))
-        .await
-        .unwrap()
-        .open_fs("t")
-        .await
-        .unwrap();
+    let meta = connect(&env.node).await.open_fs("t").await.unwrap();
     assert_eq!(
         meta.list_xattrs(d.ino).await.unwrap_err(),
         strata_meta::MetaError::NotFound

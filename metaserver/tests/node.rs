@@ -3,40 +3,9 @@
 
 use strata_meta::FsSpec;
 use strata_meta::request::RenameMode;
-use strata_meta::server::{MetaNode, NodeConfig};
+use strata_meta::server::MetaNode;
 use strata_meta::{FileType, MetaClient, MetaError, SetAttr, Slice};
-
-async fn start(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
-    MetaNode::start(NodeConfig {
-        id: 1,
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.to_path_buf(),
-        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
-    })
-    .await
-    .expect("node starts")
-}
-
-/// Starts a node on a data dir whose previous node just shut down.
-async fn restart(dir: &std::path::Path) -> std::sync::Arc<MetaNode> {
-    for _ in 0..1_000 {
-        let r = MetaNode::start(NodeConfig {
-            id: 1,
-            listen: "127.0.0.1:0".into(),
-            data_dir: dir.to_path_buf(),
-            snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
-        })
-        .await;
-        match r {
-            Ok(node) => return node,
-            Err(e) if e.to_string().contains("already open") => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await
-            }
-            Err(e) => panic!("node restarts: {e}"),
-        }
-    }
-    panic!("the data dir stayed locked after shutdown");
-}
+use strata_testkit::{connect, format_fs, restart_node, start_node, test_fs};
 
 /// Formats filesystem `t` on `node` with `partitions` partitions of `size`
 /// inode numbers, and opens it.
@@ -45,22 +14,13 @@ async fn format(
     partitions: u32,
     size: u64,
 ) -> (std::sync::Arc<MetaClient>, strata_meta::FsClient) {
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
-    client
-        .format(
-            &FsSpec {
-                block_size: 1 << 20,
-                chunk_size: 8 << 20,
-                partitions,
-                partition_size: size,
-                ..FsSpec::new("t", "file:///tmp/x")
-            },
-            (0, 0),
-        )
-        .await
-        .unwrap();
+    let client = connect(node).await;
+    let spec = FsSpec {
+        partitions,
+        partition_size: size,
+        ..test_fs("t", 1 << 20, 8 << 20)
+    };
+    format_fs(&client, &spec).await;
     let fs = client.open_fs("t").await.unwrap();
     (client, fs)
 }
@@ -68,7 +28,7 @@ async fn format(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_survives_restart_and_errors_are_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
+    let node = start_node(dir.path()).await;
     let (client, fs) = format(&node, 2, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let d = fs
         .create(
@@ -157,10 +117,8 @@ async fn metadata_survives_restart_and_errors_are_exact() {
     }
     // The last handle may still be closing on another thread (its drop
     // writes and unlocks the file): the restart may have to try again.
-    let node = restart(dir.path()).await;
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
+    let node = restart_node(dir.path()).await;
+    let client = connect(&node).await;
     let fs = client.open_fs("t").await.unwrap();
     let moved = fs.lookup(1, b"moved").await.unwrap();
     assert_eq!((moved.ino, moved.size, moved.nlink), (f.ino, 10, 2));
@@ -215,7 +173,7 @@ async fn metadata_survives_restart_and_errors_are_exact() {
 async fn malformed_frame_closes_only_that_connection() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
+    let node = start_node(dir.path()).await;
     let mut raw = tokio::net::TcpStream::connect(&node.addr).await.unwrap();
     raw.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff])
         .await
@@ -225,9 +183,7 @@ async fn malformed_frame_closes_only_that_connection() {
     // The server hangs up on the garbage frame...
     assert_eq!(raw.read(&mut buf).await.unwrap(), 0);
     // ...and keeps serving everyone else.
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
+    let client = connect(&node).await;
     assert!(client.list_fs().await.unwrap().is_empty());
     node.shutdown().await;
 }
@@ -239,7 +195,7 @@ async fn a_retried_write_applies_once() {
     use strata_meta::wire::{Request, Response};
     use strata_meta::{Timestamp, types::CLUSTER_GROUP};
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
+    let node = start_node(dir.path()).await;
     let (client, fs) = format(&node, 1, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let group = client.partitions(fs.info.id).await.unwrap()[0].group;
     assert_ne!(group, CLUSTER_GROUP);
@@ -296,7 +252,7 @@ async fn a_retried_write_applies_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_partition_gets_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path()).await;
+    let node = start_node(dir.path()).await;
     let (client, fs) = format(&node, 1, 16).await;
     // 16 inode numbers per partition: 60 entries need four partitions.
     for i in 0..60 {

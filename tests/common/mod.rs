@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: the `strata` binary, mounts that
-//! clean up after themselves, and metaserver processes.
+//! Helpers shared by the integration tests of the `strata` binary: the
+//! binary itself, mounts that clean up after themselves, metaserver
+//! processes and the test S3 server. Helpers that need no binary (`Rng`)
+//! come from `strata-testkit`, shared with the other crates' tests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use strata_cache::test_s3::{Faults, start_faulty_s3_server};
+pub use strata_testkit::Rng;
 
 pub fn strata() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -23,13 +26,18 @@ pub fn run_ok(args: &[&str]) -> String {
     run_env_ok(args, &[])
 }
 
-pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+/// `strata ARGS` with the environment variables `env` set.
+pub fn strata_with(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = strata();
     c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().expect("strata runs");
+    c
+}
+
+pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = strata_with(args, env).output().expect("strata runs");
     assert!(
         out.status.success(),
         "strata {args:?} failed: {}\n{}",
@@ -37,6 +45,15 @@ pub fn run_env_ok(args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The process id a `strata mount -d` printed in its output `out`.
+pub fn mount_pid(out: &str) -> i32 {
+    out.split("pid ")
+        .nth(1)
+        .and_then(|s| s.split([',', ')']).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {out:?}"))
 }
 
 /// FUSE must be usable; the test script installs fuse3 before running tests.
@@ -194,28 +211,6 @@ pub fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<MetaServer>, Vec<S
     (nodes, addrs)
 }
 
-/// Deterministic pseudo-random numbers (xorshift), so failures reproduce from the seed.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
-}
-
 /// Random writes at random offsets and sizes through the mount, mirrored in memory;
 /// returns the model of the file's final contents.
 pub fn random_writes(path: &Path, seed: u64, ops: usize, max_size: u64, max_write: u64) -> Vec<u8> {
@@ -270,6 +265,17 @@ pub fn assert_same_file(path: &Path, model: &[u8], what: &str) {
 pub const ACCESS: &str = "strata-test-access";
 pub const SECRET: &str = "strata-test-secret-key";
 
+/// The environment a `strata` process needs to reach a test S3 server
+/// (credentials `ACCESS` and `SECRET`) at `endpoint`.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+    ]
+}
+
 /// A fault-injecting S3 server (s3s) over HTTP on loopback, with the
 /// environment a `strata` process needs to reach it.
 pub struct S3 {
@@ -298,12 +304,7 @@ impl S3 {
             _rt: rt,
             faults,
             root: root.to_path_buf(),
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", ACCESS.to_string()),
-                ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
-                ("AWS_REGION", "us-east-1".to_string()),
-                ("AWS_ENDPOINT_URL", endpoint),
-            ],
+            env: s3_env(&endpoint),
         }
     }
 
@@ -329,6 +330,28 @@ pub fn format_data(meta: &str, s3: &S3, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     run_env_ok(&args, &s3.env());
+}
+
+/// Runs `strata gc` on filesystem `data` until it finds no leak, for up to
+/// `secs` seconds: background compactions and deletions may have blocks in
+/// flight for a moment, but a referenced block is never missing. Returns
+/// the last report.
+pub fn gc_settles(secs: u64, meta: &str, s3: &S3) -> String {
+    let mut last = String::new();
+    until(secs, "gc to find no leaks", || {
+        last = run_env_ok(&["gc", "--meta", meta, "data"], &s3.env());
+        assert!(last.contains(" 0 missing"), "{last}");
+        last.contains(" 0 leaked")
+    });
+    last
+}
+
+/// Writes `data` to a new file at `path` and fsyncs it.
+pub fn write_synced(path: &Path, data: impl AsRef<[u8]>) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data.as_ref()).unwrap();
+    f.sync_all().unwrap();
 }
 
 /// What a tree holds at each relative path: kind, permission bits, size,

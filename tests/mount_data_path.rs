@@ -10,19 +10,12 @@ use std::time::Duration;
 use common::*;
 use strata_cache::ObjectStore;
 
-/// A metaserver with filesystem `data` on the test S3 server.
-fn setup(tmp: &Path, s3: &S3, extra: &[&str]) -> MetaServer {
-    let meta = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
-    format_data(&meta.addr, s3, extra);
-    meta
-}
-
 #[test]
 fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let meta = setup(tmp.path(), &s3, &[]);
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
     s3.faults.set_errors(0.2);
     s3.faults.set_delays(0.1, Duration::from_millis(30));
     s3.faults.set_cut_bodies(0.1);
@@ -94,7 +87,7 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let meta = setup(tmp.path(), &s3, &[]);
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("w");
     std::fs::create_dir_all(&mnt).unwrap();
@@ -109,13 +102,7 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
         "data",
         mnt.to_str().unwrap(),
     ];
-    let out = run_env_ok(&wb_args, &s3.env());
-    let pid: i32 = out
-        .split("pid ")
-        .nth(1)
-        .and_then(|s| s.split([',', ')']).next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {out:?}"));
+    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
     // The store refuses everything: nothing written can be uploaded.
     s3.faults.set_errors(1.0);
     let mut rng = Rng(42);
@@ -156,23 +143,12 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     other.unmount();
 }
 
-/// Runs `strata gc` until it finds no leak: background compactions and
-/// deletions may have blocks in flight for a moment, but a referenced block
-/// is never missing.
-fn gc_settles(meta: &str, s3: &S3) {
-    until(30, "gc to find no leaks", || {
-        let gc = run_env_ok(&["gc", "--meta", meta, "data"], &s3.env());
-        assert!(gc.contains(" 0 missing"), "{gc}");
-        gc.contains(" 0 leaked")
-    });
-}
-
 #[test]
 fn deleted_files_wait_in_the_trash_and_gc_finds_no_leaks() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let meta = setup(tmp.path(), &s3, &[]);
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
     let m = Mount::new(
         &tmp.path().join("m"),
         &[
@@ -200,7 +176,7 @@ fn deleted_files_wait_in_the_trash_and_gc_finds_no_leaks() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap()
         .to_string();
-    gc_settles(&meta.addr, &s3);
+    gc_settles(30, &meta.addr, &s3);
     run_env_ok(
         &["trash", "restore", "--meta", &meta.addr, "data", &ino],
         &s3.env(),
@@ -212,7 +188,7 @@ fn deleted_files_wait_in_the_trash_and_gc_finds_no_leaks() {
     // blocks in flight, but never a referenced block missing; once they are
     // done it sees no leak either.
     random_writes(&m.path("kept"), 11, 30, 1 << 20, 100_000);
-    gc_settles(&meta.addr, &s3);
+    gc_settles(30, &meta.addr, &s3);
     // A leak (an object no slice references) is found and, with --delete, removed.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = rt

@@ -14,9 +14,9 @@ use strata_cache::{
     BlockCache, BlockCacheConfig, DiskCacheConfig, LocalStore, ObjectStore, StoreError,
 };
 use strata_fuse::{Filesystem, FsConfig};
-use strata_meta::FsSpec;
-use strata_meta::server::{MetaNode, NodeConfig};
+use strata_meta::server::MetaNode;
 use strata_meta::{FsClient, Ino, MetaClient, SetAttr};
+use strata_testkit::{Rng, node_with_fs};
 
 const BLOCK: u32 = 64 << 10;
 const CHUNK: u32 = 256 << 10;
@@ -98,29 +98,7 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let node = MetaNode::start(NodeConfig {
-        id: 1,
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("meta"),
-        snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
-    })
-    .await
-    .unwrap();
-    let client = MetaClient::connect(std::slice::from_ref(&node.addr))
-        .await
-        .unwrap();
-    client
-        .format(
-            &FsSpec {
-                block_size: BLOCK,
-                chunk_size: CHUNK,
-                partitions: 2,
-                ..FsSpec::new("t", "file:///unused")
-            },
-            (0, 0),
-        )
-        .await
-        .unwrap();
+    let (node, client) = node_with_fs(&dir.path().join("meta"), "t", BLOCK, CHUNK).await;
     let store = Watched::new(&dir.path().join("blocks"));
     Env {
         dir,
@@ -174,16 +152,6 @@ fn quick_gc() -> FsConfig {
     FsConfig {
         deletion_delay: Duration::ZERO,
         ..Default::default()
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The client's share of garbage collection (see the metaserver's
-//! `server::garbage`): a background worker purges due trash entries, deletes
+//! `strata_meta::server::ops::garbage`): a background worker purges due trash entries, deletes
 //! the objects of queued slices and acknowledges them, renews holds on
 //! unlinked files this client still has open, and compacts crowded chunks.
 

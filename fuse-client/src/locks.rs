@@ -1,6 +1,6 @@
 //! File locks for the kernel (fcntl F_GETLK/F_SETLK/F_SETLKW and flock),
 //! kept by the metaserver so they hold across clients (see
-//! `strata_meta::server::locks`). Each lock carries a lease this client
+//! `strata_meta::server::ops::locks`). Each lock carries a lease this client
 //! renews while it runs; if it dies its locks lapse within
 //! `FsConfig::lock_lease`.
 //! A blocked F_SETLKW polls with growing pauses and gives up (EINTR) when

@@ -1,3 +1,6 @@
+//! `MetaError`: what a metadata request can fail with, on both sides of the
+//! wire, and the errno each becomes.
+
 use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;

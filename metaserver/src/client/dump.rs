@@ -1,4 +1,4 @@
-//! Client side of metadata dump and load (see `server::dump`).
+//! Client side of metadata dump and load (see `server::ops::dump`).
 
 use super::unexpected;
 use super::{FsClient, MetaClient};

@@ -1,4 +1,4 @@
-//! Client side of a filesystem's garbage (see `server::garbage`): trash
+//! Client side of a filesystem's garbage (see `server::ops::garbage`): trash
 //! settings, holds on open unlinked files, purges, the deletion queue,
 //! compaction and the listings `strata gc` and `strata trash` use.
 

@@ -1,4 +1,4 @@
-//! Client side of file locks (see `server::locks`).
+//! Client side of file locks (see `server::ops::locks`).
 
 use super::FsClient;
 use super::unexpected;

@@ -1,6 +1,8 @@
-//! `MetaClient`: routes requests to the leader of the right group, following
-//! NotLeader hints and retrying through outages; `FsClient`: typed calls for
-//! one filesystem, routed ino -> partition -> group.
+//! The client side of the metadata: `MetaClient` routes requests to the
+//! leader of the right group, following NotLeader hints and retrying
+//! through outages; `FsClient` makes typed calls for one filesystem, routed
+//! ino -> partition -> group. Tools and the filesystem core use only this
+//! (and the shared types), never the server.
 //!
 //! One file per concern: `routing` (MetaClient: leaders, retries, write
 //! numbering), `admin` (filesystems in the cluster map), `fs_client`

@@ -1,4 +1,4 @@
-//! Client side of snapshots (see `server::snapshot`): taking one across
+//! Client side of snapshots (see `server::ops::snapshot`): taking one across
 //! every group, listing and deleting them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

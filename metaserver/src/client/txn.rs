@@ -73,7 +73,7 @@ pub(super) fn split_steps(steps: Vec<(GroupId, TxStep)>, coord: GroupId) -> (Par
 }
 
 impl FsClient {
-    /// Runs a cross-group transaction (see `crate::server::txn`): `parts` are
+    /// Runs a cross-group transaction (see `server::ops::txn`): `parts` are
     /// prepared in order, then the coordinator applies the steps `coord_steps`
     /// builds from the inodes the parts created, then the parts finish.
     /// Returns every inode a step changed, with whether it is gone.

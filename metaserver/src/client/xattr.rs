@@ -1,4 +1,4 @@
-//! Client side of extended attributes (see `server::xattr`).
+//! Client side of extended attributes (see `server::ops::xattr`).
 
 use super::FsClient;
 use super::unexpected;

@@ -1,3 +1,5 @@
+//! `strata format`: creates a filesystem in the cluster map.
+
 use clap::Args;
 use strata_meta::{FsSpec, MetaClient};
 

@@ -1,3 +1,5 @@
+//! `strata fsck`: checks a filesystem's metadata across every group.
+
 use clap::Args;
 use strata_meta::MetaClient;
 

@@ -1,3 +1,6 @@
+//! `strata meta serve|init|status|add-node|remove-node`: running and
+//! shaping a metaserver cluster.
+
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};

@@ -1,3 +1,6 @@
+//! One module per subcommand, and what they share: argument parsing,
+//! the CLI error type, and finding the embedded default's metaserver.
+
 pub mod bench;
 pub mod dump;
 pub mod export;

@@ -1,3 +1,6 @@
+//! `strata mount` and `strata umount`: the embedded default or a filesystem
+//! of a cluster, in the foreground or in the background.
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! `strata snapshot create|list|delete`: read-only, point-in-time copies of a
 //! filesystem's metadata that share its blocks (see
-//! `strata_meta::server::snapshot`). Mount one with `strata mount
+//! `strata_meta::server::ops::snapshot`). Mount one with `strata mount
 //! --snapshot NAME`.
 
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! `strata status`: a filesystem's usage and its cluster's health.
+
 use std::path::PathBuf;
 
 use clap::Args;

@@ -8,6 +8,7 @@ pub mod fs;
 pub mod fuse;
 pub mod garbage;
 pub mod locks;
+pub mod mount;
 mod read;
 pub mod slices;
 mod write;

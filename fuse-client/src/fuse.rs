@@ -16,7 +16,7 @@ use fuser::{
 };
 use strata_meta::{FileType, Inode, SetAttr, Timestamp};
 
-use crate::error::FsError;
+use crate::error::{FsError, Level};
 use crate::fs::Filesystem;
 
 pub struct FuseAdapter {
@@ -122,22 +122,57 @@ impl FuseAdapter {
         self.rt.spawn(async move { f(fs).await });
     }
 
-    fn entry(fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
+    fn entry(op: &'static str, fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
         match r {
             Ok(i) => reply.entry(
                 &fs.config().entry_ttl,
                 &to_file_attr(&i),
                 Generation(i.generation),
             ),
-            Err(e) => fail(reply, e, |r, e| r.error(e)),
+            Err(e) => fail(op, reply, e),
         }
     }
 }
 
-/// Logs once and answers the error.
-fn fail<R>(reply: R, e: FsError, answer: impl FnOnce(R, Errno)) {
-    tracing::debug!(errno = e.errno, error = %e.message, "request failed");
-    answer(reply, errno(&e));
+/// A reply that can carry an errno.
+trait ErrorReply {
+    fn error(self, errno: Errno);
+}
+
+macro_rules! error_replies {
+    ($($reply:ty),* $(,)?) => {
+        $(impl ErrorReply for $reply {
+            fn error(self, errno: Errno) {
+                <$reply>::error(self, errno)
+            }
+        })*
+    };
+}
+
+error_replies!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    fuser::ReplyLock,
+    fuser::ReplyXattr,
+);
+
+/// Logs `op`'s error once, at the level the core gave it, and answers its
+/// errno.
+fn fail(op: &'static str, reply: impl ErrorReply, e: FsError) {
+    match e.level {
+        Level::Debug => tracing::debug!(op, errno = e.errno, error = %e, "request failed"),
+        Level::Warn => tracing::warn!(op, errno = e.errno, error = %e, "request failed"),
+        Level::Error => tracing::error!(op, errno = e.errno, error = %e, "request failed"),
+    }
+    reply.error(errno(&e));
 }
 
 fn bytes(s: &OsStr) -> Vec<u8> {
@@ -165,10 +200,10 @@ fn sized(reply: fuser::ReplyXattr, bytes: &[u8], size: u32) {
     }
 }
 
-fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+fn empty(op: &'static str, reply: ReplyEmpty, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => fail(reply, e, |r, e| r.error(e)),
+        Err(e) => fail(op, reply, e),
     }
 }
 
@@ -203,7 +238,7 @@ impl fuser::Filesystem for FuseAdapter {
         let name = bytes(name);
         self.spawn(move |fs| async move {
             let r = fs.lookup(parent.0, &name).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("lookup", &fs, reply, r);
         });
     }
 
@@ -217,7 +252,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("getattr", reply, e),
             }
         });
     }
@@ -252,7 +287,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.setattr(ino.0, set).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("setattr", reply, e),
             }
         });
     }
@@ -261,7 +296,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readlink", reply, e),
             }
         });
     }
@@ -285,7 +320,7 @@ impl fuser::Filesystem for FuseAdapter {
             let r = fs
                 .mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid)
                 .await;
-            Self::entry(&fs, reply, r);
+            Self::entry("mknod", &fs, reply, r);
         });
     }
 
@@ -301,18 +336,20 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         self.spawn(move |fs| async move {
             let r = fs.mkdir(parent.0, &name, mode & 0o7777, uid, gid).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("mkdir", &fs, reply, r);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.unlink(parent.0, &name).await) });
+        self.spawn(
+            move |fs| async move { empty("unlink", reply, fs.unlink(parent.0, &name).await) },
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.rmdir(parent.0, &name).await) });
+        self.spawn(move |fs| async move { empty("rmdir", reply, fs.rmdir(parent.0, &name).await) });
     }
 
     fn symlink(
@@ -327,7 +364,7 @@ impl fuser::Filesystem for FuseAdapter {
         let (uid, gid) = (req.uid(), req.gid());
         self.spawn(move |fs| async move {
             let r = fs.symlink(parent.0, &name, &target, uid, gid).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("symlink", &fs, reply, r);
         });
     }
 
@@ -344,6 +381,7 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, newname) = (bytes(name), bytes(newname));
         self.spawn(move |fs| async move {
             empty(
+                "rename",
                 reply,
                 fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
                     .await,
@@ -362,7 +400,7 @@ impl fuser::Filesystem for FuseAdapter {
         let newname = bytes(newname);
         self.spawn(move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("link", &fs, reply, r);
         });
     }
 
@@ -376,7 +414,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.opened(FileHandle(fh), f)
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("open", reply, e),
             }
         });
     }
@@ -395,7 +433,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(b) => reply.data(&b),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("read", reply, e),
             }
         });
     }
@@ -416,7 +454,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("write", reply, e),
             }
         });
     }
@@ -438,7 +476,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             // Closing any descriptor drops its process's POSIX locks on the file.
             let locks = fs.release_locks(ino.0, lock_owner.0).await;
-            empty(reply, fs.flush(ino.0, fh.0).await.and(locks))
+            empty("flush", reply, fs.flush(ino.0, fh.0).await.and(locks))
         });
     }
 
@@ -463,7 +501,7 @@ impl fuser::Filesystem for FuseAdapter {
                 Some(o) => fs.release_locks(ino.0, o.0).await,
                 None => Ok(()),
             };
-            empty(reply, fs.release(ino.0, fh.0).await.and(locks))
+            empty("release", reply, fs.release(ino.0, fh.0).await.and(locks))
         });
     }
 
@@ -482,7 +520,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.getlk(ino.0, lock_owner.0, start, end, typ, pid).await {
                 Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("getlk", reply, e),
             }
         });
     }
@@ -502,6 +540,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         self.spawn(move |fs| async move {
             empty(
+                "setlk",
                 reply,
                 fs.setlk(ino.0, lock_owner.0, start, end, typ, pid, sleep)
                     .await,
@@ -517,14 +556,14 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { empty(reply, fs.fsync(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move { empty("fsync", reply, fs.fsync(ino.0, fh.0).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("opendir", reply, e),
             }
         });
     }
@@ -548,7 +587,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.ok();
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readdir", reply, e),
             }
         });
     }
@@ -582,7 +621,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.ok();
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readdirplus", reply, e),
             }
         });
     }
@@ -595,7 +634,9 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { empty(reply, fs.releasedir(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move {
+            empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
+        });
     }
 
     fn fsyncdir(
@@ -616,7 +657,7 @@ impl fuser::Filesystem for FuseAdapter {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
                 ),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("statfs", reply, e),
             }
         });
     }
@@ -633,7 +674,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(v) => sized(reply, &v, size),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("getxattr", reply, e),
             }
         });
     }
@@ -649,7 +690,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     sized(reply, &list, size)
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("listxattr", reply, e),
             }
         });
     }
@@ -666,13 +707,19 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, value) = (bytes(name), value.to_vec());
         self.spawn(move |fs| async move {
-            empty(reply, fs.setxattr(ino.0, &name, &value, flags).await)
+            empty(
+                "setxattr",
+                reply,
+                fs.setxattr(ino.0, &name, &value, flags).await,
+            )
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.removexattr(ino.0, &name).await) });
+        self.spawn(move |fs| async move {
+            empty("removexattr", reply, fs.removexattr(ino.0, &name).await)
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -707,7 +754,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(move |fs| async move {
-            empty(reply, fs.fallocate(ino.0, fh.0, offset, length, mode).await)
+            empty(
+                "fallocate",
+                reply,
+                fs.fallocate(ino.0, fh.0, offset, length, mode).await,
+            )
         });
     }
 
@@ -733,7 +784,7 @@ impl fuser::Filesystem for FuseAdapter {
                 .await;
             match r {
                 Ok(n) => reply.written(n),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("copy_file_range", reply, e),
             }
         });
     }
@@ -761,7 +812,7 @@ impl fuser::Filesystem for FuseAdapter {
                     FileHandle(fh),
                     open_flags(flags),
                 ),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("create", reply, e),
             }
         });
     }

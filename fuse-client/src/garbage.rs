@@ -364,7 +364,7 @@ impl Filesystem {
             }
         });
         for r in futures::future::join_all(stores).await {
-            r.map_err(|e| FsError::new(libc::EIO, format!("compaction upload: {e}")))?;
+            r.map_err(|e| FsError::new(libc::EIO, "compaction upload").with_source(e))?;
         }
         let new = Slice {
             id,

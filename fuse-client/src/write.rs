@@ -214,10 +214,9 @@ impl Filesystem {
                         Err(e) => {
                             // The bytes went with the task (the runtime is
                             // shutting down): nothing to try again with.
-                            return Err(FsError::new(
-                                libc::EIO,
-                                format!("a block upload task ended: {e}"),
-                            ));
+                            return Err(
+                                FsError::new(libc::EIO, "a block upload task ended").with_source(e)
+                            );
                         }
                     };
                 }
@@ -230,10 +229,9 @@ impl Filesystem {
                             failure.get_or_insert(e);
                         }
                         Err(e) => {
-                            return Err(FsError::new(
-                                libc::EIO,
-                                format!("a block upload task ended: {e}"),
-                            ));
+                            return Err(
+                                FsError::new(libc::EIO, "a block upload task ended").with_source(e)
+                            );
                         }
                     }
                 }
@@ -241,10 +239,7 @@ impl Filesystem {
         }
         match failure {
             // The bytes stay pending, so a later flush or fsync tries again.
-            Some(e) => Err(FsError::new(
-                libc::EIO,
-                format!("storing file data failed: {e}"),
-            )),
+            Some(e) => Err(FsError::new(libc::EIO, "storing file data failed").with_source(e)),
             None => Ok(()),
         }
     }

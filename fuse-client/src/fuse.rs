@@ -469,14 +469,13 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
-        if self.fs.nothing_to_flush(ino.0) && !self.fs.holds_locks(ino.0, lock_owner.0) {
+        if self.fs.flush_is_noop(ino.0, Some(lock_owner.0)) {
             reply.ok();
             return;
         }
         self.spawn(move |fs| async move {
-            // Closing any descriptor drops its process's POSIX locks on the file.
-            let locks = fs.release_locks(ino.0, lock_owner.0).await;
-            empty("flush", reply, fs.flush(ino.0, fh.0).await.and(locks))
+            let r = fs.flush(ino.0, fh.0, Some(lock_owner.0)).await;
+            empty("flush", reply, r)
         });
     }
 
@@ -491,17 +490,13 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // With an owner, the last close of an flock'ed file: the lock goes.
-        let flock = lock_owner.filter(|o| self.fs.holds_locks(ino.0, o.0));
-        if flock.is_none() && self.fs.try_release_now(ino.0, fh.0) {
+        let lock_owner = lock_owner.map(|o| o.0);
+        if self.fs.try_release_now(ino.0, fh.0, lock_owner) {
             reply.ok();
             return;
         }
         self.spawn(move |fs| async move {
-            let locks = match flock {
-                Some(o) => fs.release_locks(ino.0, o.0).await,
-                None => Ok(()),
-            };
-            empty("release", reply, fs.release(ino.0, fh.0).await.and(locks))
+            empty("release", reply, fs.release(ino.0, fh.0, lock_owner).await)
         });
     }
 

@@ -2,13 +2,17 @@
 //! fuser adapter.
 
 mod alloc;
+mod dir;
 pub mod error;
 mod file;
 pub mod fs;
 pub mod fuse;
 pub mod garbage;
+mod handles;
 pub mod locks;
 pub mod mount;
+mod namespace;
+mod open;
 mod read;
 pub mod slices;
 mod write;

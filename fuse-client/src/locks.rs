@@ -139,7 +139,7 @@ impl Filesystem {
     }
 
     /// Whether lock owner `owner` of this client may hold locks on `ino`.
-    pub fn holds_locks(&self, ino: Ino, owner: u64) -> bool {
+    pub(crate) fn holds_locks(&self, ino: Ino, owner: u64) -> bool {
         self.locks
             .held
             .lock()
@@ -160,7 +160,7 @@ impl Filesystem {
 
     /// The kernel's lock owner `owner` let go of `ino` (close, or the last
     /// close of an flock): its locks on it go, and its waits end.
-    pub async fn release_locks(&self, ino: Ino, owner: u64) -> FsResult<()> {
+    pub(crate) async fn release_locks(&self, ino: Ino, owner: u64) -> FsResult<()> {
         let holds = {
             let mut held = self.locks.held.lock().unwrap();
             let holds = held.get_mut(&ino).is_some_and(|o| o.remove(&owner));

@@ -129,7 +129,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
             }
         }
     }
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     // A fresh handle sees exactly the model.
     let fh = fs.open(file.ino, libc::O_RDONLY).await.unwrap();
     let all = fs
@@ -137,7 +137,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
         .await
         .unwrap();
     assert!(all == model[..], "final contents differ");
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     env.node.shutdown().await;
 }
 
@@ -234,7 +234,7 @@ async fn attributes_a_change_left_behind_match_the_metaserver() {
         fs.recent_attr(f.ino).is_none(),
         "not while writes are buffered"
     );
-    fs.release(f.ino, fh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
     same(f.ino).await;
     assert_eq!(fs.recent_attr(f.ino).unwrap().0.size, 5);
     same(a.ino).await;
@@ -480,7 +480,7 @@ async fn fallocate_punches_holes_and_copy_file_range_copies() {
     assert_eq!(n as usize, want.len() - 100, "stops at the source's end");
     let copied = fs.read(g.ino, gh, 0, 1 << 20).await.unwrap();
     assert!(copied[..7] == [0; 7] && copied[7..] == want[100..]);
-    fs.release(f.ino, fh).await.unwrap();
-    fs.release(g.ino, gh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
+    fs.release(g.ino, gh, None).await.unwrap();
     env.node.shutdown().await;
 }

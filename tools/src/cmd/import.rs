@@ -425,7 +425,7 @@ async fn import_file(
     let copied = copy_in(ctx, e, inode.ino, fh, verify).await;
     let closed = ctx
         .core
-        .release(inode.ino, fh)
+        .release(inode.ino, fh, None)
         .await
         .map_err(fs_err("committing"));
     copied?;

@@ -84,6 +84,17 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+/// Who a new inode belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
 pub struct Filesystem {
     pub(crate) meta: Arc<FsClient>,
     pub(crate) cache: Arc<BlockCache>,

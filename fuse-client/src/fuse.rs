@@ -17,7 +17,7 @@ use fuser::{
 use strata_meta::{Inode, SetAttr};
 
 use crate::error::{FsError, Level};
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, Owner};
 
 mod attr;
 
@@ -99,6 +99,14 @@ fn fail(op: &'static str, reply: impl ErrorReply, e: FsError) {
         Level::Error => tracing::error!(op, errno = e.errno, error = %e, "request failed"),
     }
     reply.error(errno(&e));
+}
+
+/// Who the inode a request makes belongs to: its caller.
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn bytes(s: &OsStr) -> Vec<u8> {
@@ -241,10 +249,10 @@ impl fuser::Filesystem for FuseAdapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             let r = fs
-                .mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid)
+                .mknod(parent.0, &name, k, mode & 0o7777, rdev, owner)
                 .await;
             Self::entry("mknod", &fs, reply, r);
         });
@@ -259,9 +267,9 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
-            let r = fs.mkdir(parent.0, &name, mode & 0o7777, uid, gid).await;
+            let r = fs.mkdir(parent.0, &name, mode & 0o7777, owner).await;
             Self::entry("mkdir", &fs, reply, r);
         });
     }
@@ -287,9 +295,9 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
-        let (uid, gid) = (req.uid(), req.gid());
+        let owner = owner(req);
         self.spawn(move |fs| async move {
-            let r = fs.symlink(parent.0, &name, &target, uid, gid).await;
+            let r = fs.symlink(parent.0, &name, &target, owner).await;
             Self::entry("symlink", &fs, reply, r);
         });
     }
@@ -720,10 +728,10 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             match fs
-                .create(parent.0, &name, mode & 0o7777, flags, uid, gid)
+                .create(parent.0, &name, mode & 0o7777, flags, owner)
                 .await
             {
                 Ok((i, fh)) => reply.created(

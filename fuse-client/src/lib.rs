@@ -20,5 +20,5 @@ mod writeback;
 mod xattr;
 
 pub use error::{FsError, FsResult};
-pub use fs::{Filesystem, FsConfig, StatFs};
+pub use fs::{Filesystem, FsConfig, Owner, StatFs};
 pub use garbage::GarbagePass;

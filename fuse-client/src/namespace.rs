@@ -7,7 +7,7 @@ use strata_meta::request::RenameMode;
 use strata_meta::{FileType, Ino, Inode, SetAttr};
 
 use crate::error::{FsError, FsResult};
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, Owner};
 
 const SYMLINK_MAX: usize = strata_meta::MAX_SYMLINK_LEN;
 
@@ -44,7 +44,8 @@ impl Filesystem {
             .ok_or_else(|| FsError::new(libc::EINVAL, "not a symlink"))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Makes a file, fifo, socket or device file (`rdev` its device number)
+    /// with permission bits `mode`.
     pub async fn mknod(
         &self,
         parent: Ino,
@@ -52,10 +53,10 @@ impl Filesystem {
         kind: FileType,
         mode: u32,
         rdev: u32,
-        uid: u32,
-        gid: u32,
+        owner: Owner,
     ) -> FsResult<Inode> {
         self.check_writable()?;
+        let Owner { uid, gid } = owner;
         if kind == FileType::Dir || kind == FileType::Symlink {
             return Err(FsError::new(
                 libc::EINVAL,
@@ -73,10 +74,10 @@ impl Filesystem {
         parent: Ino,
         name: &[u8],
         mode: u32,
-        uid: u32,
-        gid: u32,
+        owner: Owner,
     ) -> FsResult<Inode> {
         self.check_writable()?;
+        let Owner { uid, gid } = owner;
         Ok(self
             .meta
             .create(parent, name, FileType::Dir, mode, uid, gid, 0, None)
@@ -88,10 +89,10 @@ impl Filesystem {
         parent: Ino,
         name: &[u8],
         target: &[u8],
-        uid: u32,
-        gid: u32,
+        owner: Owner,
     ) -> FsResult<Inode> {
         self.check_writable()?;
+        let Owner { uid, gid } = owner;
         if target.len() > SYMLINK_MAX {
             return Err(FsError::new(libc::ENAMETOOLONG, "symlink target too long"));
         }

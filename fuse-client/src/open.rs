@@ -11,7 +11,7 @@ use strata_meta::{ChangeStamp, FileType, Ino, Inode};
 
 use crate::error::{FsError, FsResult};
 use crate::file::OpenFile;
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, Owner};
 
 /// Files whose cached pages are remembered before the memory is cleared.
 const CACHED_PAGES_KEPT: usize = 100_000;
@@ -96,16 +96,18 @@ impl Filesystem {
         Ok((fh, keep))
     }
 
+    /// Creates and opens a file with permission bits `mode` and open(2)
+    /// `flags`.
     pub async fn create(
         &self,
         parent: Ino,
         name: &[u8],
         mode: u32,
         flags: i32,
-        uid: u32,
-        gid: u32,
+        owner: Owner,
     ) -> FsResult<(Inode, u64)> {
         self.check_writable()?;
+        let Owner { uid, gid } = owner;
         let inode = self
             .meta
             .create(parent, name, FileType::File, mode, uid, gid, 0, None)

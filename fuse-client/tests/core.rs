@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
-use strata_fuse::{Filesystem, FsConfig};
+use strata_fuse::{Filesystem, FsConfig, Owner};
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{MetaClient, SetAttr};
+
+const ROOT: Owner = Owner::ROOT;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -75,7 +77,7 @@ impl Rng {
 async fn random_writes_truncates_and_reads_match_a_model() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let (file, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let (file, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, ROOT).await.unwrap();
     let mut model: Vec<u8> = Vec::new();
     for seed in [1u64, 2, 3] {
         let mut rng = Rng(seed * 0x9e37_79b9);
@@ -145,7 +147,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
 async fn readdir_pages_through_a_large_directory() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let dir = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    let dir = fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     for i in 0..1500 {
         fs.mknod(
             dir.ino,
@@ -153,8 +155,7 @@ async fn readdir_pages_through_a_large_directory() {
             strata_meta::FileType::File,
             0o644,
             0,
-            0,
-            0,
+            ROOT,
         )
         .await
         .unwrap();
@@ -183,9 +184,9 @@ async fn readdir_pages_through_a_large_directory() {
 async fn errors_carry_errnos() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     assert_eq!(
-        fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap_err().errno,
+        fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap_err().errno,
         libc::EEXIST
     );
     assert_eq!(fs.lookup(1, b"nope").await.unwrap_err().errno, libc::ENOENT);
@@ -195,11 +196,11 @@ async fn errors_carry_errnos() {
         libc::ENAMETOOLONG
     );
     let f = fs
-        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
-        fs.mkdir(f.ino, b"x", 0o755, 0, 0).await.unwrap_err().errno,
+        fs.mkdir(f.ino, b"x", 0o755, ROOT).await.unwrap_err().errno,
         libc::ENOTDIR
     );
     assert_eq!(
@@ -220,12 +221,12 @@ async fn attributes_a_change_left_behind_match_the_metaserver() {
         assert!(ttl <= fs.config().attr_ttl);
         assert_eq!(kept, fs.getattr(ino).await.unwrap());
     };
-    let a = fs.mkdir(1, b"a", 0o755, 0, 0).await.unwrap();
+    let a = fs.mkdir(1, b"a", 0o755, ROOT).await.unwrap();
     same(1).await;
-    let b = fs.mkdir(1, b"b", 0o755, 0, 0).await.unwrap();
+    let b = fs.mkdir(1, b"b", 0o755, ROOT).await.unwrap();
     assert_eq!(fs.recent_attr(1).unwrap().0.nlink, 4, "two subdirectories");
     let (f, fh) = fs
-        .create(a.ino, b"f", 0o644, libc::O_RDWR, 0, 0)
+        .create(a.ino, b"f", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     same(f.ino).await;
@@ -278,7 +279,7 @@ async fn extended_attributes_follow_linux_rules() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
     let f = fs
-        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
@@ -344,7 +345,7 @@ async fn extended_attributes_follow_linux_rules() {
         libc::ENODATA
     );
     // Directories carry them too, and a removed inode takes its own along.
-    let d = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    let d = fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     fs.setxattr(d.ino, b"user.d", b"dir", 0).await.unwrap();
     assert_eq!(fs.getxattr(d.ino, b"user.d").await.unwrap(), b"dir");
     fs.rmdir(1, b"d").await.unwrap();
@@ -367,7 +368,7 @@ async fn rename_noreplace_and_exchange() {
     let fs = &env.fs;
     let (noreplace, exchange) = (libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE);
     let file = |name: &'static [u8]| async move {
-        fs.mknod(1, name, strata_meta::FileType::File, 0o644, 0, 0, 0)
+        fs.mknod(1, name, strata_meta::FileType::File, 0o644, 0, ROOT)
             .await
             .unwrap()
     };
@@ -394,11 +395,11 @@ async fn rename_noreplace_and_exchange() {
         libc::ENOENT
     );
     // A directory and a file in different directories: link counts follow.
-    let d1 = fs.mkdir(1, b"d1", 0o755, 0, 0).await.unwrap();
-    let sub = fs.mkdir(d1.ino, b"sub", 0o755, 0, 0).await.unwrap();
-    let d2 = fs.mkdir(1, b"d2", 0o755, 0, 0).await.unwrap();
+    let d1 = fs.mkdir(1, b"d1", 0o755, ROOT).await.unwrap();
+    let sub = fs.mkdir(d1.ino, b"sub", 0o755, ROOT).await.unwrap();
+    let d2 = fs.mkdir(1, b"d2", 0o755, ROOT).await.unwrap();
     let f = fs
-        .mknod(d2.ino, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(d2.ino, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     fs.rename(d1.ino, b"sub", d2.ino, b"f", exchange)
@@ -410,9 +411,9 @@ async fn rename_noreplace_and_exchange() {
     assert_eq!(fs.getattr(d2.ino).await.unwrap().nlink, 3);
     assert_eq!(fs.getattr(sub.ino).await.unwrap().parent, d2.ino);
     // Never a directory into its own subtree.
-    let inner = fs.mkdir(sub.ino, b"inner", 0o755, 0, 0).await.unwrap();
+    let inner = fs.mkdir(sub.ino, b"inner", 0o755, ROOT).await.unwrap();
     let x = fs
-        .mknod(inner.ino, b"x", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(inner.ino, b"x", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
@@ -435,7 +436,7 @@ async fn rename_noreplace_and_exchange() {
 async fn fallocate_punches_holes_and_copy_file_range_copies() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let (f, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let (f, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, ROOT).await.unwrap();
     let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8 + 1).collect();
     fs.write(f.ino, fh, 0, &data).await.unwrap();
     // Punch a hole across a chunk boundary: zeros there, the size unchanged.
@@ -472,7 +473,7 @@ async fn fallocate_punches_holes_and_copy_file_range_copies() {
             "mode {mode:#x}"
         );
     }
-    let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, ROOT).await.unwrap();
     let n = fs
         .copy_file_range(f.ino, fh, 100, g.ino, gh, 7, 10 << 20)
         .await

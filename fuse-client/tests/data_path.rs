@@ -13,9 +13,11 @@ use bytes::Bytes;
 use strata_cache::{
     BlockCache, BlockCacheConfig, DiskCacheConfig, LocalStore, ObjectStore, StoreError,
 };
-use strata_fuse::{Filesystem, FsConfig};
+use strata_fuse::{Filesystem, FsConfig, Owner};
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{FsClient, Ino, MetaClient, SetAttr};
+
+const ROOT: Owner = Owner::ROOT;
 
 const BLOCK: u32 = 64 << 10;
 const CHUNK: u32 = 256 << 10;
@@ -210,7 +212,7 @@ async fn read_all(fs: &Filesystem, ino: Ino) -> Vec<u8> {
 /// model; then a second client with the same caches reads it back whole.
 async fn model_run(fs: &Filesystem, other: &Filesystem, seed: u64) {
     let (file, fh) = fs
-        .create(1, format!("m{seed}").as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+        .create(1, format!("m{seed}").as_bytes(), 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut model: Vec<u8> = Vec::new();
@@ -349,7 +351,7 @@ async fn writers_wait_while_the_buffer_budget_is_spent() {
         )
         .await;
     let (file, fh) = fs
-        .create(1, b"big", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"big", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let data = pattern(40 * BLOCK as usize, 7);
@@ -400,7 +402,7 @@ async fn random_reads_fetch_what_they_need_and_sequential_reads_prefetch() {
     let env = env().await;
     let writer = env.mount("w", 0, None, FsConfig::default()).await;
     let (file, fh) = writer
-        .create(1, b"f", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"f", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let blocks = 256usize;
@@ -477,7 +479,7 @@ async fn compaction_during_reads_and_writes_keeps_the_contents() {
     let env = env().await;
     let fs = env.mount("c", 8 << 20, None, quick_gc()).await;
     let (file, fh) = fs
-        .create(1, b"frag", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"frag", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut model = vec![0u8; 600_000];
@@ -569,7 +571,7 @@ async fn garbage_collection_deletes_exactly_the_unreferenced_objects() {
     let mut files = Vec::new();
     for i in 0..6u64 {
         let (f, fh) = fs
-            .create(1, format!("f{i}").as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+            .create(1, format!("f{i}").as_bytes(), 0o644, libc::O_RDWR, ROOT)
             .await
             .unwrap();
         let data = pattern(300_000 + i as usize * 70_000, i);
@@ -629,7 +631,7 @@ async fn the_trash_keeps_deleted_files_until_due_and_restores_them() {
     let fs = env.mount("t", 0, None, quick_gc()).await;
     let meta = env.meta().await;
     let (f, fh) = fs
-        .create(1, b"keep", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"keep", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let data = pattern(200_000, 9);
@@ -675,7 +677,7 @@ async fn an_unlinked_open_file_works_until_its_last_close() {
     env.meta().await.set_trash_days(0).await.unwrap();
     let fs = env.mount("o", 0, None, quick_gc()).await;
     let (f, fh) = fs
-        .create(1, b"open", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"open", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut data = pattern(150_000, 4);
@@ -739,7 +741,7 @@ async fn used_space_is_the_sum_of_file_sizes() {
                     Ok(i) => (i.ino, fs.open(i.ino, libc::O_RDWR).await.unwrap()),
                     Err(_) => {
                         let (i, fh) = fs
-                            .create(1, name.as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+                            .create(1, name.as_bytes(), 0o644, libc::O_RDWR, ROOT)
                             .await
                             .unwrap();
                         (i.ino, fh)

@@ -16,8 +16,10 @@ use fuser::{
 };
 use strata_meta::{Inode, SetAttr};
 
+use crate::alloc::FilePos;
 use crate::error::{FsError, Level};
 use crate::fs::{Filesystem, Owner};
+use crate::locks::RangeLock;
 
 mod attr;
 
@@ -446,9 +448,15 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
+        let lock = RangeLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
         self.spawn(move |fs| async move {
-            match fs.getlk(ino.0, lock_owner.0, start, end, typ, pid).await {
-                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+            match fs.getlk(ino.0, lock_owner.0, lock).await {
+                Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
                 Err(e) => fail("getlk", reply, e),
             }
         });
@@ -467,13 +475,15 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let lock = RangeLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
         self.spawn(move |fs| async move {
-            empty(
-                "setlk",
-                reply,
-                fs.setlk(ino.0, lock_owner.0, start, end, typ, pid, sleep)
-                    .await,
-            )
+            let r = fs.setlk(ino.0, lock_owner.0, lock, sleep).await;
+            empty("setlk", reply, r)
         });
     }
 
@@ -706,11 +716,17 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.spawn(move |fs| async move {
-            let r = fs
-                .copy_file_range(
-                    ino_in.0, fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len,
-                )
-                .await;
+            let from = FilePos {
+                ino: ino_in.0,
+                fh: fh_in.0,
+                offset: offset_in,
+            };
+            let to = FilePos {
+                ino: ino_out.0,
+                fh: fh_out.0,
+                offset: offset_out,
+            };
+            let r = fs.copy_file_range(from, to, len).await;
             match r {
                 Ok(n) => reply.written(n),
                 Err(e) => fail("copy_file_range", reply, e),

@@ -19,6 +19,7 @@ mod write;
 mod writeback;
 mod xattr;
 
+pub use alloc::FilePos;
 pub use error::{FsError, FsResult};
 pub use fs::{Filesystem, FsConfig, Owner, StatFs};
 pub use garbage::GarbagePass;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
-use strata_fuse::{Filesystem, FsConfig, Owner};
+use strata_fuse::{FilePos, Filesystem, FsConfig, Owner};
 use strata_meta::server::{MetaNode, NodeConfig};
 use strata_meta::{MetaClient, SetAttr};
 
@@ -474,10 +474,17 @@ async fn fallocate_punches_holes_and_copy_file_range_copies() {
         );
     }
     let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, ROOT).await.unwrap();
-    let n = fs
-        .copy_file_range(f.ino, fh, 100, g.ino, gh, 7, 10 << 20)
-        .await
-        .unwrap();
+    let from = FilePos {
+        ino: f.ino,
+        fh,
+        offset: 100,
+    };
+    let to = FilePos {
+        ino: g.ino,
+        fh: gh,
+        offset: 7,
+    };
+    let n = fs.copy_file_range(from, to, 10 << 20).await.unwrap();
     assert_eq!(n as usize, want.len() - 100, "stops at the source's end");
     let copied = fs.read(g.ino, gh, 0, 1 << 20).await.unwrap();
     assert!(copied[..7] == [0; 7] && copied[7..] == want[100..]);

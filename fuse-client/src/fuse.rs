@@ -17,22 +17,20 @@ use fuser::{
 use strata_meta::{Inode, SetAttr};
 
 use crate::alloc::FilePos;
-use crate::error::{FsError, Level};
+use crate::error::FsError;
 use crate::fs::{Filesystem, Owner};
 use crate::locks::RangeLock;
 
 mod attr;
+mod reply;
 
 use attr::{from_system_time, kind, time_or_now};
 pub use attr::{kind_from_mode, to_file_attr};
+use reply::{empty, fail, sized};
 
 pub struct FuseAdapter {
     fs: Arc<Filesystem>,
     rt: tokio::runtime::Handle,
-}
-
-fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno)
 }
 
 impl FuseAdapter {
@@ -62,47 +60,6 @@ impl FuseAdapter {
     }
 }
 
-/// A reply that can carry an errno.
-trait ErrorReply {
-    fn error(self, errno: Errno);
-}
-
-macro_rules! error_replies {
-    ($($reply:ty),* $(,)?) => {
-        $(impl ErrorReply for $reply {
-            fn error(self, errno: Errno) {
-                <$reply>::error(self, errno)
-            }
-        })*
-    };
-}
-
-error_replies!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyDirectory,
-    ReplyDirectoryPlus,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyOpen,
-    ReplyStatfs,
-    ReplyWrite,
-    fuser::ReplyLock,
-    fuser::ReplyXattr,
-);
-
-/// Logs `op`'s error once, at the level the core gave it, and answers its
-/// errno.
-fn fail(op: &'static str, reply: impl ErrorReply, e: FsError) {
-    match e.level {
-        Level::Debug => tracing::debug!(op, errno = e.errno, error = %e, "request failed"),
-        Level::Warn => tracing::warn!(op, errno = e.errno, error = %e, "request failed"),
-        Level::Error => tracing::error!(op, errno = e.errno, error = %e, "request failed"),
-    }
-    reply.error(errno(&e));
-}
-
 /// Who the inode a request makes belongs to: its caller.
 fn owner(req: &Request) -> Owner {
     Owner {
@@ -121,25 +78,6 @@ fn open_flags(flags: i32) -> FopenFlags {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()
-    }
-}
-
-/// Answers an xattr read: its size when asked with 0, ERANGE when the
-/// caller's buffer is too small, else the bytes.
-fn sized(reply: fuser::ReplyXattr, bytes: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(bytes.len() as u32);
-    } else if bytes.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(bytes);
-    }
-}
-
-fn empty(op: &'static str, reply: ReplyEmpty, r: Result<(), FsError>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => fail(op, reply, e),
     }
 }
 

@@ -129,7 +129,7 @@ impl Filesystem {
             .ok_or_else(|| FsError::new(libc::EBADF, "file is not open"))
     }
 
-    /// Whether a commit of `ino` would have nothing to commit, known without
+    /// Whether a flush of `ino` would have nothing to commit, known without
     /// waiting: then the caller may answer at once.
     pub fn nothing_to_flush(&self, ino: Ino) -> bool {
         let Ok(of) = self.open_file(ino) else {

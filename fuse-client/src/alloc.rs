@@ -14,6 +14,15 @@ const ZERO_RANGE: i32 = 0x10;
 /// Bytes copied per read and write of copy_file_range.
 const COPY_PIECE: u32 = 4 << 20;
 
+/// A place in an open file: one end of a copy_file_range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilePos {
+    pub ino: Ino,
+    /// The handle it is open with.
+    pub fh: u64,
+    pub offset: u64,
+}
+
 impl Filesystem {
     pub async fn fallocate(
         &self,
@@ -66,28 +75,19 @@ impl Filesystem {
     }
 
     /// Copies up to `len` bytes; returns how many (fewer at the source's end).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn copy_file_range(
-        &self,
-        ino_in: Ino,
-        fh_in: u64,
-        offset_in: u64,
-        ino_out: Ino,
-        fh_out: u64,
-        offset_out: u64,
-        len: u64,
-    ) -> FsResult<u32> {
+    pub async fn copy_file_range(&self, from: FilePos, to: FilePos, len: u64) -> FsResult<u32> {
         // The answer counts bytes in a u32, as write's does.
         let len = len.min(u32::MAX as u64 & !(COPY_PIECE as u64 - 1));
         let mut done = 0u64;
         while done < len {
             let piece = (len - done).min(COPY_PIECE as u64) as u32;
-            let data = self.read(ino_in, fh_in, offset_in + done, piece).await?;
+            let data = self
+                .read(from.ino, from.fh, from.offset + done, piece)
+                .await?;
             if data.is_empty() {
                 break;
             }
-            self.write(ino_out, fh_out, offset_out + done, &data)
-                .await?;
+            self.write(to.ino, to.fh, to.offset + done, &data).await?;
             done += data.len() as u64;
         }
         Ok(done as u32)

@@ -79,6 +79,24 @@ impl PrefetchedKeys {
     }
 }
 
+/// State of one inode while at least one handle has it open here (see
+/// `HandleTable`).
+pub(crate) struct OpenFile {
+    pub data: tokio::sync::Mutex<FileData>,
+    /// When the last write arrived (the compactor waits for a pause).
+    pub last_write: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl OpenFile {
+    /// Starts from the attributes `attr` just read.
+    pub fn new(attr: Inode) -> Self {
+        OpenFile {
+            data: tokio::sync::Mutex::new(FileData::new(attr)),
+            last_write: std::sync::Mutex::new(None),
+        }
+    }
+}
+
 /// Per-inode state shared by the open handles of one client.
 pub(crate) struct FileData {
     /// Attributes as of open or the last commit.

@@ -6,105 +6,31 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
-use strata_meta::{FileType, Inode, SetAttr, Timestamp};
+use strata_meta::{Inode, SetAttr};
 
+use crate::alloc::FilePos;
 use crate::error::FsError;
-use crate::fs::Filesystem;
+use crate::fs::{Filesystem, Owner};
+use crate::locks::RangeLock;
+
+mod attr;
+mod reply;
+
+use attr::{from_system_time, kind, time_or_now};
+pub use attr::{kind_from_mode, to_file_attr};
+use reply::{empty, fail, sized};
 
 pub struct FuseAdapter {
     fs: Arc<Filesystem>,
     rt: tokio::runtime::Handle,
-}
-
-fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno)
-}
-
-fn to_system_time(t: Timestamp) -> SystemTime {
-    if t.sec >= 0 {
-        UNIX_EPOCH + Duration::new(t.sec as u64, t.nsec)
-    } else {
-        // Before 1970: step back whole seconds, then forward the nanoseconds.
-        UNIX_EPOCH - Duration::from_secs(t.sec.unsigned_abs()) + Duration::from_nanos(t.nsec as u64)
-    }
-}
-
-fn from_system_time(t: SystemTime) -> Timestamp {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timestamp {
-            sec: d.as_secs() as i64,
-            nsec: d.subsec_nanos(),
-        },
-        Err(e) => {
-            let d = e.duration();
-            let mut sec = -(d.as_secs() as i64);
-            let mut nsec = d.subsec_nanos();
-            if nsec > 0 {
-                sec -= 1;
-                nsec = 1_000_000_000 - nsec;
-            }
-            Timestamp { sec, nsec }
-        }
-    }
-}
-
-fn kind(k: FileType) -> fuser::FileType {
-    match k {
-        FileType::File => fuser::FileType::RegularFile,
-        FileType::Dir => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::Socket => fuser::FileType::Socket,
-        FileType::CharDev => fuser::FileType::CharDevice,
-        FileType::BlockDev => fuser::FileType::BlockDevice,
-    }
-}
-
-/// The file type encoded in mknod's mode.
-pub fn kind_from_mode(mode: u32) -> Option<FileType> {
-    match mode & libc::S_IFMT {
-        libc::S_IFREG | 0 => Some(FileType::File),
-        libc::S_IFIFO => Some(FileType::Fifo),
-        libc::S_IFSOCK => Some(FileType::Socket),
-        libc::S_IFCHR => Some(FileType::CharDev),
-        libc::S_IFBLK => Some(FileType::BlockDev),
-        _ => None,
-    }
-}
-
-pub fn to_file_attr(i: &Inode) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(i.ino),
-        size: i.size,
-        blocks: i.size.div_ceil(512),
-        atime: to_system_time(i.atime),
-        mtime: to_system_time(i.mtime),
-        ctime: to_system_time(i.ctime),
-        crtime: to_system_time(i.ctime),
-        kind: kind(i.kind),
-        perm: (i.mode & 0o7777) as u16,
-        nlink: i.nlink,
-        uid: i.uid,
-        gid: i.gid,
-        rdev: i.rdev,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn time_or_now(t: Option<TimeOrNow>) -> Option<Timestamp> {
-    t.map(|t| match t {
-        TimeOrNow::Now => Timestamp::now(),
-        TimeOrNow::SpecificTime(s) => from_system_time(s),
-    })
 }
 
 impl FuseAdapter {
@@ -122,22 +48,24 @@ impl FuseAdapter {
         self.rt.spawn(async move { f(fs).await });
     }
 
-    fn entry(fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
+    fn entry(op: &'static str, fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
         match r {
             Ok(i) => reply.entry(
                 &fs.config().entry_ttl,
                 &to_file_attr(&i),
                 Generation(i.generation),
             ),
-            Err(e) => fail(reply, e, |r, e| r.error(e)),
+            Err(e) => fail(op, reply, e),
         }
     }
 }
 
-/// Logs once and answers the error.
-fn fail<R>(reply: R, e: FsError, answer: impl FnOnce(R, Errno)) {
-    tracing::debug!(errno = e.errno, error = %e.message, "request failed");
-    answer(reply, errno(&e));
+/// Who the inode a request makes belongs to: its caller.
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn bytes(s: &OsStr) -> Vec<u8> {
@@ -150,25 +78,6 @@ fn open_flags(flags: i32) -> FopenFlags {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()
-    }
-}
-
-/// Answers an xattr read: its size when asked with 0, ERANGE when the
-/// caller's buffer is too small, else the bytes.
-fn sized(reply: fuser::ReplyXattr, bytes: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(bytes.len() as u32);
-    } else if bytes.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(bytes);
-    }
-}
-
-fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => fail(reply, e, |r, e| r.error(e)),
     }
 }
 
@@ -203,7 +112,7 @@ impl fuser::Filesystem for FuseAdapter {
         let name = bytes(name);
         self.spawn(move |fs| async move {
             let r = fs.lookup(parent.0, &name).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("lookup", &fs, reply, r);
         });
     }
 
@@ -217,7 +126,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("getattr", reply, e),
             }
         });
     }
@@ -252,7 +161,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.setattr(ino.0, set).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("setattr", reply, e),
             }
         });
     }
@@ -261,7 +170,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readlink", reply, e),
             }
         });
     }
@@ -280,12 +189,12 @@ impl fuser::Filesystem for FuseAdapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             let r = fs
-                .mknod(parent.0, &name, k, mode & 0o7777, rdev, uid, gid)
+                .mknod(parent.0, &name, k, mode & 0o7777, rdev, owner)
                 .await;
-            Self::entry(&fs, reply, r);
+            Self::entry("mknod", &fs, reply, r);
         });
     }
 
@@ -298,21 +207,23 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
-            let r = fs.mkdir(parent.0, &name, mode & 0o7777, uid, gid).await;
-            Self::entry(&fs, reply, r);
+            let r = fs.mkdir(parent.0, &name, mode & 0o7777, owner).await;
+            Self::entry("mkdir", &fs, reply, r);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.unlink(parent.0, &name).await) });
+        self.spawn(
+            move |fs| async move { empty("unlink", reply, fs.unlink(parent.0, &name).await) },
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.rmdir(parent.0, &name).await) });
+        self.spawn(move |fs| async move { empty("rmdir", reply, fs.rmdir(parent.0, &name).await) });
     }
 
     fn symlink(
@@ -324,10 +235,10 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
-        let (uid, gid) = (req.uid(), req.gid());
+        let owner = owner(req);
         self.spawn(move |fs| async move {
-            let r = fs.symlink(parent.0, &name, &target, uid, gid).await;
-            Self::entry(&fs, reply, r);
+            let r = fs.symlink(parent.0, &name, &target, owner).await;
+            Self::entry("symlink", &fs, reply, r);
         });
     }
 
@@ -344,6 +255,7 @@ impl fuser::Filesystem for FuseAdapter {
         let (name, newname) = (bytes(name), bytes(newname));
         self.spawn(move |fs| async move {
             empty(
+                "rename",
                 reply,
                 fs.rename(parent.0, &name, newparent.0, &newname, flags.bits())
                     .await,
@@ -362,7 +274,7 @@ impl fuser::Filesystem for FuseAdapter {
         let newname = bytes(newname);
         self.spawn(move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
-            Self::entry(&fs, reply, r);
+            Self::entry("link", &fs, reply, r);
         });
     }
 
@@ -376,7 +288,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.opened(FileHandle(fh), f)
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("open", reply, e),
             }
         });
     }
@@ -395,7 +307,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(b) => reply.data(&b),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("read", reply, e),
             }
         });
     }
@@ -416,7 +328,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("write", reply, e),
             }
         });
     }
@@ -431,14 +343,13 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
-        if self.fs.nothing_to_flush(ino.0) && !self.fs.holds_locks(ino.0, lock_owner.0) {
+        if self.fs.flush_is_noop(ino.0, Some(lock_owner.0)) {
             reply.ok();
             return;
         }
         self.spawn(move |fs| async move {
-            // Closing any descriptor drops its process's POSIX locks on the file.
-            let locks = fs.release_locks(ino.0, lock_owner.0).await;
-            empty(reply, fs.flush(ino.0, fh.0).await.and(locks))
+            let r = fs.flush(ino.0, fh.0, Some(lock_owner.0)).await;
+            empty("flush", reply, r)
         });
     }
 
@@ -453,17 +364,13 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         // With an owner, the last close of an flock'ed file: the lock goes.
-        let flock = lock_owner.filter(|o| self.fs.holds_locks(ino.0, o.0));
-        if flock.is_none() && self.fs.try_release_now(ino.0, fh.0) {
+        let lock_owner = lock_owner.map(|o| o.0);
+        if self.fs.try_release_now(ino.0, fh.0, lock_owner) {
             reply.ok();
             return;
         }
         self.spawn(move |fs| async move {
-            let locks = match flock {
-                Some(o) => fs.release_locks(ino.0, o.0).await,
-                None => Ok(()),
-            };
-            empty(reply, fs.release(ino.0, fh.0).await.and(locks))
+            empty("release", reply, fs.release(ino.0, fh.0, lock_owner).await)
         });
     }
 
@@ -479,10 +386,16 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
+        let lock = RangeLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
         self.spawn(move |fs| async move {
-            match fs.getlk(ino.0, lock_owner.0, start, end, typ, pid).await {
-                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+            match fs.getlk(ino.0, lock_owner.0, lock).await {
+                Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
+                Err(e) => fail("getlk", reply, e),
             }
         });
     }
@@ -500,12 +413,15 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let lock = RangeLock {
+            start,
+            end,
+            typ,
+            pid,
+        };
         self.spawn(move |fs| async move {
-            empty(
-                reply,
-                fs.setlk(ino.0, lock_owner.0, start, end, typ, pid, sleep)
-                    .await,
-            )
+            let r = fs.setlk(ino.0, lock_owner.0, lock, sleep).await;
+            empty("setlk", reply, r)
         });
     }
 
@@ -517,14 +433,14 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { empty(reply, fs.fsync(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move { empty("fsync", reply, fs.fsync(ino.0, fh.0).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("opendir", reply, e),
             }
         });
     }
@@ -548,7 +464,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.ok();
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readdir", reply, e),
             }
         });
     }
@@ -582,7 +498,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     reply.ok();
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("readdirplus", reply, e),
             }
         });
     }
@@ -595,7 +511,9 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { empty(reply, fs.releasedir(ino.0, fh.0).await) });
+        self.spawn(move |fs| async move {
+            empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
+        });
     }
 
     fn fsyncdir(
@@ -616,7 +534,7 @@ impl fuser::Filesystem for FuseAdapter {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
                 ),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("statfs", reply, e),
             }
         });
     }
@@ -633,7 +551,7 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(move |fs| async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(v) => sized(reply, &v, size),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("getxattr", reply, e),
             }
         });
     }
@@ -649,7 +567,7 @@ impl fuser::Filesystem for FuseAdapter {
                     }
                     sized(reply, &list, size)
                 }
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("listxattr", reply, e),
             }
         });
     }
@@ -666,13 +584,19 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let (name, value) = (bytes(name), value.to_vec());
         self.spawn(move |fs| async move {
-            empty(reply, fs.setxattr(ino.0, &name, &value, flags).await)
+            empty(
+                "setxattr",
+                reply,
+                fs.setxattr(ino.0, &name, &value, flags).await,
+            )
         });
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty(reply, fs.removexattr(ino.0, &name).await) });
+        self.spawn(move |fs| async move {
+            empty("removexattr", reply, fs.removexattr(ino.0, &name).await)
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -707,7 +631,11 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(move |fs| async move {
-            empty(reply, fs.fallocate(ino.0, fh.0, offset, length, mode).await)
+            empty(
+                "fallocate",
+                reply,
+                fs.fallocate(ino.0, fh.0, offset, length, mode).await,
+            )
         });
     }
 
@@ -726,14 +654,20 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         self.spawn(move |fs| async move {
-            let r = fs
-                .copy_file_range(
-                    ino_in.0, fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len,
-                )
-                .await;
+            let from = FilePos {
+                ino: ino_in.0,
+                fh: fh_in.0,
+                offset: offset_in,
+            };
+            let to = FilePos {
+                ino: ino_out.0,
+                fh: fh_out.0,
+                offset: offset_out,
+            };
+            let r = fs.copy_file_range(from, to, len).await;
             match r {
                 Ok(n) => reply.written(n),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("copy_file_range", reply, e),
             }
         });
     }
@@ -748,10 +682,10 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             match fs
-                .create(parent.0, &name, mode & 0o7777, flags, uid, gid)
+                .create(parent.0, &name, mode & 0o7777, flags, owner)
                 .await
             {
                 Ok((i, fh)) => reply.created(
@@ -761,142 +695,8 @@ impl fuser::Filesystem for FuseAdapter {
                     FileHandle(fh),
                     open_flags(flags),
                 ),
-                Err(e) => fail(reply, e, |r, e| r.error(e)),
+                Err(e) => fail("create", reply, e),
             }
         });
-    }
-}
-
-/// A live mount: wait for it to end, or unmount it.
-pub struct MountHandle {
-    mountpoint: std::path::PathBuf,
-    ended: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-/// How an unmount went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Unmounted {
-    /// The kernel session is over.
-    Clean,
-    /// Files were still open: the mount was detached from the tree and the
-    /// kernel ends it when they close.
-    Detached,
-}
-
-impl MountHandle {
-    /// Resolves when the kernel session ends (unmounted from here or outside).
-    pub async fn wait(&mut self) {
-        if let Some(rx) = self.ended.as_mut() {
-            let _ = rx.await;
-            self.ended = None;
-        }
-    }
-
-    /// Unmounts through fusermount3 (root or not), detaching lazily when busy.
-    pub async fn unmount(&mut self) -> std::io::Result<Unmounted> {
-        let run = |lazy: bool| {
-            let mut c = std::process::Command::new("fusermount3");
-            c.arg("-u");
-            if lazy {
-                c.arg("-z");
-            }
-            c.arg(&self.mountpoint)
-                .stderr(std::process::Stdio::null())
-                .status()
-        };
-        if run(false)?.success() {
-            self.wait().await;
-            return Ok(Unmounted::Clean);
-        }
-        if run(true)?.success() {
-            return Ok(Unmounted::Detached);
-        }
-        Err(std::io::Error::other(format!(
-            "fusermount3 could not unmount {}",
-            self.mountpoint.display()
-        )))
-    }
-}
-
-fn mount_config(fs_name: &str, read_only: bool) -> fuser::Config {
-    let mut options = vec![
-        MountOption::FSName(format!("strata:{fs_name}")),
-        MountOption::Subtype("strata".into()),
-        // fuser's own mount (as root) drops `Subtype`; passed to the kernel
-        // directly it makes the type `fuse.strata`, so `mount -o remount`
-        // works without a mount.fuse helper trying to run the source.
-        MountOption::CUSTOM("subtype=strata".into()),
-        MountOption::DefaultPermissions,
-    ];
-    if read_only {
-        options.push(MountOption::RO);
-    }
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = options;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        // As root, let every user reach the mount; permissions still apply.
-        cfg.acl = fuser::SessionACL::All;
-    }
-    cfg.n_threads = Some(4);
-    cfg
-}
-
-/// Mounts `fs` on `mountpoint` (needs fusermount3, or root) and serves it
-/// from background threads.
-pub fn mount(
-    fs: Arc<Filesystem>,
-    rt: tokio::runtime::Handle,
-    mountpoint: &Path,
-    fs_name: &str,
-    read_only: bool,
-) -> std::io::Result<MountHandle> {
-    let cfg = mount_config(fs_name, read_only);
-    let session = fuser::Session::new(FuseAdapter::new(fs, rt), mountpoint, &cfg)?;
-    let bg = session.spawn()?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("strata-fuse-join".into())
-        .spawn(move || {
-            if let Err(e) = bg.join() {
-                tracing::warn!(error = %e, "FUSE session ended with an error");
-            }
-            let _ = tx.send(());
-        })?;
-    Ok(MountHandle {
-        mountpoint: mountpoint.to_path_buf(),
-        ended: Some(rx),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_before_1970_round_trip() {
-        for t in [
-            Timestamp { sec: 0, nsec: 0 },
-            Timestamp {
-                sec: 1_700_000_000,
-                nsec: 999_999_999,
-            },
-            Timestamp { sec: -1, nsec: 500 },
-            Timestamp {
-                sec: -86_400,
-                nsec: 0,
-            },
-        ] {
-            assert_eq!(from_system_time(to_system_time(t)), t);
-        }
-    }
-
-    #[test]
-    fn mknod_modes_decode() {
-        assert_eq!(kind_from_mode(libc::S_IFIFO | 0o644), Some(FileType::Fifo));
-        assert_eq!(kind_from_mode(libc::S_IFREG | 0o644), Some(FileType::File));
-        assert_eq!(kind_from_mode(0o644), Some(FileType::File));
-        assert_eq!(kind_from_mode(libc::S_IFCHR), Some(FileType::CharDev));
-        assert_eq!(kind_from_mode(libc::S_IFDIR), None);
     }
 }

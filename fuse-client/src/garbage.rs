@@ -263,11 +263,11 @@ impl Filesystem {
     /// open (the purge may run the moment the last link goes). Returns the
     /// inode held.
     pub(crate) async fn hold_if_open(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
-        if self.open_files.lock().unwrap().is_empty() {
+        if self.handles.no_open_files() {
             return None;
         }
         let ino = self.meta.lookup(parent, name).await.ok()?.ino;
-        if !self.open_files.lock().unwrap().contains_key(&ino) {
+        if !self.handles.is_open(ino) {
             return None;
         }
         match self.meta.hold(&[ino], later(HOLD)).await {
@@ -285,31 +285,24 @@ impl Filesystem {
     /// hold is let go.
     pub(crate) async fn unlinked(&self, held: Option<Ino>, gone: Option<Ino>) {
         let Some(ino) = held else { return };
-        if gone == Some(ino) {
-            self.held.lock().unwrap().insert(ino);
-            if self.open_files.lock().unwrap().contains_key(&ino) {
-                return;
-            }
-            // Closed meanwhile: nothing of this client needs it any more.
-            self.held.lock().unwrap().remove(&ino);
-        }
-        if let Err(e) = self.meta.hold(&[ino], Timestamp::now()).await {
-            tracing::debug!(ino, error = %e, "releasing a hold failed; it runs out by itself");
-        }
-    }
-
-    /// The last handle of `ino` closed: a hold on it can go.
-    pub(crate) async fn closed(&self, ino: Ino) {
-        if !self.held.lock().unwrap().remove(&ino) {
+        // Not marked if closed meanwhile: nothing of this client needs it
+        // any more.
+        if gone == Some(ino) && self.handles.hold(ino) {
             return;
         }
+        self.release_hold(ino).await;
+    }
+
+    /// Lets go of the hold on `ino` (its last handle here closed, or it
+    /// needs none).
+    pub(crate) async fn release_hold(&self, ino: Ino) {
         if let Err(e) = self.meta.hold(&[ino], Timestamp::now()).await {
             tracing::debug!(ino, error = %e, "releasing a hold failed; it runs out by itself");
         }
     }
 
     async fn renew_holds(&self) {
-        let inos: Vec<Ino> = self.held.lock().unwrap().iter().copied().collect();
+        let inos = self.handles.held();
         if inos.is_empty() {
             return;
         }
@@ -321,8 +314,7 @@ impl Filesystem {
     /// Whether `ino` was written here less than `COMPACT_QUIET` ago or has
     /// writes buffered.
     fn writing(&self, ino: Ino, now: Instant) -> bool {
-        let of = self.open_files.lock().unwrap().get(&ino).cloned();
-        of.is_some_and(|of| {
+        self.handles.file(ino).is_some_and(|of| {
             let last = *of.last_write.lock().unwrap();
             last.is_some_and(|t| t + COMPACT_QUIET > now)
                 // Locked: a write, read or commit is under way; the write
@@ -364,7 +356,7 @@ impl Filesystem {
             }
         });
         for r in futures::future::join_all(stores).await {
-            r.map_err(|e| FsError::new(libc::EIO, format!("compaction upload: {e}")))?;
+            r.map_err(|e| FsError::new(libc::EIO, "compaction upload").with_source(e))?;
         }
         let new = Slice {
             id,
@@ -372,11 +364,8 @@ impl Filesystem {
             len: end - start,
         };
         let done = self.meta.compact_chunk(ino, index, old, new).await?;
-        if done {
-            let of = self.open_files.lock().unwrap().get(&ino).cloned();
-            if let Some(of) = of {
-                of.data.lock().await.chunks.remove(&index);
-            }
+        if done && let Some(of) = self.handles.file(ino) {
+            of.data.lock().await.chunks.remove(&index);
         }
         Ok(done)
     }

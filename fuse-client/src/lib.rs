@@ -2,18 +2,24 @@
 //! fuser adapter.
 
 mod alloc;
+mod dir;
 pub mod error;
 mod file;
 pub mod fs;
 pub mod fuse;
 pub mod garbage;
+mod handles;
 pub mod locks;
+pub mod mount;
+mod namespace;
+mod open;
 mod read;
 pub mod slices;
 mod write;
 mod writeback;
 mod xattr;
 
+pub use alloc::FilePos;
 pub use error::{FsError, FsResult};
-pub use fs::{Filesystem, FsConfig, StatFs};
+pub use fs::{Filesystem, FsConfig, Owner, StatFs};
 pub use garbage::GarbagePass;

@@ -40,18 +40,28 @@ fn kind_of(typ: i32) -> FsResult<LockKind> {
     }
 }
 
-/// What F_GETLK reports about a lock in the way: (start, end, type, pid).
-pub type LockInfo = (u64, u64, i32, u32);
+/// A lock as the kernel describes one: asked for by F_GETLK, F_SETLK or
+/// flock, or reported by F_GETLK as the one in the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeLock {
+    /// First byte of the range.
+    pub start: u64,
+    /// Last byte of the range (inclusive).
+    pub end: u64,
+    /// F_RDLCK, F_WRLCK or F_UNLCK.
+    pub typ: i32,
+    /// The process that holds or asks for it.
+    pub pid: u32,
+}
 
 impl Filesystem {
-    fn lock_request(
-        &self,
-        owner: u64,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-    ) -> FsResult<FileLock> {
+    fn lock_request(&self, owner: u64, lock: RangeLock) -> FsResult<FileLock> {
+        let RangeLock {
+            start,
+            end,
+            typ,
+            pid,
+        } = lock;
         if start > end {
             return Err(FsError::new(
                 libc::EINVAL,
@@ -70,44 +80,30 @@ impl Filesystem {
     }
 
     /// F_GETLK: the lock in the way of the one described, or F_UNLCK.
-    pub async fn getlk(
-        &self,
-        ino: Ino,
-        owner: u64,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-    ) -> FsResult<LockInfo> {
-        let lock = self.lock_request(owner, start, end, typ, pid)?;
-        Ok(match self.meta.get_lock(ino, lock).await? {
-            Some(l) => (
-                l.start,
-                l.end,
-                if l.kind == LockKind::Write {
+    pub async fn getlk(&self, ino: Ino, owner: u64, lock: RangeLock) -> FsResult<RangeLock> {
+        let request = self.lock_request(owner, lock)?;
+        Ok(match self.meta.get_lock(ino, request).await? {
+            Some(l) => RangeLock {
+                start: l.start,
+                end: l.end,
+                typ: if l.kind == LockKind::Write {
                     libc::F_WRLCK
                 } else {
                     libc::F_RDLCK
                 },
-                l.pid,
-            ),
-            None => (start, end, libc::F_UNLCK, 0),
+                pid: l.pid,
+            },
+            None => RangeLock {
+                typ: libc::F_UNLCK,
+                pid: 0,
+                ..lock
+            },
         })
     }
 
     /// F_SETLK (`sleep` false: EAGAIN when in the way) and F_SETLKW.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn setlk(
-        &self,
-        ino: Ino,
-        owner: u64,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-        sleep: bool,
-    ) -> FsResult<()> {
-        let mut lock = self.lock_request(owner, start, end, typ, pid)?;
+    pub async fn setlk(&self, ino: Ino, owner: u64, lock: RangeLock, sleep: bool) -> FsResult<()> {
+        let mut lock = self.lock_request(owner, lock)?;
         if lock.kind != LockKind::Unlock {
             self.locks
                 .held
@@ -139,7 +135,7 @@ impl Filesystem {
     }
 
     /// Whether lock owner `owner` of this client may hold locks on `ino`.
-    pub fn holds_locks(&self, ino: Ino, owner: u64) -> bool {
+    pub(crate) fn holds_locks(&self, ino: Ino, owner: u64) -> bool {
         self.locks
             .held
             .lock()
@@ -160,7 +156,7 @@ impl Filesystem {
 
     /// The kernel's lock owner `owner` let go of `ino` (close, or the last
     /// close of an flock): its locks on it go, and its waits end.
-    pub async fn release_locks(&self, ino: Ino, owner: u64) -> FsResult<()> {
+    pub(crate) async fn release_locks(&self, ino: Ino, owner: u64) -> FsResult<()> {
         let holds = {
             let mut held = self.locks.held.lock().unwrap();
             let holds = held.get_mut(&ino).is_some_and(|o| o.remove(&owner));

@@ -46,7 +46,7 @@ impl Filesystem {
                 of.data.lock().await.chunks.clear();
                 self.read_once(ino, fh, offset, size)
                     .await
-                    .map_err(|e| FsError::new(libc::EIO, e.message))
+                    .map_err(|e| e.with_errno(libc::EIO))
             }
             other => other,
         }
@@ -220,7 +220,7 @@ impl Filesystem {
                 } else {
                     libc::EIO
                 };
-                FsError::new(errno, format!("reading block {}: {e}", p.key))
+                FsError::new(errno, format!("reading block {}", p.key)).with_source(e)
             })?;
             if bytes.len() != p.len {
                 return Err(FsError::new(

@@ -40,7 +40,8 @@ impl Filesystem {
         let of = self.open_file(ino)?;
         *of.last_write.lock().unwrap() = Some(tokio::time::Instant::now());
         let mut d = of.data.lock().await;
-        let offset = if self.is_appending(fh) {
+        let flags = self.handles.flags(fh);
+        let offset = if flags.append {
             // The kernel's offset is its cached size, which another client
             // may have outgrown: the metaserver hands out the end instead,
             // past this client's own writes not committed yet.
@@ -73,7 +74,7 @@ impl Filesystem {
         d.pending_end = d.pending_end.max(end);
         d.pending_len += data.len() as u64;
         d.pending_mtime = strata_meta::Timestamp::now();
-        d.pending_bypassed |= self.is_direct(fh);
+        d.pending_bypassed |= flags.direct;
         if d.pending_len >= self.config.file_buffer as u64 {
             self.commit(ino, &mut d).await?;
         }
@@ -214,10 +215,9 @@ impl Filesystem {
                         Err(e) => {
                             // The bytes went with the task (the runtime is
                             // shutting down): nothing to try again with.
-                            return Err(FsError::new(
-                                libc::EIO,
-                                format!("a block upload task ended: {e}"),
-                            ));
+                            return Err(
+                                FsError::new(libc::EIO, "a block upload task ended").with_source(e)
+                            );
                         }
                     };
                 }
@@ -230,10 +230,9 @@ impl Filesystem {
                             failure.get_or_insert(e);
                         }
                         Err(e) => {
-                            return Err(FsError::new(
-                                libc::EIO,
-                                format!("a block upload task ended: {e}"),
-                            ));
+                            return Err(
+                                FsError::new(libc::EIO, "a block upload task ended").with_source(e)
+                            );
                         }
                     }
                 }
@@ -241,10 +240,7 @@ impl Filesystem {
         }
         match failure {
             // The bytes stay pending, so a later flush or fsync tries again.
-            Some(e) => Err(FsError::new(
-                libc::EIO,
-                format!("storing file data failed: {e}"),
-            )),
+            Some(e) => Err(FsError::new(libc::EIO, "storing file data failed").with_source(e)),
             None => Ok(()),
         }
     }
@@ -267,7 +263,8 @@ impl Filesystem {
                     .write_slices(ino, slices.clone(), d.pending_end, d.pending_mtime)
                     .await?;
                 self.compactor.committed(ino, &slices, &written.crowded);
-                self.note_own_commit(ino, &written, d.pending_bypassed);
+                self.cached_pages
+                    .after_own_commit(ino, &written, d.pending_bypassed);
                 written.inode
             }
         };

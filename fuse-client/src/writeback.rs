@@ -80,8 +80,8 @@ pub(crate) struct Writeback {
     progress: watch::Sender<u64>,
 }
 
-fn io_err(context: &str, e: impl std::fmt::Display) -> FsError {
-    FsError::new(libc::EIO, format!("{context}: {e}"))
+fn io_err(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> FsError {
+    FsError::new(libc::EIO, context).with_source(e)
 }
 
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> FsResult<R> {

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use strata_cache::{BlockCache, BlockCacheConfig, LocalStore};
-use strata_fuse::{Filesystem, FsConfig};
+use strata_fuse::{FilePos, Filesystem, FsConfig, Owner};
 use strata_meta::SetAttr;
 use strata_meta::server::MetaNode;
 use strata_testkit::{Rng, connect, node_with_fs};
+
+const ROOT: Owner = Owner::ROOT;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -43,7 +45,7 @@ async fn setup(block: u32, chunk: u32) -> Env {
 async fn random_writes_truncates_and_reads_match_a_model() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let (file, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let (file, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, ROOT).await.unwrap();
     let mut model: Vec<u8> = Vec::new();
     for seed in [1u64, 2, 3] {
         let mut rng = Rng(seed * 0x9e37_79b9);
@@ -97,7 +99,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
             }
         }
     }
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     // A fresh handle sees exactly the model.
     let fh = fs.open(file.ino, libc::O_RDONLY).await.unwrap();
     let all = fs
@@ -105,7 +107,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
         .await
         .unwrap();
     assert!(all == model[..], "final contents differ");
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     env.node.shutdown().await;
 }
 
@@ -113,7 +115,7 @@ async fn random_writes_truncates_and_reads_match_a_model() {
 async fn readdir_pages_through_a_large_directory() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let dir = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    let dir = fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     for i in 0..1500 {
         fs.mknod(
             dir.ino,
@@ -121,8 +123,7 @@ async fn readdir_pages_through_a_large_directory() {
             strata_meta::FileType::File,
             0o644,
             0,
-            0,
-            0,
+            ROOT,
         )
         .await
         .unwrap();
@@ -151,9 +152,9 @@ async fn readdir_pages_through_a_large_directory() {
 async fn errors_carry_errnos() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     assert_eq!(
-        fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap_err().errno,
+        fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap_err().errno,
         libc::EEXIST
     );
     assert_eq!(fs.lookup(1, b"nope").await.unwrap_err().errno, libc::ENOENT);
@@ -163,11 +164,11 @@ async fn errors_carry_errnos() {
         libc::ENAMETOOLONG
     );
     let f = fs
-        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
-        fs.mkdir(f.ino, b"x", 0o755, 0, 0).await.unwrap_err().errno,
+        fs.mkdir(f.ino, b"x", 0o755, ROOT).await.unwrap_err().errno,
         libc::ENOTDIR
     );
     assert_eq!(
@@ -188,12 +189,12 @@ async fn attributes_a_change_left_behind_match_the_metaserver() {
         assert!(ttl <= fs.config().attr_ttl);
         assert_eq!(kept, fs.getattr(ino).await.unwrap());
     };
-    let a = fs.mkdir(1, b"a", 0o755, 0, 0).await.unwrap();
+    let a = fs.mkdir(1, b"a", 0o755, ROOT).await.unwrap();
     same(1).await;
-    let b = fs.mkdir(1, b"b", 0o755, 0, 0).await.unwrap();
+    let b = fs.mkdir(1, b"b", 0o755, ROOT).await.unwrap();
     assert_eq!(fs.recent_attr(1).unwrap().0.nlink, 4, "two subdirectories");
     let (f, fh) = fs
-        .create(a.ino, b"f", 0o644, libc::O_RDWR, 0, 0)
+        .create(a.ino, b"f", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     same(f.ino).await;
@@ -202,7 +203,7 @@ async fn attributes_a_change_left_behind_match_the_metaserver() {
         fs.recent_attr(f.ino).is_none(),
         "not while writes are buffered"
     );
-    fs.release(f.ino, fh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
     same(f.ino).await;
     assert_eq!(fs.recent_attr(f.ino).unwrap().0.size, 5);
     same(a.ino).await;
@@ -246,7 +247,7 @@ async fn extended_attributes_follow_linux_rules() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
     let f = fs
-        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(1, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
@@ -312,7 +313,7 @@ async fn extended_attributes_follow_linux_rules() {
         libc::ENODATA
     );
     // Directories carry them too, and a removed inode takes its own along.
-    let d = fs.mkdir(1, b"d", 0o755, 0, 0).await.unwrap();
+    let d = fs.mkdir(1, b"d", 0o755, ROOT).await.unwrap();
     fs.setxattr(d.ino, b"user.d", b"dir", 0).await.unwrap();
     assert_eq!(fs.getxattr(d.ino, b"user.d").await.unwrap(), b"dir");
     fs.rmdir(1, b"d").await.unwrap();
@@ -330,7 +331,7 @@ async fn rename_noreplace_and_exchange() {
     let fs = &env.fs;
     let (noreplace, exchange) = (libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE);
     let file = |name: &'static [u8]| async move {
-        fs.mknod(1, name, strata_meta::FileType::File, 0o644, 0, 0, 0)
+        fs.mknod(1, name, strata_meta::FileType::File, 0o644, 0, ROOT)
             .await
             .unwrap()
     };
@@ -357,11 +358,11 @@ async fn rename_noreplace_and_exchange() {
         libc::ENOENT
     );
     // A directory and a file in different directories: link counts follow.
-    let d1 = fs.mkdir(1, b"d1", 0o755, 0, 0).await.unwrap();
-    let sub = fs.mkdir(d1.ino, b"sub", 0o755, 0, 0).await.unwrap();
-    let d2 = fs.mkdir(1, b"d2", 0o755, 0, 0).await.unwrap();
+    let d1 = fs.mkdir(1, b"d1", 0o755, ROOT).await.unwrap();
+    let sub = fs.mkdir(d1.ino, b"sub", 0o755, ROOT).await.unwrap();
+    let d2 = fs.mkdir(1, b"d2", 0o755, ROOT).await.unwrap();
     let f = fs
-        .mknod(d2.ino, b"f", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(d2.ino, b"f", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     fs.rename(d1.ino, b"sub", d2.ino, b"f", exchange)
@@ -373,9 +374,9 @@ async fn rename_noreplace_and_exchange() {
     assert_eq!(fs.getattr(d2.ino).await.unwrap().nlink, 3);
     assert_eq!(fs.getattr(sub.ino).await.unwrap().parent, d2.ino);
     // Never a directory into its own subtree.
-    let inner = fs.mkdir(sub.ino, b"inner", 0o755, 0, 0).await.unwrap();
+    let inner = fs.mkdir(sub.ino, b"inner", 0o755, ROOT).await.unwrap();
     let x = fs
-        .mknod(inner.ino, b"x", strata_meta::FileType::File, 0o644, 0, 0, 0)
+        .mknod(inner.ino, b"x", strata_meta::FileType::File, 0o644, 0, ROOT)
         .await
         .unwrap();
     assert_eq!(
@@ -398,7 +399,7 @@ async fn rename_noreplace_and_exchange() {
 async fn fallocate_punches_holes_and_copy_file_range_copies() {
     let env = setup(64 << 10, 256 << 10).await;
     let fs = &env.fs;
-    let (f, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
+    let (f, fh) = fs.create(1, b"f", 0o644, libc::O_RDWR, ROOT).await.unwrap();
     let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8 + 1).collect();
     fs.write(f.ino, fh, 0, &data).await.unwrap();
     // Punch a hole across a chunk boundary: zeros there, the size unchanged.
@@ -435,15 +436,22 @@ async fn fallocate_punches_holes_and_copy_file_range_copies() {
             "mode {mode:#x}"
         );
     }
-    let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, 0, 0).await.unwrap();
-    let n = fs
-        .copy_file_range(f.ino, fh, 100, g.ino, gh, 7, 10 << 20)
-        .await
-        .unwrap();
+    let (g, gh) = fs.create(1, b"g", 0o644, libc::O_RDWR, ROOT).await.unwrap();
+    let from = FilePos {
+        ino: f.ino,
+        fh,
+        offset: 100,
+    };
+    let to = FilePos {
+        ino: g.ino,
+        fh: gh,
+        offset: 7,
+    };
+    let n = fs.copy_file_range(from, to, 10 << 20).await.unwrap();
     assert_eq!(n as usize, want.len() - 100, "stops at the source's end");
     let copied = fs.read(g.ino, gh, 0, 1 << 20).await.unwrap();
     assert!(copied[..7] == [0; 7] && copied[7..] == want[100..]);
-    fs.release(f.ino, fh).await.unwrap();
-    fs.release(g.ino, gh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
+    fs.release(g.ino, gh, None).await.unwrap();
     env.node.shutdown().await;
 }

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use strata_cache::{
     BlockCache, BlockCacheConfig, DiskCacheConfig, LocalStore, ObjectStore, StoreError,
 };
-use strata_fuse::{Filesystem, FsConfig};
+use strata_fuse::{Filesystem, FsConfig, Owner};
 use strata_meta::server::MetaNode;
 use strata_meta::{FsClient, Ino, MetaClient, SetAttr};
 use strata_testkit::{Rng, node_with_fs};
+
+const ROOT: Owner = Owner::ROOT;
 
 const BLOCK: u32 = 64 << 10;
 const CHUNK: u32 = 256 << 10;
@@ -170,7 +172,7 @@ async fn read_all(fs: &Filesystem, ino: Ino) -> Vec<u8> {
         assert!(!got.is_empty(), "short read at {}", out.len());
         out.extend_from_slice(&got);
     }
-    fs.release(ino, fh).await.unwrap();
+    fs.release(ino, fh, None).await.unwrap();
     out
 }
 
@@ -178,7 +180,7 @@ async fn read_all(fs: &Filesystem, ino: Ino) -> Vec<u8> {
 /// model; then a second client with the same caches reads it back whole.
 async fn model_run(fs: &Filesystem, other: &Filesystem, seed: u64) {
     let (file, fh) = fs
-        .create(1, format!("m{seed}").as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+        .create(1, format!("m{seed}").as_bytes(), 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut model: Vec<u8> = Vec::new();
@@ -198,7 +200,7 @@ async fn model_run(fs: &Filesystem, other: &Filesystem, seed: u64) {
                 .unwrap();
                 model.resize(size as usize, 0);
             }
-            1 => fs.flush(file.ino, fh).await.unwrap(),
+            1 => fs.flush(file.ino, fh, None).await.unwrap(),
             2..=4 => {
                 let off = rng.below(model.len() as u64 + 1);
                 let len = rng.below(200_000) as u32;
@@ -227,7 +229,7 @@ async fn model_run(fs: &Filesystem, other: &Filesystem, seed: u64) {
             }
         }
     }
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     assert!(
         read_all(fs, file.ino).await == model,
         "seed {seed}: own re-read differs"
@@ -317,7 +319,7 @@ async fn writers_wait_while_the_buffer_budget_is_spent() {
         )
         .await;
     let (file, fh) = fs
-        .create(1, b"big", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"big", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let data = pattern(40 * BLOCK as usize, 7);
@@ -331,7 +333,7 @@ async fn writers_wait_while_the_buffer_budget_is_spent() {
                     .unwrap();
                 written.fetch_add(piece.len(), Ordering::SeqCst);
             }
-            fs.release(file.ino, fh).await.unwrap();
+            fs.release(file.ino, fh, None).await.unwrap();
         })
     };
     // Nothing is stored while the gate is shut: the writer fills the budget
@@ -368,13 +370,13 @@ async fn random_reads_fetch_what_they_need_and_sequential_reads_prefetch() {
     let env = env().await;
     let writer = env.mount("w", 0, None, FsConfig::default()).await;
     let (file, fh) = writer
-        .create(1, b"f", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"f", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let blocks = 256usize;
     let data = pattern(blocks * BLOCK as usize, 3);
     writer.write(file.ino, fh, 0, &data).await.unwrap();
-    writer.release(file.ino, fh).await.unwrap();
+    writer.release(file.ino, fh, None).await.unwrap();
 
     let reader = env
         .mount(
@@ -434,7 +436,7 @@ async fn random_reads_fetch_what_they_need_and_sequential_reads_prefetch() {
         assert!(got[..] == data[off as usize..off as usize + got.len()]);
         off += got.len() as u64;
     }
-    reader.release(file.ino, fh).await.unwrap();
+    reader.release(file.ino, fh, None).await.unwrap();
     // Each block came from the store once.
     assert_eq!(env.store.whole_gets.load(Ordering::SeqCst), blocks as u64);
     env.node.shutdown().await;
@@ -445,12 +447,12 @@ async fn compaction_during_reads_and_writes_keeps_the_contents() {
     let env = env().await;
     let fs = env.mount("c", 8 << 20, None, quick_gc()).await;
     let (file, fh) = fs
-        .create(1, b"frag", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"frag", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut model = vec![0u8; 600_000];
     fs.write(file.ino, fh, 0, &model).await.unwrap();
-    fs.flush(file.ino, fh).await.unwrap();
+    fs.flush(file.ino, fh, None).await.unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let compactions = Arc::new(AtomicU64::new(0));
     let compactor = {
@@ -474,7 +476,7 @@ async fn compaction_during_reads_and_writes_keeps_the_contents() {
         fs.write(file.ino, fh, off as u64, &data).await.unwrap();
         model[off..off + len].copy_from_slice(&data);
         // Every write its own slice: chunks crowd up fast.
-        fs.flush(file.ino, fh).await.unwrap();
+        fs.flush(file.ino, fh, None).await.unwrap();
         let roff = rng.below(model.len() as u64 - 50_000) as usize;
         let got = fs.read(file.ino, fh, roff as u64, 50_000).await.unwrap();
         assert!(
@@ -484,7 +486,7 @@ async fn compaction_during_reads_and_writes_keeps_the_contents() {
     }
     stop.store(true, Ordering::SeqCst);
     compactor.await.unwrap();
-    fs.release(file.ino, fh).await.unwrap();
+    fs.release(file.ino, fh, None).await.unwrap();
     assert!(
         compactions.load(Ordering::SeqCst) > 0,
         "nothing was compacted"
@@ -537,12 +539,12 @@ async fn garbage_collection_deletes_exactly_the_unreferenced_objects() {
     let mut files = Vec::new();
     for i in 0..6u64 {
         let (f, fh) = fs
-            .create(1, format!("f{i}").as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+            .create(1, format!("f{i}").as_bytes(), 0o644, libc::O_RDWR, ROOT)
             .await
             .unwrap();
         let data = pattern(300_000 + i as usize * 70_000, i);
         fs.write(f.ino, fh, 0, &data).await.unwrap();
-        fs.release(f.ino, fh).await.unwrap();
+        fs.release(f.ino, fh, None).await.unwrap();
         files.push((f.ino, data));
     }
     // Overwrites (compacted away), a truncate past whole chunks, an unlink,
@@ -553,10 +555,10 @@ async fn garbage_collection_deletes_exactly_the_unreferenced_objects() {
         let piece = pattern(5_000, 100 + k);
         let off = (k * 9_000) as usize;
         fs.write(*ino0, fh, off as u64, &piece).await.unwrap();
-        fs.flush(*ino0, fh).await.unwrap();
+        fs.flush(*ino0, fh, None).await.unwrap();
         data0[off..off + piece.len()].copy_from_slice(&piece);
     }
-    fs.release(*ino0, fh).await.unwrap();
+    fs.release(*ino0, fh, None).await.unwrap();
     assert!(fs.compact(*ino0, 0).await.unwrap());
     fs.setattr(
         files[1].0,
@@ -597,12 +599,12 @@ async fn the_trash_keeps_deleted_files_until_due_and_restores_them() {
     let fs = env.mount("t", 0, None, quick_gc()).await;
     let meta = env.meta().await;
     let (f, fh) = fs
-        .create(1, b"keep", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"keep", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let data = pattern(200_000, 9);
     fs.write(f.ino, fh, 0, &data).await.unwrap();
-    fs.release(f.ino, fh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
     let usage = fs.statfs().await.unwrap();
     fs.unlink(1, b"keep").await.unwrap();
     collect(&fs).await;
@@ -643,12 +645,12 @@ async fn an_unlinked_open_file_works_until_its_last_close() {
     env.meta().await.set_trash_days(0).await.unwrap();
     let fs = env.mount("o", 0, None, quick_gc()).await;
     let (f, fh) = fs
-        .create(1, b"open", 0o644, libc::O_RDWR, 0, 0)
+        .create(1, b"open", 0o644, libc::O_RDWR, ROOT)
         .await
         .unwrap();
     let mut data = pattern(150_000, 4);
     fs.write(f.ino, fh, 0, &data).await.unwrap();
-    fs.flush(f.ino, fh).await.unwrap();
+    fs.flush(f.ino, fh, None).await.unwrap();
     fs.unlink(1, b"open").await.unwrap();
     collect(&fs).await;
     // Held: the handle reads and writes on.
@@ -656,12 +658,12 @@ async fn an_unlinked_open_file_works_until_its_last_close() {
     assert!(got[..] == data[..]);
     let more = pattern(70_000, 5);
     fs.write(f.ino, fh, 150_000, &more).await.unwrap();
-    fs.flush(f.ino, fh).await.unwrap();
+    fs.flush(f.ino, fh, None).await.unwrap();
     data.extend_from_slice(&more);
     let got = fs.read(f.ino, fh, 0, 300_000).await.unwrap();
     assert!(got[..] == data[..]);
     assert!(!env.objects().await.is_empty());
-    fs.release(f.ino, fh).await.unwrap();
+    fs.release(f.ino, fh, None).await.unwrap();
     collect(&fs).await;
     assert!(env.objects().await.is_empty(), "closed: purged and deleted");
     assert_eq!(
@@ -707,7 +709,7 @@ async fn used_space_is_the_sum_of_file_sizes() {
                     Ok(i) => (i.ino, fs.open(i.ino, libc::O_RDWR).await.unwrap()),
                     Err(_) => {
                         let (i, fh) = fs
-                            .create(1, name.as_bytes(), 0o644, libc::O_RDWR, 0, 0)
+                            .create(1, name.as_bytes(), 0o644, libc::O_RDWR, ROOT)
                             .await
                             .unwrap();
                         (i.ino, fh)
@@ -718,7 +720,7 @@ async fn used_space_is_the_sum_of_file_sizes() {
                 fs.write(ino, fh, off, &pattern(len as usize, step))
                     .await
                     .unwrap();
-                fs.release(ino, fh).await.unwrap();
+                fs.release(ino, fh, None).await.unwrap();
                 let s = sizes.entry(name).or_insert(0);
                 *s = (*s).max(off + len);
             }

@@ -338,7 +338,7 @@ async fn export_file(ctx: &Ctx, f: &FileItem) -> Result<Outcome, CliError> {
         .await
         .map_err(|e| CliError(format!("opening: {e}")))?;
     let r = copy_file(ctx, f, fh, &origin).await;
-    let _ = ctx.core.release(f.inode.ino, fh).await;
+    let _ = ctx.core.release(f.inode.ino, fh, None).await;
     r.map(Outcome::Written)
 }
 

@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Args;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use strata_fuse::Filesystem;
+use strata_fuse::{Filesystem, Owner};
 use strata_meta::{FileType, Ino, ROOT_INO, SetAttr, Timestamp};
 
 use super::manifest::{self, Entry, MANIFEST};
@@ -274,22 +274,19 @@ pub async fn run(a: ImportArgs) -> CliResult {
             continue;
         }
         let kind = kind_of(&e.kind).expect("checked above");
+        let owner = Owner {
+            uid: e.uid,
+            gid: e.gid,
+        };
         let made = if kind == FileType::Symlink {
             let target = e.target.clone().unwrap_or_default();
             ctx.core
-                .symlink(p, name.as_bytes(), target.as_bytes(), e.uid, e.gid)
+                .symlink(p, name.as_bytes(), target.as_bytes(), owner)
                 .await
         } else {
+            let rdev = e.rdev.unwrap_or(0);
             ctx.core
-                .mknod(
-                    p,
-                    name.as_bytes(),
-                    kind,
-                    e.mode,
-                    e.rdev.unwrap_or(0),
-                    e.uid,
-                    e.gid,
-                )
+                .mknod(p, name.as_bytes(), kind, e.mode, rdev, owner)
                 .await
         }
         .map_err(fs_err(&e.path))?;
@@ -349,11 +346,12 @@ async fn make_dirs<'a>(
     let mut at = from;
     // SAFETY: getuid/getgid only read the process's ids.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let owner = Owner { uid, gid };
     for name in names {
         at = match core.lookup(at, name.as_bytes()).await {
             Ok(i) if i.kind == FileType::Dir => i.ino,
             Ok(_) => return Err(CliError(format!("{name}: exists and is not a directory"))),
-            Err(_) => match core.mkdir(at, name.as_bytes(), 0o755, uid, gid).await {
+            Err(_) => match core.mkdir(at, name.as_bytes(), 0o755, owner).await {
                 Ok(i) => i.ino,
                 // Made meanwhile by someone else.
                 Err(e) if e.errno == libc::EEXIST => {
@@ -417,15 +415,17 @@ async fn import_file(
             name.as_bytes(),
             e.mode & 0o7777,
             libc::O_WRONLY,
-            e.uid,
-            e.gid,
+            Owner {
+                uid: e.uid,
+                gid: e.gid,
+            },
         )
         .await
         .map_err(fs_err("creating"))?;
     let copied = copy_in(ctx, e, inode.ino, fh, verify).await;
     let closed = ctx
         .core
-        .release(inode.ino, fh)
+        .release(inode.ino, fh, None)
         .await
         .map_err(fs_err("committing"));
     copied?;

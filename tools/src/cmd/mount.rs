@@ -363,7 +363,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     if !a.read_only() {
         fs.start_background();
     }
-    let mut mount = strata_fuse::fuse::mount(
+    let mut mount = strata_fuse::mount::mount(
         fs.clone(),
         tokio::runtime::Handle::current(),
         &target.dir,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use strata_meta::NewInode;
 
 /// Formats filesystem `c` with its blocks under `dir/blocks`.
 fn format_c(dir: &std::path::Path, all: &str) {
@@ -141,7 +142,7 @@ fn a_follower_down_for_10000_operations_catches_up_from_a_snapshot() {
         rt.block_on(fs.create(
             1,
             name.as_bytes(),
-            strata_meta::NewInode::plain(strata_meta::FileType::File, 0o644, 0, 0),
+            NewInode::plain(strata_meta::FileType::File, 0o644, 0, 0),
         ))
         .unwrap()
     };

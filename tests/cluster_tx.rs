@@ -5,6 +5,7 @@
 
 mod common;
 
+use strata_meta::NewInode;
 use strata_meta::request::RenameMode;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,7 +133,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
         .block_on(fs.create(
             1,
             format!("w{id}").as_bytes(),
-            strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
+            NewInode::plain(FileType::Dir, 0o755, 0, 0),
         ))
         .unwrap();
     m.dirs.push(top.ino);
@@ -141,7 +142,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
             .block_on(fs.create(
                 top.ino,
                 format!("d{d}").as_bytes(),
-                strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
+                NewInode::plain(FileType::Dir, 0o755, 0, 0),
             ))
             .unwrap();
         m.dirs.push(sub.ino);
@@ -167,7 +168,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                     .block_on(fs.create(
                         m.dirs[dir],
                         name.as_bytes(),
-                        strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
+                        NewInode::plain(FileType::File, 0o644, 0, 0),
                     ))
                     .unwrap();
                 m.entries.insert((dir, name), (i.ino, FileType::File));
@@ -243,7 +244,7 @@ fn worker(fs: Arc<FsClient>, id: u64, stop: Arc<AtomicBool>, done: Arc<AtomicU64
                     .block_on(fs.create(
                         m.dirs[dir],
                         name.as_bytes(),
-                        strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
+                        NewInode::plain(FileType::Dir, 0o755, 0, 0),
                     ))
                     .unwrap();
                 m.entries.insert((dir, name), (i.ino, FileType::Dir));
@@ -354,7 +355,7 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
         rt.block_on(fs.create(
             1,
             name.as_bytes(),
-            strata_meta::NewInode::plain(FileType::Dir, 0o755, 0, 0),
+            NewInode::plain(FileType::Dir, 0o755, 0, 0),
         ))
         .unwrap()
         .ino
@@ -370,7 +371,7 @@ fn concurrent_cross_group_renames_while_a_node_dies() {
         rt.block_on(fs.create(
             a,
             format!("f{i}").as_bytes(),
-            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
+            NewInode::plain(FileType::File, 0o644, 0, 0),
         ))
         .unwrap();
     }
@@ -436,12 +437,8 @@ fn clients_get_past_a_paused_leader() {
     let (_tmp, mut nodes, addrs, all, rt) = start_with_fs();
     let fs = open(&rt, &addrs);
     let file = |fs: &FsClient, name: &[u8]| {
-        rt.block_on(fs.create(
-            1,
-            name,
-            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
-        ))
-        .unwrap()
+        rt.block_on(fs.create(1, name, NewInode::plain(FileType::File, 0o644, 0, 0)))
+            .unwrap()
     };
     file(&fs, b"before");
     let g = rt.block_on(fs.group_of(1)).unwrap();

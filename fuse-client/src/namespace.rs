@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use strata_meta::NewInode;
 use strata_meta::request::RenameMode;
 use strata_meta::{FileType, Ino, Inode, SetAttr};
 
@@ -68,7 +69,7 @@ impl Filesystem {
             .create(
                 parent,
                 name,
-                strata_meta::NewInode {
+                NewInode {
                     kind,
                     mode,
                     uid,
@@ -91,11 +92,7 @@ impl Filesystem {
         let Owner { uid, gid } = owner;
         Ok(self
             .meta
-            .create(
-                parent,
-                name,
-                strata_meta::NewInode::plain(FileType::Dir, mode, uid, gid),
-            )
+            .create(parent, name, NewInode::plain(FileType::Dir, mode, uid, gid))
             .await?)
     }
 
@@ -116,7 +113,7 @@ impl Filesystem {
             .create(
                 parent,
                 name,
-                strata_meta::NewInode {
+                NewInode {
                     kind: FileType::Symlink,
                     mode: 0o777,
                     uid,

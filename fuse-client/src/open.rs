@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use strata_meta::NewInode;
 use strata_meta::client::Written;
 use strata_meta::{ChangeStamp, FileType, Ino, Inode};
 
@@ -113,7 +114,7 @@ impl Filesystem {
             .create(
                 parent,
                 name,
-                strata_meta::NewInode::plain(FileType::File, mode, uid, gid),
+                NewInode::plain(FileType::File, mode, uid, gid),
             )
             .await?;
         // A new file has no extended attributes: the kernel's

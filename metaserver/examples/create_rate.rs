@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use strata_meta::FsSpec;
+use strata_meta::NewInode;
 use strata_meta::{FileType, MetaClient};
 
 #[tokio::main]
@@ -36,7 +37,7 @@ async fn main() {
                 fs.create(
                     1,
                     format!("t{t}f{i}").as_bytes(),
-                    strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
+                    NewInode::plain(FileType::File, 0o644, 0, 0),
                 )
                 .await
                 .unwrap();

@@ -1,10 +1,9 @@
 //! A real one-node metaserver over TCP: metadata operations, their errors, and
 //! persistence across a restart.
 
-use strata_meta::FsSpec;
 use strata_meta::request::RenameMode;
 use strata_meta::server::MetaNode;
-use strata_meta::{FileType, MetaClient, MetaError, SetAttr, Slice};
+use strata_meta::{FileType, FsSpec, MetaClient, MetaError, NewInode, SetAttr, Slice};
 use strata_testkit::{connect, format_fs, restart_node, start_node, test_fs};
 
 /// Formats filesystem `t` on `node` with `partitions` partitions of `size`
@@ -31,28 +30,16 @@ async fn metadata_survives_restart_and_errors_are_exact() {
     let node = start_node(dir.path()).await;
     let (client, fs) = format(&node, 2, strata_meta::DEFAULT_PARTITION_SIZE).await;
     let d = fs
-        .create(
-            1,
-            b"d",
-            strata_meta::NewInode::plain(FileType::Dir, 0o755, 1, 2),
-        )
+        .create(1, b"d", NewInode::plain(FileType::Dir, 0o755, 1, 2))
         .await
         .unwrap();
     let f = fs
-        .create(
-            d.ino,
-            b"f",
-            strata_meta::NewInode::plain(FileType::File, 0o644, 1, 2),
-        )
+        .create(d.ino, b"f", NewInode::plain(FileType::File, 0o644, 1, 2))
         .await
         .unwrap();
     assert_eq!(
-        fs.create(
-            d.ino,
-            b"f",
-            strata_meta::NewInode::plain(FileType::File, 0o644, 1, 2)
-        )
-        .await,
+        fs.create(d.ino, b"f", NewInode::plain(FileType::File, 0o644, 1, 2))
+            .await,
         Err(MetaError::Exists)
     );
     assert_eq!(fs.rmdir(1, b"d").await, Err(MetaError::NotEmpty));
@@ -206,12 +193,7 @@ async fn a_retried_write_applies_once() {
             fs: fs.info.id,
             parent: 1,
             name: b"once".to_vec(),
-            kind: FileType::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            symlink: None,
+            new: NewInode::plain(FileType::File, 0o644, 0, 0),
             now: Timestamp::now(),
         }
         .into(),
@@ -259,7 +241,7 @@ async fn a_full_partition_gets_a_new_one() {
         fs.create(
             1,
             format!("f{i}").as_bytes(),
-            strata_meta::NewInode::plain(FileType::File, 0o644, 0, 0),
+            NewInode::plain(FileType::File, 0o644, 0, 0),
         )
         .await
         .unwrap_or_else(|e| panic!("create f{i}: {e}"));

@@ -131,29 +131,15 @@ impl FsClient {
         if new.kind == FileType::Dir {
             let target = self.place_dir(pg).await;
             if target != pg {
-                let (mode, uid, gid) = (new.mode, new.uid, new.gid);
-                let mkdir = || self.mkdir_elsewhere(target, pg, (parent, name), mode, (uid, gid));
+                let mkdir = || self.mkdir_elsewhere(target, pg, (parent, name), new.clone());
                 return self.growing(target, || self.retrying(mkdir)).await;
             }
         }
-        let NewInode {
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev,
-            symlink,
-        } = new;
         let req = WriteRequest::Create {
             fs: self.info.id,
             parent,
             name: name.to_vec(),
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev,
-            symlink,
+            new,
             now: Timestamp::now(),
         };
         let r = self
@@ -163,15 +149,14 @@ impl FsClient {
         expect_answer!(self.note_changed(r), MetaResponse::Inode(i) => i)
     }
 
-    /// mkdir of `parent/name` with the new inode in group `target` and its
-    /// entry in `pg`, owned by `(uid, gid)`.
+    /// mkdir of `parent/name` (`new`, a directory) with the new inode in
+    /// group `target` and its entry in `pg`.
     pub(super) async fn mkdir_elsewhere(
         &self,
         target: GroupId,
         pg: GroupId,
         (parent, name): (Ino, &[u8]),
-        mode: u32,
-        (uid, gid): (u32, u32),
+        new: NewInode,
     ) -> Result<Inode, MetaError> {
         validate_name(name)?;
         let dir = self.getattr(parent).await?;
@@ -179,20 +164,16 @@ impl FsClient {
             return Err(MetaError::NotDir);
         }
         // BSD group semantics under a setgid directory, as a local mkdir has.
-        let (gid, mode) = if dir.mode & 0o2000 != 0 {
-            (dir.gid, mode | 0o2000)
+        let new = if dir.mode & 0o2000 != 0 {
+            NewInode {
+                gid: dir.gid,
+                mode: new.mode | 0o2000,
+                ..new
+            }
         } else {
-            (gid, mode)
+            new
         };
-        let create = TxStep::CreateInode {
-            kind: FileType::Dir,
-            mode,
-            uid,
-            gid,
-            rdev: 0,
-            symlink: None,
-            parent,
-        };
+        let create = TxStep::CreateInode { new, parent };
         let name = name.to_vec();
         let changed = self
             .transact(vec![(target, vec![create])], pg, |created| {

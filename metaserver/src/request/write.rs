@@ -98,12 +98,8 @@ pub enum WriteRequest {
         fs: FsId,
         parent: Ino,
         name: Vec<u8>,
-        kind: FileType,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        symlink: Option<Vec<u8>>,
+        /// Encoded in place, as its fields were before they were one struct.
+        new: NewInode,
         now: Timestamp,
     },
     Link {
@@ -407,12 +403,8 @@ pub type TxId = u64;
 pub enum TxStep {
     /// A new inode in this group; its number is picked from this group's partitions.
     CreateInode {
-        kind: FileType,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u32,
-        symlink: Option<Vec<u8>>,
+        /// Encoded in place, as its fields were before they were one struct.
+        new: NewInode,
         parent: Ino,
     },
     /// `parent/name -> ino`; `replace` is the inode the name must point to

@@ -176,25 +176,11 @@ pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<Met
             fs,
             parent,
             name,
-            kind,
-            mode,
-            uid,
-            gid,
-            rdev,
-            symlink,
+            new,
             now,
-        } => {
-            let new = NewInode {
-                kind,
-                mode,
-                uid,
-                gid,
-                rdev,
-                symlink,
-            };
-            c.create(fs, (parent, &name), new, now)?
-                .map(|(inode, dir)| MetaResponse::created(inode, dir))
-        }
+        } => c
+            .create(fs, (parent, &name), new, now)?
+            .map(|(inode, dir)| MetaResponse::created(inode, dir)),
         R::Link {
             fs,
             ino,

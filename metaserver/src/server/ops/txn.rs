@@ -252,8 +252,8 @@ impl<T: RowsMut> Ctx<'_, T> {
         let free = |k: &Vec<u8>| -> Result<bool, DbError> { Ok(self.t.load_raw(k)?.is_none()) };
         for step in steps {
             match step {
-                TxStep::CreateInode { kind, symlink, .. } => {
-                    if (*kind == FileType::Symlink) != symlink.is_some() {
+                TxStep::CreateInode { new, .. } => {
+                    if (new.kind == FileType::Symlink) != new.symlink.is_some() {
                         return Ok(Err(MetaError::Invalid(
                             "a symlink needs a target, and only a symlink".into(),
                         )));
@@ -358,25 +358,9 @@ impl<T: RowsMut> Ctx<'_, T> {
     ) -> OpResult<Option<(Inode, bool)>> {
         let g = self.g;
         Ok(Ok(match step {
-            TxStep::CreateInode {
-                kind,
-                mode,
-                uid,
-                gid,
-                rdev,
-                symlink,
-                parent,
-            } => {
+            TxStep::CreateInode { new, parent } => {
                 let ino = tri!(self.alloc_ino(fs, *parent)?);
-                let spec = NewInode {
-                    kind: *kind,
-                    mode: *mode,
-                    uid: *uid,
-                    gid: *gid,
-                    rdev: *rdev,
-                    symlink: symlink.clone(),
-                };
-                let inode = Inode::new(ino, spec, *parent, now);
+                let inode = Inode::new(ino, new.clone(), *parent, now);
                 self.save(fs, &inode)?;
                 self.add_usage(fs, 1, inode.size as i64)?;
                 Some((inode, false))

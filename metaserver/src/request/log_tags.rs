@@ -302,7 +302,7 @@ impl<'de, V: DeserializeSeed<'de>> DeserializeSeed<'de> for TagSeed<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{LogRequest, Origin, RenameMode, XattrMode};
+    use crate::request::{LogRequest, Origin, RenameMode, TxStep, XattrMode};
     use crate::types::*;
 
     fn encode(e: &LogRequest) -> String {
@@ -395,6 +395,37 @@ mod tests {
             assert_eq!(encode(&entry), hex, "{:?}", entry.req);
             assert_eq!(decode(hex).unwrap(), entry);
         }
+        // A prepare with the steps of a mkdir in another group (steps are
+        // also kept in intent rows), without an origin.
+        let prepare = LogRequest {
+            req: WriteRequest::TxPrepare {
+                fs: 1,
+                tx: 5,
+                coord: 2,
+                participants: vec![3],
+                steps: vec![
+                    TxStep::CreateInode {
+                        new: NewInode::plain(FileType::Dir, 0o755, 3, 4),
+                        parent: 1,
+                    },
+                    TxStep::PutDentry {
+                        parent: 1,
+                        name: b"d".to_vec(),
+                        ino: 77,
+                        kind: FileType::Dir,
+                        replace: None,
+                    },
+                    TxStep::TouchDir { ino: 1, nlink: 1 },
+                ],
+                now: at,
+            },
+            origin: None,
+            at,
+        };
+        let hex =
+            "180105020103030001fbed010304000001010101644d0100060102fc00e2a7ca0500fc00e2a7ca05";
+        assert_eq!(encode(&prepare), hex);
+        assert_eq!(decode(hex).unwrap(), prepare);
     }
 
     /// Catches the variant names the derived `Deserialize` of

@@ -77,6 +77,10 @@ pub enum MetaError {
     /// The filesystem is a snapshot: it does not change.
     #[error("read-only filesystem: {0}")]
     ReadOnly(String),
+    /// The metaserver does not let this client in (who it is, or how it
+    /// connected); retrying changes nothing.
+    #[error("the metaserver refused this client: {0}")]
+    Denied(String),
 }
 
 impl MetaError {
@@ -99,6 +103,7 @@ impl MetaError {
             MetaError::TooBig(_) => libc_errno::E2BIG,
             MetaError::WouldBlock => libc_errno::EAGAIN,
             MetaError::ReadOnly(_) => libc_errno::EROFS,
+            MetaError::Denied(_) => libc_errno::EACCES,
             _ => libc_errno::EIO,
         }
     }
@@ -118,6 +123,7 @@ mod libc_errno {
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
     pub const EAGAIN: i32 = 11;
+    pub const EACCES: i32 = 13;
     pub const EXDEV: i32 = 18;
     pub const EEXIST: i32 = 17;
     pub const ENOTDIR: i32 = 20;

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Mutex, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use crate::transport::{self, ConnectError, WriteHalf};
 use crate::wire::{self, Frame, Request, Response};
 
 #[derive(thiserror::Error, Debug, Clone)]
@@ -24,6 +23,8 @@ pub enum RpcError {
     Timeout { addr: String, timeout: Duration },
     #[error("bad frame from {addr}: {reason}")]
     Protocol { addr: String, reason: String },
+    #[error("metaserver {addr} refused this client: {reason}")]
+    Denied { addr: String, reason: String },
 }
 
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
@@ -50,7 +51,7 @@ impl Drop for ClosedOnDrop {
 /// A caller cancelled in the middle of a write leaves the rest of its frame
 /// buffered in the `FramedWrite`, and the next writer sends it first, so
 /// frames never interleave.
-pub type FrameSink = Mutex<FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>>;
+pub type FrameSink = Mutex<FramedWrite<WriteHalf, LengthDelimitedCodec>>;
 
 pub struct Connection {
     addr: String,
@@ -66,12 +67,13 @@ impl Connection {
             addr: addr.to_string(),
             reason,
         };
-        let stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
-            .await
-            .map_err(|_| err("timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| err(e.to_string()))?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = transport::connect(addr).await.map_err(|e| match e {
+            ConnectError::Failed(reason) => err(reason),
+            ConnectError::Denied(reason) => RpcError::Denied {
+                addr: addr.to_string(),
+                reason,
+            },
+        })?;
         let pending: Pending = Default::default();
         let closed = Arc::new(AtomicBool::new(false));
         let out = Mutex::new(FramedWrite::new(wr, wire::codec()));
@@ -131,6 +133,10 @@ impl Connection {
             return Err(closed());
         }
         match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Response::Denied(reason))) => Err(RpcError::Denied {
+                addr: self.addr.clone(),
+                reason,
+            }),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(closed()),
             Err(_) => {

@@ -85,6 +85,9 @@ pub enum Response {
         groups: Vec<GroupStatus>,
     },
     Digest(MetaResult<(Option<u64>, u64)>),
+    /// This connection may not make requests (said once, then the node
+    /// closes it): why.
+    Denied(String),
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::unexpected;
 use crate::MetaError;
 use crate::request::{MetaRequest, MetaResponse, Origin, ReadRequest};
-use crate::rpc::ConnPool;
+use crate::rpc::{ConnPool, RpcError};
 use crate::types::*;
 use crate::wire::{Request, Response};
 
@@ -248,6 +248,9 @@ impl MetaClient {
                     Ok(Response::Meta(Err(e))) => return Err(e),
                     Ok(other) => {
                         return Err(MetaError::Protocol(format!("unexpected answer {other:?}")));
+                    }
+                    Err(RpcError::Denied { addr, reason }) => {
+                        return Err(MetaError::Denied(format!("{addr}: {reason}")));
                     }
                     Err(e) => {
                         tracing::debug!(%addr, error = %e, "metaserver call failed");

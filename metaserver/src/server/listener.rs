@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::{MetaNode, state_machine};
 use crate::MetaError;
 use crate::request::MetaRequest;
+use crate::rpc::FrameSink;
+use crate::transport::{Accepted, Listener, ReadHalf};
 use crate::wire::{self, Frame, Request, Response};
 
 impl MetaNode {
@@ -61,16 +62,16 @@ impl MetaNode {
 
 pub(super) async fn accept_loop(
     node: Arc<MetaNode>,
-    listener: TcpListener,
+    listener: Listener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "connection");
-                    node.tasks.spawn(serve_connection(node.clone(), stream, stop.clone()));
+                Ok(conn) => {
+                    tracing::debug!(peer = %conn.peer, "connection");
+                    node.tasks.spawn(serve_connection(node.clone(), conn, stop.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -83,19 +84,24 @@ pub(super) async fn accept_loop(
 
 async fn serve_connection(
     node: Arc<MetaNode>,
-    stream: TcpStream,
+    conn: Accepted,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let (rd, wr) = stream.into_split();
+    let Accepted {
+        read: rd,
+        write: wr,
+        peer,
+        refused,
+    } = conn;
     let mut reader = FramedRead::new(rd, wire::codec());
     // Each request's task writes its own answer (see `rpc::FrameSink`).
     let writer: Arc<crate::rpc::FrameSink> =
         Arc::new(tokio::sync::Mutex::new(FramedWrite::new(wr, wire::codec())));
+    if let Some(reason) = refused {
+        tracing::warn!(%peer, %reason, "refusing a connection");
+        refuse(&mut reader, &writer, reason).await;
+        return;
+    }
     let mut requests = tokio::task::JoinSet::new();
     loop {
         let next = tokio::select! {
@@ -142,6 +148,23 @@ async fn serve_connection(
     }
     // Requests already taken still get their answers.
     while requests.join_next().await.is_some() {}
+}
+
+/// How long a refused peer has to send the request it is told off in.
+const REFUSAL_WAIT: Duration = Duration::from_secs(10);
+
+/// Answers a refused connection's first request with why, so its client
+/// can say which check failed, and lets the connection go.
+async fn refuse(
+    reader: &mut FramedRead<ReadHalf, LengthDelimitedCodec>,
+    writer: &FrameSink,
+    why: String,
+) {
+    if let Ok(Some(Ok(buf))) = tokio::time::timeout(REFUSAL_WAIT, reader.next()).await
+        && let Ok(frame) = wire::decode::<Request>(&buf)
+    {
+        answer(writer, frame.id, Response::Denied(why)).await;
+    }
 }
 
 /// Writes the answer to request `id` on its connection.

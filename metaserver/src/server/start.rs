@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use redb::{Database, ReadableDatabase};
-use tokio::net::TcpListener;
 
 use super::listener::accept_loop;
 use super::raft::{Raft, raft_config};
@@ -19,6 +18,7 @@ use super::{
 use crate::MetaError;
 use crate::request::{ReadRequest, WriteRequest};
 use crate::rpc::ConnPool;
+use crate::transport::Listener;
 use crate::types::*;
 use crate::wire::{Request, Response};
 
@@ -40,19 +40,12 @@ impl MetaNode {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dd(e.to_string()))?;
         let db = store::open(&cfg.data_dir.join("meta.redb"))?;
         let marked = store::check_format(&db).map_err(|e| dd(e.to_string()))?;
-        let listener = TcpListener::bind(&cfg.listen)
-            .await
-            .map_err(|e| ServerError::Listen {
-                addr: cfg.listen.clone(),
-                reason: e.to_string(),
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ServerError::Listen {
-                addr: cfg.listen.clone(),
-                reason: e.to_string(),
-            })?
-            .to_string();
+        let listen_err = |reason: String| ServerError::Listen {
+            addr: cfg.listen.clone(),
+            reason,
+        };
+        let listener = Listener::bind(&cfg.listen).await.map_err(listen_err)?;
+        let addr = listener.address().map_err(listen_err)?;
         let record = read_node_record(&db)?;
         if let Some(r) = &record
             && r.id != cfg.id

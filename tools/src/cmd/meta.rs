@@ -74,7 +74,9 @@ pub struct ServeArgs {
     /// Node id, unique in the cluster (a fresh data dir becomes a one-node cluster).
     #[arg(long)]
     pub id: u64,
-    /// Address to listen on for clients and peers, e.g. 127.0.0.1:7700.
+    /// Address to listen on for clients and peers, e.g. 127.0.0.1:7700, or
+    /// unix:/absolute/path for a one-node metaserver reached only from this
+    /// machine by this user (the socket is created with mode 0600).
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub listen: String,
     /// Where the node keeps its Raft logs, state and snapshots.

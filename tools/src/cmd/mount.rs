@@ -271,9 +271,11 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         (None, Some(addr)) => vec![addr.trim().to_string()],
         (None, None) => {
             let dd = a.data_dir();
+            // A Unix socket, owner-only: nothing of the embedded default
+            // listens on TCP, and no other local user reaches its metadata.
             let n = MetaNode::start(NodeConfig {
                 id: 1,
-                listen: "127.0.0.1:0".into(),
+                listen: strata_meta::transport::socket_address(&dd.join("meta")),
                 data_dir: dd.join("meta"),
                 snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
             })

@@ -50,7 +50,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
                     }
                     let node = MetaNode::start(NodeConfig {
                         id: 1,
-                        listen: "127.0.0.1:0".into(),
+                        listen: strata_meta::transport::socket_address(&meta_dir),
                         data_dir: meta_dir,
                         snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
                     })

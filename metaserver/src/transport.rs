@@ -1,0 +1,271 @@
+//! The byte streams under the wire protocol: TCP between machines, a Unix
+//! socket on one machine.
+//!
+//! An address is `host:port` (TCP) or `unix:/absolute/path` (a Unix socket).
+//! The embedded default's metaserver listens only on a Unix socket in its
+//! data dir, created owner-only (mode 0600 inside a directory nobody else
+//! can enter while it is made) and checked again per connection by the
+//! peer's uid, so a local user who cannot touch the mount's files cannot
+//! reach its metadata either.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// The prefix of a Unix socket address.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// Longest path a Unix socket address may have (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Where a metaserver listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    pub fn parse(addr: &str) -> Result<Endpoint, String> {
+        match addr.strip_prefix(UNIX_PREFIX) {
+            Some(path) => {
+                let path = Path::new(path);
+                if !path.is_absolute() {
+                    return Err(format!(
+                        "{addr}: a Unix socket address needs an absolute path"
+                    ));
+                }
+                if path.as_os_str().len() > MAX_SOCKET_PATH {
+                    return Err(format!(
+                        "{addr}: a Unix socket path may have at most {MAX_SOCKET_PATH} bytes \
+                         (use a shorter data dir)"
+                    ));
+                }
+                Ok(Endpoint::Unix(path.to_path_buf()))
+            }
+            None if addr.is_empty() => Err("an empty metaserver address".into()),
+            None => Ok(Endpoint::Tcp(addr.to_string())),
+        }
+    }
+}
+
+/// The address of the Unix socket in `data_dir`.
+pub fn socket_address(data_dir: &Path) -> String {
+    format!("{UNIX_PREFIX}{}", data_dir.join("meta.sock").display())
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Not now (nothing listens, a timeout): another node or a retry may do.
+    Failed(String),
+    /// This user may not connect at all: retrying changes nothing.
+    Denied(String),
+}
+
+/// Connects to `addr` and splits the stream.
+pub async fn connect(addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
+    let endpoint = Endpoint::parse(addr).map_err(ConnectError::Failed)?;
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        match endpoint {
+            Endpoint::Tcp(a) => {
+                let s = TcpStream::connect(&a).await?;
+                s.set_nodelay(true)?;
+                let (r, w) = s.into_split();
+                let halves: (ReadHalf, WriteHalf) = (Box::new(r), Box::new(w));
+                Ok::<_, std::io::Error>(halves)
+            }
+            Endpoint::Unix(p) => {
+                let (r, w) = UnixStream::connect(&p).await?.into_split();
+                let halves: (ReadHalf, WriteHalf) = (Box::new(r), Box::new(w));
+                Ok(halves)
+            }
+        }
+    })
+    .await;
+    match connected {
+        Err(_) => Err(ConnectError::Failed("timed out".into())),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(ConnectError::Denied(format!(
+                "{e}: the socket is owner-only; run this as the user who runs the mount"
+            )))
+        }
+        Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
+        Ok(Ok(halves)) => Ok(halves),
+    }
+}
+
+/// A listening socket of either kind.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
+}
+
+/// An accepted connection: its halves and who is on the other end.
+pub struct Accepted {
+    pub read: ReadHalf,
+    pub write: WriteHalf,
+    /// The peer's address (TCP) or uid (Unix socket), for logs.
+    pub peer: String,
+    /// Why this peer may not make requests, if it may not: the node tells
+    /// it so in answer to its first request, then closes the connection.
+    pub refused: Option<String>,
+}
+
+impl Listener {
+    /// Listens on `addr`. A Unix socket is made owner-only before anyone can
+    /// reach it, replacing a stale one a dead process left.
+    pub async fn bind(addr: &str) -> Result<Listener, String> {
+        match Endpoint::parse(addr)? {
+            Endpoint::Tcp(a) => TcpListener::bind(&a)
+                .await
+                .map(Listener::Tcp)
+                .map_err(|e| e.to_string()),
+            Endpoint::Unix(path) => match bind_private_socket(&path) {
+                Ok(listener) => Ok(Listener::Unix { listener, path }),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+        }
+    }
+
+    /// The address clients reach this listener at.
+    pub fn address(&self) -> Result<String, String> {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| e.to_string()),
+            Listener::Unix { path, .. } => Ok(format!("{UNIX_PREFIX}{}", path.display())),
+        }
+    }
+
+    /// The next connection. On a Unix socket, a peer running as another
+    /// user (and not root) is refused: the socket's mode already keeps them
+    /// out, unless someone loosened it.
+    pub async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                let (r, w) = s.into_split();
+                Ok(Accepted {
+                    read: Box::new(r),
+                    write: Box::new(w),
+                    peer: peer.to_string(),
+                    refused: None,
+                })
+            }
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept().await?;
+                let uid = s.peer_cred()?.uid();
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                let refused = (uid != me && uid != 0)
+                    .then(|| format!("uid {uid} may not use the owner-only socket of uid {me}"));
+                let (r, w) = s.into_split();
+                Ok(Accepted {
+                    read: Box::new(r),
+                    write: Box::new(w),
+                    peer: format!("uid {uid}"),
+                    refused,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds a Unix socket at `path` that only this user can connect to. The
+/// socket is made in a fresh directory of mode 0700, set to 0600 and only
+/// then moved to `path`, so at no moment can another user reach it.
+fn bind_private_socket(path: &Path) -> std::io::Result<UnixListener> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a socket path needs a directory"))?;
+    let private = dir.join(format!(".meta.sock.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&private)?;
+    let made = private.join("s");
+    let bound = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(&made)?;
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o600))?;
+        // Replaces a socket left by a process that died; the data dir's
+        // database lock (taken before) says no live node uses it.
+        std::fs::rename(&made, path)?;
+        listener.set_nonblocking(true)?;
+        UnixListener::from_std(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_tcp_or_absolute_unix_paths() {
+        assert_eq!(
+            Endpoint::parse("127.0.0.1:7700"),
+            Ok(Endpoint::Tcp("127.0.0.1:7700".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/run/strata/meta.sock"),
+            Ok(Endpoint::Unix("/run/strata/meta.sock".into()))
+        );
+        assert!(Endpoint::parse("unix:relative/meta.sock").is_err());
+        assert!(Endpoint::parse("").is_err());
+        let long = format!("unix:/{}", "x".repeat(200));
+        assert!(Endpoint::parse(&long).unwrap_err().contains("at most"));
+    }
+
+    #[tokio::test]
+    async fn a_unix_socket_is_owner_only_and_carries_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = socket_address(dir.path());
+        let listener = Listener::bind(&addr).await.unwrap();
+        assert_eq!(listener.address().unwrap(), addr);
+        let path = dir.path().join("meta.sock");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("meta.sock")]);
+        let (server, client) = tokio::join!(listener.accept(), connect(&addr));
+        let mut server = server.unwrap();
+        assert_eq!(server.refused, None, "the owner is let in");
+        let (_, mut w) = client.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        w.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        server.read.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        // A new listener replaces the socket a dead one left behind.
+        std::mem::forget(listener);
+        let again = Listener::bind(&addr).await.unwrap();
+        drop(again);
+        assert!(!path.exists(), "the socket goes with its listener");
+    }
+}

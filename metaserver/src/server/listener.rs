@@ -145,10 +145,23 @@ async fn serve_connection(
         });
         // Reap finished requests so the set stays as small as what is in flight.
         while requests.try_join_next().is_some() {}
+        // A peer that sends faster than its requests finish waits here: the
+        // node reads its next frame once one of them is done, so one
+        // connection holds at most this many requests' memory.
+        while requests.len() >= MAX_IN_FLIGHT {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = requests.join_next() => {}
+            }
+        }
     }
     // Requests already taken still get their answers.
     while requests.join_next().await.is_some() {}
 }
+
+/// Requests of one connection being served at once. A client keeps far
+/// fewer in flight (one per caller waiting on it).
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// How long a refused peer has to send the request it is told off in.
 const REFUSAL_WAIT: Duration = Duration::from_secs(10);

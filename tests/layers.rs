@@ -52,7 +52,7 @@ fn meta_module(rel: &str) -> &str {
 
 fn meta_layer(module: &str) -> u8 {
     match module {
-        "types" | "error" | "request" | "wire" | "rpc" | "transport" | "raft_types" => 0,
+        "types" | "error" | "request" | "wire" | "rpc" | "transport" | "tls" | "raft_types" => 0,
         "client" => 1,
         "server" => 2,
         "lib" => 3,

@@ -3,7 +3,7 @@
 //! Layers, lowest first; a module uses only its own layer and those below:
 //! - shared: `types` (the data model), `error`, `request` (what a client
 //!   asks a group), `wire` (frames), `rpc` (connections), `transport` (TCP
-//!   and Unix sockets under them), `raft_types`;
+//!   and Unix sockets under them), `tls`, `raft_types`;
 //! - `client`: MetaClient and FsClient, the typed calls tools and the
 //!   filesystem core make;
 //! - `server`: the metaserver node (Raft groups, state machines, listener);
@@ -15,6 +15,7 @@ pub mod raft_types;
 pub mod request;
 pub mod rpc;
 pub mod server;
+pub mod tls;
 pub mod transport;
 pub mod types;
 pub mod wire;

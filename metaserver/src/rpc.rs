@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{Mutex, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use crate::tls::{self, Tls};
 use crate::transport::{self, ConnectError, WriteHalf};
 use crate::wire::{self, Frame, Request, Response};
 
@@ -59,15 +60,24 @@ pub struct Connection {
     pending: Pending,
     out: FrameSink,
     closed: Arc<AtomicBool>,
+    /// Why the node ended this connection, when it was a verdict on this
+    /// client (a TLS alert after the handshake) rather than a broken link.
+    denied: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Connection {
+    /// A plain connection (TCP, or a Unix socket).
     pub async fn connect(addr: &str) -> Result<Arc<Connection>, RpcError> {
+        Self::connect_with(addr, None).await
+    }
+
+    /// A connection that is TLS over TCP when `tls` is given.
+    pub async fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<Arc<Connection>, RpcError> {
         let err = |reason: String| RpcError::Connect {
             addr: addr.to_string(),
             reason,
         };
-        let (rd, wr) = transport::connect(addr).await.map_err(|e| match e {
+        let (rd, wr) = transport::connect(addr, tls).await.map_err(|e| match e {
             ConnectError::Failed(reason) => err(reason),
             ConnectError::Denied(reason) => RpcError::Denied {
                 addr: addr.to_string(),
@@ -85,9 +95,24 @@ impl Connection {
             pending: pending.clone(),
         };
         let r_addr = addr.to_string();
+        let denied: Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let r_denied = denied.clone();
         tokio::spawn(async move {
             let _guard = r_guard;
-            while let Some(Ok(buf)) = reader.next().await {
+            loop {
+                let buf = match reader.next().await {
+                    Some(Ok(buf)) => buf,
+                    Some(Err(e)) => {
+                        // With TLS 1.3 a node's verdict on this client's
+                        // certificate arrives after the handshake, as an
+                        // alert on the first read.
+                        if tls::is_refusal(&e) {
+                            *r_denied.lock().unwrap() = Some(format!("TLS: {e}"));
+                        }
+                        break;
+                    }
+                    None => break,
+                };
                 match wire::decode::<Response>(&buf) {
                     Ok(frame) => {
                         let waiter = r_pending.lock().unwrap().remove(&frame.id);
@@ -109,6 +134,7 @@ impl Connection {
             pending,
             out,
             closed,
+            denied,
         }))
     }
 
@@ -124,8 +150,14 @@ impl Connection {
         })?;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
-        let closed = || RpcError::Closed {
-            addr: self.addr.clone(),
+        let closed = || match self.denied.lock().unwrap().clone() {
+            Some(reason) => RpcError::Denied {
+                addr: self.addr.clone(),
+                reason,
+            },
+            None => RpcError::Closed {
+                addr: self.addr.clone(),
+            },
         };
         if self.is_closed() || self.out.lock().await.send(bytes).await.is_err() {
             self.closed.store(true, Ordering::Release);
@@ -159,9 +191,19 @@ type Slot = Arc<Mutex<Option<Arc<Connection>>>>;
 #[derive(Default, Clone)]
 pub struct ConnPool {
     conns: Arc<std::sync::Mutex<HashMap<String, Slot>>>,
+    /// TLS for every TCP connection of the pool (None: plain).
+    tls: Option<Tls>,
 }
 
 impl ConnPool {
+    /// A pool whose TCP connections are TLS when `tls` is given.
+    pub fn new(tls: Option<Tls>) -> ConnPool {
+        ConnPool {
+            conns: Default::default(),
+            tls,
+        }
+    }
+
     fn slot(&self, addr: &str) -> Slot {
         self.conns
             .lock()
@@ -179,7 +221,7 @@ impl ConnPool {
         {
             return Ok(c.clone());
         }
-        let c = Connection::connect(addr).await?;
+        let c = Connection::connect_with(addr, self.tls.as_ref()).await?;
         *conn = Some(c.clone());
         Ok(c)
     }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::tls::{self, Tls};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// The prefix of a Unix socket address.
@@ -68,21 +70,33 @@ pub fn socket_address(data_dir: &Path) -> String {
 pub enum ConnectError {
     /// Not now (nothing listens, a timeout): another node or a retry may do.
     Failed(String),
-    /// This user may not connect at all: retrying changes nothing.
+    /// This client may not connect at all (the socket's owner, a
+    /// certificate refused): retrying changes nothing.
     Denied(String),
 }
 
-/// Connects to `addr` and splits the stream.
-pub async fn connect(addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> {
+/// Connects to `addr` and splits the stream; a TCP connection is TLS when
+/// `tls` is given (a Unix socket never is: the kernel says who the peer is).
+pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<(ReadHalf, WriteHalf), ConnectError> {
     let endpoint = Endpoint::parse(addr).map_err(ConnectError::Failed)?;
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
         match endpoint {
             Endpoint::Tcp(a) => {
                 let s = TcpStream::connect(&a).await?;
                 s.set_nodelay(true)?;
-                let (r, w) = s.into_split();
-                let halves: (ReadHalf, WriteHalf) = (Box::new(r), Box::new(w));
-                Ok::<_, std::io::Error>(halves)
+                match tls {
+                    None => {
+                        let (r, w) = s.into_split();
+                        let halves: (ReadHalf, WriteHalf) = (Box::new(r), Box::new(w));
+                        Ok::<_, std::io::Error>(halves)
+                    }
+                    Some(tls) => {
+                        let stream = tls.connector().connect(tls::server_name(), s).await?;
+                        let (r, w) = tokio::io::split(stream);
+                        let halves: (ReadHalf, WriteHalf) = (Box::new(r), Box::new(w));
+                        Ok(halves)
+                    }
+                }
             }
             Endpoint::Unix(p) => {
                 let (r, w) = UnixStream::connect(&p).await?.into_split();
@@ -99,39 +113,87 @@ pub async fn connect(addr: &str) -> Result<(ReadHalf, WriteHalf), ConnectError> 
                 "{e}: the socket is owner-only; run this as the user who runs the mount"
             )))
         }
+        Ok(Err(e)) if tls::is_refusal(&e) => Err(ConnectError::Denied(format!("TLS: {e}"))),
+        Ok(Err(e)) if tls.is_some() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(ConnectError::Failed(format!(
+                "TLS handshake cut off ({e}); is the metaserver started with TLS (--tls-cert)?"
+            )))
+        }
         Ok(Err(e)) => Err(ConnectError::Failed(e.to_string())),
         Ok(Ok(halves)) => Ok(halves),
     }
 }
 
+/// Who is on the other end of an accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// This node's own user (or root) on its Unix socket.
+    Owner,
+    /// The common name of the certificate the peer presented over TLS,
+    /// signed by the cluster CA.
+    Certified(String),
+    /// Plain TCP, which a node serves only on loopback or with --insecure:
+    /// anyone who can reach the port.
+    Anyone,
+}
+
 /// A listening socket of either kind.
 pub enum Listener {
-    Tcp(TcpListener),
+    Tcp {
+        listener: TcpListener,
+        /// Set: every connection must be TLS with a CA-signed certificate.
+        tls: Option<Tls>,
+    },
     Unix {
         listener: UnixListener,
         path: PathBuf,
     },
 }
 
-/// An accepted connection: its halves and who is on the other end.
+/// A connection just accepted, before its TLS handshake: the accept loop
+/// hands it to its own task, so one slow or silent peer holds up no other.
+pub struct Incoming {
+    stream: IncomingStream,
+    /// The peer's address (TCP) or uid (Unix socket), for logs.
+    pub peer: String,
+}
+
+enum IncomingStream {
+    Tcp(TcpStream, Option<Tls>),
+    /// `refused`: why this peer may not make requests.
+    Unix(UnixStream, Option<String>),
+}
+
+/// An established connection: its halves and who is on the other end.
 pub struct Accepted {
     pub read: ReadHalf,
     pub write: WriteHalf,
     /// The peer's address (TCP) or uid (Unix socket), for logs.
     pub peer: String,
+    pub who: Peer,
     /// Why this peer may not make requests, if it may not: the node tells
     /// it so in answer to its first request, then closes the connection.
     pub refused: Option<String>,
 }
 
+/// How long a peer has to start and finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 impl Listener {
-    /// Listens on `addr`. A Unix socket is made owner-only before anyone can
-    /// reach it, replacing a stale one a dead process left.
-    pub async fn bind(addr: &str) -> Result<Listener, String> {
+    /// Listens on `addr` (with TLS when `tls` is given; a Unix socket takes
+    /// none). A Unix socket is made owner-only before anyone can reach it,
+    /// replacing a stale one a dead process left.
+    pub async fn bind(addr: &str, tls: Option<&Tls>) -> Result<Listener, String> {
         match Endpoint::parse(addr)? {
             Endpoint::Tcp(a) => TcpListener::bind(&a)
                 .await
-                .map(Listener::Tcp)
+                .map(|listener| Listener::Tcp {
+                    listener,
+                    tls: tls.cloned(),
+                })
                 .map_err(|e| e.to_string()),
             Endpoint::Unix(path) => match bind_private_socket(&path) {
                 Ok(listener) => Ok(Listener::Unix { listener, path }),
@@ -143,7 +205,7 @@ impl Listener {
     /// The address clients reach this listener at.
     pub fn address(&self) -> Result<String, String> {
         match self {
-            Listener::Tcp(l) => l
+            Listener::Tcp { listener, .. } => listener
                 .local_addr()
                 .map(|a| a.to_string())
                 .map_err(|e| e.to_string()),
@@ -151,20 +213,18 @@ impl Listener {
         }
     }
 
-    /// The next connection. On a Unix socket, a peer running as another
-    /// user (and not root) is refused: the socket's mode already keeps them
-    /// out, unless someone loosened it.
-    pub async fn accept(&self) -> std::io::Result<Accepted> {
+    /// The next connection, not yet established (see `Incoming::establish`).
+    /// On a Unix socket, a peer running as another user (and not root) is
+    /// refused: the socket's mode already keeps them out, unless someone
+    /// loosened it.
+    pub async fn accept(&self) -> std::io::Result<Incoming> {
         match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept().await?;
+            Listener::Tcp { listener, tls } => {
+                let (s, peer) = listener.accept().await?;
                 let _ = s.set_nodelay(true);
-                let (r, w) = s.into_split();
-                Ok(Accepted {
-                    read: Box::new(r),
-                    write: Box::new(w),
+                Ok(Incoming {
+                    stream: IncomingStream::Tcp(s, tls.clone()),
                     peer: peer.to_string(),
-                    refused: None,
                 })
             }
             Listener::Unix { listener, .. } => {
@@ -174,17 +234,90 @@ impl Listener {
                 let me = unsafe { libc::geteuid() };
                 let refused = (uid != me && uid != 0)
                     .then(|| format!("uid {uid} may not use the owner-only socket of uid {me}"));
-                let (r, w) = s.into_split();
-                Ok(Accepted {
-                    read: Box::new(r),
-                    write: Box::new(w),
+                Ok(Incoming {
+                    stream: IncomingStream::Unix(s, refused),
                     peer: format!("uid {uid}"),
-                    refused,
                 })
             }
         }
     }
 }
+
+impl Incoming {
+    /// Runs the TLS handshake, if the listener takes TLS. A peer that speaks
+    /// plain frames to a TLS listener gets its first request answered with
+    /// why it is refused; one whose handshake fails (no certificate, one of
+    /// another CA, an expired one) is told by TLS itself, and the error
+    /// returned here says what the node saw.
+    pub async fn establish(self) -> Result<Accepted, String> {
+        let peer = self.peer;
+        match self.stream {
+            IncomingStream::Unix(s, refused) => {
+                let (r, w) = s.into_split();
+                Ok(Accepted {
+                    read: Box::new(r),
+                    write: Box::new(w),
+                    peer,
+                    who: Peer::Owner,
+                    refused,
+                })
+            }
+            IncomingStream::Tcp(s, None) => {
+                let (r, w) = s.into_split();
+                Ok(Accepted {
+                    read: Box::new(r),
+                    write: Box::new(w),
+                    peer,
+                    who: Peer::Anyone,
+                    refused: None,
+                })
+            }
+            IncomingStream::Tcp(s, Some(tls)) => {
+                let late = || "no TLS handshake within 10 s".to_string();
+                let mut first = [0u8; 1];
+                let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first))
+                    .await
+                    .map_err(|_| late())?
+                    .map_err(|e| e.to_string())?;
+                if n == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+                    // Plain frames: answered (once) in kind, with why not.
+                    let (r, w) = s.into_split();
+                    return Ok(Accepted {
+                        read: Box::new(r),
+                        write: Box::new(w),
+                        peer,
+                        who: Peer::Anyone,
+                        refused: Some(PLAIN_ON_TLS.to_string()),
+                    });
+                }
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(s))
+                    .await
+                    .map_err(|_| late())?
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                let who = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(tls::common_name)
+                    .map(Peer::Certified)
+                    .ok_or("the peer's certificate has no common name")?;
+                let (r, w) = tokio::io::split(stream);
+                Ok(Accepted {
+                    read: Box::new(r),
+                    write: Box::new(w),
+                    peer,
+                    who,
+                    refused: None,
+                })
+            }
+        }
+    }
+}
+
+/// What a plain-TCP client of a TLS node is told.
+pub const PLAIN_ON_TLS: &str = "this metaserver takes only TLS connections: give the client \
+    --tls-ca, --tls-cert and --tls-key (made with `strata cert`)";
 
 impl Drop for Listener {
     fn drop(&mut self) {
@@ -243,7 +376,7 @@ mod tests {
     async fn a_unix_socket_is_owner_only_and_carries_frames() {
         let dir = tempfile::tempdir().unwrap();
         let addr = socket_address(dir.path());
-        let listener = Listener::bind(&addr).await.unwrap();
+        let listener = Listener::bind(&addr, None).await.unwrap();
         assert_eq!(listener.address().unwrap(), addr);
         let path = dir.path().join("meta.sock");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -253,7 +386,10 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("meta.sock")]);
-        let (server, client) = tokio::join!(listener.accept(), connect(&addr));
+        let (server, client) = tokio::join!(
+            async { listener.accept().await.unwrap().establish().await },
+            connect(&addr, None)
+        );
         let mut server = server.unwrap();
         assert_eq!(server.refused, None, "the owner is let in");
         let (_, mut w) = client.unwrap();
@@ -264,7 +400,7 @@ mod tests {
         assert_eq!(&got, b"ping");
         // A new listener replaces the socket a dead one left behind.
         std::mem::forget(listener);
-        let again = Listener::bind(&addr).await.unwrap();
+        let again = Listener::bind(&addr, None).await.unwrap();
         drop(again);
         assert!(!path.exists(), "the socket goes with its listener");
     }

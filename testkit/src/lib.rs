@@ -46,6 +46,7 @@ fn node_config(data_dir: &Path) -> NodeConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
+        tls: None,
     }
 }
 

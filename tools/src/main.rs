@@ -20,6 +20,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: cmd::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +72,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cmd::init_tls(&cli.tls) {
+        eprintln!("strata: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     if !matches!(
         cli.command,
         Command::Mount(_) | Command::Meta(cmd::meta::MetaCommand::Serve(_))

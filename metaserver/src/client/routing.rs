@@ -10,6 +10,7 @@ use super::unexpected;
 use crate::MetaError;
 use crate::request::{MetaRequest, MetaResponse, Origin, ReadRequest};
 use crate::rpc::{ConnPool, RpcError};
+use crate::tls::Tls;
 use crate::types::*;
 use crate::wire::{Request, Response};
 
@@ -74,6 +75,15 @@ impl MetaClient {
 
     /// Connects to any of `addrs` and loads the cluster map.
     pub async fn connect(addrs: &[String]) -> Result<Arc<MetaClient>, MetaError> {
+        Self::connect_with(addrs, None).await
+    }
+
+    /// `connect`, over TLS with this client's certificate when `tls` is
+    /// given (TCP addresses; a Unix socket is never TLS).
+    pub async fn connect_with(
+        addrs: &[String],
+        tls: Option<Tls>,
+    ) -> Result<Arc<MetaClient>, MetaError> {
         if addrs.is_empty() {
             return Err(MetaError::Invalid("no metaserver address given".into()));
         }
@@ -81,7 +91,7 @@ impl MetaClient {
             client_id: uuid::Uuid::new_v4().as_u64_pair().0,
             writes: Writes::default(),
             seeds: addrs.to_vec(),
-            pool: ConnPool::default(),
+            pool: ConnPool::new(tls),
             map: RwLock::new(ClusterMap::default()),
             leaders: RwLock::new(HashMap::new()),
         });

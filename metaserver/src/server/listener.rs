@@ -12,7 +12,7 @@ use super::{MetaNode, state_machine};
 use crate::MetaError;
 use crate::request::MetaRequest;
 use crate::rpc::FrameSink;
-use crate::transport::{Accepted, Listener, ReadHalf};
+use crate::transport::{Accepted, Incoming, Listener, Peer, ReadHalf};
 use crate::wire::{self, Frame, Request, Response};
 
 impl MetaNode {
@@ -84,15 +84,27 @@ pub(super) async fn accept_loop(
 
 async fn serve_connection(
     node: Arc<MetaNode>,
-    conn: Accepted,
+    incoming: Incoming,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let peer = incoming.peer.clone();
+    let conn = tokio::select! {
+        _ = stop.changed() => return,
+        c = incoming.establish() => c,
+    };
     let Accepted {
         read: rd,
         write: wr,
         peer,
+        who,
         refused,
-    } = conn;
+    } = match conn {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(%peer, %why, "refused a connection");
+            return;
+        }
+    };
     let mut reader = FramedRead::new(rd, wire::codec());
     // Each request's task writes its own answer (see `rpc::FrameSink`).
     let writer: Arc<crate::rpc::FrameSink> =
@@ -110,6 +122,9 @@ async fn serve_connection(
         };
         let buf = match next {
             Some(Ok(buf)) => buf,
+            // A TLS client that exits without saying goodbye (close_notify)
+            // ends between frames like one that closes its TCP stream.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Some(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing connection: unreadable frame");
                 break;
@@ -124,6 +139,11 @@ async fn serve_connection(
             }
         };
         let id = frame.id;
+        if let Err(why) = permitted(&who, &frame.body) {
+            tracing::warn!(%peer, ?who, %why, "refused a request");
+            answer(&writer, id, Response::Denied(why)).await;
+            continue;
+        }
         // Point reads under a read lease are answered here: a spawned task
         // would cost more than the read, often waking another worker thread.
         let body = match frame.body {
@@ -157,6 +177,33 @@ async fn serve_connection(
     }
     // Requests already taken still get their answers.
     while requests.join_next().await.is_some() {}
+}
+
+/// Whether `who` may send `req`. Over TLS, only nodes (certificates named
+/// `node-ID`) take part in Raft and membership: a client's certificate,
+/// however valid, cannot append to a log, vote, install a snapshot or
+/// change a group's members.
+fn permitted(who: &Peer, req: &Request) -> Result<(), String> {
+    let raft_internal = matches!(
+        req,
+        Request::Append { .. }
+            | Request::Vote { .. }
+            | Request::Snapshot { .. }
+            | Request::Join { .. }
+            | Request::Members { .. }
+    );
+    match who {
+        Peer::Certified(name) if raft_internal && !is_node_identity(name) => Err(format!(
+            "{name} is not a metaserver node: only node certificates take part in Raft"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a certificate's common name is a node's (`node-ID`).
+fn is_node_identity(name: &str) -> bool {
+    name.strip_prefix("node-")
+        .is_some_and(|id| id.parse::<crate::types::NodeId>().is_ok())
 }
 
 /// Requests of one connection being served at once. A client keeps far

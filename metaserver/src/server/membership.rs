@@ -218,7 +218,7 @@ impl MetaNode {
         {
             seeds.extend(map.nodes.into_values().filter(|a| *a != self.addr));
         }
-        let client = crate::MetaClient::connect(&seeds).await?;
+        let client = crate::MetaClient::connect_with(&seeds, self.tls.clone()).await?;
         client.call(g, req).await
     }
 

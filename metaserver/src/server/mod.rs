@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Log entries applied since the last snapshot that trigger a new one.
     pub snapshot_logs: u64,
+    /// TLS with mutual authentication for the TCP listener and for this
+    /// node's connections to other nodes (None: plain TCP).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// Default of `NodeConfig::snapshot_logs`.
@@ -82,6 +85,8 @@ pub struct MetaNode {
     /// Serialises bootstrap, joins and cluster formation.
     membership_lock: tokio::sync::Mutex<()>,
     pool: ConnPool,
+    /// This node's TLS, also used when it calls other nodes as a client.
+    tls: Option<crate::tls::Tls>,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
     /// The logs and votes of all groups, one fsync per batch (see `Wal`).

@@ -206,6 +206,7 @@ mod tests {
             listen: "127.0.0.1:0".into(),
             data_dir: dir.path().to_path_buf(),
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
+            tls: None,
         })
         .await
         .unwrap();

@@ -44,7 +44,9 @@ impl MetaNode {
             addr: cfg.listen.clone(),
             reason,
         };
-        let listener = Listener::bind(&cfg.listen).await.map_err(listen_err)?;
+        let listener = Listener::bind(&cfg.listen, cfg.tls.as_ref())
+            .await
+            .map_err(listen_err)?;
         let addr = listener.address().map_err(listen_err)?;
         let record = read_node_record(&db)?;
         if let Some(r) = &record
@@ -67,7 +69,8 @@ impl MetaNode {
             db,
             groups: Default::default(),
             membership_lock: Default::default(),
-            pool: ConnPool::default(),
+            pool: ConnPool::new(cfg.tls.clone()),
+            tls: cfg.tls.clone(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
             wal,

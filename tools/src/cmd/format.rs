@@ -1,7 +1,7 @@
 //! `strata format`: creates a filesystem in the cluster map.
 
 use clap::Args;
-use strata_meta::{FsSpec, MetaClient};
+use strata_meta::FsSpec;
 
 use super::{CliError, CliResult, meta_addrs, parse_size};
 
@@ -50,7 +50,7 @@ pub async fn run(a: FormatArgs) -> CliResult {
     if a.trash_days > 36_500 {
         return Err(CliError("--trash-days must be at most 36500".into()));
     }
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let spec = FsSpec {
         s3_endpoint: a.s3_endpoint.clone(),
         block_size,

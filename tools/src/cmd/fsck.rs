@@ -1,7 +1,6 @@
 //! `strata fsck`: checks a filesystem's metadata across every group.
 
 use clap::Args;
-use strata_meta::MetaClient;
 
 use super::{CliError, CliResult, meta_addrs};
 
@@ -16,7 +15,7 @@ pub struct FsckArgs {
 
 /// Checks a filesystem's metadata; exits non-zero if anything is wrong.
 pub async fn run(a: FsckArgs) -> CliResult {
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let fs = client.open_fs(&a.name).await?;
     let r = strata_meta::client::fsck::check(&fs).await?;
     println!(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use strata_cache::{StoreOptions, block_key, open_store};
-use strata_meta::{MetaClient, Slice, snapshot_fs_name};
+use strata_meta::{Slice, snapshot_fs_name};
 
 use super::{CliError, CliResult, meta_addrs};
 
@@ -44,7 +44,7 @@ fn keys_of(slices: impl Iterator<Item = Slice>, uuid: &str, bs: u32) -> HashSet<
 }
 
 pub async fn run(a: GcArgs) -> CliResult {
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let fs = client.open_fs(&a.name).await?;
     let info = fs.info.clone();
     let store = open_store(

@@ -87,6 +87,26 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_logs: u64,
+    /// Serve plain TCP on an address other machines can reach. Without it a
+    /// node listening beyond loopback needs --tls-ca, --tls-cert and
+    /// --tls-key: anyone who reaches a plain port can read and change every
+    /// file's metadata.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Whether only this machine can reach `listen`: a Unix socket, or a TCP
+/// address whose every resolution is a loopback address.
+fn reached_only_from_here(listen: &str) -> Result<bool, CliError> {
+    if listen.starts_with(strata_meta::transport::UNIX_PREFIX) {
+        return Ok(true);
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| CliError(format!("--listen {listen}: {e}")))?
+        .collect();
+    Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
 }
 
 pub async fn run(cmd: MetaCommand) -> CliResult {
@@ -115,12 +135,25 @@ pub async fn run(cmd: MetaCommand) -> CliResult {
 }
 
 async fn serve(a: ServeArgs) -> CliResult {
+    let tls = super::tls();
+    if tls.is_none() && !a.insecure && !reached_only_from_here(&a.listen)? {
+        return Err(CliError(format!(
+            "refusing to serve {} without TLS: anyone who can reach it could read and \
+             change every file's metadata. Give --tls-ca, --tls-cert and --tls-key \
+             (make them with `strata cert`), or --insecure on a network you trust",
+            a.listen
+        )));
+    }
+    if let Some(t) = &tls {
+        tracing::info!(identity = t.identity(), "TLS with client certificates");
+    }
     let mut shutdown = Shutdown::install()?;
     let node = MetaNode::start(NodeConfig {
         id: a.id,
         listen: a.listen,
         data_dir: a.data_dir.clone(),
         snapshot_logs: a.snapshot_logs,
+        tls,
     })
     .await?;
     std::fs::write(addr_file(&a.data_dir), &node.addr)?;
@@ -187,7 +220,7 @@ async fn init(a: InitArgs) -> CliResult {
             "--partition-groups must be between 1 and 64".into(),
         ));
     }
-    let conn = Connection::connect(&a.meta).await?;
+    let conn = Connection::connect_with(&a.meta, super::tls().as_ref()).await?;
     let resp = conn
         .call(
             Request::InitCluster {
@@ -215,7 +248,7 @@ async fn init(a: InitArgs) -> CliResult {
 async fn admin(meta: &str, req: Request) -> CliResult {
     let mut last = CliError("no metaserver address given".into());
     for addr in meta_addrs(meta) {
-        let conn = match Connection::connect(&addr).await {
+        let conn = match Connection::connect_with(&addr, super::tls().as_ref()).await {
             Ok(c) => c,
             Err(e) => {
                 last = e.into();
@@ -232,12 +265,12 @@ async fn admin(meta: &str, req: Request) -> CliResult {
 }
 
 async fn status(a: StatusArgs) -> CliResult {
-    let client = strata_meta::MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let map = client.refresh_map().await?;
     let mut views = Vec::new();
     println!("nodes:");
     for (id, addr) in &map.nodes {
-        let view = match Connection::connect(addr).await {
+        let view = match Connection::connect_with(addr, super::tls().as_ref()).await {
             Ok(c) => match c
                 .call(Request::Status, std::time::Duration::from_secs(5))
                 .await

@@ -39,6 +39,62 @@ impl<E: std::error::Error> From<E> for CliError {
 
 pub type CliResult = Result<(), CliError>;
 
+/// TLS flags every command takes: a client's certificate for metaservers
+/// that take only TLS (`strata meta serve --tls-*`), and a node's own for
+/// `meta serve`. All three or none.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// The cluster CA's certificate (PEM): metaservers (and, for a node,
+    /// its peers and clients) must present a certificate it signed.
+    #[arg(long, global = true, env = "STRATA_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's (or node's) certificate (PEM), signed by the CA; make
+    /// one with `strata cert issue`.
+    #[arg(long, global = true, env = "STRATA_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "STRATA_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The TLS this process uses, loaded once from `TlsArgs` at start.
+static TLS: std::sync::OnceLock<Option<strata_meta::tls::Tls>> = std::sync::OnceLock::new();
+
+/// Loads the TLS flags (all three, or none) for every connection this
+/// process makes.
+pub fn init_tls(a: &TlsArgs) -> CliResult {
+    let loaded = match (&a.tls_ca, &a.tls_cert, &a.tls_key) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) => Some(
+            strata_meta::tls::Tls::load(&strata_meta::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })
+            .map_err(CliError)?,
+        ),
+        _ => {
+            return Err(CliError(
+                "give --tls-ca, --tls-cert and --tls-key together (or none of them)".into(),
+            ));
+        }
+    };
+    let _ = TLS.set(loaded);
+    Ok(())
+}
+
+/// This process's TLS, if it was given.
+pub fn tls() -> Option<strata_meta::tls::Tls> {
+    TLS.get().cloned().flatten()
+}
+
+/// A metadata client of the metaservers at `addrs`, with this process's TLS.
+pub async fn meta_client(
+    addrs: &[String],
+) -> Result<std::sync::Arc<strata_meta::MetaClient>, CliError> {
+    Ok(strata_meta::MetaClient::connect_with(addrs, tls()).await?)
+}
+
 /// `~/.local/share/strata`, where the embedded default keeps its state.
 pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("XDG_DATA_HOME") {
@@ -68,7 +124,7 @@ pub async fn connect(
             vec![addr.trim().to_string()]
         }
     };
-    Ok(strata_meta::MetaClient::connect(&addrs).await?)
+    meta_client(&addrs).await
 }
 
 /// Splits `a,b,c` into addresses.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::Args;
 use strata_fuse::{Filesystem, FsConfig};
-use strata_meta::MetaClient;
 use strata_meta::server::{MetaNode, NodeConfig, addr_file};
 
 use super::{CliError, CliResult, default_data_dir, meta_addrs};
@@ -278,6 +277,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
                 listen: strata_meta::transport::socket_address(&dd.join("meta")),
                 data_dir: dd.join("meta"),
                 snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
+                tls: None,
             })
             .await
             .map_err(|e| {
@@ -292,7 +292,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             addrs
         }
     };
-    let client = MetaClient::connect(&addrs).await?;
+    let client = super::meta_client(&addrs).await?;
     if a.meta.is_none()
         && !client
             .list_fs()

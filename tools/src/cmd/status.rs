@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use strata_meta::MetaClient;
 use strata_meta::server::{MetaNode, NodeConfig, addr_file};
 
 use super::{CliError, CliResult, default_data_dir, meta_addrs};
@@ -23,7 +22,7 @@ pub struct StatusArgs {
 pub async fn run(a: StatusArgs) -> CliResult {
     let mut local_node = None;
     let client = match &a.meta {
-        Some(m) => MetaClient::connect(&meta_addrs(m)).await?,
+        Some(m) => super::meta_client(&meta_addrs(m)).await?,
         None => {
             let dd = a.data_dir.clone().unwrap_or_else(default_data_dir);
             // An embedded mount keeps its metaserver under DATA_DIR/meta.
@@ -36,7 +35,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
                 .iter()
                 .find_map(|f| std::fs::read_to_string(f).ok());
             let connected = match running {
-                Some(addr) => MetaClient::connect(&[addr.trim().to_string()]).await.ok(),
+                Some(addr) => super::meta_client(&[addr.trim().to_string()]).await.ok(),
                 None => None,
             };
             match connected {
@@ -53,9 +52,10 @@ pub async fn run(a: StatusArgs) -> CliResult {
                         listen: strata_meta::transport::socket_address(&meta_dir),
                         data_dir: meta_dir,
                         snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
+                        tls: None,
                     })
                     .await?;
-                    let c = MetaClient::connect(std::slice::from_ref(&node.addr)).await?;
+                    let c = super::meta_client(std::slice::from_ref(&node.addr)).await?;
                     local_node = Some(node);
                     c
                 }

@@ -3,7 +3,7 @@
 //! --trash-days`); these commands show them and bring them back.
 
 use clap::{Args, Subcommand};
-use strata_meta::{MetaClient, Timestamp, TrashEntry};
+use strata_meta::{Timestamp, TrashEntry};
 
 use super::{CliError, CliResult, meta_addrs};
 
@@ -55,7 +55,7 @@ fn ago(t: Timestamp) -> String {
 }
 
 async fn list(a: TrashListArgs) -> CliResult {
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let fs = client.open_fs(&a.name).await?;
     let mut all: Vec<TrashEntry> = Vec::new();
     for g in fs.groups() {
@@ -94,7 +94,7 @@ async fn list(a: TrashListArgs) -> CliResult {
 }
 
 async fn restore(a: TrashRestoreArgs) -> CliResult {
-    let client = MetaClient::connect(&meta_addrs(&a.meta)).await?;
+    let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let fs = client.open_fs(&a.name).await?;
     let mut failed = 0;
     for ino in a.inodes {

@@ -68,6 +68,10 @@ enum Command {
     /// Compare a filesystem's objects with its chunk maps: report objects no
     /// slice references (leaks) and referenced objects that are missing.
     Gc(cmd::gc::GcArgs),
+    /// TLS certificates: a cluster CA, and certificates it signs for
+    /// metaserver nodes and clients.
+    #[command(subcommand)]
+    Cert(cmd::cert::CertCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,6 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Dump(a) => cmd::dump::dump(a).await,
             Command::Load(a) => cmd::dump::load(a).await,
             Command::Snapshot(c) => cmd::snapshot::run(c).await,
+            Command::Cert(c) => cmd::cert::run(c).await,
         }
     });
     // Do not wait for stray blocking tasks (a stuck S3 request must not hang exit).

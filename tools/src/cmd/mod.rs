@@ -2,6 +2,7 @@
 //! the CLI error type, and finding the embedded default's metaserver.
 
 pub mod bench;
+pub mod cert;
 pub mod dump;
 pub mod export;
 pub mod format;

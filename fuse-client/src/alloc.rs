@@ -52,7 +52,7 @@ impl Filesystem {
         }
         let end = offset
             .checked_add(length)
-            .filter(|&e| e <= i64::MAX as u64)
+            .filter(|&e| e <= strata_meta::MAX_FILE_SIZE)
             .ok_or_else(|| FsError::new(libc::EFBIG, "fallocate beyond the largest file size"))?;
         let of = self.open_file(ino)?;
         let mut d = of.data.lock().await;

@@ -58,7 +58,7 @@ impl Filesystem {
         };
         let end = offset
             .checked_add(data.len() as u64)
-            .filter(|&e| e <= i64::MAX as u64)
+            .filter(|&e| e <= strata_meta::MAX_FILE_SIZE)
             .ok_or_else(|| FsError::new(libc::EFBIG, "write beyond the largest file size"))?;
         let cs = self.chunk_size();
         let mut at = offset;

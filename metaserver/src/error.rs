@@ -81,6 +81,9 @@ pub enum MetaError {
     /// connected); retrying changes nothing.
     #[error("the metaserver refused this client: {0}")]
     Denied(String),
+    /// A size beyond `MAX_FILE_SIZE`.
+    #[error("file too large: {0}")]
+    FileTooBig(String),
 }
 
 impl MetaError {
@@ -104,6 +107,7 @@ impl MetaError {
             MetaError::WouldBlock => libc_errno::EAGAIN,
             MetaError::ReadOnly(_) => libc_errno::EROFS,
             MetaError::Denied(_) => libc_errno::EACCES,
+            MetaError::FileTooBig(_) => libc_errno::EFBIG,
             _ => libc_errno::EIO,
         }
     }
@@ -136,4 +140,5 @@ mod libc_errno {
     pub const ENODATA: i32 = 61;
     pub const E2BIG: i32 = 7;
     pub const EROFS: i32 = 30;
+    pub const EFBIG: i32 = 27;
 }

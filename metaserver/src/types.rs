@@ -22,6 +22,9 @@ pub const DEFAULT_BLOCK_SIZE: u32 = 4 << 20;
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 20;
 /// Inode partitions a new filesystem starts with.
 pub const DEFAULT_PARTITIONS: u32 = 4;
+/// The largest file size: 256 TiB, where a chunk index still fits its u32
+/// at the smallest chunk size (64 KiB). Larger sizes fail with EFBIG.
+pub const MAX_FILE_SIZE: u64 = 1 << 48;
 /// Readdir pages are capped so one answer stays far below the frame limit.
 pub const MAX_READDIR: u32 = 4096;
 /// Trash days of a filesystem whose groups were never told (formatted

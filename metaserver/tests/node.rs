@@ -259,3 +259,127 @@ async fn a_full_partition_gets_a_new_one() {
     assert_eq!(late.readdir(1, None, 100).await.unwrap().len(), 60);
     node.shutdown().await;
 }
+
+/// Sizes are bounded by `MAX_FILE_SIZE` (EFBIG beyond), and shrinking or
+/// punching a hole in a huge sparse file touches only the chunks that
+/// exist: a group's apply must not walk every chunk index of the old size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sizes_are_bounded_and_huge_sparse_files_shrink_by_their_chunks() {
+    use strata_meta::MAX_FILE_SIZE;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path()).await;
+    let (_client, fs) = format(&node, 1, strata_meta::DEFAULT_PARTITION_SIZE).await;
+    let f = fs
+        .create(1, b"big", NewInode::plain(FileType::File, 0o644, 0, 0))
+        .await
+        .unwrap();
+    let size = |s: u64| SetAttr {
+        size: Some(s),
+        ..Default::default()
+    };
+    fn too_big<T>(r: Result<T, MetaError>) -> bool {
+        matches!(r, Err(MetaError::FileTooBig(_)))
+    }
+    assert!(too_big(fs.setattr(f.ino, size(MAX_FILE_SIZE + 1)).await));
+    assert!(too_big(
+        fs.reserve_append(f.ino, MAX_FILE_SIZE - 10, 11)
+            .await
+            .map(|_| ())
+    ));
+    let slice = |id| Slice {
+        id,
+        pos: 0,
+        len: 100,
+    };
+    let now = strata_meta::Timestamp::now();
+    assert!(too_big(
+        fs.write_slices(f.ino, vec![(0, slice(1))], MAX_FILE_SIZE + 1, now)
+            .await
+            .map(|_| ())
+    ));
+    let chunk = 8u64 << 20;
+    let last_chunk = (MAX_FILE_SIZE / chunk - 1) as u32;
+    // Data at the start and in the very last chunk of the largest file.
+    fs.write_slices(
+        f.ino,
+        vec![(0, slice(1)), (last_chunk, slice(2))],
+        MAX_FILE_SIZE,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, MAX_FILE_SIZE);
+    // A hole over everything but the first 10 bytes, then a cut to 50.
+    fs.punch_hole(f.ino, 10, MAX_FILE_SIZE).await.unwrap();
+    assert_eq!(
+        fs.read_chunk(f.ino, last_chunk).await.unwrap(),
+        vec![
+            slice(2),
+            Slice {
+                id: 0,
+                pos: 0,
+                len: chunk as u32
+            }
+        ]
+    );
+    fs.setattr(f.ino, size(50)).await.unwrap();
+    assert_eq!(fs.getattr(f.ino).await.unwrap().size, 50);
+    assert!(fs.read_chunk(f.ino, last_chunk).await.unwrap().is_empty());
+    assert_eq!(
+        fs.read_chunk(f.ino, 0).await.unwrap(),
+        vec![
+            slice(1),
+            Slice {
+                id: 0,
+                pos: 10,
+                len: (chunk - 10) as u32
+            },
+            Slice {
+                id: 0,
+                pos: 50,
+                len: (chunk - 50) as u32
+            },
+        ]
+    );
+}
+
+/// A prepared transaction whose coordinator group does not exist (only a
+/// client that made it up can name one) is aborted by recovery, and the
+/// name it locked is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_aborts_a_transaction_of_a_group_that_does_not_exist() {
+    use strata_meta::request::{TxStep, WriteRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path()).await;
+    let (client, fs) = format(&node, 1, strata_meta::DEFAULT_PARTITION_SIZE).await;
+    let group = client.partitions(fs.info.id).await.unwrap()[0].group;
+    let prepare = WriteRequest::TxPrepare {
+        fs: fs.info.id,
+        tx: 4242,
+        coord: 999,
+        participants: vec![group, 998],
+        steps: vec![TxStep::PutDentry {
+            parent: 1,
+            name: b"locked".to_vec(),
+            ino: 77,
+            kind: FileType::File,
+            replace: None,
+        }],
+        now: strata_meta::Timestamp::now(),
+    };
+    client.call(group, prepare).await.unwrap();
+    assert_eq!(fs.intents(group).await.unwrap().len(), 1);
+    // The name is locked by the intent until recovery aborts it (its
+    // leader looks every second at intents older than five).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fs.intents(group).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the intent of a made-up coordinator was never aborted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    fs.create(1, b"locked", NewInode::plain(FileType::File, 0o644, 0, 0))
+        .await
+        .expect("the name is free once the intent is gone");
+}

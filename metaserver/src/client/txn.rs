@@ -12,7 +12,19 @@ impl MetaClient {
     /// Finishes a transaction found prepared in some group: asks its
     /// coordinator for the decision (aborting it if none was made) and carries
     /// it out everywhere. Returns the decision.
+    /// A coordinator group that does not exist decided nothing, so the
+    /// transaction is aborted, and participants that do not exist are
+    /// skipped: only a client that made them up can have named them, and
+    /// its intents must not hold their locks for ever.
     pub async fn resolve_transaction(&self, t: &IntentInfo) -> Result<bool, MetaError> {
+        let map = self.refresh_map().await?;
+        let exists = |g: &GroupId| map.groups.contains_key(g);
+        let participants: Vec<GroupId> = t.participants.iter().copied().filter(exists).collect();
+        if !exists(&t.coord) {
+            self.finish_participants(t.fs, t.tx, &participants, false)
+                .await?;
+            return Ok(false);
+        }
         let commit = match self
             .call(t.coord, WriteRequest::TxResolve { tx: t.tx })
             .await?
@@ -20,7 +32,7 @@ impl MetaClient {
             MetaResponse::Decision(d) => d,
             other => return Err(unexpected(other)),
         };
-        self.finish_transaction(t.fs, t.tx, t.coord, &t.participants, commit)
+        self.finish_transaction(t.fs, t.tx, t.coord, &participants, commit)
             .await?;
         Ok(commit)
     }
@@ -32,6 +44,21 @@ impl MetaClient {
         fs: FsId,
         tx: TxId,
         coord: GroupId,
+        participants: &[GroupId],
+        commit: bool,
+    ) -> Result<Vec<(Inode, bool)>, MetaError> {
+        let changed = self
+            .finish_participants(fs, tx, participants, commit)
+            .await?;
+        self.call(coord, WriteRequest::TxForget { tx }).await?;
+        Ok(changed)
+    }
+
+    /// Each participant applies (or drops) its prepared steps and unlocks.
+    async fn finish_participants(
+        &self,
+        fs: FsId,
+        tx: TxId,
         participants: &[GroupId],
         commit: bool,
     ) -> Result<Vec<(Inode, bool)>, MetaError> {
@@ -48,7 +75,6 @@ impl MetaClient {
                 other => return Err(unexpected(other)),
             }
         }
-        self.call(coord, WriteRequest::TxForget { tx }).await?;
         Ok(changed)
     }
 }

@@ -46,7 +46,10 @@ pub(super) async fn recover_transactions(
                 let now = Timestamp::now().sec;
                 let stale: Vec<_> = intents
                     .into_iter()
-                    .filter(|i| now - i.prepared.sec >= TX_STALE_SECS)
+                    // Far in the future counts too: the prepare time is the
+                    // client's clock, and a wrong one must not keep an
+                    // intent (and its locks) for years.
+                    .filter(|i| (now - i.prepared.sec).abs() >= TX_STALE_SECS)
                     .collect();
                 if stale.is_empty() {
                     continue;

@@ -544,6 +544,12 @@ impl Pages {
         }
     }
 
+    /// Starts after `key` instead of at the prefix's first row.
+    pub fn after(mut self, key: Vec<u8>) -> Pages {
+        self.after = Some(key);
+        self
+    }
+
     /// The next page, or None once every row was handed out.
     pub fn next<T: Rows + ?Sized>(&mut self, t: &T) -> Result<Option<Vec<Row>>, DbError> {
         let page = t.scan(&self.prefix, self.after.as_deref(), self.size)?;

@@ -7,7 +7,7 @@ use super::garbage;
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, OpResult, tri};
-use crate::server::store::{DbError, RowsMut, key};
+use crate::server::store::{DbError, Pages, RowsMut, key};
 use crate::types::*;
 
 impl<T: RowsMut> Ctx<'_, T> {
@@ -27,10 +27,10 @@ impl<T: RowsMut> Ctx<'_, T> {
         }
         tri!(self.check_unlocked(fs, &[ino], &[])?);
         let offset = inode.size.max(at_least);
-        let Some(end) = offset.checked_add(len).filter(|&e| e <= i64::MAX as u64) else {
-            return Ok(Err(MetaError::Invalid(
-                "append beyond the largest file size".into(),
-            )));
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= MAX_FILE_SIZE) else {
+            return Ok(Err(MetaError::FileTooBig(format!(
+                "appending {len} bytes at {offset} (files end by {MAX_FILE_SIZE})"
+            ))));
         };
         let old_size = inode.size;
         self.add_usage(fs, 0, (end - old_size) as i64)?;
@@ -62,27 +62,64 @@ impl<T: RowsMut> Ctx<'_, T> {
         tri!(self.check_unlocked(fs, &[ino], &[])?);
         let cs = self.chunk_size(fs)?;
         let end = offset.saturating_add(len).min(inode.size);
-        let mut at = offset;
-        while at < end {
-            let idx = at / cs;
-            let pos = at % cs;
-            let n = (end - at).min(cs - pos);
-            let k = key::chunk(self.g, fs, ino, idx as u32);
-            // A chunk with no slices reads as zeros already.
-            if let Some(mut slices) = self.t.load::<Vec<Slice>>(&k)? {
-                slices.push(Slice {
-                    id: 0,
-                    pos: pos as u32,
-                    len: n as u32,
-                });
-                self.t.put(&k, &slices)?;
+        if offset < end {
+            // Only chunks that have slices: one with none reads as zeros
+            // already, and a hole over a huge sparse range costs nothing.
+            for idx in self.chunks_with_slices(fs, ino, offset / cs, end.div_ceil(cs))? {
+                let chunk_start = idx as u64 * cs;
+                let pos = offset.max(chunk_start) - chunk_start;
+                let stop = end.min(chunk_start + cs) - chunk_start;
+                let k = key::chunk(self.g, fs, ino, idx);
+                if let Some(mut slices) = self.t.load::<Vec<Slice>>(&k)? {
+                    slices.push(Slice {
+                        id: 0,
+                        pos: pos as u32,
+                        len: (stop - pos) as u32,
+                    });
+                    self.t.put(&k, &slices)?;
+                }
             }
-            at += n;
         }
         inode.mtime = now;
         inode.ctime = now;
         self.save(fs, &inode)?;
         Ok(Ok(inode))
+    }
+
+    /// Indexes in `[from, to)` of `ino`'s chunks that have a slice list, in
+    /// order: a range scan of the rows that exist, so the cost follows the
+    /// data, not the size of the range.
+    pub(crate) fn chunks_with_slices(
+        &self,
+        fs: FsId,
+        ino: Ino,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u32>, DbError> {
+        let prefix = key::chunk_prefix(self.g, fs, ino);
+        let mut pages = Pages::new(prefix.clone(), 4096);
+        if let Some(before) = from.checked_sub(1) {
+            pages = pages.after(key::chunk(
+                self.g,
+                fs,
+                ino,
+                before.min(u32::MAX as u64) as u32,
+            ));
+        }
+        let mut out = Vec::new();
+        while let Some(page) = pages.next(&*self.t)? {
+            for (k, _) in page {
+                let tail: [u8; 4] = k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| DbError::Corrupt(format!("chunk key {k:?}")))?;
+                let idx = u32::from_be_bytes(tail);
+                if u64::from(idx) >= to {
+                    return Ok(out);
+                }
+                out.push(idx);
+            }
+        }
+        Ok(out)
     }
 
     /// The chunk size is recorded per partition state so partition groups need not ask group 0.
@@ -107,8 +144,9 @@ impl<T: RowsMut> Ctx<'_, T> {
     ) -> Result<(), DbError> {
         let first_whole = new_size.div_ceil(chunk_size);
         let last = old_size.div_ceil(chunk_size);
-        for idx in first_whole..last {
-            let k = key::chunk(self.g, fs, ino, idx as u32);
+        // Only the chunks that exist: a sparse file of a huge size has few.
+        for idx in self.chunks_with_slices(fs, ino, first_whole, last)? {
+            let k = key::chunk(self.g, fs, ino, idx);
             if let Some(slices) = self.t.load::<Vec<Slice>>(&k)? {
                 self.queue_slices(fs, slices, now)?;
                 self.t.del(&k)?;
@@ -145,11 +183,22 @@ impl<T: RowsMut> Ctx<'_, T> {
                 "data can only be written to regular files".into(),
             )));
         }
+        if end > MAX_FILE_SIZE {
+            return Ok(Err(MetaError::FileTooBig(format!(
+                "size {end} (at most {MAX_FILE_SIZE})"
+            ))));
+        }
         let chunk_size = self.chunk_size(fs)?;
         for (idx, s) in &slices {
+            let slice_end = *idx as u64 * chunk_size + s.pos as u64 + s.len as u64;
             if s.len == 0 || s.pos as u64 + s.len as u64 > chunk_size || s.id == 0 {
                 return Ok(Err(MetaError::Invalid(format!(
                     "slice {s:?} does not fit chunk {idx}"
+                ))));
+            }
+            if slice_end > MAX_FILE_SIZE {
+                return Ok(Err(MetaError::FileTooBig(format!(
+                    "a slice ending at {slice_end} (at most {MAX_FILE_SIZE})"
                 ))));
             }
         }

@@ -449,8 +449,10 @@ impl<T: RowsMut> Ctx<'_, T> {
                     )));
                 }
             }
-            if size > i64::MAX as u64 {
-                return Ok(Err(MetaError::Invalid(format!("file size {size}"))));
+            if size > MAX_FILE_SIZE {
+                return Ok(Err(MetaError::FileTooBig(format!(
+                    "size {size} (at most {MAX_FILE_SIZE})"
+                ))));
             }
             let chunk_size = self.chunk_size(fs)?;
             if size < inode.size {

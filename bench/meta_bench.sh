@@ -34,7 +34,7 @@ ops() {
 # TLS material for the runs with TLS: a CA, three nodes, one client.
 "$S" cert init --dir "$work/pki" >/dev/null
 for i in 1 2 3; do "$S" cert issue --dir "$work/pki" --node $i >/dev/null; done
-"$S" cert issue --dir "$work/pki" --client bench >/dev/null
+"$S" cert issue --dir "$work/pki" --client bench --admin >/dev/null
 node_tls() { echo "--tls-ca $work/pki/ca.pem --tls-cert $work/pki/node-$1.pem --tls-key $work/pki/node-$1.key"; }
 client_tls() { echo "--tls-ca $work/pki/ca.pem --tls-cert $work/pki/client-bench.pem --tls-key $work/pki/client-bench.key"; }
 

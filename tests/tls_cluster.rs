@@ -82,26 +82,19 @@ fn a_tls_cluster_admits_only_certified_clients_and_fails_over() {
     for id in ["1", "2", "3"] {
         run_ok(&["cert", "issue", "--dir", &dir(&pki), "--node", id]);
     }
-    run_ok(&["cert", "issue", "--dir", &dir(&pki), "--client", "ok"]);
-    run_ok(&[
-        "cert",
-        "issue",
-        "--dir",
-        &dir(&pki),
-        "--client",
-        "old",
-        "--valid-days",
-        "0",
-    ]);
+    let issue = |d: &Path, extra: &[&str]| {
+        let d = dir(d);
+        let mut args = vec!["cert", "issue", "--dir", &d];
+        args.extend_from_slice(extra);
+        run_ok(&args);
+    };
+    issue(&pki, &["--client", "ok", "--admin"]);
+    issue(&pki, &["--client", "old", "--admin", "--valid-days", "0"]);
+    issue(&pki, &["--client", "reader", "--fs", "c", "--read-only"]);
+    issue(&pki, &["--client", "writer", "--fs", "c"]);
+    issue(&pki, &["--client", "elsewhere", "--fs", "d"]);
     run_ok(&["cert", "init", "--dir", &dir(&other)]);
-    run_ok(&[
-        "cert",
-        "issue",
-        "--dir",
-        &dir(&other),
-        "--client",
-        "stranger",
-    ]);
+    issue(&other, &["--client", "stranger", "--admin"]);
 
     let mut nodes: Vec<MetaServer> = (1..=3)
         .map(|id| start_node(tmp.path(), &pki, id, "127.0.0.1:0"))
@@ -164,7 +157,7 @@ fn a_tls_cluster_admits_only_certified_clients_and_fails_over() {
     ));
     match join {
         Err(strata_meta::rpc::RpcError::Denied { reason, .. }) => {
-            assert!(reason.contains("not a metaserver node"), "{reason}")
+            assert!(reason.contains("only node certificates"), "{reason}")
         }
         other => panic!("a client joined groups as a node: {other:?}"),
     }
@@ -174,6 +167,55 @@ fn a_tls_cluster_admits_only_certified_clients_and_fails_over() {
     for i in 0..20 {
         write_synced(&m.path(&format!("a{i}")), format!("first {i}"));
     }
+
+    // Clients of one filesystem: the grant in their certificate is all
+    // they get, whatever they ask.
+    let writer_env = env_of(&files(&pki, "client-writer"));
+    let writer = as_env(&writer_env);
+    let admin_only = refused(&["status", "--meta", &all], &writer);
+    assert!(
+        admin_only.contains("not the cluster's administration"),
+        "{admin_only}"
+    );
+    let elsewhere_env = env_of(&files(&pki, "client-elsewhere"));
+    let mnt_e = dir(&tmp.path().join("mnt-e"));
+    std::fs::create_dir_all(&mnt_e).unwrap();
+    let wrong_fs = refused(
+        &["mount", "-d", "--meta", &all, "c", &mnt_e],
+        &as_env(&elsewhere_env),
+    );
+    assert!(wrong_fs.contains("filesystem \"d\" only"), "{wrong_fs}");
+    let w = Mount::new(&tmp.path().join("mnt-w"), &["--meta", &all, "c"], &writer);
+    write_synced(&w.path("by-writer"), "w");
+    w.unmount();
+    let reader_env = env_of(&files(&pki, "client-reader"));
+    let r = Mount::new(
+        &tmp.path().join("mnt-r"),
+        &["--meta", &all, "c"],
+        &as_env(&reader_env),
+    );
+    assert_eq!(std::fs::read_to_string(r.path("a1")).unwrap(), "first 1");
+    assert_eq!(std::fs::read_to_string(r.path("by-writer")).unwrap(), "w");
+    let write = std::fs::write(r.path("new"), b"x").unwrap_err();
+    assert_eq!(write.raw_os_error(), Some(libc::EROFS), "{write}");
+    let remove = std::fs::remove_file(r.path("a1")).unwrap_err();
+    assert_eq!(remove.raw_os_error(), Some(libc::EROFS), "{remove}");
+    r.unmount();
+    // The metaserver refuses the reader's changes itself: its client
+    // library sends them, and they fail.
+    let reader_tls = Tls::load(&files(&pki, "client-reader")).unwrap();
+    let reader_client = rt
+        .block_on(strata_meta::MetaClient::connect_with(
+            std::slice::from_ref(&addrs[0]),
+            Some(reader_tls),
+        ))
+        .unwrap();
+    let fs = rt.block_on(reader_client.open_fs("c")).unwrap();
+    let unlink = rt.block_on(fs.unlink(1, b"a2"));
+    assert!(
+        matches!(unlink, Err(strata_meta::MetaError::ReadOnly(_))),
+        "{unlink:?}"
+    );
 
     // The leader of every group goes (the partition groups' leader too, if
     // another node leads them): writes go on once new leaders are elected

@@ -38,6 +38,8 @@ pub struct Tls {
     server: Arc<ServerConfig>,
     /// The common name of this party's own certificate.
     identity: String,
+    /// What its certificate lets it do (see `grant_of`).
+    grant: crate::types::Grant,
 }
 
 impl std::fmt::Debug for Tls {
@@ -84,6 +86,8 @@ impl Tls {
                 files.cert.display()
             )
         })?;
+        let grant =
+            grant_of(&certs[0]).map_err(|e| format!("--tls-cert {}: {e}", files.cert.display()))?;
         let mismatch = |e: rustls::Error| {
             format!(
                 "--tls-cert {} and --tls-key {}: {e}",
@@ -110,12 +114,18 @@ impl Tls {
             client: Arc::new(client),
             server: Arc::new(server),
             identity,
+            grant,
         })
     }
 
     /// The common name of this party's certificate (`node-1`, `client-x`).
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// What this party's certificate lets it do.
+    pub fn grant(&self) -> &crate::types::Grant {
+        &self.grant
     }
 
     pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
@@ -134,13 +144,31 @@ pub(crate) fn server_name() -> ServerName<'static> {
 
 /// OID 2.5.4.3 (commonName), DER-encoded with its tag and length.
 const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+/// OID 2.5.4.10 (organizationName): where a client certificate carries its
+/// grant, as Kubernetes carries a user's groups.
+const O_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x0a];
 
-/// The common name in a certificate's subject, if it has one: the first
-/// string after the commonName attribute type.
+/// The common name in a certificate's subject, if it has one.
 pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    subject_attribute(cert, &CN_OID)
+}
+
+/// What a client certificate lets its holder do: the grant in its
+/// subject's organization (`strata:admin`, `strata:fs=NAME[:ro]`, made by
+/// `strata cert issue`). A certificate without one, signed by the
+/// cluster's CA some other way, is an administrator's.
+pub fn grant_of(cert: &CertificateDer<'_>) -> Result<crate::types::Grant, String> {
+    match subject_attribute(cert, &O_OID) {
+        None => Ok(crate::types::Grant::Admin),
+        Some(o) => crate::types::Grant::parse(&o),
+    }
+}
+
+/// The first string after attribute type `oid` in a certificate's subject.
+fn subject_attribute(cert: &CertificateDer<'_>, oid: &[u8; 5]) -> Option<String> {
     let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
     let subject = parsed.subject();
-    let at = subject.windows(CN_OID.len()).position(|w| w == CN_OID)? + CN_OID.len();
+    let at = subject.windows(oid.len()).position(|w| w == oid)? + oid.len();
     // A string (UTF8String 0x0c, PrintableString 0x13, IA5String 0x16) of
     // short-form length: common names are at most 64 characters.
     let (&tag, rest) = subject.get(at..)?.split_first()?;

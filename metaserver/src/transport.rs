@@ -129,9 +129,12 @@ pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<(ReadHalf, WriteHa
 pub enum Peer {
     /// This node's own user (or root) on its Unix socket.
     Owner,
-    /// The common name of the certificate the peer presented over TLS,
-    /// signed by the cluster CA.
-    Certified(String),
+    /// The peer presented a certificate the cluster CA signed: its common
+    /// name (`node-3`, `client-alice`) and the grant it carries.
+    Certified {
+        name: String,
+        grant: crate::types::Grant,
+    },
     /// Plain TCP, which a node serves only on loopback or with --insecure:
     /// anyone who can reach the port.
     Anyone,
@@ -294,14 +297,17 @@ impl Incoming {
                     .await
                     .map_err(|_| late())?
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                let who = stream
+                let cert = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .and_then(tls::common_name)
-                    .map(Peer::Certified)
-                    .ok_or("the peer's certificate has no common name")?;
+                    .ok_or("the peer presented no certificate")?;
+                let name =
+                    tls::common_name(cert).ok_or("the peer's certificate has no common name")?;
+                let grant = tls::grant_of(cert)
+                    .map_err(|e| format!("the certificate of {name} carries a bad grant: {e}"))?;
+                let who = Peer::Certified { name, grant };
                 let (r, w) = tokio::io::split(stream);
                 Ok(Accepted {
                     read: Box::new(r),

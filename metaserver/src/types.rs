@@ -418,6 +418,59 @@ pub struct DirEntry {
     pub attr: Option<Inode>,
 }
 
+/// What a client may do: the grant of its certificate (or token).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Everything: format, nodes, snapshots, gc, tokens, every filesystem.
+    Admin,
+    /// The tree of filesystem `fs` (its inodes, entries, data, locks), and
+    /// nothing of the cluster's administration; with `read_only` every
+    /// change fails with EROFS (locks and holds on open files excepted).
+    Fs { fs: String, read_only: bool },
+}
+
+impl Grant {
+    /// The grant's text form, as certificates carry it (their subject's
+    /// organization) and tokens show it: `strata:admin`, `strata:fs=NAME`,
+    /// `strata:fs=NAME:ro`.
+    pub fn parse(s: &str) -> Result<Grant, String> {
+        let bad =
+            || format!("{s:?} is not a grant (strata:admin, strata:fs=NAME or strata:fs=NAME:ro)");
+        let rest = s.strip_prefix("strata:").ok_or_else(bad)?;
+        if rest == "admin" {
+            return Ok(Grant::Admin);
+        }
+        let fs = rest.strip_prefix("fs=").ok_or_else(bad)?;
+        let (fs, read_only) = match fs.strip_suffix(":ro") {
+            Some(f) => (f, true),
+            None => (fs, false),
+        };
+        if fs.is_empty() || fs.contains(':') {
+            return Err(bad());
+        }
+        Ok(Grant::Fs {
+            fs: fs.to_string(),
+            read_only,
+        })
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grant::Admin => write!(f, "strata:admin"),
+            Grant::Fs {
+                fs,
+                read_only: false,
+            } => write!(f, "strata:fs={fs}"),
+            Grant::Fs {
+                fs,
+                read_only: true,
+            } => write!(f, "strata:fs={fs}:ro"),
+        }
+    }
+}
+
 /// Checks a directory entry name: 1..=255 bytes, no `/` or NUL, not `.` or `..`.
 pub fn validate_name(name: &[u8]) -> Result<(), crate::MetaError> {
     if name.is_empty() || name == b"." || name == b".." {
@@ -461,6 +514,33 @@ mod tests {
         assert_eq!(partition_of(&parts, 300).map(|p| p.id), Some(2));
         assert_eq!(partition_of(&parts, 301), None);
         assert_eq!(partition_of(&parts, 0), None);
+    }
+
+    #[test]
+    fn grants_read_back_from_their_text() {
+        for g in [
+            Grant::Admin,
+            Grant::Fs {
+                fs: "data".into(),
+                read_only: false,
+            },
+            Grant::Fs {
+                fs: "data".into(),
+                read_only: true,
+            },
+        ] {
+            assert_eq!(Grant::parse(&g.to_string()), Ok(g));
+        }
+        for bad in [
+            "",
+            "admin",
+            "strata:",
+            "strata:fs=",
+            "strata:fs=a:rw",
+            "strata:root",
+        ] {
+            assert!(Grant::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

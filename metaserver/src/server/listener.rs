@@ -8,11 +8,12 @@ use futures::{SinkExt, StreamExt};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+use super::access::Rights;
 use super::{MetaNode, state_machine};
 use crate::MetaError;
 use crate::request::MetaRequest;
 use crate::rpc::FrameSink;
-use crate::transport::{Accepted, Incoming, Listener, Peer, ReadHalf};
+use crate::transport::{Accepted, Incoming, Listener, ReadHalf};
 use crate::wire::{self, Frame, Request, Response};
 
 impl MetaNode {
@@ -114,6 +115,7 @@ async fn serve_connection(
         refuse(&mut reader, &writer, reason).await;
         return;
     }
+    let mut rights = Rights::of(&who);
     let mut requests = tokio::task::JoinSet::new();
     loop {
         let next = tokio::select! {
@@ -139,9 +141,13 @@ async fn serve_connection(
             }
         };
         let id = frame.id;
-        if let Err(why) = permitted(&who, &frame.body) {
-            tracing::warn!(%peer, ?who, %why, "refused a request");
-            answer(&writer, id, Response::Denied(why)).await;
+        if let Err(refusal) = node.check(&mut rights, &frame.body).await {
+            tracing::warn!(%peer, ?who, %refusal, "refused a request");
+            let body = match frame.body {
+                Request::Meta { .. } => Response::Meta(Err(refusal)),
+                _ => Response::Denied(refusal.to_string()),
+            };
+            answer(&writer, id, body).await;
             continue;
         }
         // Point reads under a read lease are answered here: a spawned task
@@ -177,33 +183,6 @@ async fn serve_connection(
     }
     // Requests already taken still get their answers.
     while requests.join_next().await.is_some() {}
-}
-
-/// Whether `who` may send `req`. Over TLS, only nodes (certificates named
-/// `node-ID`) take part in Raft and membership: a client's certificate,
-/// however valid, cannot append to a log, vote, install a snapshot or
-/// change a group's members.
-fn permitted(who: &Peer, req: &Request) -> Result<(), String> {
-    let raft_internal = matches!(
-        req,
-        Request::Append { .. }
-            | Request::Vote { .. }
-            | Request::Snapshot { .. }
-            | Request::Join { .. }
-            | Request::Members { .. }
-    );
-    match who {
-        Peer::Certified(name) if raft_internal && !is_node_identity(name) => Err(format!(
-            "{name} is not a metaserver node: only node certificates take part in Raft"
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Whether a certificate's common name is a node's (`node-ID`).
-fn is_node_identity(name: &str) -> bool {
-    name.strip_prefix("node-")
-        .is_some_and(|id| id.parse::<crate::types::NodeId>().is_ok())
 }
 
 /// Requests of one connection being served at once. A client keeps far

@@ -210,7 +210,11 @@ impl MetaNode {
     }
 
     /// A metadata request through whichever node leads `g`.
-    async fn on_leader_meta(&self, g: GroupId, req: impl Into<MetaRequest>) -> MetaResult {
+    pub(super) async fn on_leader_meta(
+        &self,
+        g: GroupId,
+        req: impl Into<MetaRequest>,
+    ) -> MetaResult {
         // Every node this one knows of, itself first: it may have just left group 0.
         let mut seeds = vec![self.addr.clone()];
         if let Ok(Ok(crate::request::MetaResponse::ClusterMap(map))) =

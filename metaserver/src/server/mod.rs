@@ -9,6 +9,7 @@
 //! `wal` and `log_store` (the Raft logs), `state_machine` and `store` (the
 //! rows in redb), and `ops/` (what each request does to the rows).
 
+mod access;
 mod listener;
 mod log_store;
 mod membership;
@@ -87,6 +88,8 @@ pub struct MetaNode {
     pool: ConnPool,
     /// This node's TLS, also used when it calls other nodes as a client.
     tls: Option<crate::tls::Tls>,
+    /// Filesystem numbers by name, for clients whose grant names one.
+    fs_ids: std::sync::Mutex<HashMap<String, FsId>>,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
     /// The logs and votes of all groups, one fsync per batch (see `Wal`).

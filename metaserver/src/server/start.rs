@@ -71,6 +71,7 @@ impl MetaNode {
             membership_lock: Default::default(),
             pool: ConnPool::new(cfg.tls.clone()),
             tls: cfg.tls.clone(),
+            fs_ids: Default::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
             wal,

@@ -16,6 +16,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
+use strata_meta::Grant;
 use time::{Duration, OffsetDateTime};
 
 use super::{CliError, CliResult};
@@ -76,6 +77,17 @@ pub struct IssueArgs {
     /// client-NAME.pem and client-NAME.key, valid as client only.
     #[arg(long, value_name = "NAME", value_parser = parse_client_name)]
     pub client: Option<String>,
+    /// With --client: the holder administers the cluster (format, nodes,
+    /// snapshots, gc, every filesystem).
+    #[arg(long, requires = "client", conflicts_with = "fs")]
+    pub admin: bool,
+    /// With --client: the holder may use filesystem FS only (its tree, not
+    /// the cluster's administration).
+    #[arg(long, value_name = "FS", requires = "client")]
+    pub fs: Option<String>,
+    /// With --fs: the holder may only read it; every change fails with EROFS.
+    #[arg(long, requires = "fs")]
+    pub read_only: bool,
     /// A further name of the node, as an IP address or DNS name (repeat the
     /// flag for several); `strata-node` is always in the certificate.
     #[arg(long = "host", value_name = "H", conflicts_with = "client", value_parser = parse_host)]
@@ -95,7 +107,22 @@ pub async fn run(c: CertCommand) -> CliResult {
         CertCommand::Issue(a) => {
             let subject = match (a.node, a.client) {
                 (Some(id), None) => Subject::Node { id, hosts: a.hosts },
-                (None, Some(name)) => Subject::Client { name },
+                (None, Some(name)) => {
+                    let grant = match (a.admin, a.fs) {
+                        (true, None) => Grant::Admin,
+                        (false, Some(fs)) => Grant::Fs {
+                            fs,
+                            read_only: a.read_only,
+                        },
+                        _ => {
+                            return Err(CliError(
+                                "say what the client may do: --admin, or --fs FS [--read-only]"
+                                    .into(),
+                            ));
+                        }
+                    };
+                    Subject::Client { name, grant }
+                }
                 // clap's ArgGroup already refuses these.
                 _ => {
                     return Err(CliError(
@@ -120,8 +147,15 @@ pub async fn run(c: CertCommand) -> CliResult {
 /// Whom `issue` signs a certificate for.
 #[derive(Debug)]
 pub enum Subject {
-    Node { id: u64, hosts: Vec<SanType> },
-    Client { name: String },
+    Node {
+        id: u64,
+        hosts: Vec<SanType>,
+    },
+    /// A client and what it may do, carried in the subject's organization.
+    Client {
+        name: String,
+        grant: Grant,
+    },
 }
 
 impl Subject {
@@ -129,7 +163,7 @@ impl Subject {
     fn common_name(&self) -> String {
         match self {
             Subject::Node { id, .. } => format!("node-{id}"),
-            Subject::Client { name } => format!("client-{name}"),
+            Subject::Client { name, .. } => format!("client-{name}"),
         }
     }
 }
@@ -230,8 +264,11 @@ pub fn issue(
                 ExtendedKeyUsagePurpose::ClientAuth,
             ];
         }
-        Subject::Client { .. } => {
+        Subject::Client { grant, .. } => {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, grant.to_string());
         }
     }
     let key = KeyPair::generate().map_err(|e| CliError(format!("generating a key: {e}")))?;
@@ -480,7 +517,10 @@ mod tests {
     }
 
     fn client(name: &str) -> Subject {
-        Subject::Client { name: name.into() }
+        Subject::Client {
+            name: name.into(),
+            grant: Grant::Admin,
+        }
     }
 
     fn der(path: &Path) -> CertificateDer<'static> {
@@ -677,6 +717,47 @@ mod tests {
         assert_eq!(sans(&cert), Vec::<String>::new());
         assert_eq!(ekus(&cert), (false, true));
         assert!(!cert.is_ca());
+    }
+
+    /// The grant a client certificate carries is what the metaserver reads
+    /// back from it.
+    #[test]
+    fn client_certificates_carry_their_grant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        init(dir, 3650, false, now()).unwrap();
+        let grants = [
+            ("a", Grant::Admin),
+            (
+                "w",
+                Grant::Fs {
+                    fs: "data".into(),
+                    read_only: false,
+                },
+            ),
+            (
+                "r",
+                Grant::Fs {
+                    fs: "data".into(),
+                    read_only: true,
+                },
+            ),
+        ];
+        for (name, grant) in grants {
+            let subject = Subject::Client {
+                name: name.into(),
+                grant: grant.clone(),
+            };
+            issue(dir, &subject, 365, false, now()).unwrap();
+            let cert = rustls_pki_types::CertificateDer::from(der(
+                &dir.join(format!("client-{name}.pem"))
+            ));
+            assert_eq!(strata_meta::tls::grant_of(&cert), Ok(grant));
+            assert_eq!(
+                strata_meta::tls::common_name(&cert).as_deref(),
+                Some(format!("client-{name}").as_str())
+            );
+        }
     }
 
     #[test]

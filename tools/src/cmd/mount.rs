@@ -110,9 +110,18 @@ struct Target {
 }
 
 impl MountArgs {
-    /// Whether this mount only reads (asked for, or a snapshot).
+    /// Whether this mount only reads: asked for, a snapshot, or a client
+    /// certificate that grants reading alone (the metaserver would refuse
+    /// every change anyway; the kernel then says EROFS at once).
     fn read_only(&self) -> bool {
-        self.read_only || self.snapshot.is_some()
+        let granted_read_only = matches!(
+            super::tls().as_ref().map(|t| t.grant()),
+            Some(strata_meta::Grant::Fs {
+                read_only: true,
+                ..
+            })
+        );
+        self.read_only || self.snapshot.is_some() || granted_read_only
     }
 
     fn target(&self) -> Result<Target, CliError> {

@@ -749,9 +749,7 @@ mod tests {
                 grant: grant.clone(),
             };
             issue(dir, &subject, 365, false, now()).unwrap();
-            let cert = rustls_pki_types::CertificateDer::from(der(
-                &dir.join(format!("client-{name}.pem"))
-            ));
+            let cert = der(&dir.join(format!("client-{name}.pem")));
             assert_eq!(strata_meta::tls::grant_of(&cert), Ok(grant));
             assert_eq!(
                 strata_meta::tls::common_name(&cert).as_deref(),

@@ -207,7 +207,7 @@ fn a_tls_cluster_admits_only_certified_clients_and_fails_over() {
     let reader_client = rt
         .block_on(strata_meta::MetaClient::connect_with(
             std::slice::from_ref(&addrs[0]),
-            Some(reader_tls),
+            strata_meta::rpc::Credentials::tls(Some(reader_tls)),
         ))
         .unwrap();
     let fs = rt.block_on(reader_client.open_fs("c")).unwrap();

@@ -28,6 +28,9 @@ pub enum RpcError {
     Denied { addr: String, reason: String },
 }
 
+/// How long a node may take to look a token up (it may ask group 0's leader).
+const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// Marks a connection closed and wakes every caller with an error when one
@@ -65,14 +68,54 @@ pub struct Connection {
     denied: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// How a client proves who it is: TLS (with or without a certificate of its
+/// own) on TCP connections, and a token presented on every connection.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub tls: Option<Tls>,
+    /// An access token's text (`strata token create`).
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    pub fn tls(tls: Option<Tls>) -> Credentials {
+        Credentials { tls, token: None }
+    }
+}
+
 impl Connection {
     /// A plain connection (TCP, or a Unix socket).
     pub async fn connect(addr: &str) -> Result<Arc<Connection>, RpcError> {
-        Self::connect_with(addr, None).await
+        Self::connect_as(addr, &Credentials::default()).await
     }
 
     /// A connection that is TLS over TCP when `tls` is given.
     pub async fn connect_with(addr: &str, tls: Option<&Tls>) -> Result<Arc<Connection>, RpcError> {
+        Self::connect_as(addr, &Credentials::tls(tls.cloned())).await
+    }
+
+    /// A connection made with `creds`: TLS as they say, and their token
+    /// presented before anything else, so a refused one fails here.
+    pub async fn connect_as(addr: &str, creds: &Credentials) -> Result<Arc<Connection>, RpcError> {
+        let conn = Self::open(addr, creds.tls.as_ref()).await?;
+        if let Some(token) = &creds.token {
+            let req = Request::Authenticate {
+                token: token.clone(),
+            };
+            match conn.call(req, AUTHENTICATE_TIMEOUT).await? {
+                Response::Authenticated(_) => {}
+                other => {
+                    return Err(RpcError::Protocol {
+                        addr: addr.to_string(),
+                        reason: format!("unexpected answer to a token: {other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn open(addr: &str, tls: Option<&Tls>) -> Result<Arc<Connection>, RpcError> {
         let err = |reason: String| RpcError::Connect {
             addr: addr.to_string(),
             reason,
@@ -191,16 +234,16 @@ type Slot = Arc<Mutex<Option<Arc<Connection>>>>;
 #[derive(Default, Clone)]
 pub struct ConnPool {
     conns: Arc<std::sync::Mutex<HashMap<String, Slot>>>,
-    /// TLS for every TCP connection of the pool (None: plain).
-    tls: Option<Tls>,
+    /// How every connection of the pool is made.
+    creds: Credentials,
 }
 
 impl ConnPool {
-    /// A pool whose TCP connections are TLS when `tls` is given.
-    pub fn new(tls: Option<Tls>) -> ConnPool {
+    /// A pool whose connections are made with `creds`.
+    pub fn new(creds: Credentials) -> ConnPool {
         ConnPool {
             conns: Default::default(),
-            tls,
+            creds,
         }
     }
 
@@ -221,7 +264,7 @@ impl ConnPool {
         {
             return Ok(c.clone());
         }
-        let c = Connection::connect_with(addr, self.tls.as_ref()).await?;
+        let c = Connection::connect_as(addr, &self.creds).await?;
         *conn = Some(c.clone());
         Ok(c)
     }

@@ -35,11 +35,12 @@ pub struct TlsFiles {
 #[derive(Clone)]
 pub struct Tls {
     client: Arc<ClientConfig>,
-    server: Arc<ServerConfig>,
-    /// The common name of this party's own certificate.
-    identity: String,
-    /// What its certificate lets it do (see `grant_of`).
-    grant: crate::types::Grant,
+    /// None for a client without a certificate (it presents a token).
+    server: Option<Arc<ServerConfig>>,
+    /// The common name of this party's own certificate, if it has one.
+    identity: Option<String>,
+    /// What its certificate lets it do (see `grant_of`), if it has one.
+    grant: Option<crate::types::Grant>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -69,17 +70,10 @@ impl Tls {
     /// file and what is wrong with it.
     pub fn load(files: &TlsFiles) -> Result<Tls, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let ca = read_certs(&files.ca, "--tls-ca")?;
+        let roots = Arc::new(Self::roots(&files.ca)?);
         let certs = read_certs(&files.cert, "--tls-cert")?;
         let key = PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| format!("--tls-key {}: {e}", files.key.display()))?;
-        let mut roots = RootCertStore::empty();
-        for c in ca {
-            roots
-                .add(c)
-                .map_err(|e| format!("--tls-ca {}: {e}", files.ca.display()))?;
-        }
-        let roots = Arc::new(roots);
         let identity = common_name(&certs[0]).ok_or_else(|| {
             format!(
                 "--tls-cert {}: the certificate has no common name (make one with `strata cert issue`)",
@@ -95,7 +89,10 @@ impl Tls {
                 files.key.display()
             )
         };
+        // A client without a certificate may still connect: it has no
+        // rights until it presents a token (`server::access`).
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| format!("--tls-ca {}: {e}", files.ca.display()))?;
         let server = ServerConfig::builder_with_provider(provider.clone())
@@ -112,28 +109,61 @@ impl Tls {
             .map_err(mismatch)?;
         Ok(Tls {
             client: Arc::new(client),
-            server: Arc::new(server),
-            identity,
-            grant,
+            server: Some(Arc::new(server)),
+            identity: Some(identity),
+            grant: Some(grant),
         })
     }
 
-    /// The common name of this party's certificate (`node-1`, `client-x`).
-    pub fn identity(&self) -> &str {
-        &self.identity
+    /// A client that checks the nodes against the cluster CA `ca` but has
+    /// no certificate of its own: it presents a token instead.
+    pub fn load_ca_only(ca: &Path) -> Result<Tls, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(Self::roots(ca)?)
+            .with_no_client_auth();
+        Ok(Tls {
+            client: Arc::new(client),
+            server: None,
+            identity: None,
+            grant: None,
+        })
     }
 
-    /// What this party's certificate lets it do.
-    pub fn grant(&self) -> &crate::types::Grant {
-        &self.grant
+    fn roots(ca: &Path) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        for c in read_certs(ca, "--tls-ca")? {
+            roots
+                .add(c)
+                .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+        }
+        Ok(roots)
+    }
+
+    /// The common name of this party's certificate (`node-1`, `client-x`).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    /// What this party's certificate lets it do, if it has one.
+    pub fn grant(&self) -> Option<&crate::types::Grant> {
+        self.grant.as_ref()
+    }
+
+    /// Whether this party can serve TLS (it has a certificate).
+    pub fn can_serve(&self) -> bool {
+        self.server.is_some()
     }
 
     pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
         tokio_rustls::TlsConnector::from(self.client.clone())
     }
 
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.server.clone())
+    /// The server side; only a party with a certificate has one.
+    pub(crate) fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.server.clone().map(tokio_rustls::TlsAcceptor::from)
     }
 }
 

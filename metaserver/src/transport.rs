@@ -138,6 +138,8 @@ pub enum Peer {
     /// Plain TCP, which a node serves only on loopback or with --insecure:
     /// anyone who can reach the port.
     Anyone,
+    /// TLS without a client certificate: nothing until it presents a token.
+    Unauthenticated,
 }
 
 /// A listening socket of either kind.
@@ -293,21 +295,30 @@ impl Incoming {
                         refused: Some(PLAIN_ON_TLS.to_string()),
                     });
                 }
-                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(s))
+                let acceptor = tls
+                    .acceptor()
+                    .ok_or("this node has no certificate to serve TLS with")?;
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s))
                     .await
                     .map_err(|_| late())?
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                let cert = stream
+                let who = match stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .ok_or("the peer presented no certificate")?;
-                let name =
-                    tls::common_name(cert).ok_or("the peer's certificate has no common name")?;
-                let grant = tls::grant_of(cert)
-                    .map_err(|e| format!("the certificate of {name} carries a bad grant: {e}"))?;
-                let who = Peer::Certified { name, grant };
+                {
+                    // It may yet present a token.
+                    None => Peer::Unauthenticated,
+                    Some(cert) => {
+                        let name = tls::common_name(cert)
+                            .ok_or("the peer's certificate has no common name")?;
+                        let grant = tls::grant_of(cert).map_err(|e| {
+                            format!("the certificate of {name} carries a bad grant: {e}")
+                        })?;
+                        Peer::Certified { name, grant }
+                    }
+                };
                 let (r, w) = tokio::io::split(stream);
                 Ok(Accepted {
                     read: Box::new(r),

@@ -471,6 +471,80 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// An access token as group 0 keeps it: the SHA-256 of its secret (never
+/// the secret itself), what it grants, and until when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The public half of the token (`strata_ID_SECRET`), naming its row.
+    pub id: String,
+    pub secret_sha256: Vec<u8>,
+    pub grant: Grant,
+    pub created: Timestamp,
+    /// None: until revoked.
+    pub expires: Option<Timestamp>,
+}
+
+impl Token {
+    /// The prefix of every token's text, `strata_ID_SECRET`.
+    pub const PREFIX: &'static str = "strata_";
+
+    /// A new token granting `grant`: its row (id, the secret's hash) and
+    /// its text, which holds the secret and is shown once.
+    pub fn generate(
+        grant: Grant,
+        created: Timestamp,
+        expires: Option<Timestamp>,
+    ) -> (Token, String) {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let text = format!("{}{id}_{secret}", Token::PREFIX);
+        let token = Token {
+            id,
+            secret_sha256: Token::hash(&secret),
+            grant,
+            created,
+            expires,
+        };
+        (token, text)
+    }
+
+    /// The id and secret of a token's text.
+    pub fn split(text: &str) -> Result<(&str, &str), String> {
+        text.trim()
+            .strip_prefix(Token::PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .filter(|(id, secret)| !id.is_empty() && !secret.is_empty())
+            .ok_or_else(|| {
+                "not a Strata token (strata_ID_SECRET, from `strata token create`)".into()
+            })
+    }
+
+    pub fn hash(secret: &str) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+
+    /// Whether `secret` is this token's, compared in constant time.
+    pub fn matches(&self, secret: &str) -> bool {
+        let h = Token::hash(secret);
+        h.len() == self.secret_sha256.len()
+            && h.iter()
+                .zip(&self.secret_sha256)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// Whether the token is past its expiry at `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+}
+
 /// Checks a directory entry name: 1..=255 bytes, no `/` or NUL, not `.` or `..`.
 pub fn validate_name(name: &[u8]) -> Result<(), crate::MetaError> {
     if name.is_empty() || name == b"." || name == b".." {
@@ -541,6 +615,28 @@ mod tests {
         ] {
             assert!(Grant::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_token_is_its_secret_and_nothing_else() {
+        let grant = Grant::Fs {
+            fs: "d".into(),
+            read_only: false,
+        };
+        let (token, text) = Token::generate(grant, Timestamp::default(), None);
+        let (id, secret) = Token::split(&text).unwrap();
+        assert_eq!(id, token.id);
+        assert!(token.matches(secret));
+        assert!(!token.matches(&secret.replace('a', "b").replace('0', "1")));
+        assert!(!text.contains(&format!("{:?}", token.secret_sha256)));
+        assert!(Token::split("strata_").is_err());
+        assert!(Token::split("bearer abc").is_err());
+        let expiring = Token {
+            expires: Some(Timestamp { sec: 10, nsec: 0 }),
+            ..token
+        };
+        assert!(!expiring.expired(Timestamp { sec: 9, nsec: 0 }));
+        assert!(expiring.expired(Timestamp { sec: 10, nsec: 0 }));
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum Request {
     RemoveNode { id: NodeId },
     /// This replica's applied index and a hash of group `group`'s state.
     Digest { group: GroupId },
+    /// From here on, this connection may do what token `token` grants
+    /// (`strata token create`); answered `Authenticated` or `Denied`.
+    Authenticate { token: String },
 }
 
 /// Per-group state a node reports in `strata meta status`.
@@ -85,9 +88,11 @@ pub enum Response {
         groups: Vec<GroupStatus>,
     },
     Digest(MetaResult<(Option<u64>, u64)>),
-    /// This connection may not make requests (said once, then the node
-    /// closes it): why.
+    /// This request may not be served, or (for a peer refused outright,
+    /// told once before the node closes the connection) none: why.
     Denied(String),
+    /// A token was taken: what it grants.
+    Authenticated(crate::types::Grant),
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -54,6 +54,9 @@ enum Command {
     /// Snapshots: read-only, point-in-time copies sharing the blocks.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Access tokens for clients without a certificate: create, list, revoke.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
     /// Copy every file of a snapshot (or filesystem) to ordinary objects
     /// under an S3 prefix or into a local directory, with a manifest.
     Export(cmd::export::ExportArgs),
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Dump(a) => cmd::dump::dump(a).await,
             Command::Load(a) => cmd::dump::load(a).await,
             Command::Snapshot(c) => cmd::snapshot::run(c).await,
+            Command::Token(c) => cmd::token::run(c).await,
             Command::Cert(c) => cmd::cert::run(c).await,
         }
     });

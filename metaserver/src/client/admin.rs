@@ -171,6 +171,28 @@ impl MetaClient {
         })
     }
 
+    /// Records a new access token in group 0.
+    pub async fn put_token(&self, token: Token) -> Result<(), MetaError> {
+        self.call(CLUSTER_GROUP, WriteRequest::PutToken { token })
+            .await?;
+        Ok(())
+    }
+
+    /// Every access token (their hashes, not their secrets).
+    pub async fn list_tokens(&self) -> Result<Vec<Token>, MetaError> {
+        match self.call(CLUSTER_GROUP, ReadRequest::ListTokens).await? {
+            MetaResponse::Tokens(t) => Ok(t),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Forgets an access token; connections using it lose their rights.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), MetaError> {
+        self.call(CLUSTER_GROUP, WriteRequest::RevokeToken { id: id.into() })
+            .await?;
+        Ok(())
+    }
+
     /// Inode and byte usage of a filesystem, summed over its groups.
     pub async fn usage(&self, fs: FsId) -> Result<Usage, MetaError> {
         let mut groups: Vec<GroupId> = self.partitions(fs).await?.iter().map(|p| p.group).collect();

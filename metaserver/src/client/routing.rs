@@ -9,8 +9,7 @@ use std::time::Duration;
 use super::unexpected;
 use crate::MetaError;
 use crate::request::{MetaRequest, MetaResponse, Origin, ReadRequest};
-use crate::rpc::{ConnPool, RpcError};
-use crate::tls::Tls;
+use crate::rpc::{ConnPool, Credentials, RpcError};
 use crate::types::*;
 use crate::wire::{Request, Response};
 
@@ -75,14 +74,14 @@ impl MetaClient {
 
     /// Connects to any of `addrs` and loads the cluster map.
     pub async fn connect(addrs: &[String]) -> Result<Arc<MetaClient>, MetaError> {
-        Self::connect_with(addrs, None).await
+        Self::connect_with(addrs, Credentials::default()).await
     }
 
-    /// `connect`, over TLS with this client's certificate when `tls` is
-    /// given (TCP addresses; a Unix socket is never TLS).
+    /// `connect` with `creds`: over TLS when they hold TLS (TCP addresses;
+    /// a Unix socket is never TLS), presenting their token if any.
     pub async fn connect_with(
         addrs: &[String],
-        tls: Option<Tls>,
+        creds: Credentials,
     ) -> Result<Arc<MetaClient>, MetaError> {
         if addrs.is_empty() {
             return Err(MetaError::Invalid("no metaserver address given".into()));
@@ -91,7 +90,7 @@ impl MetaClient {
             client_id: uuid::Uuid::new_v4().as_u64_pair().0,
             writes: Writes::default(),
             seeds: addrs.to_vec(),
-            pool: ConnPool::new(tls),
+            pool: ConnPool::new(creds),
             map: RwLock::new(ClusterMap::default()),
             leaders: RwLock::new(HashMap::new()),
         });

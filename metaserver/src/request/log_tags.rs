@@ -90,6 +90,8 @@ const TAGS: &[&str] = &[
     "CopyInodes",
     "DropFs",
     "GetAttrAndChunk", // a read; never stored
+    "PutToken",
+    "RevokeToken",
 ];
 
 fn tag_of(variant: &str) -> Option<u32> {

@@ -115,6 +115,14 @@ pub enum ReadRequest {
         now: Timestamp,
     },
 
+    // ---- access tokens (`server::ops::tokens`) ----
+    /// Group 0: every token (ids, grants, expiry; hashes, not secrets).
+    ListTokens,
+    /// Group 0: one token by id.
+    GetToken {
+        id: String,
+    },
+
     // ---- snapshots and dumps (`server::ops::snapshot`, `dump`) ----
     /// Group 0: the snapshots of `source`.
     ListSnapshots {

@@ -94,6 +94,8 @@ pub enum MetaResponse {
         inode: Inode,
         crowded: Vec<u32>,
     },
+    /// ListTokens; GetToken (empty when there is no such token).
+    Tokens(Vec<Token>),
 }
 
 impl MetaResponse {

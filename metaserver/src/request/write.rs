@@ -299,6 +299,17 @@ pub enum WriteRequest {
         until: Timestamp,
     },
 
+    // ---- access tokens (`server::ops::tokens`) ----
+    /// Group 0: records a new token (refused if its id is taken).
+    PutToken {
+        token: Token,
+    },
+    /// Group 0: forgets a token; connections using it lose their rights
+    /// at their next check.
+    RevokeToken {
+        id: String,
+    },
+
     // ---- snapshots, dump and load (`server::ops::snapshot`, `dump`) ----
     /// Group 0: registers snapshot `name` of `source` (filesystem
     /// `SOURCE@NAME`, same blocks, the source's partitions), not ready yet.

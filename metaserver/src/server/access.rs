@@ -16,17 +16,38 @@ use crate::wire::Request;
 
 use super::{MetaNode, state_machine};
 
+/// How often a connection's token is looked up again: a revoked or expired
+/// token stops working within this long.
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a peer without a certificate is told until it presents a token.
+const NO_CREDENTIALS: &str = "no client certificate and no token: give --tls-cert and \
+    --tls-key, or --token (from `strata token create`)";
+
 /// What one connection may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Rights {
+    /// Nothing yet: a TLS peer without a certificate, until it presents a
+    /// token.
+    Nothing,
     Node,
     Admin,
-    /// One filesystem's tree; `id` once its name was looked up.
+    /// One filesystem's tree; `id` once its name was looked up; `token` if
+    /// a token gave it.
     Fs {
         name: String,
         id: Option<FsId>,
         read_only: bool,
+        token: Option<TokenUse>,
     },
+}
+
+/// The token a connection's rights came from, and when it was last found
+/// valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TokenUse {
+    id: String,
+    checked: tokio::time::Instant,
 }
 
 impl Rights {
@@ -37,6 +58,7 @@ impl Rights {
     pub(super) fn of(who: &Peer) -> Rights {
         match who {
             Peer::Owner | Peer::Anyone => Rights::Node,
+            Peer::Unauthenticated => Rights::Nothing,
             Peer::Certified { name, .. } if is_node_identity(name) => Rights::Node,
             Peer::Certified { grant, .. } => match grant {
                 Grant::Admin => Rights::Admin,
@@ -44,6 +66,7 @@ impl Rights {
                     name: fs.clone(),
                     id: None,
                     read_only: *read_only,
+                    token: None,
                 },
             },
         }
@@ -89,7 +112,7 @@ fn need(req: &Request) -> Need<'_> {
         | Request::AddNode { .. }
         | Request::RemoveNode { .. }
         | Request::Digest { .. } => Need::Admin,
-        Request::Status => Need::Anyone,
+        Request::Status | Request::Authenticate { .. } => Need::Anyone,
     }
 }
 
@@ -103,7 +126,9 @@ fn read_need(r: &ReadRequest) -> Need<'_> {
         R::GetClusterMap => Need::Anyone,
         R::GetFs { name } => Need::FsNamed(name),
         R::ListSnapshots { source } => Need::FsNamed(source),
-        R::ListFs | R::ListIntents => Need::Admin,
+        R::ListFs | R::ListIntents | R::ListTokens => Need::Admin,
+        // Tokens are checked by the nodes themselves.
+        R::GetToken { .. } => Need::Node,
         R::ListPartitions { fs: f }
         | R::Lookup { fs: f, .. }
         | R::GetAttr { fs: f, .. }
@@ -154,7 +179,9 @@ fn write_need(w: &WriteRequest) -> Need<'_> {
         | W::CopyInodes { .. }
         | W::DropFs { .. }
         | W::LoadRows { .. }
-        | W::SealSnapshot { .. } => Need::Admin,
+        | W::SealSnapshot { .. }
+        | W::PutToken { .. }
+        | W::RevokeToken { .. } => Need::Admin,
         W::InitPartition { part, .. } => change(&part.fs),
         W::AddPartition { fs, .. }
         | W::AllocSliceIds { fs, .. }
@@ -193,7 +220,25 @@ impl MetaNode {
     /// of one filesystem has its name looked up once.
     pub(super) async fn check(&self, rights: &mut Rights, req: &Request) -> Result<(), MetaError> {
         let need = need(req);
+        if let Rights::Fs {
+            token: Some(used), ..
+        } = rights
+            && used.checked.elapsed() >= TOKEN_RECHECK
+        {
+            match self.find_token(&used.id).await {
+                Ok(Some(t)) if !t.expired(Timestamp::now()) => {
+                    used.checked = tokio::time::Instant::now()
+                }
+                _ => {
+                    *rights = Rights::Nothing;
+                    return Err(MetaError::Denied(
+                        "this connection's token was revoked or expired".into(),
+                    ));
+                }
+            }
+        }
         let (name, id, read_only) = match rights {
+            Rights::Nothing => return Err(MetaError::Denied(NO_CREDENTIALS.into())),
             Rights::Node => return Ok(()),
             Rights::Admin if need == Need::Node => {
                 return Err(MetaError::Denied(
@@ -205,6 +250,7 @@ impl MetaNode {
                 name,
                 id,
                 read_only,
+                ..
             } => (name, id, *read_only),
         };
         let denied = |what: &str| {
@@ -236,6 +282,50 @@ impl MetaNode {
                     Ok(())
                 }
             }
+        }
+    }
+
+    /// The rights token `text` gives, and its grant; refused with why.
+    pub(super) async fn authenticate(&self, text: &str) -> Result<(Rights, Grant), MetaError> {
+        let (id, secret) = Token::split(text).map_err(MetaError::Denied)?;
+        let token = self
+            .find_token(id)
+            .await?
+            .filter(|t| t.matches(secret))
+            .ok_or_else(|| MetaError::Denied("unknown or revoked token".into()))?;
+        if token.expired(Timestamp::now()) {
+            return Err(MetaError::Denied(format!("token {id} has expired")));
+        }
+        let Grant::Fs { fs, read_only } = token.grant.clone() else {
+            return Err(MetaError::Denied("a token grants one filesystem".into()));
+        };
+        let rights = Rights::Fs {
+            name: fs,
+            id: None,
+            read_only,
+            token: Some(TokenUse {
+                id: token.id.clone(),
+                checked: tokio::time::Instant::now(),
+            }),
+        };
+        Ok((rights, token.grant))
+    }
+
+    /// Token `id` as group 0 holds it: from this node's copy, else (not
+    /// found there: not hosted here, or made a moment ago) from group 0's
+    /// leader.
+    async fn find_token(&self, id: &str) -> Result<Option<Token>, MetaError> {
+        let get = ReadRequest::GetToken { id: id.into() };
+        if self.raft(CLUSTER_GROUP).is_some()
+            && let Ok(Ok(crate::MetaResponse::Tokens(mut found))) =
+                state_machine::read(&self.db, CLUSTER_GROUP, get.clone())
+            && let Some(t) = found.pop()
+        {
+            return Ok(Some(t));
+        }
+        match self.on_leader_meta(CLUSTER_GROUP, get).await? {
+            crate::MetaResponse::Tokens(mut found) => Ok(found.pop()),
+            other => Err(MetaError::Protocol(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -338,7 +428,8 @@ mod tests {
             Rights::Fs {
                 name: "d".into(),
                 id: None,
-                read_only: true
+                read_only: true,
+                token: None,
             }
         );
         assert!(!is_node_identity("node-x"));

@@ -57,6 +57,10 @@ impl MetaNode {
             }
             Request::AddNode { id, addr } => Response::Join(self.add_node(id, addr).await),
             Request::RemoveNode { id } => Response::Join(self.remove_node(id).await),
+            // Taken by the connection itself before it gets here.
+            Request::Authenticate { .. } => {
+                Response::Denied("authenticate once, before other requests".into())
+            }
         }
     }
 }
@@ -141,6 +145,22 @@ async fn serve_connection(
             }
         };
         let id = frame.id;
+        // A token replaces the connection's rights with its own, which
+        // are narrower than any other way in but an unknown peer's.
+        if let Request::Authenticate { token } = &frame.body {
+            let body = match node.authenticate(token).await {
+                Ok((granted, grant)) => {
+                    rights = granted;
+                    Response::Authenticated(grant)
+                }
+                Err(refusal) => {
+                    tracing::warn!(%peer, %refusal, "refused a token");
+                    Response::Denied(refusal.to_string())
+                }
+            };
+            answer(&writer, id, body).await;
+            continue;
+        }
         if let Err(refusal) = node.check(&mut rights, &frame.body).await {
             tracing::warn!(%peer, ?who, %refusal, "refused a request");
             let body = match frame.body {

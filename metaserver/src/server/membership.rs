@@ -222,7 +222,9 @@ impl MetaNode {
         {
             seeds.extend(map.nodes.into_values().filter(|a| *a != self.addr));
         }
-        let client = crate::MetaClient::connect_with(&seeds, self.tls.clone()).await?;
+        let client =
+            crate::MetaClient::connect_with(&seeds, crate::rpc::Credentials::tls(self.tls.clone()))
+                .await?;
         client.call(g, req).await
     }
 

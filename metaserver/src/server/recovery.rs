@@ -57,7 +57,12 @@ pub(super) async fn recover_transactions(
                 let mut client = client.lock().await;
                 if client.is_none() {
                     let addrs = std::slice::from_ref(&node.addr);
-                    match crate::MetaClient::connect_with(addrs, node.tls.clone()).await {
+                    match crate::MetaClient::connect_with(
+                        addrs,
+                        crate::rpc::Credentials::tls(node.tls.clone()),
+                    )
+                    .await
+                    {
                         Ok(c) => *client = Some(c),
                         Err(e) => {
                             tracing::warn!(error = %e, "transaction recovery cannot reach the cluster");

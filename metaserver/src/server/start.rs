@@ -69,7 +69,7 @@ impl MetaNode {
             db,
             groups: Default::default(),
             membership_lock: Default::default(),
-            pool: ConnPool::new(cfg.tls.clone()),
+            pool: ConnPool::new(crate::rpc::Credentials::tls(cfg.tls.clone())),
             tls: cfg.tls.clone(),
             fs_ids: Default::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),

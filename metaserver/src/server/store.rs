@@ -165,6 +165,7 @@ pub mod key {
     pub const LOCKS: u8 = 26;
     pub const SNAPSHOT: u8 = 27;
     pub const SNAP_REF: u8 = 28;
+    pub const TOKEN: u8 = 29;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -195,6 +196,14 @@ pub mod key {
     pub fn counter(g: GroupId, name: &str) -> Vec<u8> {
         let mut k = tagged(g, COUNTER);
         k.extend_from_slice(name.as_bytes());
+        k
+    }
+    pub fn token_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, TOKEN)
+    }
+    pub fn token(g: GroupId, id: &str) -> Vec<u8> {
+        let mut k = token_prefix(g);
+        k.extend_from_slice(id.as_bytes());
         k
     }
     pub fn cluster(g: GroupId) -> Vec<u8> {

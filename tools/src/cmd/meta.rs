@@ -144,6 +144,13 @@ async fn serve(a: ServeArgs) -> CliResult {
             a.listen
         )));
     }
+    if tls.as_ref().is_some_and(|t| !t.can_serve()) {
+        return Err(CliError(
+            "a node serves TLS with a certificate of its own: give --tls-cert and --tls-key \
+             (`strata cert issue --node ID`)"
+                .into(),
+        ));
+    }
     if let Some(t) = &tls {
         tracing::info!(identity = t.identity(), "TLS with client certificates");
     }
@@ -220,7 +227,7 @@ async fn init(a: InitArgs) -> CliResult {
             "--partition-groups must be between 1 and 64".into(),
         ));
     }
-    let conn = Connection::connect_with(&a.meta, super::tls().as_ref()).await?;
+    let conn = Connection::connect_as(&a.meta, &super::credentials()).await?;
     let resp = conn
         .call(
             Request::InitCluster {
@@ -248,7 +255,7 @@ async fn init(a: InitArgs) -> CliResult {
 async fn admin(meta: &str, req: Request) -> CliResult {
     let mut last = CliError("no metaserver address given".into());
     for addr in meta_addrs(meta) {
-        let conn = match Connection::connect_with(&addr, super::tls().as_ref()).await {
+        let conn = match Connection::connect_as(&addr, &super::credentials()).await {
             Ok(c) => c,
             Err(e) => {
                 last = e.into();
@@ -270,7 +277,7 @@ async fn status(a: StatusArgs) -> CliResult {
     let mut views = Vec::new();
     println!("nodes:");
     for (id, addr) in &map.nodes {
-        let view = match Connection::connect_with(addr, super::tls().as_ref()).await {
+        let view = match Connection::connect_as(addr, &super::credentials()).await {
             Ok(c) => match c
                 .call(Request::Status, std::time::Duration::from_secs(5))
                 .await

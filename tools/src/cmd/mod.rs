@@ -16,6 +16,7 @@ pub mod open;
 pub mod place;
 pub mod snapshot;
 pub mod status;
+pub mod token;
 pub mod trash;
 pub mod warmup;
 
@@ -56,15 +57,25 @@ pub struct TlsArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, global = true, env = "STRATA_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// An access token (from `strata token create`): this client may do
+    /// what it grants. With TLS it needs only --tls-ca, no certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
-/// The TLS this process uses, loaded once from `TlsArgs` at start.
-static TLS: std::sync::OnceLock<Option<strata_meta::tls::Tls>> = std::sync::OnceLock::new();
+/// How this process connects to metaservers, from `TlsArgs` at start.
+static CREDENTIALS: std::sync::OnceLock<strata_meta::rpc::Credentials> = std::sync::OnceLock::new();
 
-/// Loads the TLS flags (all three, or none) for every connection this
-/// process makes.
+/// Loads the TLS flags (the CA alone, or with a certificate and its key)
+/// and the token, for every connection this process makes.
 pub fn init_tls(a: &TlsArgs) -> CliResult {
-    let loaded = match (&a.tls_ca, &a.tls_cert, &a.tls_key) {
+    let tls = match (&a.tls_ca, &a.tls_cert, &a.tls_key) {
         (None, None, None) => None,
         (Some(ca), Some(cert), Some(key)) => Some(
             strata_meta::tls::Tls::load(&strata_meta::tls::TlsFiles {
@@ -74,26 +85,43 @@ pub fn init_tls(a: &TlsArgs) -> CliResult {
             })
             .map_err(CliError)?,
         ),
+        (Some(ca), None, None) if a.token.is_some() => {
+            Some(strata_meta::tls::Tls::load_ca_only(ca).map_err(CliError)?)
+        }
         _ => {
             return Err(CliError(
-                "give --tls-ca, --tls-cert and --tls-key together (or none of them)".into(),
+                "give --tls-ca, --tls-cert and --tls-key together (or --tls-ca with --token, \
+                 or none of them)"
+                    .into(),
             ));
         }
     };
-    let _ = TLS.set(loaded);
+    if let Some(t) = &a.token {
+        strata_meta::Token::split(t).map_err(|e| CliError(format!("--token: {e}")))?;
+    }
+    let _ = CREDENTIALS.set(strata_meta::rpc::Credentials {
+        tls,
+        token: a.token.clone(),
+    });
     Ok(())
 }
 
 /// This process's TLS, if it was given.
 pub fn tls() -> Option<strata_meta::tls::Tls> {
-    TLS.get().cloned().flatten()
+    credentials().tls
 }
 
-/// A metadata client of the metaservers at `addrs`, with this process's TLS.
+/// How this process connects to metaservers (TLS, token).
+pub fn credentials() -> strata_meta::rpc::Credentials {
+    CREDENTIALS.get().cloned().unwrap_or_default()
+}
+
+/// A metadata client of the metaservers at `addrs`, with this process's
+/// credentials.
 pub async fn meta_client(
     addrs: &[String],
 ) -> Result<std::sync::Arc<strata_meta::MetaClient>, CliError> {
-    Ok(strata_meta::MetaClient::connect_with(addrs, tls()).await?)
+    Ok(strata_meta::MetaClient::connect_with(addrs, credentials()).await?)
 }
 
 /// `~/.local/share/strata`, where the embedded default keeps its state.

@@ -115,7 +115,7 @@ impl MountArgs {
     /// every change anyway; the kernel then says EROFS at once).
     fn read_only(&self) -> bool {
         let granted_read_only = matches!(
-            super::tls().as_ref().map(|t| t.grant()),
+            super::tls().as_ref().and_then(|t| t.grant()),
             Some(strata_meta::Grant::Fs {
                 read_only: true,
                 ..

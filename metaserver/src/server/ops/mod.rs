@@ -17,6 +17,7 @@ pub(crate) mod locks;
 mod namespace;
 mod rename;
 pub(crate) mod snapshot;
+mod tokens;
 pub(crate) mod txn;
 pub(crate) mod xattr;
 
@@ -341,6 +342,8 @@ pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<Met
             now,
         } => c.set_xattr(fs, ino, &name, value, mode, now)?,
         R::RemoveXattr { fs, ino, name, now } => c.remove_xattr(fs, ino, &name, now)?,
+        R::PutToken { token } => c.put_token(token)?,
+        R::RevokeToken { id } => c.revoke_token(&id)?,
     };
     Ok(res)
 }
@@ -442,5 +445,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaRes
             limit,
         } => return dump::dump_rows(t, g, fs, kind, after, limit),
         R::GetTrashDays { fs } => Ok(MetaResponse::TrashDays(garbage::trash_days(t, g, fs)?)),
+        R::ListTokens => return tokens::tokens(t, g, None),
+        R::GetToken { id } => return tokens::tokens(t, g, Some(&id)),
     })
 }

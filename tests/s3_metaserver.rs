@@ -168,3 +168,47 @@ fn bad_arguments_get_clear_errors_and_change_nothing() {
     let status = run_ok(&["status", "--meta", &meta.addr]);
     assert!(status.contains("filesystems: 0"), "{status}");
 }
+
+/// S3 credentials are the client's alone: they never reach the logs (at
+/// debug level), `status`, `meta status` or a dump.
+#[test]
+fn s3_credentials_stay_out_of_logs_status_and_dumps() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let (_meta, addr) = one_node_with_data(tmp.path(), &s3, &[]);
+    let mut env = s3.env();
+    env.push(("RUST_LOG", "debug"));
+    let log = tmp.path().join("mount.log");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &["--meta", &addr, "--log", log.to_str().unwrap(), "data"],
+        &env,
+    );
+    write_synced(&m.path("f"), vec![7u8; 3 << 20]);
+    assert_eq!(std::fs::read(m.path("f")).unwrap().len(), 3 << 20);
+    m.unmount();
+    let dump = tmp.path().join("data.dump");
+    let mut seen = vec![
+        std::fs::read_to_string(&log).unwrap(),
+        run_env_ok(&["status", "--meta", &addr], &env),
+        run_env_ok(&["meta", "status", "--meta", &addr], &env),
+        run_env_ok(
+            &["dump", "--meta", &addr, "data", dump.to_str().unwrap()],
+            &env,
+        ),
+    ];
+    let mut text = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(std::fs::File::open(&dump).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    seen.push(text);
+    assert!(seen[0].contains("DEBUG"), "the mount logged at debug level");
+    for (what, s) in ["mount log", "status", "meta status", "dump output", "dump"]
+        .iter()
+        .zip(&seen)
+    {
+        assert!(!s.contains(SECRET), "the S3 secret key is in the {what}");
+    }
+}

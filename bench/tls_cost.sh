@@ -13,7 +13,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 files="${1:-2000}"
 rounds="${2:-3}"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata -p strata-meta --example create_rate
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-meta --example create_rate
 S="$root/target/release/strata"
 RATE="$root/target/release/examples/create_rate"
 work="$(mktemp -d /tmp/strata-tls-cost.XXXXXX)"

@@ -66,11 +66,11 @@ for r in $(seq 1 "$rounds"); do
       envs=(STRATA_TLS_CA="$work/pki/ca.pem" STRATA_TLS_CERT="$work/pki/client-bench.pem" STRATA_TLS_KEY="$work/pki/client-bench.key")
     fi
     one=$(env "${envs[@]}" "$RATE" "${addrs[$setup]}" "$files" 1)
-    four=$(env "${envs[@]}" "$RATE" "${addrs[$setup]}" "$files" 4 | head -1)
+    four=$(env "${envs[@]}" "$RATE" "${addrs[$setup]}" "$files" 4)
     c1=$(echo "$one" | sed -n 1p | awk '{print $3}')
     lk=$(echo "$one" | sed -n 2p | awk '{print $3}')
     ga=$(echo "$one" | sed -n 3p | awk '{print $3}')
-    c4=$(echo "$four" | awk '{print $3}')
+    c4=$(echo "$four" | sed -n 1p | awk '{print $3}')
     printf '%-13s round %d: creates t1 %s/s, creates t4 %s/s, missing lookups %s/s, getattrs %s/s\n' \
       "$setup" "$r" "$c1" "$c4" "$lk" "$ga"
     echo "$setup $c1 $c4 $lk $ga" >>"$out"

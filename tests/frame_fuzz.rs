@@ -6,7 +6,10 @@
 //!
 //! `STRATA_FUZZ_FRAMES` (default 100 000) frames are sent, from a seed taken
 //! from `STRATA_FUZZ_SEED` (printed; random if unset). `bench/fuzz_frames.sh`
-//! runs a million in release mode.
+//! runs a million in release mode. A second test does the same over TLS
+//! (`STRATA_FUZZ_TLS_FRAMES`, default 20 000), after peers that never
+//! authenticate had their go (see `unauthenticated`), from a client whose
+//! certificate grants one filesystem, with nothing filtered out.
 //!
 //! Every byte chunk is generated and checked locally before it is sent: the
 //! test parses it exactly as the node does (4-byte big-endian length,
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_meta::request::{MetaRequest, Origin, ReadRequest, RenameMode, TxStep, WriteRequest};
+use strata_meta::rpc::Credentials;
+use strata_meta::tls::{Tls, TlsFiles};
 use strata_meta::wire::{self, Frame, MAX_FRAME, Request, Response};
 use strata_meta::{
     CLUSTER_GROUP, FileLock, FileType, FsClient, GroupId, Ino, LockKind, MetaClient, NewInode,
@@ -32,7 +37,6 @@ use strata_meta::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 
 /// Raw connections sending fuzz frames at once.
 const CONNECTIONS: usize = 8;
@@ -53,9 +57,38 @@ const FD_SLACK: usize = 8;
 
 #[test]
 fn random_and_mutated_frames_never_hurt_the_metaserver() {
-    let frames: u64 = std::env::var("STRATA_FUZZ_FRAMES")
-        .map(|v| v.parse().expect("STRATA_FUZZ_FRAMES is a number"))
-        .unwrap_or(100_000);
+    let frames = frames_from_env("STRATA_FUZZ_FRAMES", 100_000);
+    run(Setup::Plain, frames);
+}
+
+/// The same over TLS, from a client whose certificate grants filesystem
+/// `fz` alone: every frame is sent, administration and Raft ones too, and
+/// the node must refuse those (answering them) and take the rest. Before
+/// that, peers without TLS or with garbage for a handshake send frames to
+/// the TLS port: the node must change nothing for them.
+#[test]
+fn frames_before_and_after_authentication_over_tls() {
+    let frames = frames_from_env("STRATA_FUZZ_TLS_FRAMES", 20_000);
+    run(Setup::Tls, frames);
+}
+
+/// How the node is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Setup {
+    /// Plain TCP on loopback: every peer may do everything, so frames that
+    /// would administer the cluster or speak Raft are not sent (`forbidden`).
+    Plain,
+    /// TLS; the fuzzing client has a certificate for filesystem `fz` only.
+    Tls,
+}
+
+fn frames_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .map(|v| v.parse().expect("a frame count"))
+        .unwrap_or(default)
+}
+
+fn run(setup: Setup, frames: u64) {
     let seed: u64 = std::env::var("STRATA_FUZZ_SEED")
         .map(|v| v.parse().expect("STRATA_FUZZ_SEED is a number"))
         .unwrap_or_else(|_| {
@@ -68,7 +101,13 @@ fn random_and_mutated_frames_never_hurt_the_metaserver() {
 
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("meta.log");
-    let mut server = start_logged_server(&tmp.path().join("meta"), &log);
+    let pki = tmp.path().join("pki");
+    let tls = (setup == Setup::Tls).then(|| make_pki(&pki));
+    let node_flags = tls
+        .as_ref()
+        .map(|t| t.node_flags.clone())
+        .unwrap_or_default();
+    let mut server = start_logged_server(&tmp.path().join("meta"), &log, &node_flags);
     let _report = FailureReport {
         seed,
         log: log.clone(),
@@ -76,18 +115,23 @@ fn random_and_mutated_frames_never_hurt_the_metaserver() {
     let blocks = format!("file://{}", tmp.path().join("blocks").display());
     // Small partitions: inode numbers stay small and close together, so
     // mutated numbers often name real inodes.
-    run_ok(&[
-        "format",
-        "--meta",
-        &server.addr,
-        "fz",
-        "--storage",
-        &blocks,
-        "--partitions",
-        "4",
-        "--inodes-per-partition",
-        "1024",
-    ]);
+    let admin_env = tls.as_ref().map(|t| t.admin_env()).unwrap_or_default();
+    let admin_env: Vec<(&str, &str)> = admin_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_env_ok(
+        &[
+            "format",
+            "--meta",
+            &server.addr,
+            "fz",
+            "--storage",
+            &blocks,
+            "--partitions",
+            "4",
+            "--inodes-per-partition",
+            "1024",
+        ],
+        &admin_env,
+    );
     let pid = server.child.id();
     let addr = server.addr.clone();
 
@@ -97,7 +141,7 @@ fn random_and_mutated_frames_never_hurt_the_metaserver() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let outcome = rt.block_on(fuzz(&addr, pid, seed, frames));
+    let outcome = rt.block_on(fuzz(&addr, pid, seed, frames, tls.as_ref()));
     let secs = started.elapsed().as_secs_f64();
 
     let stats = &outcome.stats;
@@ -195,9 +239,67 @@ fn random_and_mutated_frames_never_hurt_the_metaserver() {
     assert!(server.child.try_wait().unwrap().is_none());
 }
 
+/// The TLS side of `Setup::Tls`: a CA, the node's certificate, an
+/// administrator's (the well-behaved client, format) and the fuzzer's,
+/// which grants filesystem `fz` alone.
+struct Pki {
+    node_flags: Vec<String>,
+    ca: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    admin: Tls,
+    fuzzer: Tls,
+}
+
+fn make_pki(dir: &Path) -> Pki {
+    let d = dir.display().to_string();
+    run_ok(&["cert", "init", "--dir", &d]);
+    run_ok(&["cert", "issue", "--dir", &d, "--node", "1"]);
+    run_ok(&["cert", "issue", "--dir", &d, "--client", "admin", "--admin"]);
+    run_ok(&[
+        "cert", "issue", "--dir", &d, "--client", "fuzzer", "--fs", "fz",
+    ]);
+    let files = |name: &str| TlsFiles {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+        ca: dir.join("ca.pem"),
+    };
+    let node = files("node-1");
+    Pki {
+        node_flags: vec![
+            "--tls-ca".into(),
+            node.ca.display().to_string(),
+            "--tls-cert".into(),
+            node.cert.display().to_string(),
+            "--tls-key".into(),
+            node.key.display().to_string(),
+        ],
+        ca: dir.join("ca.pem"),
+        dir: dir.to_path_buf(),
+        admin: Tls::load(&files("client-admin")).unwrap(),
+        fuzzer: Tls::load(&files("client-fuzzer")).unwrap(),
+    }
+}
+
+impl Pki {
+    fn admin_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("STRATA_TLS_CA", self.ca.display().to_string()),
+            (
+                "STRATA_TLS_CERT",
+                self.dir.join("client-admin.pem").display().to_string(),
+            ),
+            (
+                "STRATA_TLS_KEY",
+                self.dir.join("client-admin.key").display().to_string(),
+            ),
+        ]
+    }
+}
+
 /// `strata meta serve` as `MetaServer::start` runs it, with its log (a
-/// warning per closed connection: tens of thousands of lines) in `log`.
-fn start_logged_server(data_dir: &Path, log: &Path) -> MetaServer {
+/// warning per closed connection: tens of thousands of lines) in `log`,
+/// and `extra` flags.
+fn start_logged_server(data_dir: &Path, log: &Path, extra: &[String]) -> MetaServer {
     let mut child = strata()
         .args([
             "meta",
@@ -209,6 +311,7 @@ fn start_logged_server(data_dir: &Path, log: &Path) -> MetaServer {
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -328,6 +431,11 @@ impl Stats {
 /// Shared by the fuzzing connections and the well-behaved client.
 struct Shared {
     addr: String,
+    /// TLS of the fuzzing connections (`Setup::Tls`).
+    tls: Option<Tls>,
+    /// Whether frames the node would obey from anyone are left out
+    /// (`Setup::Plain`; see `forbidden`).
+    filtered: bool,
     seed: u64,
     corpus: Vec<Entry>,
     /// Fuzz frames sent so far, all connections together.
@@ -351,8 +459,11 @@ impl Shared {
     }
 }
 
-async fn fuzz(addr: &str, pid: u32, seed: u64, frames: u64) -> Outcome {
-    let client = MetaClient::connect(&[addr.to_string()]).await.unwrap();
+async fn fuzz(addr: &str, pid: u32, seed: u64, frames: u64, pki: Option<&Pki>) -> Outcome {
+    let creds = Credentials::tls(pki.map(|p| p.admin.clone()));
+    let client = MetaClient::connect_with(&[addr.to_string()], creds)
+        .await
+        .unwrap();
     let fs = client.open_fs("fz").await.unwrap();
     let wb = WellBehaved::make(&fs).await;
     let corpus = build_corpus(&fs).await;
@@ -366,9 +477,16 @@ async fn fuzz(addr: &str, pid: u32, seed: u64, frames: u64) -> Outcome {
     wb.round(&fs, 0).await.expect("a well-behaved round");
 
     let failures = Arc::new(Mutex::new(Vec::new()));
+    if pki.is_some()
+        && let Err(e) = unauthenticated(addr, seed, &client, &fs, &corpus).await
+    {
+        failures.lock().unwrap().push(format!("seed {seed}: {e}"));
+    }
     let (progress, mut watch) = tokio::sync::watch::channel(0u64);
     let shared = Arc::new(Shared {
         addr: addr.to_string(),
+        tls: pki.map(|p| p.fuzzer.clone()),
+        filtered: pki.is_none(),
         seed,
         corpus,
         sent: AtomicU64::new(0),
@@ -449,6 +567,118 @@ async fn fuzz(addr: &str, pid: u32, seed: u64, frames: u64) -> Outcome {
         slowest_round: slowest,
         warm,
     }
+}
+
+/// The first byte of a TLS alert record.
+const TLS_ALERT_RECORD: u8 = 0x15;
+
+/// Fresh TCP connections that never authenticate, to a TLS node.
+const UNAUTHENTICATED_CONNECTIONS: u64 = 300;
+
+/// Peers that never authenticate on a TLS node: plain frames (the corpus,
+/// mutated or not, as the fuzzer makes them), random bytes, and garbage
+/// posing as a TLS handshake, each on a fresh TCP connection. The node may
+/// answer nothing but a refusal, must close every one of them, and must
+/// change nothing: every group's replica digest is the same after.
+async fn unauthenticated(
+    addr: &str,
+    seed: u64,
+    client: &MetaClient,
+    fs: &FsClient,
+    corpus: &[Entry],
+) -> Result<(), String> {
+    let mut groups = vec![CLUSTER_GROUP];
+    groups.extend(fs.groups());
+    let mut before = Vec::new();
+    for &g in &groups {
+        before.push(
+            client
+                .replica_digest(addr, g)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let mut rng = Rng(splitmix(seed ^ 0x5eed_5eed));
+    let mut framer = Framer {
+        client: rng.next(),
+        seq: 0,
+    };
+    let (mut refusals, mut alerts, mut silent) = (0u64, 0u64, 0u64);
+    for i in 0..UNAUTHENTICATED_CONNECTIONS {
+        let bytes = match i % 3 {
+            0 => next_chunk(&mut rng, corpus, &mut framer).bytes,
+            1 => {
+                let mut b = vec![0u8; 1 + rng.below(2_000) as usize];
+                rng.fill(&mut b);
+                b
+            }
+            _ => {
+                // A TLS record header of a handshake, then noise.
+                let mut b = vec![0x16, 0x03, 0x01, 0x01, 0x00];
+                let mut noise = vec![0u8; rng.below(400) as usize];
+                rng.fill(&mut noise);
+                b.extend(noise);
+                b
+            }
+        };
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        // The node may close before reading it all: that is its right.
+        let _ = s.write_all(&bytes).await;
+        let _ = s.shutdown().await;
+        let mut back = Vec::new();
+        match tokio::time::timeout(CLOSE_DEADLINE, s.read_to_end(&mut back)).await {
+            Err(_) => {
+                return Err(format!(
+                    "an unauthenticated connection (chunk {}) stayed open",
+                    hex(&bytes)
+                ));
+            }
+            Ok(_) if back.is_empty() => silent += 1,
+            // A TLS alert record: the handshake's own refusal.
+            Ok(_) if back[0] == TLS_ALERT_RECORD => alerts += 1,
+            Ok(_) => {
+                let mut at = 0;
+                while back.len() - at >= 4 {
+                    let len = u32::from_be_bytes(back[at..at + 4].try_into().unwrap()) as usize;
+                    let frame = back
+                        .get(at + 4..at + 4 + len)
+                        .and_then(|b| wire::decode::<Response>(b).ok());
+                    match frame {
+                        Some(Frame {
+                            body: Response::Denied(_),
+                            ..
+                        }) => refusals += 1,
+                        other => {
+                            return Err(format!(
+                                "an unauthenticated peer got {other:?} for {}",
+                                hex(&bytes)
+                            ));
+                        }
+                    }
+                    at += 4 + len;
+                }
+            }
+        }
+    }
+    for (g, want) in groups.iter().zip(&before) {
+        let now = client
+            .replica_digest(addr, *g)
+            .await
+            .map_err(|e| e.to_string())?;
+        if now != *want {
+            return Err(format!(
+                "group {g} changed while only unauthenticated peers spoke: {want:?} -> {now:?}"
+            ));
+        }
+    }
+    println!(
+        "frame_fuzz: {UNAUTHENTICATED_CONNECTIONS} unauthenticated connections: {refusals} \
+         refused with why, {alerts} with a TLS alert, {silent} closed without a word; no \
+         group changed"
+    );
+    Ok(())
 }
 
 /// Prints the cross-group transactions left pending in each group (fuzz
@@ -1237,7 +1467,7 @@ enum End {
     Partial,
 }
 
-fn simulate(bytes: &[u8]) -> Sim {
+fn simulate(bytes: &[u8], filtered: bool) -> Sim {
     let mut taken = Vec::new();
     let mut at = 0;
     let end = loop {
@@ -1258,7 +1488,7 @@ fn simulate(bytes: &[u8]) -> Sim {
         match wire::decode::<Request>(&rest[4..4 + len]) {
             Err(e) => break End::Closes(format!("malformed frame: {e}")),
             Ok(frame) => {
-                if let Some(why) = forbidden(&frame.body) {
+                if let Some(why) = forbidden(&frame.body).filter(|_| filtered) {
                     return Sim {
                         taken,
                         forbidden: Some(why),
@@ -1478,7 +1708,7 @@ fn next_chunk(rng: &mut Rng, corpus: &[Entry], framer: &mut Framer) -> Chunk {
 /// One raw connection to the node: its write half, the task reading (and
 /// decoding) every answer, and what was sent on it.
 struct Conn {
-    write: OwnedWriteHalf,
+    write: strata_meta::transport::WriteHalf,
     reader: tokio::task::JoinHandle<Answers>,
     taken: Vec<u64>,
     /// The last chunks sent, for a failure's report.
@@ -1494,7 +1724,7 @@ struct Answers {
     end: String,
 }
 
-async fn read_answers(mut rd: tokio::net::tcp::OwnedReadHalf) -> Answers {
+async fn read_answers(mut rd: strata_meta::transport::ReadHalf) -> Answers {
     let mut out = Answers::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut tmp = vec![0u8; 64 << 10];
@@ -1558,10 +1788,10 @@ fn describe(i: u64, how: &str, bytes: &[u8]) -> String {
 }
 
 impl Conn {
-    async fn open(addr: &str) -> std::io::Result<Conn> {
-        let s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let (rd, write) = s.into_split();
+    async fn open(addr: &str, tls: Option<&Tls>) -> std::io::Result<Conn> {
+        let (rd, write) = strata_meta::transport::connect(addr, tls)
+            .await
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         Ok(Conn {
             write,
             reader: tokio::spawn(read_answers(rd)),
@@ -1644,14 +1874,14 @@ async fn fuzz_connection(shared: Arc<Shared>, w: usize, mut rng: Rng, quota: u64
     while sent < quota && !shared.failed.load(Ordering::Relaxed) {
         let chunk = next_chunk(&mut rng, &shared.corpus, &mut framer);
         chunk_no += 1;
-        let sim = simulate(&chunk.bytes);
+        let sim = simulate(&chunk.bytes, shared.filtered);
         if let Some(why) = sim.forbidden {
             *stats.skipped.entry(why).or_default() += 1;
             continue;
         }
         let mut c = match conn.take() {
             Some(c) => c,
-            None => match Conn::open(&shared.addr).await {
+            None => match Conn::open(&shared.addr, shared.tls.as_ref()).await {
                 Ok(c) => {
                     stats.connections += 1;
                     c

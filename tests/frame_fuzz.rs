@@ -1353,18 +1353,17 @@ async fn build_corpus(fs: &FsClient) -> Vec<Entry> {
     ]
 }
 
-/// Why the node must not be sent this request until authorization exists,
-/// or None for a client request it may be sent.
+/// Why the plain run must not send this request, or None for a client
+/// request it may send.
 ///
-/// TEMPORARY, until authorization lands: the node obeys whatever a
-/// connection asks, so an unauthenticated peer may legitimately register
-/// bogus nodes, form a cluster, create or seal filesystems, freeze one,
-/// change trash days, or send Raft traffic. Mutated frames that decode to
-/// such requests are not sent (and counted as skipped): the fuzzer would
-/// otherwise break the cluster on purpose rather than find a bug. Once
-/// the node refuses these from a client connection, lift this filter and
-/// assert the refusal instead. The matches list every variant, so a new
-/// request must be classified here.
+/// A plain-TCP peer of a node without TLS is trusted as the node's own
+/// (decision 53), so it may legitimately register bogus nodes, form a
+/// cluster, create or seal filesystems, freeze one, change trash days, or
+/// send Raft traffic. Mutated frames that decode to such requests are not
+/// sent (and counted as skipped): the fuzzer would otherwise break the
+/// cluster on purpose rather than find a bug. The TLS run sends them
+/// unfiltered and asserts their refusal. The matches list every variant,
+/// so a new request must be classified here.
 fn forbidden(body: &Request) -> Option<&'static str> {
     match body {
         Request::Meta {
@@ -1387,6 +1386,8 @@ fn forbidden(body: &Request) -> Option<&'static str> {
         Request::Digest { .. } => Some("Digest"),
         // A made-up token is refused, and changes nothing.
         Request::Authenticate { .. } => None,
+        // Answers what the connection may do, and changes nothing.
+        Request::Identity => None,
     }
 }
 

@@ -33,7 +33,7 @@ impl Filesystem {
                 cookie = 1;
             }
             if out.len() < max {
-                let parent = if me.parent == ino {
+                let parent = if me.parent == ino || ino == self.meta.root() {
                     me.clone()
                 } else {
                     self.meta.getattr(me.parent).await?

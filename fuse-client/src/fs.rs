@@ -178,6 +178,12 @@ impl Filesystem {
         &self.meta.info
     }
 
+    /// The inode this mount shows as its root: the filesystem's, or the
+    /// directory of a subtree grant.
+    pub fn root(&self) -> Ino {
+        self.meta.root()
+    }
+
     pub(crate) fn check_writable(&self) -> FsResult<()> {
         if self.config.read_only {
             return Err(FsError::new(libc::EROFS, "mounted read-only"));

@@ -14,7 +14,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
     TimeOrNow, WriteFlags,
 };
-use strata_meta::{Inode, SetAttr};
+use strata_meta::{Ino, Inode, ROOT_INO, SetAttr};
 
 use crate::alloc::FilePos;
 use crate::error::FsError;
@@ -38,6 +38,12 @@ impl FuseAdapter {
         FuseAdapter { fs, rt }
     }
 
+    /// The core's inode for the kernel's number `ino`, kept as the kernel's
+    /// type (see `swap_root`).
+    fn core_ino(&self, ino: INodeNo) -> INodeNo {
+        INodeNo(swap_root(self.fs.root(), ino.0))
+    }
+
     /// Runs `f` on the runtime with a clone of the core.
     fn spawn<F, Fut>(&self, f: F)
     where
@@ -52,11 +58,25 @@ impl FuseAdapter {
         match r {
             Ok(i) => reply.entry(
                 &fs.config().entry_ttl,
-                &to_file_attr(&i),
+                &to_file_attr(&i, fs.root()),
                 Generation(i.generation),
             ),
             Err(e) => fail(op, reply, e),
         }
+    }
+}
+
+/// The kernel calls a mount's root inode 1, as the filesystem does its
+/// own; a client confined to a subtree has its root at `root`. The two
+/// numbers trade places between the kernel and the core (the fs root is
+/// out of such a client's reach), so each inode has one number either side.
+pub(crate) fn swap_root(root: Ino, ino: u64) -> u64 {
+    if ino == ROOT_INO {
+        root
+    } else if ino == root {
+        ROOT_INO
+    } else {
+        ino
     }
 }
 
@@ -103,10 +123,15 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = self.core_ino(parent);
         // A name looked up lately that the kernel let go of (memory
         // pressure, drop_caches): answered here, without a task.
         if let Some((i, ttl)) = self.fs.recent_lookup(parent.0, name.as_bytes()) {
-            reply.entry(&ttl, &to_file_attr(&i), Generation(i.generation));
+            reply.entry(
+                &ttl,
+                &to_file_attr(&i, self.fs.root()),
+                Generation(i.generation),
+            );
             return;
         }
         let name = bytes(name);
@@ -117,15 +142,16 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ino = self.core_ino(ino);
         // The common case after a create, unlink or close: the kernel
         // re-reads what it just changed. Answered here, without a task.
         if let Some((i, ttl)) = self.fs.recent_attr(ino.0) {
-            reply.attr(&ttl, &to_file_attr(&i));
+            reply.attr(&ttl, &to_file_attr(&i, self.fs.root()));
             return;
         }
         self.spawn(move |fs| async move {
             match fs.getattr(ino.0).await {
-                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
+                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("getattr", reply, e),
             }
         });
@@ -149,6 +175,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let ino = self.core_ino(ino);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
             uid,
@@ -160,13 +187,14 @@ impl fuser::Filesystem for FuseAdapter {
         };
         self.spawn(move |fs| async move {
             match fs.setattr(ino.0, set).await {
-                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i)),
+                Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("setattr", reply, e),
             }
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
@@ -185,6 +213,7 @@ impl fuser::Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let parent = self.core_ino(parent);
         let Some(k) = kind_from_mode(mode) else {
             reply.error(Errno::EINVAL);
             return;
@@ -207,6 +236,7 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             let r = fs.mkdir(parent.0, &name, mode & 0o7777, owner).await;
@@ -215,6 +245,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(
             move |fs| async move { empty("unlink", reply, fs.unlink(parent.0, &name).await) },
@@ -222,6 +253,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(move |fs| async move { empty("rmdir", reply, fs.rmdir(parent.0, &name).await) });
     }
@@ -234,6 +266,7 @@ impl fuser::Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let parent = self.core_ino(parent);
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
         let owner = owner(req);
         self.spawn(move |fs| async move {
@@ -252,6 +285,8 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let parent = self.core_ino(parent);
+        let newparent = self.core_ino(newparent);
         let (name, newname) = (bytes(name), bytes(newname));
         self.spawn(move |fs| async move {
             empty(
@@ -271,6 +306,8 @@ impl fuser::Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let ino = self.core_ino(ino);
+        let newparent = self.core_ino(newparent);
         let newname = bytes(newname);
         self.spawn(move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
@@ -279,6 +316,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.open_cached(ino.0, flags.0).await {
                 Ok((fh, keep)) => {
@@ -304,6 +342,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(b) => reply.data(&b),
@@ -324,6 +363,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let ino = self.core_ino(ino);
         let data = data.to_vec();
         self.spawn(move |fs| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
@@ -341,6 +381,7 @@ impl fuser::Filesystem for FuseAdapter {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
         if self.fs.flush_is_noop(ino.0, Some(lock_owner.0)) {
@@ -363,6 +404,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         // With an owner, the last close of an flock'ed file: the lock goes.
         let lock_owner = lock_owner.map(|o| o.0);
         if self.fs.try_release_now(ino.0, fh.0, lock_owner) {
@@ -386,6 +428,7 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
+        let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
             end,
@@ -413,6 +456,7 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
             end,
@@ -433,10 +477,12 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move { empty("fsync", reply, fs.fsync(ino.0, fh.0).await) });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -453,12 +499,18 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
                 Ok(entries) => {
                     for (next, e) in entries {
                         let name = OsStr::from_bytes(&e.name);
-                        if reply.add(INodeNo(e.dentry.ino), next, kind(e.dentry.kind), name) {
+                        if reply.add(
+                            INodeNo(swap_root(fs.root(), e.dentry.ino)),
+                            next,
+                            kind(e.dentry.kind),
+                            name,
+                        ) {
                             break;
                         }
                     }
@@ -477,6 +529,7 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
                 Ok(entries) => {
@@ -486,11 +539,11 @@ impl fuser::Filesystem for FuseAdapter {
                         let Some(attr) = &e.attr else { continue };
                         let name = OsStr::from_bytes(&e.name);
                         if reply.add(
-                            INodeNo(e.dentry.ino),
+                            INodeNo(swap_root(fs.root(), e.dentry.ino)),
                             next,
                             name,
                             &ttl,
-                            &to_file_attr(attr),
+                            &to_file_attr(attr, fs.root()),
                             Generation(attr.generation),
                         ) {
                             break;
@@ -511,6 +564,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
         });
@@ -547,6 +601,7 @@ impl fuser::Filesystem for FuseAdapter {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
+        let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(move |fs| async move {
             match fs.getxattr(ino.0, &name).await {
@@ -557,6 +612,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
@@ -582,6 +638,7 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         let (name, value) = (bytes(name), value.to_vec());
         self.spawn(move |fs| async move {
             empty(
@@ -593,6 +650,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(move |fs| async move {
             empty("removexattr", reply, fs.removexattr(ino.0, &name).await)
@@ -630,6 +688,7 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let ino = self.core_ino(ino);
         self.spawn(move |fs| async move {
             empty(
                 "fallocate",
@@ -653,6 +712,8 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let ino_in = self.core_ino(ino_in);
+        let ino_out = self.core_ino(ino_out);
         self.spawn(move |fs| async move {
             let from = FilePos {
                 ino: ino_in.0,
@@ -682,6 +743,7 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
         self.spawn(move |fs| async move {
             match fs
@@ -690,7 +752,7 @@ impl fuser::Filesystem for FuseAdapter {
             {
                 Ok((i, fh)) => reply.created(
                     &fs.config().entry_ttl,
-                    &to_file_attr(&i),
+                    &to_file_attr(&i, fs.root()),
                     Generation(i.generation),
                     FileHandle(fh),
                     open_flags(flags),

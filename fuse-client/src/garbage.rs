@@ -178,7 +178,9 @@ impl Filesystem {
     /// older than the deletion delay, in every group of the filesystem.
     pub async fn garbage_pass(&self) -> FsResult<GarbagePass> {
         let mut pass = GarbagePass::default();
-        if self.config.read_only {
+        // The whole filesystem's garbage is for its clients that may
+        // change all of it.
+        if self.config.read_only || self.meta.confined() {
             return Ok(pass);
         }
         const PAGE: u32 = 1000;

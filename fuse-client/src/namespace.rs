@@ -14,6 +14,10 @@ const SYMLINK_MAX: usize = strata_meta::MAX_SYMLINK_LEN;
 
 impl Filesystem {
     pub async fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Inode> {
+        // A subtree's root is its own parent, as `/` is.
+        if name == b".." && parent == self.meta.root() {
+            return self.getattr(parent).await;
+        }
         let inode = self.meta.lookup(parent, name).await?;
         Ok(self.overlay(inode).await)
     }

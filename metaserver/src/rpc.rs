@@ -81,6 +81,20 @@ impl Credentials {
     pub fn tls(tls: Option<Tls>) -> Credentials {
         Credentials { tls, token: None }
     }
+
+    /// Whether what these credentials grant may be less than a whole
+    /// filesystem's tree: a token's grant is known only to the nodes, a
+    /// certificate's says so itself.
+    pub fn may_be_confined(&self) -> bool {
+        self.token.is_some()
+            || matches!(
+                self.tls.as_ref().and_then(|t| t.grant()),
+                Some(crate::types::Grant::Fs {
+                    subdir: Some(_),
+                    ..
+                })
+            )
+    }
 }
 
 impl Connection {
@@ -245,6 +259,11 @@ impl ConnPool {
             conns: Default::default(),
             creds,
         }
+    }
+
+    /// How this pool's connections are made.
+    pub fn credentials(&self) -> &Credentials {
+        &self.creds
     }
 
     fn slot(&self, addr: &str) -> Slot {

@@ -87,7 +87,10 @@ pub struct Inode {
     pub symlink: Option<Vec<u8>>,
     pub generation: u64,
     pub flags: u32,
-    /// For directories: the parent, so `..` resolves without a scan.
+    /// For directories: the parent, so `..` resolves without a scan. For
+    /// other files: the directory of the link made or moved last (the
+    /// creating one for files not renamed since this was kept for them);
+    /// a subtree grant reaches a file through it (decision 56).
     pub parent: Ino,
 }
 
@@ -420,39 +423,148 @@ pub struct DirEntry {
 
 /// What a client may do: the grant of its certificate (or token).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(from = "StoredGrant", into = "StoredGrant")]
 pub enum Grant {
     /// Everything: format, nodes, snapshots, gc, tokens, every filesystem.
     Admin,
     /// The tree of filesystem `fs` (its inodes, entries, data, locks), and
     /// nothing of the cluster's administration; with `read_only` every
-    /// change fails with EROFS (locks and holds on open files excepted).
-    Fs { fs: String, read_only: bool },
+    /// change fails with EROFS (locks and holds on open files excepted);
+    /// with `subdir` (an absolute path, `/a/b`) only the tree below that
+    /// directory, which the client sees as its root.
+    Fs {
+        fs: String,
+        read_only: bool,
+        subdir: Option<String>,
+    },
+}
+
+/// A grant as token rows, log records and frames encode it: a grant
+/// without a subdirectory keeps the encoding it had before subdirectories
+/// were added, so tokens made then still read.
+#[derive(Serialize, Deserialize, Clone)]
+enum StoredGrant {
+    Admin,
+    Fs {
+        fs: String,
+        read_only: bool,
+    },
+    Subtree {
+        fs: String,
+        read_only: bool,
+        subdir: String,
+    },
+}
+
+impl From<StoredGrant> for Grant {
+    fn from(g: StoredGrant) -> Grant {
+        match g {
+            StoredGrant::Admin => Grant::Admin,
+            StoredGrant::Fs { fs, read_only } => Grant::Fs {
+                fs,
+                read_only,
+                subdir: None,
+            },
+            StoredGrant::Subtree {
+                fs,
+                read_only,
+                subdir,
+            } => Grant::Fs {
+                fs,
+                read_only,
+                subdir: Some(subdir),
+            },
+        }
+    }
+}
+
+impl From<Grant> for StoredGrant {
+    fn from(g: Grant) -> StoredGrant {
+        match g {
+            Grant::Admin => StoredGrant::Admin,
+            Grant::Fs {
+                fs,
+                read_only,
+                subdir: None,
+            } => StoredGrant::Fs { fs, read_only },
+            Grant::Fs {
+                fs,
+                read_only,
+                subdir: Some(subdir),
+            } => StoredGrant::Subtree {
+                fs,
+                read_only,
+                subdir,
+            },
+        }
+    }
 }
 
 impl Grant {
     /// The grant's text form, as certificates carry it (their subject's
-    /// organization) and tokens show it: `strata:admin`, `strata:fs=NAME`,
-    /// `strata:fs=NAME:ro`.
+    /// organization) and tokens show it: `strata:admin`, or
+    /// `strata:fs=NAME`, then `:ro` for reading only, then `:dir=/PATH` for
+    /// one subtree (the path last: it may hold colons).
     pub fn parse(s: &str) -> Result<Grant, String> {
-        let bad =
-            || format!("{s:?} is not a grant (strata:admin, strata:fs=NAME or strata:fs=NAME:ro)");
+        let bad = || {
+            format!(
+                "{s:?} is not a grant (strata:admin, or strata:fs=NAME with :ro and :dir=/PATH as options)"
+            )
+        };
         let rest = s.strip_prefix("strata:").ok_or_else(bad)?;
         if rest == "admin" {
             return Ok(Grant::Admin);
         }
-        let fs = rest.strip_prefix("fs=").ok_or_else(bad)?;
-        let (fs, read_only) = match fs.strip_suffix(":ro") {
-            Some(f) => (f, true),
-            None => (fs, false),
+        let rest = rest.strip_prefix("fs=").ok_or_else(bad)?;
+        let (fs, options) = match rest.split_once(':') {
+            Some((fs, options)) => (fs, Some(options)),
+            None => (rest, None),
         };
-        if fs.is_empty() || fs.contains(':') {
+        if fs.is_empty() {
             return Err(bad());
         }
+        let (read_only, dir) = match options {
+            None => (false, None),
+            Some("ro") => (true, None),
+            Some(o) => match o.strip_prefix("ro:") {
+                Some(d) => (true, Some(d)),
+                None => (false, Some(o)),
+            },
+        };
+        let subdir = match dir {
+            None => None,
+            Some(d) => {
+                let path = d.strip_prefix("dir=").ok_or_else(bad)?;
+                normalize_subdir(path).map_err(|e| format!("{s:?}: {e}"))?
+            }
+        };
         Ok(Grant::Fs {
             fs: fs.to_string(),
             read_only,
+            subdir,
         })
     }
+}
+
+/// A grant's subdirectory in its one spelling: absolute, no empty, `.` or
+/// `..` components, no trailing slash; None for the whole filesystem (`/`).
+pub fn normalize_subdir(path: &str) -> Result<Option<String>, String> {
+    let bad = |why: &str| Err(format!("subdirectory {path:?} {why}"));
+    let Some(rel) = path.strip_prefix('/') else {
+        return bad("must be an absolute path within the filesystem, such as /projects/a");
+    };
+    let mut out = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        if part == "." || part == ".." {
+            return bad("may not hold . or ..");
+        }
+        if part.len() > MAX_NAME_LEN || part.contains('\0') {
+            return bad("has a name that is too long or holds NUL");
+        }
+        out.push('/');
+        out.push_str(part);
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 impl std::fmt::Display for Grant {
@@ -461,12 +573,18 @@ impl std::fmt::Display for Grant {
             Grant::Admin => write!(f, "strata:admin"),
             Grant::Fs {
                 fs,
-                read_only: false,
-            } => write!(f, "strata:fs={fs}"),
-            Grant::Fs {
-                fs,
-                read_only: true,
-            } => write!(f, "strata:fs={fs}:ro"),
+                read_only,
+                subdir,
+            } => {
+                write!(f, "strata:fs={fs}")?;
+                if *read_only {
+                    write!(f, ":ro")?;
+                }
+                if let Some(d) = subdir {
+                    write!(f, ":dir={d}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -592,19 +710,25 @@ mod tests {
 
     #[test]
     fn grants_read_back_from_their_text() {
+        let fs = |read_only, subdir: Option<&str>| Grant::Fs {
+            fs: "data".into(),
+            read_only,
+            subdir: subdir.map(String::from),
+        };
         for g in [
             Grant::Admin,
-            Grant::Fs {
-                fs: "data".into(),
-                read_only: false,
-            },
-            Grant::Fs {
-                fs: "data".into(),
-                read_only: true,
-            },
+            fs(false, None),
+            fs(true, None),
+            fs(false, Some("/a")),
+            fs(true, Some("/a/b c/d:e")),
         ] {
             assert_eq!(Grant::parse(&g.to_string()), Ok(g));
         }
+        assert_eq!(
+            Grant::parse("strata:fs=data:ro:dir=/a//b/"),
+            Ok(fs(true, Some("/a/b")))
+        );
+        assert_eq!(Grant::parse("strata:fs=data:dir=/"), Ok(fs(false, None)));
         for bad in [
             "",
             "admin",
@@ -612,9 +736,52 @@ mod tests {
             "strata:fs=",
             "strata:fs=a:rw",
             "strata:root",
+            "strata:fs=a:dir=rel",
+            "strata:fs=a:dir=/x/../y",
+            "strata:fs=a:ro:/x",
+            "strata:fs=:dir=/x",
         ] {
             assert!(Grant::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_grant_without_a_subdirectory_keeps_its_old_encoding() {
+        // The shape grants had before subdirectories.
+        #[derive(Serialize)]
+        enum Before {
+            #[allow(dead_code)]
+            Admin,
+            Fs {
+                fs: String,
+                read_only: bool,
+            },
+        }
+        let cfg = bincode::config::standard();
+        let old = bincode::serde::encode_to_vec(
+            Before::Fs {
+                fs: "data".into(),
+                read_only: true,
+            },
+            cfg,
+        )
+        .unwrap();
+        let g = Grant::Fs {
+            fs: "data".into(),
+            read_only: true,
+            subdir: None,
+        };
+        assert_eq!(bincode::serde::encode_to_vec(&g, cfg).unwrap(), old);
+        let (back, _): (Grant, usize) = bincode::serde::decode_from_slice(&old, cfg).unwrap();
+        assert_eq!(back, g);
+        let sub = Grant::Fs {
+            fs: "data".into(),
+            read_only: true,
+            subdir: Some("/a".into()),
+        };
+        let bytes = bincode::serde::encode_to_vec(&sub, cfg).unwrap();
+        let (back, _): (Grant, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, sub);
     }
 
     #[test]
@@ -622,6 +789,7 @@ mod tests {
         let grant = Grant::Fs {
             fs: "d".into(),
             read_only: false,
+            subdir: None,
         };
         let (token, text) = Token::generate(grant, Timestamp::default(), None);
         let (id, secret) = Token::split(&text).unwrap();

@@ -62,6 +62,8 @@ pub enum Request {
     /// From here on, this connection may do what token `token` grants
     /// (`strata token create`); answered `Authenticated` or `Denied`.
     Authenticate { token: String },
+    /// What this connection may do; answered `Identity` or `Denied`.
+    Identity,
 }
 
 /// Per-group state a node reports in `strata meta status`.
@@ -93,6 +95,16 @@ pub enum Response {
     Denied(String),
     /// A token was taken: what it grants.
     Authenticated(crate::types::Grant),
+    Identity(Identity),
+}
+
+/// What a connection may do: its grant (None: everything, as a node or
+/// the node's own user) and the inode its view of the filesystem starts
+/// at (the root, or a subtree grant's directory).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub grant: Option<crate::types::Grant>,
+    pub root: crate::types::Ino,
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -58,9 +58,11 @@ pub fn kind_from_mode(mode: u32) -> Option<FileType> {
     }
 }
 
-pub fn to_file_attr(i: &Inode) -> FileAttr {
+/// The kernel's attributes of `i`, numbered as the kernel sees the mount
+/// rooted at `root` (see `swap_root`).
+pub fn to_file_attr(i: &Inode, root: strata_meta::Ino) -> FileAttr {
     FileAttr {
-        ino: INodeNo(i.ino),
+        ino: INodeNo(super::swap_root(root, i.ino)),
         size: i.size,
         blocks: i.size.div_ceil(512),
         atime: to_system_time(i.atime),

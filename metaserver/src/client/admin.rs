@@ -160,9 +160,12 @@ impl MetaClient {
             other => return Err(unexpected(other)),
         };
         let parts = self.partitions(info.id).await?;
+        let (root, granted_read_only) = self.view_of(name).await?;
         Ok(FsClient {
             meta: self.clone(),
             info,
+            root,
+            granted_read_only,
             partitions: RwLock::new(parts),
             dir_spread_slack: std::sync::atomic::AtomicU64::new(DEFAULT_DIR_SPREAD_SLACK),
             loads: tokio::sync::Mutex::new(None),

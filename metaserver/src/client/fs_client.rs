@@ -16,6 +16,11 @@ use crate::types::*;
 pub struct FsClient {
     pub(super) meta: Arc<MetaClient>,
     pub info: FsInfo,
+    /// Where this client's view starts: the filesystem's root, or the
+    /// directory its subtree grant names (it may not go above it).
+    pub(super) root: Ino,
+    /// This client's certificate or token lets it only read.
+    pub(super) granted_read_only: bool,
     pub(super) partitions: RwLock<Vec<Partition>>,
     pub(super) dir_spread_slack: std::sync::atomic::AtomicU64,
     /// Inodes per group when last asked, counted up by this client's creates since.
@@ -39,6 +44,36 @@ async fn jitter(attempt: u32) {
 impl FsClient {
     pub fn meta(&self) -> &Arc<MetaClient> {
         &self.meta
+    }
+
+    /// The inode this client's view starts at: `ROOT_INO`, or the
+    /// directory of a subtree grant, which it sees as its root.
+    pub fn root(&self) -> Ino {
+        self.root
+    }
+
+    /// Whether this client's certificate or token lets it only read (every
+    /// change would fail with EROFS).
+    pub fn granted_read_only(&self) -> bool {
+        self.granted_read_only
+    }
+
+    /// Whether this client sees only a subtree of the filesystem.
+    pub fn confined(&self) -> bool {
+        self.root != ROOT_INO
+    }
+
+    /// The directory at `path` (absolute, from this client's root).
+    pub async fn resolve_path(&self, path: &str) -> Result<Ino, MetaError> {
+        let mut cur = self.root;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            let inode = self.lookup(cur, name.as_bytes()).await?;
+            if inode.kind != FileType::Dir {
+                return Err(MetaError::NotDir);
+            }
+            cur = inode.ino;
+        }
+        Ok(cur)
     }
 
     /// A new directory goes to the least-loaded group once its parent's group

@@ -106,7 +106,7 @@ impl FsClient {
             // from the target; a concurrent rename elsewhere in the tree by
             // another client is not excluded (see docs/decisions.md).
             let mut cur = new_parent;
-            while cur != ROOT_INO {
+            while cur != self.root {
                 if cur == src.ino {
                     return Err(MetaError::Invalid(
                         "cannot move a directory into itself".into(),
@@ -186,13 +186,13 @@ impl FsClient {
     /// parent pointers; see the cross-group rename decision).
     pub(super) async fn within(&self, ancestor: Ino, dir: Ino) -> Result<bool, MetaError> {
         let mut cur = dir;
-        while cur != ROOT_INO {
+        while cur != self.root {
             if cur == ancestor {
                 return Ok(true);
             }
             cur = self.getattr(cur).await?.parent;
         }
-        Ok(ancestor == ROOT_INO)
+        Ok(ancestor == self.root)
     }
 
     /// RENAME_EXCHANGE across groups: each name takes the other's inode.

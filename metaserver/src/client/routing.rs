@@ -142,6 +142,52 @@ impl MetaClient {
         }
     }
 
+    /// What this client may do, as the nodes see it: its grant and the
+    /// inode its view of a filesystem starts at. Asks the first node that
+    /// answers.
+    pub async fn identity(&self) -> Result<crate::wire::Identity, MetaError> {
+        let mut last = MetaError::Unavailable("no metaserver to ask".into());
+        for addr in self.candidates(CLUSTER_GROUP) {
+            match self
+                .pool
+                .call(&addr, Request::Identity, CALL_DEADLINE)
+                .await
+            {
+                Ok(Response::Identity(i)) => return Ok(i),
+                Ok(Response::Denied(why)) => return Err(MetaError::Denied(why)),
+                Ok(other) => {
+                    return Err(MetaError::Protocol(format!("unexpected answer {other:?}")));
+                }
+                Err(e) => last = MetaError::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    /// The inode this client's view of filesystem `fs` starts at (its
+    /// root, or the directory a subtree grant names), and whether it may
+    /// only read.
+    pub(super) async fn view_of(&self, fs: &str) -> Result<(Ino, bool), MetaError> {
+        if !self.pool.credentials().may_be_confined() {
+            let read_only = matches!(
+                self.pool.credentials().tls.as_ref().and_then(|t| t.grant()),
+                Some(Grant::Fs {
+                    read_only: true,
+                    ..
+                })
+            );
+            return Ok((ROOT_INO, read_only));
+        }
+        let me = self.identity().await?;
+        match me.grant {
+            Some(Grant::Fs { fs: granted, .. }) if granted != fs => Err(MetaError::Denied(
+                format!("this client may use filesystem {granted:?} only"),
+            )),
+            Some(Grant::Fs { read_only, .. }) => Ok((me.root, read_only)),
+            _ => Ok((me.root, false)),
+        }
+    }
+
     pub fn cluster_map(&self) -> ClusterMap {
         self.map.read().unwrap().clone()
     }

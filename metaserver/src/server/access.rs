@@ -6,14 +6,16 @@
 //!
 //! Rights, widest first: a node (Raft, membership, everything below); an
 //! administrator (format, nodes, snapshots, every filesystem); a client of
-//! one filesystem, read-write or read-only.
+//! one filesystem, read-write or read-only, whole or one subtree of it
+//! (`subtree`).
 
 use crate::MetaError;
 use crate::request::{MetaRequest, ReadRequest, WriteRequest};
 use crate::transport::Peer;
 use crate::types::*;
-use crate::wire::Request;
+use crate::wire::{Identity, Request};
 
+use super::subtree::Subtree;
 use super::{MetaNode, state_machine};
 
 /// How often a connection's token is looked up again: a revoked or expired
@@ -32,12 +34,13 @@ pub(super) enum Rights {
     Nothing,
     Node,
     Admin,
-    /// One filesystem's tree; `id` once its name was looked up; `token` if
-    /// a token gave it.
+    /// One filesystem's tree, or the `subtree` of it; `id` once its name
+    /// was looked up; `token` if a token gave it.
     Fs {
         name: String,
         id: Option<FsId>,
         read_only: bool,
+        subtree: Option<Subtree>,
         token: Option<TokenUse>,
     },
 }
@@ -62,10 +65,15 @@ impl Rights {
             Peer::Certified { name, .. } if is_node_identity(name) => Rights::Node,
             Peer::Certified { grant, .. } => match grant {
                 Grant::Admin => Rights::Admin,
-                Grant::Fs { fs, read_only } => Rights::Fs {
+                Grant::Fs {
+                    fs,
+                    read_only,
+                    subdir,
+                } => Rights::Fs {
                     name: fs.clone(),
                     id: None,
                     read_only: *read_only,
+                    subtree: subdir.clone().map(Subtree::new),
                     token: None,
                 },
             },
@@ -112,7 +120,7 @@ fn need(req: &Request) -> Need<'_> {
         | Request::AddNode { .. }
         | Request::RemoveNode { .. }
         | Request::Digest { .. } => Need::Admin,
-        Request::Status | Request::Authenticate { .. } => Need::Anyone,
+        Request::Status | Request::Authenticate { .. } | Request::Identity => Need::Anyone,
     }
 }
 
@@ -237,7 +245,7 @@ impl MetaNode {
                 }
             }
         }
-        let (name, id, read_only) = match rights {
+        let (name, id, read_only, subtree) = match rights {
             Rights::Nothing => return Err(MetaError::Denied(NO_CREDENTIALS.into())),
             Rights::Node => return Ok(()),
             Rights::Admin if need == Need::Node => {
@@ -250,8 +258,9 @@ impl MetaNode {
                 name,
                 id,
                 read_only,
+                subtree,
                 ..
-            } => (name, id, *read_only),
+            } => (name, id, *read_only, subtree),
         };
         let denied = |what: &str| {
             Err(MetaError::Denied(format!(
@@ -266,18 +275,13 @@ impl MetaNode {
             Need::Writer if read_only => Err(read_only_refusal(name)),
             Need::Writer => Ok(()),
             Need::Fs { fs, write } => {
-                let mine = match id {
-                    Some(i) => *i,
-                    None => {
-                        let i = self.fs_id(name).await?;
-                        *id = Some(i);
-                        i
-                    }
-                };
+                let mine = self.fs_id_once(name, id).await?;
                 if fs != mine {
                     denied(&format!("filesystem number {fs}"))
                 } else if write && read_only {
                     Err(read_only_refusal(name))
+                } else if let Some(sub) = subtree {
+                    self.check_subtree(mine, sub, req).await
                 } else {
                     Ok(())
                 }
@@ -296,19 +300,76 @@ impl MetaNode {
         if token.expired(Timestamp::now()) {
             return Err(MetaError::Denied(format!("token {id} has expired")));
         }
-        let Grant::Fs { fs, read_only } = token.grant.clone() else {
+        let Grant::Fs {
+            fs,
+            read_only,
+            subdir,
+        } = token.grant.clone()
+        else {
             return Err(MetaError::Denied("a token grants one filesystem".into()));
         };
         let rights = Rights::Fs {
             name: fs,
             id: None,
             read_only,
+            subtree: subdir.map(Subtree::new),
             token: Some(TokenUse {
                 id: token.id.clone(),
                 checked: tokio::time::Instant::now(),
             }),
         };
         Ok((rights, token.grant))
+    }
+
+    /// What a connection with `rights` may do, for `Request::Identity`:
+    /// its grant (None for a node or the node's own user) and the inode
+    /// its tree starts at (a subtree's root, looked up now if need be).
+    pub(super) async fn identity(&self, rights: &mut Rights) -> Result<Identity, MetaError> {
+        match rights {
+            Rights::Nothing => Err(MetaError::Denied(NO_CREDENTIALS.into())),
+            Rights::Node => Ok(Identity {
+                grant: None,
+                root: ROOT_INO,
+            }),
+            Rights::Admin => Ok(Identity {
+                grant: Some(Grant::Admin),
+                root: ROOT_INO,
+            }),
+            Rights::Fs {
+                name,
+                id,
+                read_only,
+                subtree,
+                ..
+            } => {
+                let grant = Grant::Fs {
+                    fs: name.clone(),
+                    read_only: *read_only,
+                    subdir: subtree.as_ref().map(|s| s.path.clone()),
+                };
+                let root = match subtree {
+                    Some(sub) => {
+                        let fs = self.fs_id_once(name, id).await?;
+                        self.subtree_root(fs, sub).await?
+                    }
+                    None => ROOT_INO,
+                };
+                Ok(Identity {
+                    grant: Some(grant),
+                    root,
+                })
+            }
+        }
+    }
+
+    /// The number of filesystem `name`, kept in `id` once looked up.
+    async fn fs_id_once(&self, name: &str, id: &mut Option<FsId>) -> Result<FsId, MetaError> {
+        if let Some(i) = id {
+            return Ok(*i);
+        }
+        let i = self.fs_id(name).await?;
+        *id = Some(i);
+        Ok(i)
     }
 
     /// Token `id` as group 0 holds it: from this node's copy, else (not
@@ -423,12 +484,14 @@ mod tests {
         assert_eq!(
             Rights::of(&client(Grant::Fs {
                 fs: "d".into(),
-                read_only: true
+                read_only: true,
+                subdir: Some("/a".into()),
             })),
             Rights::Fs {
                 name: "d".into(),
                 id: None,
                 read_only: true,
+                subtree: Some(Subtree::new("/a".into())),
                 token: None,
             }
         );

@@ -58,7 +58,7 @@ impl MetaNode {
             Request::AddNode { id, addr } => Response::Join(self.add_node(id, addr).await),
             Request::RemoveNode { id } => Response::Join(self.remove_node(id).await),
             // Taken by the connection itself before it gets here.
-            Request::Authenticate { .. } => {
+            Request::Authenticate { .. } | Request::Identity => {
                 Response::Denied("authenticate once, before other requests".into())
             }
         }
@@ -157,6 +157,14 @@ async fn serve_connection(
                     tracing::warn!(%peer, %refusal, "refused a token");
                     Response::Denied(refusal.to_string())
                 }
+            };
+            answer(&writer, id, body).await;
+            continue;
+        }
+        if let Request::Identity = &frame.body {
+            let body = match node.identity(&mut rights).await {
+                Ok(identity) => Response::Identity(identity),
+                Err(refusal) => Response::Denied(refusal.to_string()),
             };
             answer(&writer, id, body).await;
             continue;

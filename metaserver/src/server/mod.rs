@@ -23,6 +23,7 @@ pub(crate) mod state_machine;
 #[cfg(test)]
 mod storage_suite;
 pub(crate) mod store;
+mod subtree;
 mod wal;
 
 use std::collections::HashMap;
@@ -90,6 +91,8 @@ pub struct MetaNode {
     tls: Option<crate::tls::Tls>,
     /// Filesystem numbers by name, for clients whose grant names one.
     fs_ids: std::sync::Mutex<HashMap<String, FsId>>,
+    /// Parents found for clients confined to a subtree (see `subtree`).
+    parent_memory: subtree::ParentMemory,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
     /// The logs and votes of all groups, one fsync per batch (see `Wal`).

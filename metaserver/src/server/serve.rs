@@ -97,7 +97,7 @@ impl MetaNode {
 
     /// Whether this node led group `g` at a confirmation less than a read
     /// lease ago and nothing changed since (see `confirm_leadership`).
-    fn holds_read_lease(&self, g: GroupId, raft: &Raft) -> bool {
+    pub(super) fn holds_read_lease(&self, g: GroupId, raft: &Raft) -> bool {
         let epoch = {
             let m = raft.metrics();
             let m = m.borrow_watched();

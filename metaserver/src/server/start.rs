@@ -72,6 +72,7 @@ impl MetaNode {
             pool: ConnPool::new(crate::rpc::Credentials::tls(cfg.tls.clone())),
             tls: cfg.tls.clone(),
             fs_ids: Default::default(),
+            parent_memory: Default::default(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
             wal,

@@ -88,6 +88,10 @@ pub struct IssueArgs {
     /// With --fs: the holder may only read it; every change fails with EROFS.
     #[arg(long, requires = "fs")]
     pub read_only: bool,
+    /// With --fs: the holder sees only the tree below PATH (absolute within
+    /// the filesystem), as its root, and cannot reach anything outside it.
+    #[arg(long, value_name = "PATH", requires = "fs", value_parser = parse_subdir)]
+    pub subdir: Option<String>,
     /// A further name of the node, as an IP address or DNS name (repeat the
     /// flag for several); `strata-node` is always in the certificate.
     #[arg(long = "host", value_name = "H", conflicts_with = "client", value_parser = parse_host)]
@@ -113,10 +117,11 @@ pub async fn run(c: CertCommand) -> CliResult {
                         (false, Some(fs)) => Grant::Fs {
                             fs,
                             read_only: a.read_only,
+                            subdir: a.subdir.filter(|d| d != "/"),
                         },
                         _ => {
                             return Err(CliError(
-                                "say what the client may do: --admin, or --fs FS [--read-only]"
+                                "say what the client may do: --admin, or --fs FS [--read-only] [--subdir PATH]"
                                     .into(),
                             ));
                         }
@@ -460,6 +465,12 @@ fn parse_node_id(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A grant's subdirectory, in its one spelling (`/` for the whole
+/// filesystem).
+pub(super) fn parse_subdir(s: &str) -> Result<String, String> {
+    Ok(strata_meta::normalize_subdir(s)?.unwrap_or_else(|| "/".into()))
+}
+
 fn parse_client_name(s: &str) -> Result<String, String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if (1..=64).contains(&s.len()) && s.chars().all(allowed) {
@@ -733,6 +744,7 @@ mod tests {
                 Grant::Fs {
                     fs: "data".into(),
                     read_only: false,
+                    subdir: None,
                 },
             ),
             (
@@ -740,6 +752,15 @@ mod tests {
                 Grant::Fs {
                     fs: "data".into(),
                     read_only: true,
+                    subdir: None,
+                },
+            ),
+            (
+                "s",
+                Grant::Fs {
+                    fs: "data".into(),
+                    read_only: false,
+                    subdir: Some("/team/a b:c".into()),
                 },
             ),
         ];

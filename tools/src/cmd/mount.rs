@@ -321,6 +321,8 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     }
     let fs_client = client.open_fs(&target.name).await?;
     fs_client.set_dir_spread_slack(a.dir_spread_slack);
+    // A token that grants only reading says so once the nodes are asked.
+    let read_only = a.read_only() || fs_client.granted_read_only();
     let store = super::open::block_store(&fs_client.info, a.s3_endpoint.clone()).await?;
     // Caches and staged blocks of different filesystems must not mix.
     let cache_dir = a.cache_dir.as_ref().map(|d| d.join(&fs_client.info.uuid));
@@ -358,7 +360,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         FsConfig {
             attr_ttl: Duration::from_secs_f64(a.attr_cache),
             entry_ttl: Duration::from_secs_f64(a.entry_cache),
-            read_only: a.read_only(),
+            read_only,
             buffer_size: a.buffer_size as usize,
             max_uploads: a.max_uploads,
             max_prefetch_blocks: prefetch_blocks,
@@ -371,7 +373,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         staging,
     )
     .map_err(|e| CliError(format!("starting the filesystem: {e}")))?;
-    if !a.read_only() {
+    if !read_only {
         fs.start_background();
     }
     let mut mount = strata_fuse::mount::mount(
@@ -379,7 +381,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
         tokio::runtime::Handle::current(),
         &target.dir,
         &target.name,
-        a.read_only(),
+        read_only,
     )
     .map_err(|e| CliError(format!("mounting on {}: {e}", target.dir.display())))?;
     let pidf = pid_file(&target.dir);

@@ -1,6 +1,6 @@
 //! `strata token create|list|revoke`: access tokens for clients without a
-//! certificate of their own. A token grants one filesystem, read-write or
-//! read-only; group 0 keeps only the SHA-256 of its secret, so the token is
+//! certificate of their own. A token grants one filesystem (or one subtree
+//! of it), read-write or read-only; group 0 keeps only the SHA-256 of its secret, so the token is
 //! shown once, when it is made. A revoked or expired token stops working on
 //! every node within seconds.
 
@@ -30,6 +30,11 @@ pub struct CreateArgs {
     /// The holder may only read it: every change fails with EROFS.
     #[arg(long)]
     pub read_only: bool,
+    /// The holder sees only the tree below PATH (absolute within the
+    /// filesystem, such as /projects/a), as its root, and cannot reach
+    /// anything outside it.
+    #[arg(long, value_name = "PATH", value_parser = super::cert::parse_subdir)]
+    pub subdir: Option<String>,
     /// Days until the token expires (default: never; revoke it instead).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub days: Option<u32>,
@@ -67,17 +72,31 @@ async fn create(a: CreateArgs) -> CliResult {
     let expires = a
         .days
         .map(|d| now.plus(std::time::Duration::from_secs(u64::from(d) * 86_400)));
+    let subdir = a.subdir.filter(|d| d != "/");
+    if let Some(dir) = &subdir {
+        // The directory must exist: a token for a typo would grant nothing.
+        client
+            .open_fs(&a.fs)
+            .await?
+            .resolve_path(dir)
+            .await
+            .map_err(|e| CliError(format!("--subdir {dir}: {e}")))?;
+    }
     let grant = Grant::Fs {
         fs: a.fs.clone(),
         read_only: a.read_only,
+        subdir: subdir.clone(),
     };
     let (token, text) = Token::generate(grant, now, expires);
     let id = token.id.clone();
     client.put_token(token).await?;
     println!("{text}");
     eprintln!(
-        "token {id} for filesystem {} ({}), {}; this is the only time it is shown",
+        "token {id} for filesystem {}{} ({}), {}; this is the only time it is shown",
         a.fs,
+        subdir
+            .map(|d| format!(", only below {d}"))
+            .unwrap_or_default(),
         if a.read_only {
             "read-only"
         } else {

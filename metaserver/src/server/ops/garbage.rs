@@ -388,6 +388,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         )?;
         inode.nlink = 1;
         inode.ctime = now;
+        inode.parent = dir.ino;
         self.save(fs, &inode)?;
         dir.mtime = now;
         dir.ctime = now;

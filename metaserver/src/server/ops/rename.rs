@@ -96,9 +96,8 @@ impl<T: RowsMut> Ctx<'_, T> {
         self.t.del(&src_key)?;
         self.t.put(&dst_key, &src)?;
         moved.ctime = now;
-        if src.kind == FileType::Dir {
-            moved.parent = new_parent;
-        }
+        // A file's parent too: a subtree grant reaches a file through it.
+        moved.parent = new_parent;
         self.save(fs, &moved)?;
         let replaced_dir = replaced.as_ref().is_some_and(|r| r.kind == FileType::Dir);
         let src_dir = src.kind == FileType::Dir && parent != new_parent;
@@ -152,12 +151,8 @@ impl<T: RowsMut> Ctx<'_, T> {
             .put(&key::dentry(self.g, fs, new_parent, new_name), &src)?;
         a.ctime = now;
         b.ctime = now;
-        if a.kind == FileType::Dir {
-            a.parent = new_parent;
-        }
-        if b.kind == FileType::Dir {
-            b.parent = parent;
-        }
+        a.parent = new_parent;
+        b.parent = parent;
         self.save(fs, &a)?;
         self.save(fs, &b)?;
         let (a_dir, b_dir) = (

@@ -395,9 +395,8 @@ impl<T: RowsMut> Ctx<'_, T> {
             TxStep::Moved { ino, new_parent } => {
                 let mut inode = tri!(self.inode(fs, *ino)?);
                 inode.ctime = now;
-                if inode.kind == FileType::Dir {
-                    inode.parent = *new_parent;
-                }
+                // A file's parent too: a subtree grant reaches a file through it.
+                inode.parent = *new_parent;
                 self.save(fs, &inode)?;
                 Some((inode, false))
             }

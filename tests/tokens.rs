@@ -39,36 +39,60 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A one-node TLS metaserver set up with `strata cert`, with an
+/// administrator's client certificate `root`.
+struct TlsNode {
+    node: MetaServer,
+    pki: std::path::PathBuf,
+    ca: String,
+}
+
+impl TlsNode {
+    fn start(tmp: &Path) -> TlsNode {
+        let pki = tmp.join("pki");
+        let d = path(&pki);
+        run_ok(&["cert", "init", "--dir", &d]);
+        run_ok(&["cert", "issue", "--dir", &d, "--node", "1"]);
+        run_ok(&["cert", "issue", "--dir", &d, "--client", "root", "--admin"]);
+        let ca = path(&pki.join("ca.pem"));
+        let node_flags = [
+            "--tls-ca".to_string(),
+            ca.clone(),
+            "--tls-cert".into(),
+            path(&pki.join("node-1.pem")),
+            "--tls-key".into(),
+            path(&pki.join("node-1.key")),
+        ];
+        let node_flags: Vec<&str> = node_flags.iter().map(String::as_str).collect();
+        let node = MetaServer::start_node_with(1, &tmp.join("n1"), "127.0.0.1:0", &node_flags);
+        TlsNode { node, pki, ca }
+    }
+
+    /// The environment of a client with certificate `client-NAME`.
+    fn cert_env(&self, name: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("STRATA_TLS_CA", self.ca.clone()),
+            (
+                "STRATA_TLS_CERT",
+                path(&self.pki.join(format!("client-{name}.pem"))),
+            ),
+            (
+                "STRATA_TLS_KEY",
+                path(&self.pki.join(format!("client-{name}.key"))),
+            ),
+        ]
+    }
+}
+
 #[test]
 fn tokens_grant_one_filesystem_until_revoked() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let pki = tmp.path().join("pki");
-    let d = path(&pki);
-    run_ok(&["cert", "init", "--dir", &d]);
-    run_ok(&["cert", "issue", "--dir", &d, "--node", "1"]);
-    run_ok(&["cert", "issue", "--dir", &d, "--client", "root", "--admin"]);
-    let ca = path(&pki.join("ca.pem"));
-    let node_flags = [
-        "--tls-ca".to_string(),
-        ca.clone(),
-        "--tls-cert".into(),
-        path(&pki.join("node-1.pem")),
-        "--tls-key".into(),
-        path(&pki.join("node-1.key")),
-    ];
-    let node_flags: Vec<&str> = node_flags.iter().map(String::as_str).collect();
-    let node = MetaServer::start_node_with(1, &tmp.path().join("n1"), "127.0.0.1:0", &node_flags);
-    let addr = node.addr.clone();
-    let (cert, key) = (
-        path(&pki.join("client-root.pem")),
-        path(&pki.join("client-root.key")),
-    );
-    let admin = [
-        ("STRATA_TLS_CA", ca.as_str()),
-        ("STRATA_TLS_CERT", cert.as_str()),
-        ("STRATA_TLS_KEY", key.as_str()),
-    ];
+    let tls = TlsNode::start(tmp.path());
+    let (pki, ca) = (&tls.pki, &tls.ca);
+    let addr = tls.node.addr.clone();
+    let admin_env = tls.cert_env("root");
+    let admin = refs(&admin_env);
     for fs in ["c", "d"] {
         let blocks = format!(
             "file://{}",
@@ -100,7 +124,7 @@ fn tokens_grant_one_filesystem_until_revoked() {
         "a token's secret is never shown again"
     );
 
-    let rw_env = token_env(&ca, &rw);
+    let rw_env = token_env(ca, &rw);
     let rw_ref = refs(&rw_env);
 
     // A read-write token: mount, write, read back.
@@ -109,7 +133,7 @@ fn tokens_grant_one_filesystem_until_revoked() {
     assert_eq!(std::fs::read_to_string(m.path("f")).unwrap(), "by token");
 
     // A read-only token reads and cannot change anything.
-    let ro_env = token_env(&ca, &ro);
+    let ro_env = token_env(ca, &ro);
     let ro_ref = refs(&ro_env);
     let r = Mount::new(&tmp.path().join("mnt-r"), &["--meta", &addr, "c"], &ro_ref);
     assert_eq!(std::fs::read_to_string(r.path("f")).unwrap(), "by token");
@@ -120,7 +144,7 @@ fn tokens_grant_one_filesystem_until_revoked() {
     r.unmount();
 
     // A token of another filesystem, or the administration.
-    let other_env = token_env(&ca, &other);
+    let other_env = token_env(ca, &other);
     let other_ref = refs(&other_env);
     let mnt_o = tmp.path().join("mnt-o");
     std::fs::create_dir_all(&mnt_o).unwrap();
@@ -135,7 +159,7 @@ fn tokens_grant_one_filesystem_until_revoked() {
     // Made up, or none at all.
     let (id, _) = strata_meta::Token::split(&rw).unwrap();
     let forged = format!("strata_{id}_{}", "0".repeat(64));
-    let forged_env = token_env(&ca, &forged);
+    let forged_env = token_env(ca, &forged);
     let forged_ref = refs(&forged_env);
     let bad = refused(&["status", "--meta", &addr], &forged_ref);
     assert!(bad.contains("unknown or revoked token"), "{bad}");
@@ -213,39 +237,13 @@ fn out_of_reach<T: std::fmt::Debug>(what: &str, r: Result<T, strata_meta::MetaEr
 fn subtree_grants_see_one_directory_as_their_root() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let pki = tmp.path().join("pki");
-    let d = path(&pki);
-    run_ok(&["cert", "init", "--dir", &d]);
-    run_ok(&["cert", "issue", "--dir", &d, "--node", "1"]);
-    run_ok(&["cert", "issue", "--dir", &d, "--client", "root", "--admin"]);
+    let tls = TlsNode::start(tmp.path());
+    let (pki, ca) = (&tls.pki, &tls.ca);
+    let d = path(pki);
     #[rustfmt::skip]
     run_ok(&["cert", "issue", "--dir", &d, "--client", "b", "--fs", "c", "--subdir", "/team/b/"]);
-    let ca = path(&pki.join("ca.pem"));
-    let node_flags = [
-        "--tls-ca".to_string(),
-        ca.clone(),
-        "--tls-cert".into(),
-        path(&pki.join("node-1.pem")),
-        "--tls-key".into(),
-        path(&pki.join("node-1.key")),
-    ];
-    let node_flags: Vec<&str> = node_flags.iter().map(String::as_str).collect();
-    let node = MetaServer::start_node_with(1, &tmp.path().join("n1"), "127.0.0.1:0", &node_flags);
-    let addr = node.addr.clone();
-    let cert_env = |name: &str| {
-        vec![
-            ("STRATA_TLS_CA", ca.clone()),
-            (
-                "STRATA_TLS_CERT",
-                path(&pki.join(format!("client-{name}.pem"))),
-            ),
-            (
-                "STRATA_TLS_KEY",
-                path(&pki.join(format!("client-{name}.key"))),
-            ),
-        ]
-    };
-    let admin_env = cert_env("root");
+    let addr = tls.node.addr.clone();
+    let admin_env = tls.cert_env("root");
     let admin = refs(&admin_env);
     let blocks = format!("file://{}", tmp.path().join("blocks").display());
     run_env_ok(
@@ -297,7 +295,7 @@ fn subtree_grants_see_one_directory_as_their_root() {
 
     // Mounted, the directory is the root: its files, nothing else, and
     // changes within it land where the administrator sees them.
-    let env = token_env(&ca, &tok);
+    let env = token_env(ca, &tok);
     let env = refs(&env);
     let m = Mount::new(&tmp.path().join("mnt-a"), &["--meta", &addr, "c"], &env);
     assert_eq!(std::fs::metadata(m.path("")).unwrap().ino(), 1);
@@ -396,7 +394,7 @@ fn subtree_grants_see_one_directory_as_their_root() {
     m.unmount();
 
     // A certificate's subtree, read-only token's subtree: the same view.
-    let b_env = cert_env("b");
+    let b_env = tls.cert_env("b");
     let b = Mount::new(
         &tmp.path().join("mnt-b"),
         &["--meta", &addr, "c"],
@@ -408,7 +406,7 @@ fn subtree_grants_see_one_directory_as_their_root() {
     let ro = create(&["c", "--read-only", "--subdir", "/team/b"]);
     assert!(ro.status.success(), "{ro:?}");
     let ro = String::from_utf8(ro.stdout).unwrap().trim().to_string();
-    let ro_env = token_env(&ca, &ro);
+    let ro_env = token_env(ca, &ro);
     let r = Mount::new(
         &tmp.path().join("mnt-r"),
         &["--meta", &addr, "c"],

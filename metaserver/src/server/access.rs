@@ -54,6 +54,15 @@ pub(super) struct TokenUse {
 }
 
 impl Rights {
+    /// The id of the token these rights came from, for logs (never its
+    /// secret).
+    pub(super) fn token_id(&self) -> Option<&str> {
+        match self {
+            Rights::Fs { token: Some(t), .. } => Some(&t.id),
+            _ => None,
+        }
+    }
+
     /// The rights of a peer: on the Unix socket (this node's user) and on
     /// plain TCP (a node allows that only on loopback or with --insecure)
     /// everything, as before there were rights; over TLS a node certificate

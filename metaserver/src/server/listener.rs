@@ -170,7 +170,7 @@ async fn serve_connection(
             continue;
         }
         if let Err(refusal) = node.check(&mut rights, &frame.body).await {
-            tracing::warn!(%peer, ?who, %refusal, "refused a request");
+            tracing::warn!(%peer, ?who, token = ?rights.token_id(), %refusal, "refused a request");
             let body = match frame.body {
                 Request::Meta { .. } => Response::Meta(Err(refusal)),
                 _ => Response::Denied(refusal.to_string()),

@@ -8,6 +8,7 @@ pub mod disk;
 mod error;
 pub mod layout;
 pub mod mem;
+pub mod metrics;
 pub mod object_store;
 pub mod retry;
 pub mod staging;
@@ -20,6 +21,7 @@ pub use disk::{DiskCache, FsSpace, fs_space};
 pub use error::StoreError;
 pub use layout::{block_key, parse_block_key};
 pub use mem::MemCache;
+pub use metrics::MeteredStore;
 pub use object_store::{
     LocalStore, ObjectHead, ObjectInfo, ObjectStore, S3Store, StoreOptions, open_store,
 };

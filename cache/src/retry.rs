@@ -96,6 +96,7 @@ impl RetryingStore {
                 Ok(v) => return Ok(v),
                 Err(e) if !e.is_transient() || tried >= attempts => return Err(e),
                 Err(e) => {
+                    crate::metrics::metrics().retried(op);
                     let delay = self.policy.delay(tried);
                     tracing::warn!(
                         op,

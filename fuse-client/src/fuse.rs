@@ -20,6 +20,7 @@ use crate::alloc::FilePos;
 use crate::error::FsError;
 use crate::fs::{Filesystem, Owner};
 use crate::locks::RangeLock;
+use crate::metrics::{OpTimer, metrics};
 
 mod attr;
 mod reply;
@@ -44,14 +45,18 @@ impl FuseAdapter {
         INodeNo(swap_root(self.fs.root(), ino.0))
     }
 
-    /// Runs `f` on the runtime with a clone of the core.
-    fn spawn<F, Fut>(&self, f: F)
+    /// Runs `f` on the runtime with a clone of the core; `op` is counted
+    /// when `f` has answered.
+    fn spawn<F, Fut>(&self, op: OpTimer, f: F)
     where
         F: FnOnce(Arc<Filesystem>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let fs = self.fs.clone();
-        self.rt.spawn(async move { f(fs).await });
+        self.rt.spawn(async move {
+            f(fs).await;
+            drop(op);
+        });
     }
 
     fn entry(op: &'static str, fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
@@ -123,6 +128,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let op = OpTimer::start("lookup");
         let parent = self.core_ino(parent);
         // A name looked up lately that the kernel let go of (memory
         // pressure, drop_caches): answered here, without a task.
@@ -135,13 +141,14 @@ impl fuser::Filesystem for FuseAdapter {
             return;
         }
         let name = bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.lookup(parent.0, &name).await;
             Self::entry("lookup", &fs, reply, r);
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let op = OpTimer::start("getattr");
         let ino = self.core_ino(ino);
         // The common case after a create, unlink or close: the kernel
         // re-reads what it just changed. Answered here, without a task.
@@ -149,7 +156,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.attr(&ttl, &to_file_attr(&i, self.fs.root()));
             return;
         }
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("getattr", reply, e),
@@ -175,6 +182,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let op = OpTimer::start("setattr");
         let ino = self.core_ino(ino);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
@@ -185,7 +193,7 @@ impl fuser::Filesystem for FuseAdapter {
             mtime: time_or_now(mtime),
             ctime: ctime.map(from_system_time),
         };
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.setattr(ino.0, set).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("setattr", reply, e),
@@ -194,8 +202,9 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let op = OpTimer::start("readlink");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => fail("readlink", reply, e),
@@ -213,13 +222,15 @@ impl fuser::Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let op = OpTimer::start("mknod");
         let parent = self.core_ino(parent);
         let Some(k) = kind_from_mode(mode) else {
+            metrics().error("mknod", libc::EINVAL);
             reply.error(Errno::EINVAL);
             return;
         };
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs
                 .mknod(parent.0, &name, k, mode & 0o7777, rdev, owner)
                 .await;
@@ -236,26 +247,31 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let op = OpTimer::start("mkdir");
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.mkdir(parent.0, &name, mode & 0o7777, owner).await;
             Self::entry("mkdir", &fs, reply, r);
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("unlink");
         let parent = self.core_ino(parent);
         let name = bytes(name);
-        self.spawn(
-            move |fs| async move { empty("unlink", reply, fs.unlink(parent.0, &name).await) },
-        );
+        self.spawn(op, move |fs| async move {
+            empty("unlink", reply, fs.unlink(parent.0, &name).await)
+        });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("rmdir");
         let parent = self.core_ino(parent);
         let name = bytes(name);
-        self.spawn(move |fs| async move { empty("rmdir", reply, fs.rmdir(parent.0, &name).await) });
+        self.spawn(op, move |fs| async move {
+            empty("rmdir", reply, fs.rmdir(parent.0, &name).await)
+        });
     }
 
     fn symlink(
@@ -266,10 +282,11 @@ impl fuser::Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let op = OpTimer::start("symlink");
         let parent = self.core_ino(parent);
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
         let owner = owner(req);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.symlink(parent.0, &name, &target, owner).await;
             Self::entry("symlink", &fs, reply, r);
         });
@@ -285,10 +302,11 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("rename");
         let parent = self.core_ino(parent);
         let newparent = self.core_ino(newparent);
         let (name, newname) = (bytes(name), bytes(newname));
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty(
                 "rename",
                 reply,
@@ -306,18 +324,20 @@ impl fuser::Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let op = OpTimer::start("link");
         let ino = self.core_ino(ino);
         let newparent = self.core_ino(newparent);
         let newname = bytes(newname);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
             Self::entry("link", &fs, reply, r);
         });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let op = OpTimer::start("open");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.open_cached(ino.0, flags.0).await {
                 Ok((fh, keep)) => {
                     let mut f = open_flags(flags.0);
@@ -342,10 +362,14 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let op = OpTimer::start("read");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
-                Ok(b) => reply.data(&b),
+                Ok(b) => {
+                    metrics().read(b.len());
+                    reply.data(&b)
+                }
                 Err(e) => fail("read", reply, e),
             }
         });
@@ -363,11 +387,15 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let op = OpTimer::start("write");
         let ino = self.core_ino(ino);
         let data = data.to_vec();
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
-                Ok(n) => reply.written(n),
+                Ok(n) => {
+                    metrics().written(n as usize);
+                    reply.written(n)
+                }
                 Err(e) => fail("write", reply, e),
             }
         });
@@ -381,6 +409,7 @@ impl fuser::Filesystem for FuseAdapter {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("flush");
         let ino = self.core_ino(ino);
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
@@ -388,7 +417,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.ok();
             return;
         }
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.flush(ino.0, fh.0, Some(lock_owner.0)).await;
             empty("flush", reply, r)
         });
@@ -404,6 +433,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("release");
         let ino = self.core_ino(ino);
         // With an owner, the last close of an flock'ed file: the lock goes.
         let lock_owner = lock_owner.map(|o| o.0);
@@ -411,7 +441,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.ok();
             return;
         }
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty("release", reply, fs.release(ino.0, fh.0, lock_owner).await)
         });
     }
@@ -428,6 +458,7 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
+        let op = OpTimer::start("getlk");
         let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
@@ -435,7 +466,7 @@ impl fuser::Filesystem for FuseAdapter {
             typ,
             pid,
         };
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.getlk(ino.0, lock_owner.0, lock).await {
                 Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
                 Err(e) => fail("getlk", reply, e),
@@ -456,6 +487,7 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("setlk");
         let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
@@ -463,7 +495,7 @@ impl fuser::Filesystem for FuseAdapter {
             typ,
             pid,
         };
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let r = fs.setlk(ino.0, lock_owner.0, lock, sleep).await;
             empty("setlk", reply, r)
         });
@@ -477,13 +509,17 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("fsync");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move { empty("fsync", reply, fs.fsync(ino.0, fh.0).await) });
+        self.spawn(op, move |fs| async move {
+            empty("fsync", reply, fs.fsync(ino.0, fh.0).await)
+        });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let op = OpTimer::start("opendir");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => fail("opendir", reply, e),
@@ -499,8 +535,9 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let op = OpTimer::start("readdir");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
                 Ok(entries) => {
                     for (next, e) in entries {
@@ -529,8 +566,9 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let op = OpTimer::start("readdirplus");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
                 Ok(entries) => {
                     let ttl = fs.config().entry_ttl;
@@ -564,8 +602,9 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("releasedir");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
         });
     }
@@ -578,12 +617,14 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _op = OpTimer::start("fsyncdir");
         // Directory changes are committed by Raft before they are acknowledged.
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |fs| async move {
+        let op = OpTimer::start("statfs");
+        self.spawn(op, move |fs| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -601,9 +642,10 @@ impl fuser::Filesystem for FuseAdapter {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
+        let op = OpTimer::start("getxattr");
         let ino = self.core_ino(ino);
         let name = bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(v) => sized(reply, &v, size),
                 Err(e) => fail("getxattr", reply, e),
@@ -612,8 +654,9 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let op = OpTimer::start("listxattr");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -638,9 +681,10 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("setxattr");
         let ino = self.core_ino(ino);
         let (name, value) = (bytes(name), value.to_vec());
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty(
                 "setxattr",
                 reply,
@@ -650,9 +694,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("removexattr");
         let ino = self.core_ino(ino);
         let name = bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty("removexattr", reply, fs.removexattr(ino.0, &name).await)
         });
     }
@@ -669,11 +714,14 @@ impl fuser::Filesystem for FuseAdapter {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let _op = OpTimer::start("ioctl");
         // No ioctls: "not a terminal" is what shells probing files expect.
+        metrics().error("ioctl", libc::ENOTTY);
         reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _op = OpTimer::start("access");
         // default_permissions: the kernel checks permissions itself.
         reply.ok();
     }
@@ -688,8 +736,9 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let op = OpTimer::start("fallocate");
         let ino = self.core_ino(ino);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             empty(
                 "fallocate",
                 reply,
@@ -712,9 +761,10 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let op = OpTimer::start("copy_file_range");
         let ino_in = self.core_ino(ino_in);
         let ino_out = self.core_ino(ino_out);
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             let from = FilePos {
                 ino: ino_in.0,
                 fh: fh_in.0,
@@ -743,9 +793,10 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let op = OpTimer::start("create");
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(move |fs| async move {
+        self.spawn(op, move |fs| async move {
             match fs
                 .create(parent.0, &name, mode & 0o7777, flags, owner)
                 .await

@@ -10,6 +10,7 @@ pub mod fuse;
 pub mod garbage;
 mod handles;
 pub mod locks;
+pub mod metrics;
 pub mod mount;
 mod namespace;
 mod open;

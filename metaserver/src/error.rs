@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::types::NodeId;
 
 /// Errors of the metadata layer. They cross the wire, so they carry strings, not sources.
-#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(
+    thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, strum::IntoStaticStr,
+)]
 pub enum MetaError {
     #[error("no such file or directory")]
     NotFound,

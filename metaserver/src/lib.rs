@@ -11,6 +11,7 @@
 
 pub mod client;
 mod error;
+pub mod metrics;
 pub mod raft_types;
 pub mod request;
 pub mod rpc;

@@ -19,7 +19,7 @@ use crate::types::{GroupId, NodeId};
 /// are sized to stay well below it.
 pub const MAX_FRAME: usize = 64 << 20;
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, strum::IntoStaticStr)]
 pub enum Request {
     Meta {
         group: GroupId,
@@ -64,6 +64,17 @@ pub enum Request {
     Authenticate { token: String },
     /// What this connection may do; answered `Identity` or `Denied`.
     Identity,
+}
+
+impl Request {
+    /// What is asked: a client's request by its own name (`Lookup`), the
+    /// rest by theirs (`Append`, `Vote`, `Status`): a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Meta { req, .. } => req.kind(),
+            other => other.into(),
+        }
+    }
 }
 
 /// Per-group state a node reports in `strata meta status`.

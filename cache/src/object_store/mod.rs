@@ -88,7 +88,12 @@ impl Default for StoreOptions {
     }
 }
 
-/// Opens `file:///abs/dir` or `s3://bucket[/prefix]`.
+fn metered(store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+    Arc::new(crate::metrics::MeteredStore::new(store))
+}
+
+/// Opens `file:///abs/dir` or `s3://bucket[/prefix]`; every request it
+/// makes is counted in the process's metrics.
 pub async fn open_store(
     url: &str,
     opts: &StoreOptions,
@@ -103,16 +108,16 @@ pub async fn open_store(
                 "a file URL needs an absolute path, like file:///var/lib/strata",
             ));
         }
-        return Ok(Arc::new(LocalStore::new(path)?));
+        return Ok(metered(Arc::new(LocalStore::new(path)?)));
     }
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(invalid("name a bucket, like s3://bucket/prefix"));
         }
-        return Ok(Arc::new(
+        return Ok(metered(Arc::new(
             S3Store::new(bucket, prefix.trim_matches('/'), opts).await?,
-        ));
+        )));
     }
     Err(invalid("use s3://bucket/prefix or file:///dir"))
 }

@@ -257,6 +257,23 @@ impl MetaClient {
         origin: Option<Origin>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
+        let kind = req.kind();
+        let start = std::time::Instant::now();
+        let result = self.send_until_answered(g, req, origin, patience).await;
+        crate::metrics::client().done(kind, start, result.is_ok());
+        result
+    }
+
+    async fn send_until_answered(
+        &self,
+        g: GroupId,
+        req: MetaRequest,
+        origin: Option<Origin>,
+        patience: Duration,
+    ) -> Result<MetaResponse, MetaError> {
+        let metrics = crate::metrics::client();
+        let kind = req.kind();
+        let mut tries = 0u32;
         let mut deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Duration::from_millis(20);
         let mut last_err = MetaError::Unavailable("no metaserver reachable".into());
@@ -271,6 +288,10 @@ impl MetaClient {
                 };
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let timeout = ATTEMPT_TIMEOUT.min(left.max(Duration::from_millis(200)));
+                tries += 1;
+                if tries > 1 {
+                    metrics.retried(kind);
+                }
                 match self.pool.call(&addr, body, timeout).await {
                     Ok(Response::Meta(Ok(resp))) => {
                         self.leaders.write().unwrap().insert(g, addr);
@@ -278,6 +299,7 @@ impl MetaClient {
                     }
                     Ok(Response::Meta(Err(MetaError::NotLeader { leader, .. }))) => {
                         tracing::debug!(%addr, group = g, ?leader, "not the leader");
+                        metrics.not_leader(kind);
                         self.leaders.write().unwrap().remove(&g);
                         if let Some((_, hint)) = leader
                             && hint != addr

@@ -25,6 +25,16 @@ pub enum MetaRequest {
     Write(WriteRequest),
 }
 
+impl MetaRequest {
+    /// The request's name (`Lookup`, `Create`, ...): a metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetaRequest::Read(r) => r.into(),
+            MetaRequest::Write(w) => w.into(),
+        }
+    }
+}
+
 impl From<ReadRequest> for MetaRequest {
     fn from(r: ReadRequest) -> Self {
         MetaRequest::Read(r)

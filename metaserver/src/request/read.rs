@@ -8,7 +8,7 @@ use crate::types::*;
 /// machine once it knows that state is current (a read lease or a
 /// confirmed heartbeat); it is never proposed to the Raft log, which takes
 /// only `WriteRequest`s.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum ReadRequest {
     // ---- group 0: the cluster map, filesystems, partitions ----
     GetClusterMap,

@@ -8,7 +8,7 @@ use crate::types::*;
 /// Applied once per replica, in log order; a retried one (same client
 /// origin) is answered from the first application. The log stores it with
 /// the tags of `log_tags`, not its declaration order.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, strum::IntoStaticStr)]
 pub enum WriteRequest {
     // ---- group 0: nodes, filesystems, partitions, ids (`server::ops::cluster`) ----
     /// Records a node and the groups it serves (a one-node cluster does this at bootstrap).

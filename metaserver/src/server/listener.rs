@@ -11,6 +11,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use super::access::Rights;
 use super::{MetaNode, state_machine};
 use crate::MetaError;
+use crate::metrics::{OpenConnection, Served};
 use crate::request::MetaRequest;
 use crate::rpc::FrameSink;
 use crate::transport::{Accepted, Incoming, Listener, ReadHalf};
@@ -92,6 +93,7 @@ async fn serve_connection(
     incoming: Incoming,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let _open = OpenConnection::new();
     let peer = incoming.peer.clone();
     let conn = tokio::select! {
         _ = stop.changed() => return,
@@ -145,6 +147,7 @@ async fn serve_connection(
             }
         };
         let id = frame.id;
+        let served = Served::start(frame.body.kind());
         // A token replaces the connection's rights with its own, which
         // are narrower than any other way in but an unknown peer's.
         if let Request::Authenticate { token } = &frame.body {
@@ -158,7 +161,7 @@ async fn serve_connection(
                     Response::Denied(refusal.to_string())
                 }
             };
-            answer(&writer, id, body).await;
+            answer(&writer, id, body, served).await;
             continue;
         }
         if let Request::Identity = &frame.body {
@@ -166,7 +169,7 @@ async fn serve_connection(
                 Ok(identity) => Response::Identity(identity),
                 Err(refusal) => Response::Denied(refusal.to_string()),
             };
-            answer(&writer, id, body).await;
+            answer(&writer, id, body, served).await;
             continue;
         }
         if let Err(refusal) = node.check(&mut rights, &frame.body).await {
@@ -175,7 +178,7 @@ async fn serve_connection(
                 Request::Meta { .. } => Response::Meta(Err(refusal)),
                 _ => Response::Denied(refusal.to_string()),
             };
-            answer(&writer, id, body).await;
+            answer(&writer, id, body, served).await;
             continue;
         }
         // Point reads under a read lease are answered here: a spawned task
@@ -186,7 +189,9 @@ async fn serve_connection(
                 req: MetaRequest::Read(req),
                 ..
             } if node.answers_inline(group, &req) => {
-                answer(&writer, id, Response::Meta(node.read_local(group, req))).await;
+                crate::metrics::node().lease_read(true);
+                let body = Response::Meta(node.read_local(group, req));
+                answer(&writer, id, body, served).await;
                 continue;
             }
             body => body,
@@ -195,7 +200,7 @@ async fn serve_connection(
         let writer = writer.clone();
         requests.spawn(async move {
             let body = node.handle_frame(body).await;
-            answer(&writer, id, body).await;
+            answer(&writer, id, body, served).await;
         });
         // Reap finished requests so the set stays as small as what is in flight.
         while requests.try_join_next().is_some() {}
@@ -230,12 +235,14 @@ async fn refuse(
     if let Ok(Some(Ok(buf))) = tokio::time::timeout(REFUSAL_WAIT, reader.next()).await
         && let Ok(frame) = wire::decode::<Request>(&buf)
     {
-        answer(writer, frame.id, Response::Denied(why)).await;
+        let served = Served::start(frame.body.kind());
+        answer(writer, frame.id, Response::Denied(why), served).await;
     }
 }
 
-/// Writes the answer to request `id` on its connection.
-async fn answer(writer: &crate::rpc::FrameSink, id: u64, body: Response) {
+/// Writes the answer to request `id` on its connection, counting it.
+async fn answer(writer: &crate::rpc::FrameSink, id: u64, body: Response, served: Served) {
+    served.answered(&body);
     match wire::encode(&Frame { id, body }) {
         Ok(b) => {
             let _ = writer.lock().await.send(b).await;

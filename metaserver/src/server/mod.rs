@@ -157,6 +157,16 @@ impl MetaNode {
     }
 }
 
+impl crate::metrics::GroupSource for MetaNode {
+    fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn group_status(&self) -> Vec<GroupStatus> {
+        self.status()
+    }
+}
+
 /// Where a data dir keeps the address of the node that runs on it, so tools can
 /// find a running embedded metaserver.
 pub fn addr_file(data_dir: &Path) -> PathBuf {

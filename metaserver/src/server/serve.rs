@@ -63,8 +63,10 @@ impl MetaNode {
             && lease.epoch == e
             && tokio::time::Instant::now() < lease.until
         {
+            crate::metrics::node().lease_read(true);
             return Ok(());
         }
+        crate::metrics::node().lease_read(false);
         let asked = tokio::time::Instant::now();
         raft.ensure_linearizable(ReadPolicy::ReadIndex)
             .await

@@ -80,6 +80,8 @@ impl MetaNode {
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
         });
+        let weak: std::sync::Weak<MetaNode> = Arc::downgrade(&node);
+        crate::metrics::watch_groups(weak);
         if let Some(r) = &record {
             for &g in &r.groups {
                 node.start_group(g).await?;

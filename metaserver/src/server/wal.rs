@@ -274,9 +274,11 @@ impl Segment {
             frame(&mut buf, self.next_lsn, p);
             self.next_lsn += 1;
         }
+        let start = std::time::Instant::now();
         self.file
             .write_all_at(&buf, self.offset)
             .and_then(|()| self.file.sync_data())
+            .inspect(|()| crate::metrics::node().fsynced(start))
             .map_err(|e| {
                 let path = self.dir.join(segment_name(self.seq));
                 format!("cannot write {}: {e}", path.display())

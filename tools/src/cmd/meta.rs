@@ -93,6 +93,11 @@ pub struct ServeArgs {
     /// file's metadata.
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9568):
+    /// requests by kind and result, each group's leader, term and indexes,
+    /// log fsync latency. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Whether only this machine can reach `listen`: a Unix socket, or a TCP
@@ -155,6 +160,7 @@ async fn serve(a: ServeArgs) -> CliResult {
         tracing::info!(identity = t.identity(), "TLS with client certificates");
     }
     let mut shutdown = Shutdown::install()?;
+    super::serve_metrics(a.metrics.as_deref(), super::MetricsOf::Node).await?;
     let node = MetaNode::start(NodeConfig {
         id: a.id,
         listen: a.listen,

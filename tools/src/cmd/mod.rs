@@ -156,6 +156,38 @@ pub async fn connect(
     meta_client(&addrs).await
 }
 
+/// What a process's metrics endpoint shows.
+pub enum MetricsOf {
+    /// A mount: FUSE operations, object store and metadata requests (and,
+    /// for the embedded default, its node's too).
+    Mount,
+    /// A metaserver node.
+    Node,
+}
+
+/// Serves the process's metrics on `addr` (`--metrics`), every family
+/// registered so a scrape shows them from the start.
+pub async fn serve_metrics(addr: Option<&str>, of: MetricsOf) -> CliResult {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    match of {
+        MetricsOf::Mount => {
+            strata_fuse::metrics::metrics();
+            strata_cache::metrics::register();
+            strata_meta::metrics::client();
+        }
+        MetricsOf::Node => {
+            strata_meta::metrics::node();
+        }
+    }
+    let bound = strata_metrics::serve(addr)
+        .await
+        .map_err(|e| CliError(format!("--metrics: {e}")))?;
+    tracing::info!(%bound, "metrics at http://{bound}/metrics");
+    Ok(())
+}
+
 /// Splits `a,b,c` into addresses.
 pub fn meta_addrs(s: &str) -> Vec<String> {
     s.split(',')

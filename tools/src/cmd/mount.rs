@@ -102,6 +102,11 @@ pub struct MountArgs {
     /// Log file of a background mount [default: DATA_DIR/mount.log, or /tmp/strata-NAME.log with --meta].
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9567):
+    /// FUSE operations, object store and metadata requests, and the embedded
+    /// metaserver's groups. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 struct Target {
@@ -267,6 +272,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     let target = a.target()?;
     check_mountpoint(&target.dir)?;
     a.check_flags()?;
+    super::serve_metrics(a.metrics.as_deref(), super::MetricsOf::Mount).await?;
     // The embedded default runs its own one-node metaserver.
     let mut node = None;
     // A snapshot of the embedded default is served by the mount already

@@ -1,0 +1,322 @@
+//! What the metadata layer counts. The client side: RPCs by kind (count,
+//! latency, retries, errors, NotLeader redirects). The node side: requests
+//! by kind and result, connections, log fsyncs, read-lease hits, and each
+//! Raft group's leader, term and indexes, read from the groups at scrape
+//! time.
+
+use std::sync::{LazyLock, Mutex, Weak};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::types::{GroupId, NodeId};
+use crate::wire::{GroupStatus, Response};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindResult {
+    kind: &'static str,
+    result: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The client's side: what it asked of the metaservers.
+pub struct ClientMetrics {
+    rpcs: Family<KindLabel, Counter>,
+    durations: Histograms<KindLabel>,
+    retries: Family<KindLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
+    not_leader: Family<KindLabel, Counter>,
+}
+
+static CLIENT: LazyLock<ClientMetrics> = LazyLock::new(|| {
+    let m = ClientMetrics {
+        rpcs: Family::default(),
+        durations: Family::new_with_constructor(strata_metrics::latency_histogram),
+        retries: Family::default(),
+        errors: Family::default(),
+        not_leader: Family::default(),
+    };
+    strata_metrics::register(
+        "meta_rpcs",
+        "Metadata requests made (once each, however many tries), by kind",
+        m.rpcs.clone(),
+    );
+    strata_metrics::register(
+        "meta_rpc_duration_seconds",
+        "Time from a metadata request to its answer, retries included, by kind",
+        m.durations.clone(),
+    );
+    strata_metrics::register(
+        "meta_rpc_retries",
+        "Metadata requests sent again (to another node, or after a pause), by kind",
+        m.retries.clone(),
+    );
+    strata_metrics::register(
+        "meta_rpc_errors",
+        "Metadata requests answered with an error, by kind",
+        m.errors.clone(),
+    );
+    strata_metrics::register(
+        "meta_rpc_not_leader",
+        "Answers from a node that does not lead the group asked, by kind",
+        m.not_leader.clone(),
+    );
+    m
+});
+
+pub fn client() -> &'static ClientMetrics {
+    &CLIENT
+}
+
+impl ClientMetrics {
+    pub(crate) fn retried(&self, kind: &'static str) {
+        self.retries.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn not_leader(&self, kind: &'static str) {
+        self.not_leader.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn done(&self, kind: &'static str, start: Instant, ok: bool) {
+        let label = KindLabel { kind };
+        self.rpcs.get_or_create(&label).inc();
+        self.durations
+            .get_or_create(&label)
+            .observe(strata_metrics::seconds_since(start));
+        if !ok {
+            self.errors.get_or_create(&label).inc();
+        }
+    }
+}
+
+/// The node's side: what it was asked and how its groups stand.
+pub struct NodeMetrics {
+    requests: Family<KindResult, Counter>,
+    durations: Histograms<KindLabel>,
+    connections: Gauge,
+    fsyncs: Histogram,
+    lease_reads: Family<ResultLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
+    let m = NodeMetrics {
+        requests: Family::default(),
+        durations: Family::new_with_constructor(strata_metrics::latency_histogram),
+        connections: Gauge::default(),
+        fsyncs: strata_metrics::latency_histogram(),
+        lease_reads: Family::default(),
+    };
+    strata_metrics::register(
+        "node_requests",
+        "Requests this node answered (clients' and peers'), by kind and result",
+        m.requests.clone(),
+    );
+    strata_metrics::register(
+        "node_request_duration_seconds",
+        "Time from a request's arrival to its answer, by kind",
+        m.durations.clone(),
+    );
+    strata_metrics::register(
+        "node_connections",
+        "Connections open to this node (clients and peers)",
+        m.connections.clone(),
+    );
+    strata_metrics::register(
+        "node_log_fsync_duration_seconds",
+        "Time one write and fdatasync of the Raft log took",
+        m.fsyncs.clone(),
+    );
+    strata_metrics::register(
+        "node_lease_reads",
+        "Reads that needed no leadership check (hit: within a read lease) and those that did (miss)",
+        m.lease_reads.clone(),
+    );
+    strata_metrics::register_collector(GroupCollector);
+    m
+});
+
+pub fn node() -> &'static NodeMetrics {
+    &NODE
+}
+
+/// A request being served, counted with its result when answered.
+pub(crate) struct Served {
+    kind: &'static str,
+    start: Instant,
+}
+
+impl Served {
+    pub(crate) fn start(kind: &'static str) -> Served {
+        Served {
+            kind,
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) fn answered(self, body: &Response) {
+        let m = node();
+        m.requests
+            .get_or_create(&KindResult {
+                kind: self.kind,
+                result: result_of(body),
+            })
+            .inc();
+        m.durations
+            .get_or_create(&KindLabel { kind: self.kind })
+            .observe(strata_metrics::seconds_since(self.start));
+    }
+}
+
+/// "ok", the error's name (`NotLeader`, `NotFound`, ...), "denied", or
+/// "error" for a peer's Raft RPC that failed.
+fn result_of(body: &Response) -> &'static str {
+    match body {
+        Response::Meta(Err(e)) | Response::Join(Err(e)) => e.into(),
+        Response::Digest(Err(e)) => e.into(),
+        Response::Append(Err(_)) | Response::Vote(Err(_)) | Response::Snapshot(Err(_)) => "error",
+        Response::Denied(_) => "denied",
+        _ => "ok",
+    }
+}
+
+/// A connection to this node, counted open while this lives.
+pub(crate) struct OpenConnection;
+
+impl OpenConnection {
+    pub(crate) fn new() -> OpenConnection {
+        node().connections.inc();
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        node().connections.dec();
+    }
+}
+
+impl NodeMetrics {
+    pub(crate) fn fsynced(&self, start: Instant) {
+        self.fsyncs.observe(strata_metrics::seconds_since(start));
+    }
+
+    pub(crate) fn lease_read(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.lease_reads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+}
+
+/// Something whose groups a scrape reports: a running node.
+pub(crate) trait GroupSource: Send + Sync {
+    fn node_id(&self) -> NodeId;
+    fn group_status(&self) -> Vec<GroupStatus>;
+}
+
+/// The nodes this process runs (tests run several; a server one).
+static SOURCES: Mutex<Vec<Weak<dyn GroupSource>>> = Mutex::new(Vec::new());
+
+/// Reports `source`'s groups in the metrics for as long as it lives.
+pub(crate) fn watch_groups(source: Weak<dyn GroupSource>) {
+    LazyLock::force(&NODE);
+    let mut sources = SOURCES.lock().unwrap();
+    sources.retain(|s| s.strong_count() > 0);
+    sources.push(source);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    node: NodeId,
+    group: GroupId,
+}
+
+#[derive(Debug)]
+struct GroupCollector;
+
+impl Collector for GroupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let live: Vec<_> = SOURCES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let groups: Vec<(GroupLabels, GroupStatus)> = live
+            .iter()
+            .flat_map(|s| {
+                let node = s.node_id();
+                s.group_status().into_iter().map(move |g| {
+                    (
+                        GroupLabels {
+                            node,
+                            group: g.group,
+                        },
+                        g,
+                    )
+                })
+            })
+            .collect();
+        type Read = fn(NodeId, &GroupStatus) -> i64;
+        let gauges: [(&str, &str, Read); 6] = [
+            (
+                "raft_is_leader",
+                "1 where this node leads the group, else 0",
+                |node, g| i64::from(g.leader == Some(node)),
+            ),
+            (
+                "raft_has_leader",
+                "1 where this node knows a leader of the group, else 0",
+                |_, g| i64::from(g.leader.is_some()),
+            ),
+            ("raft_term", "The group's current term here", |_, g| {
+                g.term as i64
+            }),
+            (
+                "raft_last_log_index",
+                "Index of the last entry in this node's log of the group",
+                |_, g| g.last_log.unwrap_or(0) as i64,
+            ),
+            (
+                "raft_applied_index",
+                "Index of the last entry this node applied to the group's state",
+                |_, g| g.applied.unwrap_or(0) as i64,
+            ),
+            (
+                "raft_apply_lag",
+                "Entries in this node's log of the group not yet applied",
+                |_, g| {
+                    g.last_log
+                        .unwrap_or(0)
+                        .saturating_sub(g.applied.unwrap_or(0)) as i64
+                },
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, status) in &groups {
+                family
+                    .encode_family(labels)?
+                    .encode_gauge(&read(labels.node, status))?;
+            }
+        }
+        Ok(())
+    }
+}

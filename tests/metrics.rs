@@ -1,0 +1,259 @@
+//! Metrics as an operator sees them: a real Prometheus server (Debian's
+//! `prometheus`, which scripts/test.sh installs) scrapes a mount and the
+//! three nodes of a cluster while a workload runs, and the test asks its
+//! HTTP API whether the counters moved by what the workload did.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A port nobody listens on now (the OS picks it; it is let go at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET http://addr/path` (HTTP/1.0: the server closes).
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    (status.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+}
+
+/// `q` with everything but letters and digits percent-encoded.
+fn url_encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Prometheus {
+    child: Child,
+    addr: String,
+}
+
+impl Prometheus {
+    /// Scrapes each job's targets every second.
+    fn start(dir: &Path, jobs: &[(&str, Vec<String>)]) -> Prometheus {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut config = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+        for (job, targets) in jobs {
+            let list = targets
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            config.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: [{list}]\n"
+            ));
+        }
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .expect("prometheus runs (scripts/test.sh installs Debian's prometheus)");
+        let p = Prometheus { child, addr };
+        until(60, "prometheus to answer", || {
+            http_get(&p.addr, "/-/ready").is_some()
+        });
+        p
+    }
+
+    /// An instant query's samples: each one's labels and value.
+    fn query(&self, q: &str) -> Vec<(serde_json::Value, f64)> {
+        let path = format!("/api/v1/query?query={}", url_encode(q));
+        let Some(body) = http_get(&self.addr, &path) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{q}: {body}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let value = s["value"][1].as_str().unwrap().parse().unwrap();
+                (s["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// The one value of `q`, once there is one.
+    fn value(&self, q: &str) -> Option<f64> {
+        match self.query(q).as_slice() {
+            [(_, v)] => Some(*v),
+            [] => None,
+            many => panic!("{q}: expected one sample, got {many:?}"),
+        }
+    }
+
+    /// Waits until `q` is at least `want` (a counter on its way up) and
+    /// returns what it then is.
+    fn reaches(&self, q: &str, want: f64) -> f64 {
+        let mut last = None;
+        until(60, &format!("{q} to reach {want}"), || {
+            last = self.value(q);
+            last.is_some_and(|v| v >= want)
+        });
+        last.unwrap()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const FILES: usize = 120;
+const FILE_BYTES: usize = 40 << 10;
+
+#[test]
+fn prometheus_sees_what_a_workload_did_on_a_mount_and_a_cluster() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let node_metrics: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let nodes: Vec<MetaServer> = (1..=3)
+        .map(|id| {
+            MetaServer::start_node_with(
+                id,
+                &tmp.path().join(format!("n{id}")),
+                "127.0.0.1:0",
+                &["--metrics", &node_metrics[id as usize - 1]],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    let meta = addrs.join(",");
+    let s3 = S3::start(&tmp.path().join("s3"));
+    format_data(&meta, &s3, &[]);
+
+    let mount_metrics = format!("127.0.0.1:{}", free_port());
+    let mut env = s3.env();
+    env.push(("RUST_LOG", "warn"));
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &["--meta", &meta, "data", "--metrics", &mount_metrics],
+        &env,
+    );
+    let prom = Prometheus::start(
+        &tmp.path().join("prom"),
+        &[
+            ("mount", vec![mount_metrics.clone()]),
+            ("cluster", node_metrics.clone()),
+        ],
+    );
+
+    // The workload: files created and synced (each one's blocks uploaded).
+    let mut rng = Rng(11);
+    for i in 0..FILES {
+        let mut data = vec![0u8; FILE_BYTES];
+        rng.fill(&mut data);
+        write_synced(&mnt.path(&format!("f{i}")), &data);
+    }
+    let written = (FILES * FILE_BYTES) as f64;
+
+    // Files created: exactly the creates the kernel sent, each timed.
+    let creates = prom.reaches(r#"strata_fuse_ops_total{op="create"}"#, FILES as f64);
+    assert_eq!(creates, FILES as f64);
+    let timed = prom.value(r#"strata_fuse_op_duration_seconds_count{op="create"}"#);
+    assert_eq!(timed, Some(FILES as f64));
+    let slowest_bucket =
+        prom.value(r#"strata_fuse_op_duration_seconds_bucket{op="create",le="+Inf"}"#);
+    assert_eq!(slowest_bucket, Some(FILES as f64));
+    // Bytes: what the writes took, all of it sent to the store.
+    let took = prom.reaches("strata_fuse_written_bytes_total", written);
+    assert_eq!(took, written);
+    let put = prom.reaches(r#"strata_object_bytes_total{kind="PUT"}"#, written);
+    assert!(put >= written, "{put} bytes PUT for {written} written");
+    prom.reaches(r#"strata_object_requests_total{kind="PUT"}"#, FILES as f64);
+    // Metadata: at least one create request per file, answered by the
+    // cluster's nodes and made by the mount.
+    prom.reaches(r#"strata_meta_rpcs_total{kind="Create"}"#, FILES as f64);
+    prom.reaches(
+        r#"sum(strata_node_requests_total{job="cluster",kind="Create",result="ok"})"#,
+        FILES as f64,
+    );
+    let latencies = prom.reaches(
+        r#"sum(strata_node_request_duration_seconds_count{job="cluster",kind="Create"})"#,
+        FILES as f64,
+    );
+    assert!(latencies >= FILES as f64);
+    prom.reaches(
+        r#"sum(strata_node_log_fsync_duration_seconds_count{job="cluster"})"#,
+        FILES as f64,
+    );
+
+    // Every group has exactly one leader among the three nodes, and each
+    // node reports every group.
+    let groups = prom.query(r#"count by (group) (strata_raft_term{job="cluster"})"#);
+    assert!(groups.len() >= 2, "group 0 and a partition: {groups:?}");
+    for (labels, nodes) in &groups {
+        assert_eq!(*nodes, 3.0, "group {labels} on every node");
+    }
+    let leaders = prom.query(r#"sum by (group) (strata_raft_is_leader{job="cluster"})"#);
+    assert_eq!(leaders.len(), groups.len(), "{leaders:?}");
+    for (labels, n) in &leaders {
+        assert_eq!(*n, 1.0, "group {labels} has one leader");
+    }
+    mnt.unmount();
+    drop(nodes);
+}
+
+#[test]
+fn metrics_flag_with_a_bad_address_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = strata()
+        .args(["meta", "serve", "--id", "1", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(tmp.path().join("n1"))
+        .args(["--metrics", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--metrics") && err.contains(&addr), "{err}");
+    assert!(
+        !tmp.path().join("n1").exists(),
+        "nothing made in the data dir"
+    );
+}

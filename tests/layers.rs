@@ -4,7 +4,7 @@
 //! source file's paths (`crate::x`, `super::x`, `strata_meta::x`), comments
 //! left out:
 //! - strata-meta: shared modules (`types`, `error`, `request`, `wire`, `transport`,
-//!   `rpc`, `raft_types`) use neither `client` nor `server`; `client` does
+//!   `rpc`, `tls`, `raft_types`, `metrics`) use neither `client` nor `server`; `client` does
 //!   not use `server` (the server may use the client to reach other nodes);
 //! - strata-fuse: the filesystem core does not use the fuser adapter
 //!   (`fuse`, `mount`), and nothing in strata-fuse reaches into the
@@ -52,7 +52,8 @@ fn meta_module(rel: &str) -> &str {
 
 fn meta_layer(module: &str) -> u8 {
     match module {
-        "types" | "error" | "request" | "wire" | "rpc" | "transport" | "tls" | "raft_types" => 0,
+        "types" | "error" | "request" | "wire" | "rpc" | "transport" | "tls" | "raft_types"
+        | "metrics" => 0,
         "client" => 1,
         "server" => 2,
         "lib" => 3,

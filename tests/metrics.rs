@@ -257,3 +257,63 @@ fn metrics_flag_with_a_bad_address_is_refused_before_anything_starts() {
         "nothing made in the data dir"
     );
 }
+
+/// The series a metrics endpoint shows (its lines other than comments).
+fn series(addr: &str) -> Vec<String> {
+    let page = http_get(addr, "/metrics").expect("the mount serves /metrics");
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name).to_string())
+        .collect()
+}
+
+/// Creates files `from..to` spread over 16 directories, 16 at a time.
+fn create_files(root: &Path, from: usize, to: usize) {
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            s.spawn(move || {
+                let dir = root.join(format!("d{t}"));
+                let _ = std::fs::create_dir(&dir);
+                for i in (from..to).filter(|i| i % 16 == t) {
+                    std::fs::File::create(dir.join(format!("f{i}"))).unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn labels_stay_bounded_after_100_000_distinct_files() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            "--data-dir",
+            tmp.path().join("data").to_str().unwrap(),
+            "--metrics",
+            &metrics,
+        ],
+        &[],
+    );
+    create_files(&mnt.dir, 0, 1_000);
+    let before = series(&metrics);
+    create_files(&mnt.dir, 1_000, 100_000);
+    let after = series(&metrics);
+    // Per-file labels would add a series per file; operations, kinds,
+    // errnos and groups are closed sets (background work may add a kind).
+    let new: Vec<_> = after.iter().filter(|s| !before.contains(s)).collect();
+    assert!(
+        new.len() < 100,
+        "{} series before, {} after; new: {new:?}",
+        before.len(),
+        after.len()
+    );
+    let creates = after
+        .iter()
+        .filter(|s| s.starts_with("strata_fuse_ops_total{op=\"create\"}"))
+        .count();
+    assert_eq!(creates, 1, "one series counts every create");
+    mnt.unmount();
+}

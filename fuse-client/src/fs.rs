@@ -148,7 +148,7 @@ impl Filesystem {
             }
             None => None,
         };
-        Ok(Arc::new(Filesystem {
+        let fs = Arc::new(Filesystem {
             buffer_budget: Arc::new(Semaphore::new(config.buffer_size.max(1))),
             upload_slots: Arc::new(Semaphore::new(config.max_uploads.max(1))),
             prefetch_slots: Arc::new(Semaphore::new(config.max_prefetches)),
@@ -162,7 +162,22 @@ impl Filesystem {
             handles: Default::default(),
             cached_pages: Default::default(),
             slice_ids: Mutex::new((0, 0)),
-        }))
+        });
+        crate::metrics::watch_mount(Arc::downgrade(&fs));
+        Ok(fs)
+    }
+
+    /// Bytes of written data held in memory until stored, and the most
+    /// there may be (`FsConfig::buffer_size`).
+    pub fn write_buffer(&self) -> (u64, u64) {
+        let limit = self.config.buffer_size.max(1);
+        let free = self.buffer_budget.available_permits().min(limit);
+        ((limit - free) as u64, limit as u64)
+    }
+
+    /// Commits waiting in the write-back journal (0 without write-back).
+    pub fn writeback_queued(&self) -> usize {
+        self.writeback.as_ref().map_or(0, |wb| wb.queued())
     }
 
     /// The block cache (for statistics).

@@ -1,9 +1,14 @@
-//! What the mount counts of the kernel's requests: operations by type
-//! (count, latency, errors by errno) and the bytes read and written
-//! through them.
+//! What the mount counts: the kernel's requests by type (count, latency,
+//! errors by errno), the bytes read and written through them, prefetches
+//! and waits for write buffer; and, read from the mount at each scrape,
+//! its caches, write buffer and write-back queue.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, Weak};
 use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +34,9 @@ pub struct FuseMetrics {
     errors: Family<ErrorLabels, Counter>,
     read_bytes: Counter,
     written_bytes: Counter,
+    buffer_waits: Histogram,
+    prefetches: Counter,
+    prefetch_failures: Counter,
 }
 
 static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
@@ -38,6 +46,9 @@ static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
         errors: Family::default(),
         read_bytes: Counter::default(),
         written_bytes: Counter::default(),
+        buffer_waits: strata_metrics::latency_histogram(),
+        prefetches: Counter::default(),
+        prefetch_failures: Counter::default(),
     };
     strata_metrics::register(
         "fuse_ops",
@@ -64,6 +75,22 @@ static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
         "Bytes taken by write requests",
         m.written_bytes.clone(),
     );
+    strata_metrics::register(
+        "write_buffer_wait_seconds",
+        "Writes that waited for room in the write buffer, and how long",
+        m.buffer_waits.clone(),
+    );
+    strata_metrics::register(
+        "prefetches",
+        "Blocks fetched ahead of sequential readers",
+        m.prefetches.clone(),
+    );
+    strata_metrics::register(
+        "prefetch_failures",
+        "Prefetches that failed (the reader fetches the block itself)",
+        m.prefetch_failures.clone(),
+    );
+    strata_metrics::register_collector(MountCollector);
     m
 });
 
@@ -79,6 +106,19 @@ impl FuseMetrics {
 
     pub fn written(&self, bytes: usize) {
         self.written_bytes.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn buffer_waited(&self, start: Instant) {
+        self.buffer_waits
+            .observe(strata_metrics::seconds_since(start));
+    }
+
+    pub(crate) fn prefetch_issued(&self) {
+        self.prefetches.inc();
+    }
+
+    pub(crate) fn prefetch_failed(&self) {
+        self.prefetch_failures.inc();
     }
 
     pub fn error(&self, op: &'static str, errno: i32) {
@@ -115,6 +155,123 @@ impl Drop for OpTimer {
         m.durations
             .get_or_create(&label)
             .observe(strata_metrics::seconds_since(self.start));
+    }
+}
+
+/// The mounts this process serves (tests run several; `strata mount` one).
+static MOUNTS: Mutex<Vec<Weak<crate::Filesystem>>> = Mutex::new(Vec::new());
+
+/// Reports `fs`'s caches and queues in the metrics for as long as it lives.
+pub(crate) fn watch_mount(fs: Weak<crate::Filesystem>) {
+    LazyLock::force(&METRICS);
+    let mut mounts = MOUNTS.lock().unwrap();
+    mounts.retain(|m| m.strong_count() > 0);
+    mounts.push(fs);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: &'static str,
+}
+
+/// Sums over the live mounts, read at each scrape.
+#[derive(Debug)]
+struct MountCollector;
+
+impl Collector for MountCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mounts: Vec<_> = MOUNTS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut cache = strata_cache::CacheStats::default();
+        let (mut buffered, mut buffer_limit, mut queued) = (0u64, 0u64, 0u64);
+        for fs in &mounts {
+            let s = fs.cache().stats();
+            cache.mem_bytes += s.mem_bytes;
+            cache.disk_bytes += s.disk_bytes;
+            cache.mem_hits += s.mem_hits;
+            cache.disk_hits += s.disk_hits;
+            cache.store_fetches += s.store_fetches;
+            cache.store_range_fetches += s.store_range_fetches;
+            cache.shared_fetches += s.shared_fetches;
+            let (used, limit) = fs.write_buffer();
+            buffered += used;
+            buffer_limit += limit;
+            queued += fs.writeback_queued() as u64;
+        }
+        let tiers = |mem: u64, disk: u64| {
+            [
+                (TierLabel { tier: "memory" }, mem),
+                (TierLabel { tier: "disk" }, disk),
+            ]
+        };
+        let mut by_tier =
+            |name: &str, help: &str, kind: MetricType, values: [(TierLabel, u64); 2]| {
+                let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+                for (label, v) in &values {
+                    let mut m = family.encode_family(label)?;
+                    match kind {
+                        MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(v, None)?,
+                        _ => m.encode_gauge(v)?,
+                    }
+                }
+                Ok::<(), std::fmt::Error>(())
+            };
+        by_tier(
+            "cache_hits",
+            "Block reads served from the memory or the disk cache",
+            MetricType::Counter,
+            tiers(cache.mem_hits, cache.disk_hits),
+        )?;
+        by_tier(
+            "cache_used_bytes",
+            "Bytes of blocks held by the memory and the disk cache",
+            MetricType::Gauge,
+            tiers(cache.mem_bytes, cache.disk_bytes),
+        )?;
+        let singles: [(&str, &str, MetricType, u64); 5] = [
+            (
+                "cache_misses",
+                "Block reads that went to the object store (whole blocks and ranges)",
+                MetricType::Counter,
+                cache.store_fetches + cache.store_range_fetches,
+            ),
+            (
+                "cache_shared_fetches",
+                "Block reads that waited on a fetch another read had started",
+                MetricType::Counter,
+                cache.shared_fetches,
+            ),
+            (
+                "write_buffer_used_bytes",
+                "Written bytes held in memory until stored",
+                MetricType::Gauge,
+                buffered,
+            ),
+            (
+                "write_buffer_limit_bytes",
+                "The most written bytes memory may hold (--buffer-size)",
+                MetricType::Gauge,
+                buffer_limit,
+            ),
+            (
+                "writeback_queued_commits",
+                "Commits in the write-back journal not yet recorded by the metaserver",
+                MetricType::Gauge,
+                queued,
+            ),
+        ];
+        for (name, help, kind, v) in singles {
+            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+            match kind {
+                MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&v, None)?,
+                _ => m.encode_gauge(&v)?,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -267,9 +267,11 @@ impl Filesystem {
                 };
                 tracing::debug!(key = %key, "prefetch");
                 let cache = cache.clone();
+                crate::metrics::metrics().prefetch_issued();
                 tokio::spawn(async move {
                     let _slot = slot;
                     if let Err(e) = cache.prefetch(&key).await {
+                        crate::metrics::metrics().prefetch_failed();
                         tracing::debug!(key = %key, error = %e, "prefetch failed");
                     }
                 });

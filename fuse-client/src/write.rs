@@ -139,7 +139,13 @@ impl Filesystem {
 
     async fn budget_for(&self, len: usize) -> Option<OwnedSemaphorePermit> {
         let n = len.min(self.config.buffer_size).max(1) as u32;
-        self.buffer_budget.clone().acquire_many_owned(n).await.ok()
+        if let Ok(permit) = self.buffer_budget.clone().try_acquire_many_owned(n) {
+            return Some(permit);
+        }
+        let start = std::time::Instant::now();
+        let permit = self.buffer_budget.clone().acquire_many_owned(n).await.ok();
+        crate::metrics::metrics().buffer_waited(start);
+        permit
     }
 
     /// Stores one block in the background: uploads it, or with write-back

@@ -184,6 +184,16 @@ impl Writeback {
         Ok(attr)
     }
 
+    /// Commits journaled and not yet recorded by the metaserver.
+    pub fn queued(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap()
+            .values()
+            .map(|f| f.count)
+            .sum()
+    }
+
     /// The highest end and the last write of `ino`'s records not
     /// committed yet.
     pub fn pending(&self, ino: Ino) -> Option<(u64, Timestamp)> {

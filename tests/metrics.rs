@@ -317,3 +317,125 @@ fn labels_stay_bounded_after_100_000_distinct_files() {
     assert_eq!(creates, 1, "one series counts every create");
     mnt.unmount();
 }
+
+#[test]
+fn stats_once_shows_what_the_mount_did_during_its_interval() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
+        &[],
+    );
+    let mut stats = strata()
+        .args(["stats", "--once", "--interval", "1"])
+        .arg(&mnt.dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Files are created for as long as the sample lasts.
+    let mut made = 0;
+    while stats.try_wait().unwrap().is_none() {
+        write_synced(&mnt.path(&format!("f{made}")), b"data");
+        made += 1;
+    }
+    let out = stats.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l[prefix.len()..].split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{text}"))
+    };
+    assert!(rate("  create ") > 0.0, "{made} files made:\n{text}");
+    assert!(rate("  fsync ") > 0.0, "{text}");
+    assert!(rate("  PUT ") > 0.0, "{text}");
+    assert!(rate("  Create ") > 0.0, "{text}");
+    let dir = mnt.dir.clone();
+    mnt.unmount();
+    let after = strata()
+        .args(["stats", "--once"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("no running Strata mount"),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}
+
+#[test]
+fn the_access_log_shows_each_operation_with_its_result() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
+        &[],
+    );
+    let mut profile = strata()
+        .args(["profile", "--raw"])
+        .arg(&mnt.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = profile.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Looked up until the log shows a lookup: from then on it hears all.
+    let mut probe = 0;
+    let missing = 'listening: loop {
+        assert!(std::fs::metadata(mnt.path(&format!("probe{probe}"))).is_err());
+        probe += 1;
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            if line.contains("lookup (1,\"probe") {
+                break 'listening line;
+            }
+        }
+        assert!(probe < 600, "the access log never showed a lookup");
+    };
+    assert!(missing.contains("): ENOENT <"), "{missing}");
+    write_synced(&mnt.path("marked"), b"twelve bytes");
+    std::fs::remove_file(mnt.path("marked")).unwrap();
+    let mut seen = Vec::new();
+    until(60, "the unlink in the access log", || {
+        while let Ok(line) = rx.try_recv() {
+            seen.push(line);
+        }
+        seen.iter().any(|l| l.contains("unlink (1,\"marked\")"))
+    });
+    let find = |what: &str| {
+        seen.iter()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{}", seen.join("\n")))
+            .clone()
+    };
+    assert!(find("create (1,\"marked\"").contains("): OK <"));
+    // write (ino,offset,size,fh): twelve bytes at 0.
+    let write = find("] write (");
+    assert!(
+        write.contains(",0,12,") && write.contains("): OK <"),
+        "{write}"
+    );
+    assert!(find("] fsync (").contains("): OK <"));
+    assert!(find("unlink (1,\"marked\")").contains("): OK <"));
+    let _ = profile.kill();
+    let _ = profile.wait();
+    mnt.unmount();
+}

@@ -53,10 +53,7 @@ impl FuseAdapter {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
-            f(fs).await;
-            drop(op);
-        });
+        self.rt.spawn(op.around(f(fs)));
     }
 
     fn entry(op: &'static str, fs: &Filesystem, reply: ReplyEntry, r: Result<Inode, FsError>) {
@@ -127,8 +124,8 @@ impl fuser::Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let op = OpTimer::start("lookup");
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let op = OpTimer::start("lookup", req).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         // A name looked up lately that the kernel let go of (memory
         // pressure, drop_caches): answered here, without a task.
@@ -147,8 +144,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let op = OpTimer::start("getattr");
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let op = OpTimer::start("getattr", req).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         // The common case after a create, unlink or close: the kernel
         // re-reads what it just changed. Answered here, without a task.
@@ -166,7 +163,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -182,7 +179,12 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let op = OpTimer::start("setattr");
+        let op = OpTimer::start("setattr", req).args(|| {
+            format!(
+                "{},mode={:?},uid={:?},gid={:?},size={:?}",
+                ino.0, mode, uid, gid, size
+            )
+        });
         let ino = self.core_ino(ino);
         let set = SetAttr {
             mode: mode.map(|m| m & 0o7777),
@@ -201,8 +203,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let op = OpTimer::start("readlink");
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let op = OpTimer::start("readlink", req).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readlink(ino.0).await {
@@ -222,10 +224,11 @@ impl fuser::Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let op = OpTimer::start("mknod");
+        let mut op = OpTimer::start("mknod", req)
+            .args(|| format!("{},{:?},{:o},{}", parent.0, name, mode, rdev));
         let parent = self.core_ino(parent);
         let Some(k) = kind_from_mode(mode) else {
-            metrics().error("mknod", libc::EINVAL);
+            op.failed(libc::EINVAL);
             reply.error(Errno::EINVAL);
             return;
         };
@@ -247,7 +250,8 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let op = OpTimer::start("mkdir");
+        let op =
+            OpTimer::start("mkdir", req).args(|| format!("{},{:?},{:o}", parent.0, name, mode));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
         self.spawn(op, move |fs| async move {
@@ -256,8 +260,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("unlink");
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("unlink", req).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -265,8 +269,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("rmdir");
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("rmdir", req).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -282,7 +286,8 @@ impl fuser::Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let op = OpTimer::start("symlink");
+        let op = OpTimer::start("symlink", req)
+            .args(|| format!("{},{:?},{:?}", parent.0, link_name, target));
         let parent = self.core_ino(parent);
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
         let owner = owner(req);
@@ -294,7 +299,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -302,7 +307,12 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("rename");
+        let op = OpTimer::start("rename", req).args(|| {
+            format!(
+                "{},{:?},{},{:?},{:?}",
+                parent.0, name, newparent.0, newname, flags
+            )
+        });
         let parent = self.core_ino(parent);
         let newparent = self.core_ino(newparent);
         let (name, newname) = (bytes(name), bytes(newname));
@@ -318,13 +328,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let op = OpTimer::start("link");
+        let op =
+            OpTimer::start("link", req).args(|| format!("{},{},{:?}", ino.0, newparent.0, newname));
         let ino = self.core_ino(ino);
         let newparent = self.core_ino(newparent);
         let newname = bytes(newname);
@@ -334,8 +345,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let op = OpTimer::start("open");
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let op = OpTimer::start("open", req).args(|| format!("{},{:?}", ino.0, flags));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.open_cached(ino.0, flags.0).await {
@@ -353,7 +364,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -362,7 +373,8 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let op = OpTimer::start("read");
+        let op =
+            OpTimer::start("read", req).args(|| format!("{},{},{},{}", ino.0, offset, size, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
@@ -377,7 +389,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -387,7 +399,8 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let op = OpTimer::start("write");
+        let op = OpTimer::start("write", req)
+            .args(|| format!("{},{},{},{}", ino.0, offset, data.len(), fh.0));
         let ino = self.core_ino(ino);
         let data = data.to_vec();
         self.spawn(op, move |fs| async move {
@@ -403,13 +416,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("flush");
+        let op = OpTimer::start("flush", req).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
@@ -425,7 +438,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -433,7 +446,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("release");
+        let op = OpTimer::start("release", req).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         // With an owner, the last close of an flock'ed file: the lock goes.
         let lock_owner = lock_owner.map(|o| o.0);
@@ -448,7 +461,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -458,7 +471,8 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
-        let op = OpTimer::start("getlk");
+        let op = OpTimer::start("getlk", req)
+            .args(|| format!("{},{},{},{},{}", ino.0, start, end, typ, pid));
         let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
@@ -476,7 +490,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         lock_owner: LockOwner,
@@ -487,7 +501,8 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("setlk");
+        let op = OpTimer::start("setlk", req)
+            .args(|| format!("{},{},{},{},{},{}", ino.0, start, end, typ, pid, sleep));
         let ino = self.core_ino(ino);
         let lock = RangeLock {
             start,
@@ -503,21 +518,21 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("fsync");
+        let op = OpTimer::start("fsync", req).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             empty("fsync", reply, fs.fsync(ino.0, fh.0).await)
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let op = OpTimer::start("opendir");
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let op = OpTimer::start("opendir", req).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.opendir(ino.0).await {
@@ -529,13 +544,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let op = OpTimer::start("readdir");
+        let op = OpTimer::start("readdir", req).args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
@@ -560,13 +575,14 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let op = OpTimer::start("readdirplus");
+        let op =
+            OpTimer::start("readdirplus", req).args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
@@ -596,13 +612,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("releasedir");
+        let op = OpTimer::start("releasedir", req).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
@@ -611,19 +627,19 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = OpTimer::start("fsyncdir");
+        let _op = OpTimer::start("fsyncdir", req).args(|| format!("{}", _ino.0));
         // Directory changes are committed by Raft before they are acknowledged.
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let op = OpTimer::start("statfs");
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let op = OpTimer::start("statfs", req).args(|| format!("{}", _ino.0));
         self.spawn(op, move |fs| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
@@ -636,13 +652,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        let op = OpTimer::start("getxattr");
+        let op = OpTimer::start("getxattr", req).args(|| format!("{},{:?},{}", ino.0, name, size));
         let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -653,8 +669,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        let op = OpTimer::start("listxattr");
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        let op = OpTimer::start("listxattr", req).args(|| format!("{},{}", ino.0, size));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.listxattr(ino.0).await {
@@ -673,7 +689,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -681,7 +697,8 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("setxattr");
+        let op = OpTimer::start("setxattr", req)
+            .args(|| format!("{},{:?},{},{}", ino.0, name, value.len(), flags));
         let ino = self.core_ino(ino);
         let (name, value) = (bytes(name), value.to_vec());
         self.spawn(op, move |fs| async move {
@@ -693,8 +710,8 @@ impl fuser::Filesystem for FuseAdapter {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("removexattr");
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let op = OpTimer::start("removexattr", req).args(|| format!("{},{:?}", ino.0, name));
         let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -705,7 +722,7 @@ impl fuser::Filesystem for FuseAdapter {
     #[allow(clippy::too_many_arguments)]
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
@@ -714,21 +731,21 @@ impl fuser::Filesystem for FuseAdapter {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        let _op = OpTimer::start("ioctl");
+        let mut op = OpTimer::start("ioctl", req).args(|| format!("{},{}", _ino.0, _cmd));
         // No ioctls: "not a terminal" is what shells probing files expect.
-        metrics().error("ioctl", libc::ENOTTY);
+        op.failed(libc::ENOTTY);
         reply.error(Errno::ENOTTY);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let _op = OpTimer::start("access");
+    fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _op = OpTimer::start("access", req).args(|| format!("{},{:?}", _ino.0, _mask));
         // default_permissions: the kernel checks permissions itself.
         reply.ok();
     }
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -736,7 +753,8 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("fallocate");
+        let op = OpTimer::start("fallocate", req)
+            .args(|| format!("{},{},{},{}", ino.0, offset, length, mode));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             empty(
@@ -750,7 +768,7 @@ impl fuser::Filesystem for FuseAdapter {
     #[allow(clippy::too_many_arguments)]
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -761,7 +779,12 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let op = OpTimer::start("copy_file_range");
+        let op = OpTimer::start("copy_file_range", req).args(|| {
+            format!(
+                "{},{},{},{},{}",
+                ino_in.0, offset_in, ino_out.0, offset_out, len
+            )
+        });
         let ino_in = self.core_ino(ino_in);
         let ino_out = self.core_ino(ino_out);
         self.spawn(op, move |fs| async move {
@@ -793,7 +816,8 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let op = OpTimer::start("create");
+        let op = OpTimer::start("create", req)
+            .args(|| format!("{},{:?},{:o},{:#x}", parent.0, name, mode, flags));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
         self.spawn(op, move |fs| async move {

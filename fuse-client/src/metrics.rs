@@ -3,6 +3,7 @@
 //! and waits for write buffer; and, read from the mount at each scrape,
 //! its caches, write buffer and write-back queue.
 
+use std::cell::Cell;
 use std::sync::{LazyLock, Mutex, Weak};
 use std::time::Instant;
 
@@ -120,31 +121,65 @@ impl FuseMetrics {
     pub(crate) fn prefetch_failed(&self) {
         self.prefetch_failures.inc();
     }
-
-    pub fn error(&self, op: &'static str, errno: i32) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                op,
-                errno: errno_name(errno),
-            })
-            .inc();
-    }
 }
 
-/// One kernel request being answered: counted, with its duration, when
-/// it is dropped (after the reply, wherever that happens).
+/// One kernel request being answered: counted, with its duration and its
+/// errno if it failed, and written to the access log if anyone reads it,
+/// when it is dropped (after the reply, wherever that happens).
 pub struct OpTimer {
     op: &'static str,
     start: Instant,
+    /// Who asked (uid, gid, pid), for the access log.
+    who: (u32, u32, u32),
+    /// The request's arguments, made only while the access log is read.
+    args: Option<String>,
+    errno: Option<i32>,
+}
+
+tokio::task_local! {
+    /// The errno a spawned request was answered with (set by `failed`).
+    static ERRNO: Cell<Option<i32>>;
 }
 
 impl OpTimer {
-    pub fn start(op: &'static str) -> OpTimer {
+    pub fn start(op: &'static str, req: &fuser::Request) -> OpTimer {
         OpTimer {
             op,
             start: Instant::now(),
+            who: (req.uid(), req.gid(), req.pid()),
+            args: None,
+            errno: None,
         }
     }
+
+    /// The arguments the access log shows, made only if someone reads it.
+    pub fn args(mut self, make: impl FnOnce() -> String) -> OpTimer {
+        if strata_metrics::access_log::active() {
+            self.args = Some(make());
+        }
+        self
+    }
+
+    /// This request was answered with `errno` (answered here, not in a task).
+    pub fn failed(&mut self, errno: i32) {
+        self.errno = Some(errno);
+    }
+
+    /// Runs `answer` (which replies to the kernel) and then counts the
+    /// request with the errno `answer` gave it (see `failed_in_task`).
+    pub async fn around(mut self, answer: impl std::future::Future<Output = ()>) {
+        let errno = ERRNO.scope(Cell::new(None), async {
+            answer.await;
+            ERRNO.with(Cell::get)
+        });
+        self.errno = errno.await;
+    }
+}
+
+/// Notes that the request answered in this task failed with `errno` (its
+/// `OpTimer` reads it once the answer is sent).
+pub fn failed_in_task(errno: i32) {
+    let _ = ERRNO.try_with(|e| e.set(Some(errno)));
 }
 
 impl Drop for OpTimer {
@@ -152,9 +187,35 @@ impl Drop for OpTimer {
         let m = metrics();
         let label = OpLabel { op: self.op };
         m.ops.get_or_create(&label).inc();
+        let took = self.start.elapsed();
         m.durations
             .get_or_create(&label)
-            .observe(strata_metrics::seconds_since(self.start));
+            .observe(took.as_secs_f64());
+        if let Some(errno) = self.errno {
+            m.errors
+                .get_or_create(&ErrorLabels {
+                    op: self.op,
+                    errno: errno_name(errno),
+                })
+                .inc();
+        }
+        if strata_metrics::access_log::active() {
+            let (uid, gid, pid) = self.who;
+            let result = match self.errno {
+                None => "OK".to_string(),
+                Some(e) => match errno_name(e) {
+                    "other" => format!("errno {e}"),
+                    name => name.to_string(),
+                },
+            };
+            strata_metrics::access_log::publish(format!(
+                "{} [uid:{uid},gid:{gid},pid:{pid}] {} ({}): {result} <{:.6}>",
+                strata_metrics::access_log::timestamp(std::time::SystemTime::now() - took),
+                self.op,
+                self.args.as_deref().unwrap_or(""),
+                took.as_secs_f64(),
+            ));
+        }
     }
 }
 
@@ -325,15 +386,33 @@ mod tests {
         assert_eq!(errno_name(4242), "other");
     }
 
-    #[test]
-    fn an_op_is_counted_once_with_its_duration_when_dropped() {
+    fn timer(op: &'static str) -> OpTimer {
+        OpTimer {
+            op,
+            start: Instant::now(),
+            who: (0, 0, 0),
+            args: None,
+            errno: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_op_is_counted_once_with_its_duration_and_errno() {
         let label = OpLabel { op: "test_op" };
+        let error = ErrorLabels {
+            op: "test_op",
+            errno: "ENOENT",
+        };
         let before = metrics().ops.get_or_create(&label).get();
-        drop(OpTimer::start("test_op"));
-        assert_eq!(metrics().ops.get_or_create(&label).get(), before + 1);
+        timer("test_op").around(async {}).await;
+        timer("test_op")
+            .around(async { failed_in_task(libc::ENOENT) })
+            .await;
+        assert_eq!(metrics().ops.get_or_create(&label).get(), before + 2);
+        assert_eq!(metrics().errors.get_or_create(&error).get(), 1);
         let page = strata_metrics::render();
         assert!(
-            page.contains("strata_fuse_op_duration_seconds_count{op=\"test_op\"}"),
+            page.contains("strata_fuse_op_duration_seconds_count{op=\"test_op\"} 2"),
             "{page}"
         );
     }

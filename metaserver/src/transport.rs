@@ -347,11 +347,14 @@ impl Drop for Listener {
 /// Binds a Unix socket at `path` that only this user can connect to. The
 /// socket is made in a fresh directory of mode 0700, set to 0600 and only
 /// then moved to `path`, so at no moment can another user reach it.
-fn bind_private_socket(path: &Path) -> std::io::Result<UnixListener> {
+pub fn bind_private_socket(path: &Path) -> std::io::Result<UnixListener> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other("a socket path needs a directory"))?;
-    let private = dir.join(format!(".meta.sock.{}.tmp", std::process::id()));
+    let name = path
+        .file_name()
+        .map_or("sock".into(), |n| n.to_string_lossy());
+    let private = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&private);
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&private)?;

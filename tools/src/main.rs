@@ -39,6 +39,12 @@ enum Command {
     Format(cmd::format::FormatArgs),
     /// Show metaservers, filesystems and their usage.
     Status(cmd::status::StatusArgs),
+    /// A live view of a running mount: operations per second and latency,
+    /// throughput, cache hit ratio, object store and metadata requests.
+    Stats(cmd::stats::StatsArgs),
+    /// A running mount's access log: every operation with its arguments,
+    /// result and duration (--raw), or a summary by operation and by file.
+    Profile(cmd::profile::ProfileArgs),
     /// Check a filesystem's metadata: entries, link counts, reachability,
     /// unfinished cross-group transactions.
     Fsck(cmd::fsck::FsckArgs),
@@ -115,6 +121,8 @@ fn main() -> std::process::ExitCode {
             Command::Meta(m) => cmd::meta::run(m).await,
             Command::Format(a) => cmd::format::run(a).await,
             Command::Status(a) => cmd::status::run(a).await,
+            Command::Stats(a) => cmd::stats::run(a).await,
+            Command::Profile(a) => cmd::profile::run(a).await,
             Command::Fsck(a) => cmd::fsck::run(a).await,
             Command::Warmup(a) => cmd::warmup::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,

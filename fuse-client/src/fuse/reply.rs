@@ -51,7 +51,7 @@ pub(super) fn fail(op: &'static str, reply: impl ErrorReply, e: FsError) {
         Level::Warn => tracing::warn!(op, errno = e.errno, error = %e, "request failed"),
         Level::Error => tracing::error!(op, errno = e.errno, error = %e, "request failed"),
     }
-    crate::metrics::metrics().error(op, e.errno);
+    crate::metrics::failed_in_task(e.errno);
     reply.error(errno(&e));
 }
 

@@ -14,7 +14,9 @@ pub mod meta;
 pub mod mount;
 pub mod open;
 pub mod place;
+pub mod profile;
 pub mod snapshot;
+pub mod stats;
 pub mod status;
 pub mod token;
 pub mod trash;
@@ -165,12 +167,10 @@ pub enum MetricsOf {
     Node,
 }
 
-/// Serves the process's metrics on `addr` (`--metrics`), every family
-/// registered so a scrape shows them from the start.
+/// Registers every family of the process's metrics, so a scrape (or
+/// `strata stats`) shows them from the start, and serves them on `addr`
+/// when given (`--metrics`).
 pub async fn serve_metrics(addr: Option<&str>, of: MetricsOf) -> CliResult {
-    let Some(addr) = addr else {
-        return Ok(());
-    };
     match of {
         MetricsOf::Mount => {
             strata_fuse::metrics::metrics();
@@ -181,6 +181,9 @@ pub async fn serve_metrics(addr: Option<&str>, of: MetricsOf) -> CliResult {
             strata_meta::metrics::node();
         }
     }
+    let Some(addr) = addr else {
+        return Ok(());
+    };
     let bound = strata_metrics::serve(addr)
         .await
         .map_err(|e| CliError(format!("--metrics: {e}")))?;

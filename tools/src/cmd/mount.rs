@@ -250,13 +250,63 @@ fn which(bin: &str) -> Option<PathBuf> {
     })
 }
 
-/// Where a mount records its pid so `strata umount` can wait for it to finish.
-fn pid_file(dir: &Path) -> PathBuf {
+/// A name for the mount on `dir`, the same for every path to it.
+fn mount_key(dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
     let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let mut h = std::collections::hash_map::DefaultHasher::new();
     canon.hash(&mut h);
-    std::env::temp_dir().join(format!("strata-mount-{:016x}.pid", h.finish()))
+    format!("{:016x}", h.finish())
+}
+
+/// Where a mount records its pid so `strata umount` can wait for it to finish.
+fn pid_file(dir: &Path) -> PathBuf {
+    std::env::temp_dir().join(format!("strata-mount-{}.pid", mount_key(dir)))
+}
+
+/// This user's directory for mounts' control sockets:
+/// `$XDG_RUNTIME_DIR/strata`, or `/tmp/strata-UID`; mode 0700.
+fn runtime_dir() -> PathBuf {
+    let uid = unsafe { libc::geteuid() };
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("strata"),
+        _ => std::env::temp_dir().join(format!("strata-{uid}")),
+    }
+}
+
+/// The control socket of the mount on `dir` (`strata stats` reads it).
+pub fn control_socket(dir: &Path) -> PathBuf {
+    runtime_dir().join(format!("mount-{}.sock", mount_key(dir)))
+}
+
+/// Makes the runtime directory if missing; refuses one that another user
+/// owns or that others may enter, where they could read or replace sockets.
+fn private_runtime_dir() -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = runtime_dir();
+    let _ = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir);
+    let m =
+        std::fs::symlink_metadata(&dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+    let uid = unsafe { libc::geteuid() };
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(CliError(format!(
+            "{} must be a directory of uid {uid} with mode 0700",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Serves the process's metrics on the mount's control socket.
+fn open_control_socket(dir: &Path) -> Result<strata_metrics::ControlSocket, CliError> {
+    private_runtime_dir()?;
+    let path = control_socket(dir);
+    let listener = strata_meta::transport::bind_private_socket(&path)
+        .map_err(|e| CliError(format!("control socket {}: {e}", path.display())))?;
+    Ok(strata_metrics::serve_control(listener, &path))
 }
 
 pub async fn run(a: MountArgs) -> CliResult {
@@ -392,6 +442,10 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
     .map_err(|e| CliError(format!("mounting on {}: {e}", target.dir.display())))?;
     let pidf = pid_file(&target.dir);
     let _ = std::fs::write(&pidf, std::process::id().to_string());
+    // Without it the mount works; only `strata stats` cannot see it.
+    let _control = open_control_socket(&target.dir)
+        .inspect_err(|e| tracing::warn!(error = %e.0, "no control socket for strata stats"))
+        .ok();
     tracing::info!(dir = %target.dir.display(), fs = %target.name, "mounted");
     println!(
         "strata: {} mounted on {}",

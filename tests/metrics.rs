@@ -233,6 +233,47 @@ fn prometheus_sees_what_a_workload_did_on_a_mount_and_a_cluster() {
     for (labels, n) in &leaders {
         assert_eq!(*n, 1.0, "group {labels} has one leader");
     }
+    // The dashboard asks only for metrics the mount and the nodes register
+    // (a family with no series yet, say no errors so far, is not in a
+    // scrape, so the registrations in the sources are the reference).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let registered: String = [
+        "fuse-client/src/metrics.rs",
+        "cache/src/metrics.rs",
+        "metaserver/src/metrics.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+    .collect();
+    let exported: String = std::iter::once(&mount_metrics)
+        .chain(&node_metrics)
+        .map(|a| http_get(a, "/metrics").expect("a scrape"))
+        .collect();
+    let dashboard = std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut asked = 0;
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("strata_"))
+            {
+                asked += 1;
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
+                let short = family.trim_start_matches("strata_");
+                assert!(
+                    exported.lines().any(|l| l.starts_with(name))
+                        || registered.contains(&format!("\"{short}\"")),
+                    "the dashboard's {name} is neither exported nor registered"
+                );
+            }
+        }
+    }
+    assert!(asked > 30, "{asked} series asked for");
     mnt.unmount();
     drop(nodes);
 }

@@ -125,7 +125,8 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let op = OpTimer::start("lookup", req).args(|| format!("{},{:?}", parent.0, name));
+        let op =
+            OpTimer::start("lookup", req, parent.0).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         // A name looked up lately that the kernel let go of (memory
         // pressure, drop_caches): answered here, without a task.
@@ -145,7 +146,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let op = OpTimer::start("getattr", req).args(|| format!("{}", ino.0));
+        let op = OpTimer::start("getattr", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         // The common case after a create, unlink or close: the kernel
         // re-reads what it just changed. Answered here, without a task.
@@ -179,7 +180,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let op = OpTimer::start("setattr", req).args(|| {
+        let op = OpTimer::start("setattr", req, ino.0).args(|| {
             format!(
                 "{},mode={:?},uid={:?},gid={:?},size={:?}",
                 ino.0, mode, uid, gid, size
@@ -204,7 +205,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        let op = OpTimer::start("readlink", req).args(|| format!("{}", ino.0));
+        let op = OpTimer::start("readlink", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readlink(ino.0).await {
@@ -224,7 +225,7 @@ impl fuser::Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let mut op = OpTimer::start("mknod", req)
+        let mut op = OpTimer::start("mknod", req, parent.0)
             .args(|| format!("{},{:?},{:o},{}", parent.0, name, mode, rdev));
         let parent = self.core_ino(parent);
         let Some(k) = kind_from_mode(mode) else {
@@ -250,8 +251,8 @@ impl fuser::Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let op =
-            OpTimer::start("mkdir", req).args(|| format!("{},{:?},{:o}", parent.0, name, mode));
+        let op = OpTimer::start("mkdir", req, parent.0)
+            .args(|| format!("{},{:?},{:o}", parent.0, name, mode));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
         self.spawn(op, move |fs| async move {
@@ -261,7 +262,8 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("unlink", req).args(|| format!("{},{:?}", parent.0, name));
+        let op =
+            OpTimer::start("unlink", req, parent.0).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -270,7 +272,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("rmdir", req).args(|| format!("{},{:?}", parent.0, name));
+        let op = OpTimer::start("rmdir", req, parent.0).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -286,7 +288,7 @@ impl fuser::Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let op = OpTimer::start("symlink", req)
+        let op = OpTimer::start("symlink", req, parent.0)
             .args(|| format!("{},{:?},{:?}", parent.0, link_name, target));
         let parent = self.core_ino(parent);
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
@@ -307,7 +309,7 @@ impl fuser::Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("rename", req).args(|| {
+        let op = OpTimer::start("rename", req, parent.0).args(|| {
             format!(
                 "{},{:?},{},{:?},{:?}",
                 parent.0, name, newparent.0, newname, flags
@@ -334,8 +336,8 @@ impl fuser::Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let op =
-            OpTimer::start("link", req).args(|| format!("{},{},{:?}", ino.0, newparent.0, newname));
+        let op = OpTimer::start("link", req, ino.0)
+            .args(|| format!("{},{},{:?}", ino.0, newparent.0, newname));
         let ino = self.core_ino(ino);
         let newparent = self.core_ino(newparent);
         let newname = bytes(newname);
@@ -346,7 +348,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let op = OpTimer::start("open", req).args(|| format!("{},{:?}", ino.0, flags));
+        let op = OpTimer::start("open", req, ino.0).args(|| format!("{},{:?}", ino.0, flags));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.open_cached(ino.0, flags.0).await {
@@ -373,8 +375,8 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let op =
-            OpTimer::start("read", req).args(|| format!("{},{},{},{}", ino.0, offset, size, fh.0));
+        let op = OpTimer::start("read", req, ino.0)
+            .args(|| format!("{},{},{},{}", ino.0, offset, size, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
@@ -399,7 +401,7 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let op = OpTimer::start("write", req)
+        let op = OpTimer::start("write", req, ino.0)
             .args(|| format!("{},{},{},{}", ino.0, offset, data.len(), fh.0));
         let ino = self.core_ino(ino);
         let data = data.to_vec();
@@ -422,7 +424,7 @@ impl fuser::Filesystem for FuseAdapter {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("flush", req).args(|| format!("{},{}", ino.0, fh.0));
+        let op = OpTimer::start("flush", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
@@ -446,7 +448,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("release", req).args(|| format!("{},{}", ino.0, fh.0));
+        let op = OpTimer::start("release", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         // With an owner, the last close of an flock'ed file: the lock goes.
         let lock_owner = lock_owner.map(|o| o.0);
@@ -471,7 +473,7 @@ impl fuser::Filesystem for FuseAdapter {
         pid: u32,
         reply: fuser::ReplyLock,
     ) {
-        let op = OpTimer::start("getlk", req)
+        let op = OpTimer::start("getlk", req, ino.0)
             .args(|| format!("{},{},{},{},{}", ino.0, start, end, typ, pid));
         let ino = self.core_ino(ino);
         let lock = RangeLock {
@@ -501,7 +503,7 @@ impl fuser::Filesystem for FuseAdapter {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("setlk", req)
+        let op = OpTimer::start("setlk", req, ino.0)
             .args(|| format!("{},{},{},{},{},{}", ino.0, start, end, typ, pid, sleep));
         let ino = self.core_ino(ino);
         let lock = RangeLock {
@@ -524,7 +526,7 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("fsync", req).args(|| format!("{},{}", ino.0, fh.0));
+        let op = OpTimer::start("fsync", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             empty("fsync", reply, fs.fsync(ino.0, fh.0).await)
@@ -532,7 +534,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let op = OpTimer::start("opendir", req).args(|| format!("{}", ino.0));
+        let op = OpTimer::start("opendir", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.opendir(ino.0).await {
@@ -550,7 +552,8 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let op = OpTimer::start("readdir", req).args(|| format!("{},{},{}", ino.0, offset, fh.0));
+        let op =
+            OpTimer::start("readdir", req, ino.0).args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
@@ -581,8 +584,8 @@ impl fuser::Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let op =
-            OpTimer::start("readdirplus", req).args(|| format!("{},{},{}", ino.0, offset, fh.0));
+        let op = OpTimer::start("readdirplus", req, ino.0)
+            .args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
@@ -618,7 +621,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("releasedir", req).args(|| format!("{},{}", ino.0, fh.0));
+        let op = OpTimer::start("releasedir", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
@@ -633,13 +636,13 @@ impl fuser::Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _op = OpTimer::start("fsyncdir", req).args(|| format!("{}", _ino.0));
+        let _op = OpTimer::start("fsyncdir", req, _ino.0).args(|| format!("{}", _ino.0));
         // Directory changes are committed by Raft before they are acknowledged.
         reply.ok();
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let op = OpTimer::start("statfs", req).args(|| format!("{}", _ino.0));
+        let op = OpTimer::start("statfs", req, _ino.0).args(|| format!("{}", _ino.0));
         self.spawn(op, move |fs| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
@@ -658,7 +661,8 @@ impl fuser::Filesystem for FuseAdapter {
         size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        let op = OpTimer::start("getxattr", req).args(|| format!("{},{:?},{}", ino.0, name, size));
+        let op = OpTimer::start("getxattr", req, ino.0)
+            .args(|| format!("{},{:?},{}", ino.0, name, size));
         let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -670,7 +674,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        let op = OpTimer::start("listxattr", req).args(|| format!("{},{}", ino.0, size));
+        let op = OpTimer::start("listxattr", req, ino.0).args(|| format!("{},{}", ino.0, size));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
             match fs.listxattr(ino.0).await {
@@ -697,7 +701,7 @@ impl fuser::Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("setxattr", req)
+        let op = OpTimer::start("setxattr", req, ino.0)
             .args(|| format!("{},{:?},{},{}", ino.0, name, value.len(), flags));
         let ino = self.core_ino(ino);
         let (name, value) = (bytes(name), value.to_vec());
@@ -711,7 +715,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let op = OpTimer::start("removexattr", req).args(|| format!("{},{:?}", ino.0, name));
+        let op = OpTimer::start("removexattr", req, ino.0).args(|| format!("{},{:?}", ino.0, name));
         let ino = self.core_ino(ino);
         let name = bytes(name);
         self.spawn(op, move |fs| async move {
@@ -731,14 +735,14 @@ impl fuser::Filesystem for FuseAdapter {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        let mut op = OpTimer::start("ioctl", req).args(|| format!("{},{}", _ino.0, _cmd));
+        let mut op = OpTimer::start("ioctl", req, _ino.0).args(|| format!("{},{}", _ino.0, _cmd));
         // No ioctls: "not a terminal" is what shells probing files expect.
         op.failed(libc::ENOTTY);
         reply.error(Errno::ENOTTY);
     }
 
     fn access(&self, req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let _op = OpTimer::start("access", req).args(|| format!("{},{:?}", _ino.0, _mask));
+        let _op = OpTimer::start("access", req, _ino.0).args(|| format!("{},{:?}", _ino.0, _mask));
         // default_permissions: the kernel checks permissions itself.
         reply.ok();
     }
@@ -753,7 +757,7 @@ impl fuser::Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let op = OpTimer::start("fallocate", req)
+        let op = OpTimer::start("fallocate", req, ino.0)
             .args(|| format!("{},{},{},{}", ino.0, offset, length, mode));
         let ino = self.core_ino(ino);
         self.spawn(op, move |fs| async move {
@@ -779,7 +783,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let op = OpTimer::start("copy_file_range", req).args(|| {
+        let op = OpTimer::start("copy_file_range", req, ino_in.0).args(|| {
             format!(
                 "{},{},{},{},{}",
                 ino_in.0, offset_in, ino_out.0, offset_out, len
@@ -816,7 +820,7 @@ impl fuser::Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let op = OpTimer::start("create", req)
+        let op = OpTimer::start("create", req, parent.0)
             .args(|| format!("{},{:?},{:o},{:#x}", parent.0, name, mode, flags));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));

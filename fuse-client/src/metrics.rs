@@ -128,6 +128,9 @@ impl FuseMetrics {
 /// when it is dropped (after the reply, wherever that happens).
 pub struct OpTimer {
     op: &'static str,
+    /// The inode asked about (the parent, for operations on a name), as
+    /// the kernel numbers it.
+    ino: u64,
     start: Instant,
     /// Who asked (uid, gid, pid), for the access log.
     who: (u32, u32, u32),
@@ -142,9 +145,10 @@ tokio::task_local! {
 }
 
 impl OpTimer {
-    pub fn start(op: &'static str, req: &fuser::Request) -> OpTimer {
+    pub fn start(op: &'static str, req: &fuser::Request, ino: u64) -> OpTimer {
         OpTimer {
             op,
+            ino,
             start: Instant::now(),
             who: (req.uid(), req.gid(), req.pid()),
             args: None,
@@ -167,12 +171,16 @@ impl OpTimer {
 
     /// Runs `answer` (which replies to the kernel) and then counts the
     /// request with the errno `answer` gave it (see `failed_in_task`).
+    /// Everything logged while answering, down to the metadata RPCs it
+    /// makes, carries the operation and the inode (a `fuse` span).
     pub async fn around(mut self, answer: impl std::future::Future<Output = ()>) {
+        use tracing::Instrument;
+        let span = tracing::info_span!("fuse", op = self.op, ino = self.ino);
         let errno = ERRNO.scope(Cell::new(None), async {
             answer.await;
             ERRNO.with(Cell::get)
         });
-        self.errno = errno.await;
+        self.errno = errno.instrument(span).await;
     }
 }
 
@@ -389,6 +397,7 @@ mod tests {
     fn timer(op: &'static str) -> OpTimer {
         OpTimer {
             op,
+            ino: 1,
             start: Instant::now(),
             who: (0, 0, 0),
             args: None,

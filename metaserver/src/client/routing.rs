@@ -257,9 +257,22 @@ impl MetaClient {
         origin: Option<Origin>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
+        use tracing::Instrument;
         let kind = req.kind();
         let start = std::time::Instant::now();
-        let result = self.send_until_answered(g, req, origin, patience).await;
+        // The same client and seq name the write in the nodes' logs (the
+        // `request` span and the apply), so one operation can be followed.
+        let span = tracing::info_span!(
+            "meta_rpc",
+            kind,
+            group = g,
+            client = origin.map(|o| o.client),
+            seq = origin.map(|o| o.seq)
+        );
+        let result = self
+            .send_until_answered(g, req, origin, patience)
+            .instrument(span)
+            .await;
         crate::metrics::client().done(kind, start, result.is_ok());
         result
     }

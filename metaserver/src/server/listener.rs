@@ -16,6 +16,7 @@ use crate::request::MetaRequest;
 use crate::rpc::FrameSink;
 use crate::transport::{Accepted, Incoming, Listener, ReadHalf};
 use crate::wire::{self, Frame, Request, Response};
+use tracing::Instrument;
 
 impl MetaNode {
     async fn handle_frame(&self, req: Request) -> Response {
@@ -196,12 +197,16 @@ async fn serve_connection(
             }
             body => body,
         };
+        let span = request_span(&body);
         let node = node.clone();
         let writer = writer.clone();
-        requests.spawn(async move {
-            let body = node.handle_frame(body).await;
-            answer(&writer, id, body, served).await;
-        });
+        requests.spawn(
+            async move {
+                let body = node.handle_frame(body).await;
+                answer(&writer, id, body, served).await;
+            }
+            .instrument(span),
+        );
         // Reap finished requests so the set stays as small as what is in flight.
         while requests.try_join_next().is_some() {}
         // A peer that sends faster than its requests finish waits here: the
@@ -216,6 +221,22 @@ async fn serve_connection(
     }
     // Requests already taken still get their answers.
     while requests.join_next().await.is_some() {}
+}
+
+/// What a client's request logs carry: its kind and group and, for a
+/// write, the client and sequence number its `meta_rpc` span shows too.
+fn request_span(body: &Request) -> tracing::Span {
+    match body {
+        Request::Meta { group, origin, .. } => tracing::info_span!(
+            "request",
+            kind = body.kind(),
+            group,
+            client = origin.map(|o| o.client),
+            seq = origin.map(|o| o.seq)
+        ),
+        // Raft traffic: too frequent for a span of its own at info.
+        _ => tracing::debug_span!("request", kind = body.kind()),
+    }
 }
 
 /// Requests of one connection being served at once. A client keeps far

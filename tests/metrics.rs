@@ -220,14 +220,30 @@ fn prometheus_sees_what_a_workload_did_on_a_mount_and_a_cluster() {
         r#"sum(strata_node_log_fsync_duration_seconds_count{job="cluster"})"#,
         FILES as f64,
     );
+    prom.reaches(
+        r#"sum(strata_node_proposal_duration_seconds_count{job="cluster",result="ok"})"#,
+        FILES as f64,
+    );
+    // Usage, from each group's leader: the files and their bytes (and the
+    // root directory) of the one filesystem.
+    let inodes = prom.reaches(
+        r#"sum(strata_fs_inodes{job="cluster"})"#,
+        FILES as f64 + 1.0,
+    );
+    assert_eq!(inodes, FILES as f64 + 1.0);
+    let bytes = prom.reaches(r#"sum(strata_fs_bytes{job="cluster"})"#, written);
+    assert_eq!(bytes, written);
+    let dbs = prom.reaches(r#"count(strata_node_db_bytes{job="cluster"} > 0)"#, 3.0);
+    assert_eq!(dbs, 3.0, "every node's database");
 
     // Every group has exactly one leader among the three nodes, and each
     // node reports every group.
-    let groups = prom.query(r#"count by (group) (strata_raft_term{job="cluster"})"#);
-    assert!(groups.len() >= 2, "group 0 and a partition: {groups:?}");
-    for (labels, nodes) in &groups {
-        assert_eq!(*nodes, 3.0, "group {labels} on every node");
-    }
+    // (Each node is scraped on its own schedule: wait for all three.)
+    let mut groups = Vec::new();
+    until(60, "every node to report every group", || {
+        groups = prom.query(r#"count by (group) (strata_raft_term{job="cluster"})"#);
+        groups.len() >= 2 && groups.iter().all(|(_, nodes)| *nodes == 3.0)
+    });
     let leaders = prom.query(r#"sum by (group) (strata_raft_is_leader{job="cluster"})"#);
     assert_eq!(leaders.len(), groups.len(), "{leaders:?}");
     for (labels, n) in &leaders {

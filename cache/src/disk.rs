@@ -406,6 +406,7 @@ impl DiskCache {
             }
             fits
         };
+        crate::metrics::metrics().evicted("disk", victims.len() as u64);
         for k in victims {
             let _ = std::fs::remove_file(self.path(&k));
         }

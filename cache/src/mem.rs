@@ -46,6 +46,11 @@ impl MemCache {
             // moka weighs in u32; a block over 4 GiB does not fit anyway.
             .weigher(|_key: &String, data: &Bytes| u32::try_from(data.len()).unwrap_or(u32::MAX))
             .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(|_key, _data, cause| {
+                if cause.was_evicted() {
+                    crate::metrics::metrics().evicted("memory", 1);
+                }
+            })
             .build();
         MemCache {
             cache,
@@ -115,6 +120,7 @@ impl MemCache {
                 continue;
             }
             if let Some(gone) = self.cache.remove(&key) {
+                crate::metrics::metrics().evicted("memory", 1);
                 used = used.saturating_sub(gone.len() as u64);
             }
         }

@@ -1,7 +1,8 @@
 //! What the client counts of its object store: requests by kind (count,
 //! latency, bytes, errors, retries), counted per attempt by
 //! `MeteredStore` at the bottom of the stack and per retry by
-//! `RetryingStore` above it.
+//! `RetryingStore` above it; and blocks the caches evicted. (Hits, misses
+//! and sizes are `BlockCache::stats`, which the mount reports.)
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -20,12 +21,18 @@ struct KindLabel {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: &'static str,
+}
+
 pub(crate) struct StoreMetrics {
     requests: Family<KindLabel, Counter>,
     durations: Family<KindLabel, Histogram, fn() -> Histogram>,
     bytes: Family<KindLabel, Counter>,
     errors: Family<KindLabel, Counter>,
     retries: Family<KindLabel, Counter>,
+    evictions: Family<TierLabel, Counter>,
 }
 
 static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
@@ -35,6 +42,7 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         bytes: Family::default(),
         errors: Family::default(),
         retries: Family::default(),
+        evictions: Family::default(),
     };
     strata_metrics::register(
         "object_requests",
@@ -61,6 +69,21 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         "Object store requests repeated after a transient failure, by kind",
         m.retries.clone(),
     );
+    strata_metrics::register(
+        "cache_evictions",
+        "Blocks the memory or the disk cache let go of to make room",
+        m.evictions.clone(),
+    );
+    // Every kind and tier shown from the start, at zero.
+    for kind in ["PUT", "GET", "DELETE", "LIST"] {
+        let label = KindLabel { kind };
+        let _ = m.requests.get_or_create(&label);
+        let _ = m.errors.get_or_create(&label);
+        let _ = m.retries.get_or_create(&label);
+    }
+    for tier in ["memory", "disk"] {
+        let _ = m.evictions.get_or_create(&TierLabel { tier });
+    }
     m
 });
 
@@ -75,6 +98,14 @@ pub fn register() {
 }
 
 impl StoreMetrics {
+    pub(crate) fn evicted(&self, tier: &'static str, blocks: u64) {
+        if blocks > 0 {
+            self.evictions
+                .get_or_create(&TierLabel { tier })
+                .inc_by(blocks);
+        }
+    }
+
     pub(crate) fn retried(&self, kind: &'static str) {
         self.retries.get_or_create(&KindLabel { kind }).inc();
     }

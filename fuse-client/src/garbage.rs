@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::{FsError, FsResult};
 use crate::fs::Filesystem;
+use crate::metrics::metrics;
 use crate::slices::resolve;
 
 /// A hold keeps an unlinked file that is open here this long, renewed well
@@ -63,6 +64,11 @@ impl Waiting {
 }
 
 impl Compactor {
+    /// Chunks waiting for their turn.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.lock().unwrap().len()
+    }
+
     pub fn new(chunk_size: u64) -> Self {
         Compactor {
             chunk_size,
@@ -191,6 +197,7 @@ impl Filesystem {
                     break;
                 }
                 let n = self.meta.purge_trash(g, PAGE).await?;
+                metrics().purged(n);
                 pass.purged_inodes += n;
                 if n < PAGE as u64 {
                     break;
@@ -206,6 +213,7 @@ impl Filesystem {
                     .filter(|d| age(d.queued) >= self.config.deletion_delay)
                     .collect();
                 let (slices, objects) = self.delete_slices(&ready).await;
+                metrics().deleted(slices.len() as u64, objects);
                 pass.deleted_objects += objects;
                 pass.deleted_slices += slices.len() as u64;
                 if !slices.is_empty() {
@@ -366,6 +374,9 @@ impl Filesystem {
             len: end - start,
         };
         let done = self.meta.compact_chunk(ino, index, old, new).await?;
+        if done {
+            metrics().compacted();
+        }
         if done && let Some(of) = self.handles.file(ino) {
             of.data.lock().await.chunks.remove(&index);
         }

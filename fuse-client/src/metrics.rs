@@ -1,7 +1,8 @@
 //! What the mount counts: the kernel's requests by type (count, latency,
-//! errors by errno), the bytes read and written through them, prefetches
-//! and waits for write buffer; and, read from the mount at each scrape,
-//! its caches, write buffer and write-back queue.
+//! errors by errno), the bytes read and written through them, prefetches,
+//! waits for write buffer, garbage purged and deleted, chunks compacted;
+//! and, read from the mount at each scrape, its caches, write buffer,
+//! write-back queue and chunks waiting for compaction.
 
 use std::cell::Cell;
 use std::sync::{LazyLock, Mutex, Weak};
@@ -38,6 +39,10 @@ pub struct FuseMetrics {
     buffer_waits: Histogram,
     prefetches: Counter,
     prefetch_failures: Counter,
+    purged_inodes: Counter,
+    deleted_slices: Counter,
+    deleted_objects: Counter,
+    compactions: Counter,
 }
 
 static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
@@ -50,6 +55,10 @@ static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
         buffer_waits: strata_metrics::latency_histogram(),
         prefetches: Counter::default(),
         prefetch_failures: Counter::default(),
+        purged_inodes: Counter::default(),
+        deleted_slices: Counter::default(),
+        deleted_objects: Counter::default(),
+        compactions: Counter::default(),
     };
     strata_metrics::register(
         "fuse_ops",
@@ -91,6 +100,26 @@ static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
         "Prefetches that failed (the reader fetches the block itself)",
         m.prefetch_failures.clone(),
     );
+    strata_metrics::register(
+        "trash_purged_inodes",
+        "Inodes purged from the trash by this client's garbage passes",
+        m.purged_inodes.clone(),
+    );
+    strata_metrics::register(
+        "deleted_slices",
+        "Slices whose objects this client deleted (after the deletion delay)",
+        m.deleted_slices.clone(),
+    );
+    strata_metrics::register(
+        "deleted_objects",
+        "Objects this client deleted from the store",
+        m.deleted_objects.clone(),
+    );
+    strata_metrics::register(
+        "compactions",
+        "Chunks this client compacted into one slice",
+        m.compactions.clone(),
+    );
     strata_metrics::register_collector(MountCollector);
     m
 });
@@ -120,6 +149,19 @@ impl FuseMetrics {
 
     pub(crate) fn prefetch_failed(&self) {
         self.prefetch_failures.inc();
+    }
+
+    pub(crate) fn purged(&self, inodes: u64) {
+        self.purged_inodes.inc_by(inodes);
+    }
+
+    pub(crate) fn deleted(&self, slices: u64, objects: u64) {
+        self.deleted_slices.inc_by(slices);
+        self.deleted_objects.inc_by(objects);
+    }
+
+    pub(crate) fn compacted(&self) {
+        self.compactions.inc();
     }
 }
 
@@ -257,6 +299,7 @@ impl Collector for MountCollector {
             .collect();
         let mut cache = strata_cache::CacheStats::default();
         let (mut buffered, mut buffer_limit, mut queued) = (0u64, 0u64, 0u64);
+        let mut to_compact = 0u64;
         for fs in &mounts {
             let s = fs.cache().stats();
             cache.mem_bytes += s.mem_bytes;
@@ -270,6 +313,7 @@ impl Collector for MountCollector {
             buffered += used;
             buffer_limit += limit;
             queued += fs.writeback_queued() as u64;
+            to_compact += fs.compactor.waiting() as u64;
         }
         let tiers = |mem: u64, disk: u64| {
             [
@@ -301,7 +345,13 @@ impl Collector for MountCollector {
             MetricType::Gauge,
             tiers(cache.mem_bytes, cache.disk_bytes),
         )?;
-        let singles: [(&str, &str, MetricType, u64); 5] = [
+        let singles: [(&str, &str, MetricType, u64); 6] = [
+            (
+                "compaction_waiting_chunks",
+                "Crowded chunks waiting for their compaction",
+                MetricType::Gauge,
+                to_compact,
+            ),
             (
                 "cache_misses",
                 "Block reads that went to the object store (whole blocks and ranges)",

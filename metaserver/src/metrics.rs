@@ -1,8 +1,8 @@
 //! What the metadata layer counts. The client side: RPCs by kind (count,
 //! latency, retries, errors, NotLeader redirects). The node side: requests
-//! by kind and result, connections, log fsyncs, read-lease hits, and each
-//! Raft group's leader, term and indexes, read from the groups at scrape
-//! time.
+//! by kind and result, connections, proposals, log fsyncs, read-lease
+//! hits, snapshots built; and, read at scrape time, the database's size
+//! and each Raft group's leader, term and indexes.
 
 use std::sync::{LazyLock, Mutex, Weak};
 use std::time::Instant;
@@ -108,6 +108,9 @@ pub struct NodeMetrics {
     connections: Gauge,
     fsyncs: Histogram,
     lease_reads: Family<ResultLabel, Counter>,
+    proposals: Histograms<ResultLabel>,
+    snapshots: Histogram,
+    snapshot_bytes: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,6 +125,9 @@ static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
         connections: Gauge::default(),
         fsyncs: strata_metrics::latency_histogram(),
         lease_reads: Family::default(),
+        proposals: Family::new_with_constructor(strata_metrics::latency_histogram),
+        snapshots: strata_metrics::latency_histogram(),
+        snapshot_bytes: Gauge::default(),
     };
     strata_metrics::register(
         "node_requests",
@@ -147,6 +153,22 @@ static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
         "node_lease_reads",
         "Reads that needed no leadership check (hit: within a read lease) and those that did (miss)",
         m.lease_reads.clone(),
+    );
+    strata_metrics::register(
+        "node_proposal_duration_seconds",
+        "Time from proposing a write to its group's log to its result (ok: \
+         committed and applied; error: refused, as by a node not leading)",
+        m.proposals.clone(),
+    );
+    strata_metrics::register(
+        "node_snapshot_duration_seconds",
+        "Snapshots of a group's state this node built, and how long each took",
+        m.snapshots.clone(),
+    );
+    strata_metrics::register(
+        "node_last_snapshot_bytes",
+        "Size of the last snapshot this node built",
+        m.snapshot_bytes.clone(),
     );
     strata_metrics::register_collector(GroupCollector);
     m
@@ -217,6 +239,18 @@ impl NodeMetrics {
         self.fsyncs.observe(strata_metrics::seconds_since(start));
     }
 
+    pub(crate) fn proposed(&self, start: Instant, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.proposals
+            .get_or_create(&ResultLabel { result })
+            .observe(strata_metrics::seconds_since(start));
+    }
+
+    pub(crate) fn snapshot_built(&self, start: Instant, bytes: u64) {
+        self.snapshots.observe(strata_metrics::seconds_since(start));
+        self.snapshot_bytes.set(bytes as i64);
+    }
+
     pub(crate) fn lease_read(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.lease_reads
@@ -229,6 +263,11 @@ impl NodeMetrics {
 pub(crate) trait GroupSource: Send + Sync {
     fn node_id(&self) -> NodeId;
     fn group_status(&self) -> Vec<GroupStatus>;
+    /// Bytes of the node's database file.
+    fn db_bytes(&self) -> u64;
+    /// Inodes and bytes per filesystem in each group this node leads
+    /// (one report per group across the cluster).
+    fn led_usage(&self) -> Vec<(GroupId, crate::types::FsId, crate::types::Usage)>;
 }
 
 /// The nodes this process runs (tests run several; a server one).
@@ -246,6 +285,18 @@ pub(crate) fn watch_groups(source: Weak<dyn GroupSource>) {
 struct GroupLabels {
     node: NodeId,
     group: GroupId,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: NodeId,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UsageLabels {
+    node: NodeId,
+    group: GroupId,
+    fs: crate::types::FsId,
 }
 
 #[derive(Debug)]
@@ -309,6 +360,44 @@ impl Collector for GroupCollector {
                 },
             ),
         ];
+        let mut db = encoder.encode_descriptor(
+            "node_db_bytes",
+            "Size of the node's database file (redb)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &live {
+            let node = NodeLabel { node: s.node_id() };
+            db.encode_family(&node)?.encode_gauge(&s.db_bytes())?;
+        }
+        let usage: Vec<_> = live
+            .iter()
+            .flat_map(|s| {
+                let node = s.node_id();
+                s.led_usage()
+                    .into_iter()
+                    .map(move |(group, fs, u)| (UsageLabels { node, group, fs }, u))
+            })
+            .collect();
+        type Part = fn(&crate::types::Usage) -> u64;
+        let parts: [(&str, &str, Part); 2] = [
+            (
+                "fs_inodes",
+                "Inodes of a filesystem in one group (its partition there), trash included, from the group's leader",
+                |u| u.inodes,
+            ),
+            (
+                "fs_bytes",
+                "Bytes of a filesystem's files in one group, trash included, from the group's leader",
+                |u| u.bytes,
+            ),
+        ];
+        for (name, help, read) in parts {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, u) in &usage {
+                family.encode_family(labels)?.encode_gauge(&read(u))?;
+            }
+        }
         for (name, help, read) in gauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, status) in &groups {

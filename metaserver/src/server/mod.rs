@@ -93,6 +93,8 @@ pub struct MetaNode {
     fs_ids: std::sync::Mutex<HashMap<String, FsId>>,
     /// Parents found for clients confined to a subtree (see `subtree`).
     parent_memory: subtree::ParentMemory,
+    /// Where the node keeps its database, logs and snapshots.
+    data_dir: PathBuf,
     snapshot_dir: PathBuf,
     snapshot_logs: u64,
     /// The logs and votes of all groups, one fsync per batch (see `Wal`).
@@ -164,6 +166,23 @@ impl crate::metrics::GroupSource for MetaNode {
 
     fn group_status(&self) -> Vec<GroupStatus> {
         self.status()
+    }
+
+    fn db_bytes(&self) -> u64 {
+        std::fs::metadata(self.data_dir.join("meta.redb")).map_or(0, |m| m.len())
+    }
+
+    fn led_usage(&self) -> Vec<(GroupId, FsId, Usage)> {
+        self.status()
+            .into_iter()
+            .filter(|g| g.leader == Some(self.id))
+            .flat_map(|g| {
+                state_machine::usage_by_fs(&self.db, g.group)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |(fs, u)| (g.group, fs, u))
+            })
+            .collect()
     }
 }
 

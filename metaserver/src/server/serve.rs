@@ -152,14 +152,16 @@ impl MetaNode {
         {
             return Err(refused);
         }
-        match raft
+        let proposed = std::time::Instant::now();
+        let written = raft
             .client_write(LogRequest {
                 req,
                 origin,
                 at: Timestamp::now(),
             })
-            .await
-        {
+            .await;
+        crate::metrics::node().proposed(proposed, written.is_ok());
+        match written {
             Ok(resp) => resp.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(MetaError::NotLeader {

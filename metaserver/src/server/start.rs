@@ -73,6 +73,7 @@ impl MetaNode {
             tls: cfg.tls.clone(),
             fs_ids: Default::default(),
             parent_memory: Default::default(),
+            data_dir: cfg.data_dir.clone(),
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
             wal,

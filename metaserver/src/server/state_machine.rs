@@ -17,7 +17,7 @@ use crate::raft_types::{
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops;
 use crate::server::store::{self, APPLIED, DbError, RAFT, Rows, RowsMut, SM, key};
-use crate::types::GroupId;
+use crate::types::{FsId, GroupId, Usage};
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -267,8 +267,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
+        let start = std::time::Instant::now();
         let (meta, path) = self.blocking(|sm| sm.build()).await.map_err(io_err)?;
         let file = tokio::fs::File::open(&path).await?;
+        let bytes = file.metadata().await.map_or(0, |m| m.len());
+        crate::metrics::node().snapshot_built(start, bytes);
         Ok(Snapshot {
             meta,
             snapshot: file,
@@ -416,6 +419,22 @@ pub fn early_refusal(
     let tx = db.begin_read()?;
     let t = tx.open_table(SM)?;
     crate::server::ops::snapshot::freeze_refusal(&t, g, req, crate::types::Timestamp::now())
+}
+
+/// Inodes and bytes of each filesystem with rows in group `g` (its
+/// partition there), trash included, as `Usage` reads them.
+pub fn usage_by_fs(db: &Database, g: GroupId) -> Result<Vec<(FsId, Usage)>, DbError> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(SM)?;
+    let prefix = key::usage_prefix(g);
+    // A filesystem per row: far fewer than a page.
+    t.scan(&prefix, None, 100_000)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let fs = FsId::from_be_bytes(k.get(prefix.len()..)?.try_into().ok()?);
+            Some(store::decode(&v).map(|u| (fs, u)))
+        })
+        .collect()
 }
 
 pub fn read(

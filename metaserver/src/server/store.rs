@@ -247,6 +247,10 @@ pub mod key {
         k.extend_from_slice(&id.to_be_bytes());
         k
     }
+    /// Every filesystem's usage row in group `g`.
+    pub fn usage_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, USAGE)
+    }
     pub fn usage(g: GroupId, fs: FsId) -> Vec<u8> {
         let mut k = tagged(g, USAGE);
         k.extend_from_slice(&fs.to_be_bytes());

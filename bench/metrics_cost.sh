@@ -4,8 +4,12 @@
 # as Prometheus would) and by a build from before metrics existed (BASE,
 # default 6915f7c), measured in interleaved rounds with `juicefs bench`
 # (big and small files, stat) and bench/meta_ops.py (create, stat, rename,
-# unlink, mkdir/rmdir, one thread). Prints every run and, at the end, the
-# median of each column and metrics/base.
+# unlink, mkdir/rmdir, one thread). The mounts run on core 0 and the
+# workloads on core 1 (taskset) where there are two cores, and the CPU time
+# each mount process spent on a round is counted too: on a small machine
+# throughput swings more between rounds than metrics cost, CPU time less.
+# Prints every run and, at the end, the median of each column and
+# metrics/base.
 #
 # usage: bench/metrics_cost.sh [ROUNDS] [BASE]   (default 5 rounds; needs root)
 # Not a test: numbers depend on the machine.
@@ -34,30 +38,44 @@ cp "$root/target/release/strata" "$work/strata-base"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
 cp "$root/target/release/strata" "$work/strata-metrics"
 
+mount_cpu=()
+load_cpu=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  mount_cpu=(taskset -c 0)
+  load_cpu=(taskset -c 1)
+fi
 port=$((19000 + RANDOM % 1000))
 mkdir -p "$work/mnt-base" "$work/mnt-metrics"
-"$work/strata-base" mount -d --data-dir "$work/data-base" "$work/mnt-base" >/dev/null
+declare -A pid
+started=$("${mount_cpu[@]}" "$work/strata-base" mount -d --data-dir "$work/data-base" "$work/mnt-base")
 mounts+=("$work/mnt-base")
-"$work/strata-metrics" mount -d --data-dir "$work/data-metrics" --metrics "127.0.0.1:$port" \
-  "$work/mnt-metrics" >/dev/null
+pid[base]=$(echo "$started" | sed -n 's/.*(pid \([0-9]*\).*/\1/p')
+started=$("${mount_cpu[@]}" "$work/strata-metrics" mount -d --data-dir "$work/data-metrics" \
+  --metrics "127.0.0.1:$port" "$work/mnt-metrics")
 mounts+=("$work/mnt-metrics")
+pid[metrics]=$(echo "$started" | sed -n 's/.*(pid \([0-9]*\).*/\1/p')
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 # Scraped every second, as a Prometheus server would.
 (while true; do curl -s "http://127.0.0.1:$port/metrics" >/dev/null || true; sleep 1; done) &
 scraper=$!
 
 out="$work/results"
 jfs() { # mountpoint -> "bigwrite bigread smallwrite smallread stat"
-  juicefs bench "$1" --big-file-size 256 --small-file-count 200 2>/dev/null |
+  "${load_cpu[@]}" juicefs bench "$1" --big-file-size 256 --small-file-count 200 2>/dev/null |
     awk -F'|' '/big file|small file|Stat file/ { split($3, v, " "); printf "%s ", v[1] }'
 }
 meta() { # mountpoint -> "create stat"
-  python3 "$root/bench/meta_ops.py" "$1" --threads 1 --files 2000 --label x |
+  "${load_cpu[@]}" python3 "$root/bench/meta_ops.py" "$1" --threads 1 --files 2000 --label x |
     tr ' ' '\n' | awk -F'[=/]' '/^(create|stat)=/ { printf "%s ", $2 }'
 }
 for r in $(seq 1 "$rounds"); do
   for setup in base metrics; do
+    before=$(cpu_ticks "${pid[$setup]}")
     line="$(jfs "$work/mnt-$setup")$(meta "$work/mnt-$setup")"
-    printf '%-8s round %d: big write, big read (MiB/s), small write, small read, stat, creates, stats (/s): %s\n' \
+    line="$line$(awk -v a="$before" -v b="$(cpu_ticks "${pid[$setup]}")" -v hz="$hz" \
+      'BEGIN { printf "%.2f", (b - a) / hz }')"
+    printf '%-8s round %d: big write, big read (MiB/s), small write, small read, stat, creates, stats (/s), mount CPU (s): %s\n' \
       "$setup" "$r" "$line"
     echo "$setup $line" >>"$out"
   done
@@ -70,7 +88,7 @@ rows = {}
 for line in open(sys.argv[1]):
     s, *v = line.split()
     rows.setdefault(s, []).append([float(x) for x in v])
-cols = ["big write", "big read", "small write", "small read", "stat", "creates", "stats"]
+cols = ["big write", "big read", "small write", "small read", "stat", "creates", "stats", "mount CPU s"]
 med = {s: [statistics.median(r[i] for r in rs) for i in range(len(cols))] for s, rs in rows.items()}
 for s in ["base", "metrics"]:
     print(f"{s:<8} " + "  ".join(f"{c} {m:.4g}" for c, m in zip(cols, med[s])))

@@ -12,6 +12,7 @@
 # metrics/base.
 #
 # usage: bench/metrics_cost.sh [ROUNDS] [BASE]   (default 5 rounds; needs root)
+#        BASE_BIN=path METRICS_BIN=path bench/metrics_cost.sh   binaries built already
 # Not a test: numbers depend on the machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,11 +33,19 @@ trap cleanup EXIT
 
 # Both builds share the target dir (dependencies are built once); each
 # binary is copied out before the other is built.
-git -C "$root" worktree add --detach "$work/base-src" "$base" >/dev/null 2>&1
-(cd "$work/base-src" && CARGO_TARGET_DIR="$root/target" cargo build --release --quiet -p strata)
-cp "$root/target/release/strata" "$work/strata-base"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-cp "$root/target/release/strata" "$work/strata-metrics"
+if [ -n "${BASE_BIN:-}" ]; then
+  cp "$BASE_BIN" "$work/strata-base"
+else
+  git -C "$root" worktree add --detach "$work/base-src" "$base" >/dev/null 2>&1
+  (cd "$work/base-src" && CARGO_TARGET_DIR="$root/target" cargo build --release --quiet -p strata)
+  cp "$root/target/release/strata" "$work/strata-base"
+fi
+if [ -n "${METRICS_BIN:-}" ]; then
+  cp "$METRICS_BIN" "$work/strata-metrics"
+else
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
+  cp "$root/target/release/strata" "$work/strata-metrics"
+fi
 
 mount_cpu=()
 load_cpu=()

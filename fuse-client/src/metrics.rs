@@ -217,7 +217,7 @@ impl OpTimer {
     /// makes, carries the operation and the inode (a `fuse` span).
     pub async fn around(mut self, answer: impl std::future::Future<Output = ()>) {
         use tracing::Instrument;
-        let span = tracing::info_span!("fuse", op = self.op, ino = self.ino);
+        let span = tracing::debug_span!("fuse", op = self.op, ino = self.ino);
         let errno = ERRNO.scope(Cell::new(None), async {
             answer.await;
             ERRNO.with(Cell::get)

@@ -6,6 +6,7 @@
 //! mount back.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -15,9 +16,13 @@ const BACKLOG: usize = 16 * 1024;
 
 static LOG: LazyLock<broadcast::Sender<Bytes>> = LazyLock::new(|| broadcast::channel(BACKLOG).0);
 
+/// Readers now: checked twice per operation, so an atomic rather than the
+/// channel's own count (which takes a lock).
+static READERS: AtomicUsize = AtomicUsize::new(0);
+
 /// Whether anyone reads the log now.
 pub fn active() -> bool {
-    LOG.receiver_count() > 0
+    READERS.load(Ordering::Relaxed) > 0
 }
 
 /// Sends one line (without its newline) to every reader.
@@ -27,8 +32,21 @@ pub fn publish(line: String) {
     let _ = LOG.send(Bytes::from(line));
 }
 
-pub(crate) fn subscribe() -> broadcast::Receiver<Bytes> {
-    LOG.subscribe()
+/// A reader of the log, counted while it lives.
+pub(crate) struct Reader {
+    pub(crate) rx: broadcast::Receiver<Bytes>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        READERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn subscribe() -> Reader {
+    let rx = LOG.subscribe();
+    READERS.fetch_add(1, Ordering::Relaxed);
+    Reader { rx }
 }
 
 /// `at` as `2026-12-06 20:41:07.123456` (UTC), the log's time stamps.
@@ -67,7 +85,10 @@ mod tests {
         let mut r = subscribe();
         assert!(active());
         publish("op (1): OK".into());
-        assert_eq!(r.recv().await.unwrap(), Bytes::from_static(b"op (1): OK\n"));
+        assert_eq!(
+            r.rx.recv().await.unwrap(),
+            Bytes::from_static(b"op (1): OK\n")
+        );
         drop(r);
         assert!(!active());
     }

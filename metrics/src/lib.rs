@@ -211,15 +211,15 @@ fn answer<B>(req: &Request<B>, log: bool) -> Result<Response<Body>, std::convert
 fn access_log_body() -> Body {
     use http_body_util::BodyExt;
     use tokio::sync::broadcast::error::RecvError;
-    let lines = futures::stream::unfold(access_log::subscribe(), |mut rx| async move {
-        let line = match rx.recv().await {
+    let lines = futures::stream::unfold(access_log::subscribe(), |mut reader| async move {
+        let line = match reader.rx.recv().await {
             Ok(line) => line,
             Err(RecvError::Lagged(n)) => {
                 Bytes::from(format!("# {n} lines lost: reading too slowly\n"))
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(hyper::body::Frame::data(line)), rx))
+        Some((Ok(hyper::body::Frame::data(line)), reader))
     });
     http_body_util::StreamBody::new(lines).boxed()
 }

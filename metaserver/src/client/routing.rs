@@ -262,7 +262,7 @@ impl MetaClient {
         let start = std::time::Instant::now();
         // The same client and seq name the write in the nodes' logs (the
         // `request` span and the apply), so one operation can be followed.
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "meta_rpc",
             kind,
             group = g,

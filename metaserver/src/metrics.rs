@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::types::{GroupId, NodeId};
-use crate::wire::{GroupStatus, Response};
+use crate::wire::Response;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -259,10 +259,20 @@ impl NodeMetrics {
     }
 }
 
+/// One group as this node sees it, for a scrape.
+pub(crate) struct GroupGauges {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+}
+
 /// Something whose groups a scrape reports: a running node.
 pub(crate) trait GroupSource: Send + Sync {
     fn node_id(&self) -> NodeId;
-    fn group_status(&self) -> Vec<GroupStatus>;
+    fn group_gauges(&self) -> Vec<GroupGauges>;
     /// Bytes of the node's database file.
     fn db_bytes(&self) -> u64;
     /// Inodes and bytes per filesystem in each group this node leads
@@ -310,11 +320,11 @@ impl Collector for GroupCollector {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        let groups: Vec<(GroupLabels, GroupStatus)> = live
+        let groups: Vec<(GroupLabels, GroupGauges)> = live
             .iter()
             .flat_map(|s| {
                 let node = s.node_id();
-                s.group_status().into_iter().map(move |g| {
+                s.group_gauges().into_iter().map(move |g| {
                     (
                         GroupLabels {
                             node,
@@ -325,8 +335,8 @@ impl Collector for GroupCollector {
                 })
             })
             .collect();
-        type Read = fn(NodeId, &GroupStatus) -> i64;
-        let gauges: [(&str, &str, Read); 6] = [
+        type Read = fn(NodeId, &GroupGauges) -> i64;
+        let gauges: [(&str, &str, Read); 7] = [
             (
                 "raft_is_leader",
                 "1 where this node leads the group, else 0",
@@ -346,15 +356,20 @@ impl Collector for GroupCollector {
                 |_, g| g.last_log.unwrap_or(0) as i64,
             ),
             (
+                "raft_committed_index",
+                "Index of the last entry this node knows committed in the group",
+                |_, g| g.committed.unwrap_or(0) as i64,
+            ),
+            (
                 "raft_applied_index",
                 "Index of the last entry this node applied to the group's state",
                 |_, g| g.applied.unwrap_or(0) as i64,
             ),
             (
                 "raft_apply_lag",
-                "Entries in this node's log of the group not yet applied",
+                "Committed entries of the group this node has not applied yet",
                 |_, g| {
-                    g.last_log
+                    g.committed
                         .unwrap_or(0)
                         .saturating_sub(g.applied.unwrap_or(0)) as i64
                 },

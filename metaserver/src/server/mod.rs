@@ -164,8 +164,23 @@ impl crate::metrics::GroupSource for MetaNode {
         self.id
     }
 
-    fn group_status(&self) -> Vec<GroupStatus> {
-        self.status()
+    fn group_gauges(&self) -> Vec<crate::metrics::GroupGauges> {
+        self.groups
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(g, raft)| {
+                let m = raft.metrics().borrow_watched().clone();
+                crate::metrics::GroupGauges {
+                    group: *g,
+                    leader: m.current_leader,
+                    term: m.current_term,
+                    last_log: m.last_log_index,
+                    committed: m.local_committed.map(|l| l.index),
+                    applied: m.last_applied.map(|l| l.index),
+                }
+            })
+            .collect()
     }
 
     fn db_bytes(&self) -> u64 {

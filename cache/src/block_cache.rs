@@ -100,6 +100,59 @@ pub struct BlockCache {
     pending: Arc<Pending>,
     inflight: Arc<Mutex<HashMap<String, Fetch>>>,
     counters: Arc<Counters>,
+    prefetched: Prefetched,
+}
+
+/// Blocks fetched by a prefetch and not read since, so the metrics can
+/// tell prefetches that paid off (read later) from wasted ones (not read
+/// before `PREFETCH_WINDOW` later prefetches).
+#[derive(Default)]
+struct Prefetched {
+    /// How many keys `keys` holds, read without the lock on every read.
+    count: std::sync::atomic::AtomicUsize,
+    keys: Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+/// Prefetches remembered; an older one not read yet counts as wasted.
+const PREFETCH_WINDOW: usize = 4096;
+
+impl Prefetched {
+    fn issued(&self, key: &str) {
+        let mut k = self.keys.lock().unwrap();
+        let (set, order) = &mut *k;
+        if !set.insert(key.to_string()) {
+            return;
+        }
+        order.push_back(key.to_string());
+        while order.len() > PREFETCH_WINDOW {
+            if let Some(old) = order.pop_front()
+                && set.remove(&old)
+            {
+                crate::metrics::metrics().prefetch_wasted();
+            }
+        }
+        self.count.store(set.len(), Ordering::Relaxed);
+    }
+
+    fn read(&self, key: &str) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut k = self.keys.lock().unwrap();
+        let (set, order) = &mut *k;
+        if set.remove(key) {
+            crate::metrics::metrics().prefetch_used();
+            // The queue keeps the key until it reaches the front; compact
+            // it when it holds many keys already read.
+            if order.len() > 2 * set.len() + 1024 {
+                order.retain(|o| set.contains(o));
+            }
+            self.count.store(set.len(), Ordering::Relaxed);
+        }
+    }
 }
 
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -220,6 +273,7 @@ impl BlockCache {
             pending: Arc::default(),
             inflight: Arc::default(),
             counters: Arc::default(),
+            prefetched: Prefetched::default(),
         }))
     }
 
@@ -244,6 +298,7 @@ impl BlockCache {
     /// which then fills both caches. Concurrent calls for one block share
     /// one fetch and its outcome; after a failure the next call tries again.
     pub async fn get_block(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.prefetched.read(key);
         if let Some(hit) = self.memory_hit(key) {
             return Ok(hit);
         }
@@ -261,6 +316,7 @@ impl BlockCache {
         if self.is_cached(key) {
             return Ok(());
         }
+        self.prefetched.issued(key);
         self.fetch(key, true).await.map(|_| ())
     }
 
@@ -341,6 +397,7 @@ impl BlockCache {
     /// `len` bytes at `offset`: from a cached block, or from a whole-block
     /// fetch under way, else one ranged GET whose bytes are not cached.
     pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        self.prefetched.read(key);
         if let Some(hit) = self.memory_hit(key) {
             return slice(key, &hit, offset, len);
         }

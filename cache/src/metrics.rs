@@ -1,8 +1,9 @@
 //! What the client counts of its object store: requests by kind (count,
 //! latency, bytes, errors, retries), counted per attempt by
 //! `MeteredStore` at the bottom of the stack and per retry by
-//! `RetryingStore` above it; and blocks the caches evicted. (Hits, misses
-//! and sizes are `BlockCache::stats`, which the mount reports.)
+//! `RetryingStore` above it; blocks the caches evicted, and prefetched
+//! blocks read later or not. (Hits, misses and sizes are
+//! `BlockCache::stats`, which the mount reports.)
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -33,6 +34,8 @@ pub(crate) struct StoreMetrics {
     errors: Family<KindLabel, Counter>,
     retries: Family<KindLabel, Counter>,
     evictions: Family<TierLabel, Counter>,
+    prefetch_used: Counter,
+    prefetch_wasted: Counter,
 }
 
 static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
@@ -43,6 +46,8 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         errors: Family::default(),
         retries: Family::default(),
         evictions: Family::default(),
+        prefetch_used: Counter::default(),
+        prefetch_wasted: Counter::default(),
     };
     strata_metrics::register(
         "object_requests",
@@ -74,6 +79,16 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         "Blocks the memory or the disk cache let go of to make room",
         m.evictions.clone(),
     );
+    strata_metrics::register(
+        "prefetch_used",
+        "Prefetched blocks a read then asked for",
+        m.prefetch_used.clone(),
+    );
+    strata_metrics::register(
+        "prefetch_wasted",
+        "Prefetched blocks no read asked for before 4096 later prefetches",
+        m.prefetch_wasted.clone(),
+    );
     // Every kind and tier shown from the start, at zero.
     for kind in ["PUT", "GET", "DELETE", "LIST"] {
         let label = KindLabel { kind };
@@ -98,6 +113,19 @@ pub fn register() {
 }
 
 impl StoreMetrics {
+    pub(crate) fn prefetch_used(&self) {
+        self.prefetch_used.inc();
+    }
+
+    pub(crate) fn prefetch_wasted(&self) {
+        self.prefetch_wasted.inc();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn prefetch_counts(&self) -> (u64, u64) {
+        (self.prefetch_used.get(), self.prefetch_wasted.get())
+    }
+
     pub(crate) fn evicted(&self, tier: &'static str, blocks: u64) {
         if blocks > 0 {
             self.evictions

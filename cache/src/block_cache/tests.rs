@@ -549,3 +549,25 @@ fn a_bad_disk_config_is_an_error() {
     let e = BlockCache::new(TestStore::new(), cfg).err().unwrap();
     assert!(e.to_string().contains("opening the disk cache"), "{e}");
 }
+
+#[test]
+fn prefetches_count_as_used_when_read_and_as_wasted_when_pushed_out_unread() {
+    let m = crate::metrics::metrics();
+    let p = Prefetched::default();
+    let (used, wasted) = m.prefetch_counts();
+    p.issued("a");
+    p.issued("b");
+    p.read("a");
+    p.read("a");
+    p.read("never prefetched");
+    // Other tests prefetch too: at least this one's counts.
+    assert!(m.prefetch_counts().0 > used);
+    assert_eq!(p.count.load(Ordering::Relaxed), 1, "only b is still unread");
+    for i in 0..PREFETCH_WINDOW {
+        p.issued(&format!("k{i}"));
+    }
+    assert!(m.prefetch_counts().1 > wasted, "b was pushed out unread");
+    let (set, order) = &*p.keys.lock().unwrap();
+    assert!(!set.contains("b") && set.len() == PREFETCH_WINDOW);
+    assert!(order.len() <= 2 * set.len() + 1024);
+}

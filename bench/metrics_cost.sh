@@ -2,7 +2,8 @@
 # What metrics cost: the embedded default mounted by this checkout's
 # strata (counting everything, serving --metrics and scraped every second
 # as Prometheus would) and by a build from before metrics existed (BASE,
-# default 6915f7c), measured in interleaved rounds with `juicefs bench`
+# default 6915f7c), measured in interleaved rounds (each first every other
+# round) with `juicefs bench`
 # (big and small files, stat) and bench/meta_ops.py (create, stat, rename,
 # unlink, mkdir/rmdir, one thread). The mounts run on core 0 and the
 # workloads on core 1 (taskset) where there are two cores, and the CPU time
@@ -66,7 +67,19 @@ pid[metrics]=$(echo "$started" | sed -n 's/.*(pid \([0-9]*\).*/\1/p')
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 # Scraped every second, as a Prometheus server would.
-(while true; do curl -s "http://127.0.0.1:$port/metrics" >/dev/null || true; sleep 1; done) &
+# One long-lived process on the mounts' core, as a Prometheus server is one
+# process elsewhere: a new curl every second would take the workload's core.
+"${mount_cpu[@]}" python3 - "$port" <<'PY' &
+import http.client, sys, time
+conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+while True:
+    try:
+        conn.request("GET", "/metrics")
+        conn.getresponse().read()
+    except OSError:
+        conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+    time.sleep(1)
+PY
 scraper=$!
 
 out="$work/results"
@@ -79,7 +92,11 @@ meta() { # mountpoint -> "create stat"
     tr ' ' '\n' | awk -F'[=/]' '/^(create|stat)=/ { printf "%s ", $2 }'
 }
 for r in $(seq 1 "$rounds"); do
-  for setup in base metrics; do
+  # Each goes first every other round: the first one's writes are still
+  # being flushed to disk while the second runs.
+  order=(base metrics)
+  if ((r % 2 == 0)); then order=(metrics base); fi
+  for setup in "${order[@]}"; do
     before=$(cpu_ticks "${pid[$setup]}")
     line="$(jfs "$work/mnt-$setup")$(meta "$work/mnt-$setup")"
     line="$line$(awk -v a="$before" -v b="$(cpu_ticks "${pid[$setup]}")" -v hz="$hz" \

@@ -143,24 +143,12 @@ fn prometheus_sees_what_a_workload_did_on_a_mount_and_a_cluster() {
     let node_metrics: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let nodes: Vec<MetaServer> = (1..=3)
-        .map(|id| {
-            MetaServer::start_node_with(
-                id,
-                &tmp.path().join(format!("n{id}")),
-                "127.0.0.1:0",
-                &["--metrics", &node_metrics[id as usize - 1]],
-            )
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    let (nodes, addrs) = start_cluster_each(tmp.path(), |id| {
+        vec![
+            "--metrics".to_string(),
+            node_metrics[id as usize - 1].clone(),
+        ]
+    });
     let meta = addrs.join(",");
     let s3 = S3::start(&tmp.path().join("s3"));
     format_data(&meta, &s3, &[]);
@@ -315,6 +303,15 @@ fn metrics_flag_with_a_bad_address_is_refused_before_anything_starts() {
     );
 }
 
+/// The embedded default mounted on `tmp/mnt` with its data under
+/// `tmp/data`, and `extra` flags.
+fn embedded_mount(tmp: &Path, extra: &[&str]) -> Mount {
+    let data = tmp.join("data");
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Mount::new(&tmp.join("mnt"), &args, &[])
+}
+
 /// The series a metrics endpoint shows (its lines other than comments).
 fn series(addr: &str) -> Vec<String> {
     let page = http_get(addr, "/metrics").expect("the mount serves /metrics");
@@ -344,16 +341,7 @@ fn labels_stay_bounded_after_100_000_distinct_files() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mnt = Mount::new(
-        &tmp.path().join("mnt"),
-        &[
-            "--data-dir",
-            tmp.path().join("data").to_str().unwrap(),
-            "--metrics",
-            &metrics,
-        ],
-        &[],
-    );
+    let mnt = embedded_mount(tmp.path(), &["--metrics", &metrics]);
     create_files(&mnt.dir, 0, 1_000);
     let before = series(&metrics);
     create_files(&mnt.dir, 1_000, 100_000);
@@ -379,11 +367,7 @@ fn labels_stay_bounded_after_100_000_distinct_files() {
 fn stats_once_shows_what_the_mount_did_during_its_interval() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let mnt = Mount::new(
-        &tmp.path().join("mnt"),
-        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
-        &[],
-    );
+    let mnt = embedded_mount(tmp.path(), &[]);
     let mut stats = strata()
         .args(["stats", "--once", "--interval", "1"])
         .arg(&mnt.dir)
@@ -434,11 +418,7 @@ fn stats_once_shows_what_the_mount_did_during_its_interval() {
 fn the_access_log_shows_each_operation_with_its_result() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let mnt = Mount::new(
-        &tmp.path().join("mnt"),
-        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
-        &[],
-    );
+    let mnt = embedded_mount(tmp.path(), &[]);
     let mut profile = strata()
         .args(["profile", "--raw"])
         .arg(&mnt.dir)

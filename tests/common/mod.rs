@@ -194,9 +194,20 @@ pub fn start_cluster(dir: &Path) -> (Vec<MetaServer>, Vec<String>) {
 
 /// Like `start_cluster`, with more `meta serve` flags for every node.
 pub fn start_cluster_with(dir: &Path, extra: &[&str]) -> (Vec<MetaServer>, Vec<String>) {
+    start_cluster_each(dir, |_| extra.iter().map(|f| f.to_string()).collect())
+}
+
+/// Like `start_cluster`, with `meta serve` flags of each node's own
+/// (`extra(id)`, ids 1 to 3).
+pub fn start_cluster_each(
+    dir: &Path,
+    extra: impl Fn(u64) -> Vec<String>,
+) -> (Vec<MetaServer>, Vec<String>) {
     let nodes: Vec<MetaServer> = (1..=3)
         .map(|id| {
-            MetaServer::start_node_with(id, &dir.join(format!("n{id}")), "127.0.0.1:0", extra)
+            let flags = extra(id);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            MetaServer::start_node_with(id, &dir.join(format!("n{id}")), "127.0.0.1:0", &flags)
         })
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();

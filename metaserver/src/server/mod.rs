@@ -188,7 +188,7 @@ impl crate::metrics::GroupSource for MetaNode {
     }
 
     fn led_usage(&self) -> Vec<(GroupId, FsId, Usage)> {
-        self.status()
+        self.group_gauges()
             .into_iter()
             .filter(|g| g.leader == Some(self.id))
             .flat_map(|g| {

@@ -12,7 +12,17 @@
 # Prints every run and, at the end, the median of each column and
 # metrics/base.
 #
-# usage: bench/metrics_cost.sh [ROUNDS] [BASE]   (default 5 rounds; needs root)
+# Then, because CPU time on a small VM swings by more than what is being
+# measured, it counts instructions instead: each build mounts under
+# valgrind's callgrind (serving --metrics and scraped five times, for this
+# checkout), takes a fixed workload (1 000 creates, 3 000 stats, 1 000
+# renames, 1 000 unlinks) and unmounts; the mount process's instruction
+# total is repeatable to about 1 % (timers run by the clock, not the
+# workload), so CALLGRIND_ROUNDS (default 3) rounds each, interleaved,
+# and their medians are compared.
+#
+# usage: bench/metrics_cost.sh [ROUNDS] [BASE]   (default 5 rounds, 0 for
+#        instructions only; needs root)
 #        BASE_BIN=path METRICS_BIN=path bench/metrics_cost.sh   binaries built already
 # Not a test: numbers depend on the machine.
 set -euo pipefail
@@ -107,8 +117,9 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
-echo
-python3 - "$out" <<'PY'
+if [ "$rounds" -gt 0 ]; then
+  echo
+  python3 - "$out" <<'PY'
 import sys, statistics
 rows = {}
 for line in open(sys.argv[1]):
@@ -119,4 +130,62 @@ med = {s: [statistics.median(r[i] for r in rs) for i in range(len(cols))] for s,
 for s in ["base", "metrics"]:
     print(f"{s:<8} " + "  ".join(f"{c} {m:.4g}" for c, m in zip(cols, med[s])))
 print("metrics/base: " + "  ".join(f"{c} {m / b:.3f}" for c, b, m in zip(cols, med["base"], med["metrics"])))
+PY
+fi
+
+# Instructions: a fixed workload on a mount under callgrind.
+command -v valgrind >/dev/null || apt-get install -y -q valgrind >/dev/null
+counted() { # binary name [mount args] -> the mount process's instructions
+  local bin=$1 name=$2
+  shift 2
+  local d="$work/cg-$name"
+  mkdir -p "$d/mnt"
+  valgrind --tool=callgrind --callgrind-out-file="$d/out" "$bin" mount \
+    --data-dir "$d/data" "$@" "$d/mnt" >"$d/log" 2>&1 &
+  local vg=$!
+  # Mounting under valgrind takes seconds; the mountpoint shows when.
+  for _ in $(seq 1200); do
+    mountpoint -q "$d/mnt" && break
+    kill -0 "$vg" 2>/dev/null || break
+    sleep 0.25
+  done
+  mountpoint -q "$d/mnt" || { echo "mount under valgrind failed:" >&2; tail "$d/log" >&2; exit 1; }
+  python3 - "$d/mnt" <<'PY'
+import os, sys
+d = sys.argv[1] + "/w"
+os.mkdir(d)
+for i in range(1000):
+    os.close(os.open(f"{d}/f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
+for _ in range(3):
+    for i in range(1000):
+        os.stat(f"{d}/f{i}")
+for i in range(1000):
+    os.rename(f"{d}/f{i}", f"{d}/g{i}")
+for i in range(1000):
+    os.unlink(f"{d}/g{i}")
+PY
+  if [ "$name" != "${name#metrics}" ]; then
+    for _ in 1 2 3 4 5; do
+      python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1]).read()' \
+        "http://127.0.0.1:$cg_port/metrics"
+    done
+  fi
+  fusermount3 -u "$d/mnt"
+  wait "$vg" || true
+  awk '/^summary:/ { print $2 }' "$d/out"
+  rm -rf "$d"
+}
+cg_port=$((port + 1))
+cg_rounds="${CALLGRIND_ROUNDS:-3}"
+declare -a cg_base=() cg_metrics=()
+for r in $(seq 1 "$cg_rounds"); do
+  cg_base+=("$(counted "$work/strata-base" "base$r")")
+  cg_metrics+=("$(counted "$work/strata-metrics" "metrics$r" --metrics "127.0.0.1:$cg_port")")
+  echo "instructions round $r: base ${cg_base[-1]}, metrics ${cg_metrics[-1]}"
+done
+python3 - "${cg_base[*]}" "${cg_metrics[*]}" <<'PY'
+import statistics, sys
+base = statistics.median(int(x) for x in sys.argv[1].split())
+metrics = statistics.median(int(x) for x in sys.argv[2].split())
+print(f"instructions (median): base {base:,}  metrics {metrics:,}  metrics/base {metrics / base:.3f}")
 PY

@@ -1418,6 +1418,10 @@ fn admin_write(w: &WriteRequest) -> Option<&'static str> {
         W::SealSnapshot { .. } => Some("Write SealSnapshot"),
         W::PutToken { .. } => Some("Write PutToken"),
         W::RevokeToken { .. } => Some("Write RevokeToken"),
+        // A made-up quota could refuse the well-behaved client's writes.
+        W::SetQuota { .. } => Some("Write SetQuota"),
+        W::DeleteQuota { .. } => Some("Write DeleteQuota"),
+        W::SetQuotaUsage { .. } => Some("Write SetQuotaUsage"),
         W::AllocSliceIds { .. }
         | W::SetAttr { .. }
         | W::Create { .. }

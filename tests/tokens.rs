@@ -293,12 +293,35 @@ fn subtree_grants_see_one_directory_as_their_root() {
     let listed = run_env_ok(&["token", "list", "--meta", &addr], &admin);
     assert!(listed.contains("strata:fs=c:dir=/team/a"), "{listed}");
 
+    // A quota on the granted directory is what `df` shows in its mount.
+    let set = ["quota", "set", "--meta", &addr, "c", "/team/a"];
+    run_env_ok(
+        &[&set[..], &["--bytes", "10M", "--inodes", "100"]].concat(),
+        &admin,
+    );
+
     // Mounted, the directory is the root: its files, nothing else, and
     // changes within it land where the administrator sees them.
     let env = token_env(ca, &tok);
     let env = refs(&env);
     let m = Mount::new(&tmp.path().join("mnt-a"), &["--meta", &addr, "c"], &env);
     assert_eq!(std::fs::metadata(m.path("")).unwrap().ino(), 1);
+    let df = statvfs(&m.path(""));
+    assert_eq!(
+        df.f_blocks * df.f_frsize,
+        10 << 20,
+        "df shows the quota's size"
+    );
+    assert_eq!(
+        (df.f_files, df.f_files - df.f_ffree),
+        (100, 3),
+        "its inodes too: sub, inside, leaves"
+    );
+    // A subtree client may not change its own quota.
+    let raise = strata_with(&[&set[..], &["--bytes", "1G"]].concat(), &env)
+        .output()
+        .unwrap();
+    assert!(!raise.status.success(), "{raise:?}");
     let mut names: Vec<String> = std::fs::read_dir(m.path(""))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

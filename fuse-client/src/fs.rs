@@ -228,17 +228,35 @@ impl Filesystem {
         Ok(())
     }
 
-    pub async fn statfs(&self) -> FsResult<StatFs> {
-        let usage = self.meta.usage().await?;
+    /// The filesystem's size and use as `df` shows it at `ino`: below a
+    /// directory quota (the nearest at or above `ino`), its limits and
+    /// usage, so a volume backed by a quota directory reports its own size.
+    pub async fn statfs(&self, ino: Ino) -> FsResult<StatFs> {
+        let mut usage = self.meta.usage().await?;
+        let (mut capacity, mut inodes) = (REPORTED_CAPACITY, REPORTED_INODES);
+        let dir = match self.meta.getattr(ino).await {
+            Ok(i) if i.kind == strata_meta::FileType::Dir => i.ino,
+            Ok(i) => i.parent,
+            Err(_) => self.root(),
+        };
+        let quotas = self.meta.quotas_above(dir).await?;
+        if let Some((_, q)) = quotas.iter().find(|(_, q)| q.max_bytes.is_some()) {
+            capacity = q.max_bytes.unwrap_or(capacity);
+            usage.bytes = q.used.bytes;
+        }
+        if let Some((_, q)) = quotas.iter().find(|(_, q)| q.max_inodes.is_some()) {
+            inodes = q.max_inodes.unwrap_or(inodes);
+            usage.inodes = q.used.inodes;
+        }
         let bsize = 4096u64;
         let used_blocks = usage.bytes.div_ceil(bsize);
-        let blocks = (REPORTED_CAPACITY / bsize).max(used_blocks);
+        let blocks = (capacity / bsize).max(used_blocks);
         Ok(StatFs {
             blocks,
             bfree: blocks - used_blocks,
             bavail: blocks - used_blocks,
-            files: REPORTED_INODES.max(usage.inodes),
-            ffree: REPORTED_INODES.saturating_sub(usage.inodes),
+            files: inodes.max(usage.inodes),
+            ffree: inodes.saturating_sub(usage.inodes),
             bsize: bsize as u32,
             namelen: strata_meta::MAX_NAME_LEN as u32,
             frsize: bsize as u32,

@@ -16,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
+use strata_metrics::Labeled;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabel {
@@ -28,11 +29,9 @@ struct ErrorLabels {
     errno: &'static str,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
 pub struct FuseMetrics {
-    ops: Family<OpLabel, Counter>,
-    durations: HistogramFamily<OpLabel>,
+    ops: Labeled<OpLabel, Counter>,
+    durations: Labeled<OpLabel, Histogram>,
     errors: Family<ErrorLabels, Counter>,
     read_bytes: Counter,
     written_bytes: Counter,
@@ -47,8 +46,10 @@ pub struct FuseMetrics {
 
 static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
     let m = FuseMetrics {
-        ops: Family::default(),
-        durations: Family::new_with_constructor(strata_metrics::latency_histogram),
+        ops: Labeled::default(),
+        durations: Labeled::new(Family::new_with_constructor(
+            strata_metrics::latency_histogram,
+        )),
         errors: Family::default(),
         read_bytes: Counter::default(),
         written_bytes: Counter::default(),
@@ -63,12 +64,12 @@ static METRICS: LazyLock<FuseMetrics> = LazyLock::new(|| {
     strata_metrics::register(
         "fuse_ops",
         "Requests from the kernel answered, by operation",
-        m.ops.clone(),
+        m.ops.family(),
     );
     strata_metrics::register(
         "fuse_op_duration_seconds",
         "Time from a kernel request to its answer, by operation",
-        m.durations.clone(),
+        m.durations.family(),
     );
     strata_metrics::register(
         "fuse_errors",
@@ -236,11 +237,9 @@ impl Drop for OpTimer {
     fn drop(&mut self) {
         let m = metrics();
         let label = OpLabel { op: self.op };
-        m.ops.get_or_create(&label).inc();
+        m.ops.with(&label, Counter::inc);
         let took = self.start.elapsed();
-        m.durations
-            .get_or_create(&label)
-            .observe(took.as_secs_f64());
+        m.durations.with(&label, |h| h.observe(took.as_secs_f64()));
         if let Some(errno) = self.errno {
             m.errors
                 .get_or_create(&ErrorLabels {
@@ -462,12 +461,12 @@ mod tests {
             op: "test_op",
             errno: "ENOENT",
         };
-        let before = metrics().ops.get_or_create(&label).get();
+        let before = metrics().ops.with(&label, Counter::get);
         timer("test_op").around(async {}).await;
         timer("test_op")
             .around(async { failed_in_task(libc::ENOENT) })
             .await;
-        assert_eq!(metrics().ops.get_or_create(&label).get(), before + 2);
+        assert_eq!(metrics().ops.with(&label, Counter::get), before + 2);
         assert_eq!(metrics().errors.get_or_create(&error).get(), 1);
         let page = strata_metrics::render();
         assert!(

@@ -11,7 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use strata_cache::{Keep, StoreError, block_key};
-use strata_meta::{Ino, Slice, SliceId};
+use strata_meta::{Ino, MetaError, Slice, SliceId};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
@@ -264,10 +264,27 @@ impl Filesystem {
                     .await?
             }
             None => {
-                let written = self
+                let written = match self
                     .meta
                     .write_slices(ino, slices.clone(), d.pending_end, d.pending_mtime)
-                    .await?;
+                    .await
+                {
+                    Ok(w) => w,
+                    Err(e @ MetaError::QuotaExceeded(_)) => {
+                        // Refused for good: sending the same bytes again
+                        // cannot fit either, so they are dropped (their
+                        // objects are left to `strata gc`) and the writer
+                        // gets EDQUOT from this flush, fsync or close.
+                        d.pending.clear();
+                        d.pending_len = 0;
+                        d.pending_end = 0;
+                        d.pending_bypassed = false;
+                        let attr = d.attr.clone();
+                        d.invalidate(&attr);
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 self.compactor.committed(ino, &slices, &written.crowded);
                 self.cached_pages
                     .after_own_commit(ino, &written, d.pending_bypassed);

@@ -329,6 +329,14 @@ impl Writeback {
                     tracing::warn!(seq, ino = record.ino, error = %e, "write-back commit dropped");
                     break;
                 }
+                Err(e @ MetaError::QuotaExceeded(_)) => {
+                    // Acknowledged already (it is on the local disk): kept
+                    // and tried again until the quota has room.
+                    tracing::error!(seq, ino = record.ino, error = %e,
+                        "write-back commit waits for quota room; free space or raise the quota");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "write-back commit failed; retrying");
                     tokio::time::sleep(delay).await;

@@ -605,7 +605,7 @@ async fn the_trash_keeps_deleted_files_until_due_and_restores_them() {
     let data = pattern(200_000, 9);
     fs.write(f.ino, fh, 0, &data).await.unwrap();
     fs.release(f.ino, fh, None).await.unwrap();
-    let usage = fs.statfs().await.unwrap();
+    let usage = fs.statfs(strata_meta::ROOT_INO).await.unwrap();
     fs.unlink(1, b"keep").await.unwrap();
     collect(&fs).await;
     // Still there: one trash day has not passed.
@@ -619,7 +619,7 @@ async fn the_trash_keeps_deleted_files_until_due_and_restores_them() {
         (f.ino, &b"keep"[..])
     );
     assert_eq!(
-        fs.statfs().await.unwrap(),
+        fs.statfs(strata_meta::ROOT_INO).await.unwrap(),
         usage,
         "trash still counts as used"
     );

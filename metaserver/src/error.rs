@@ -86,6 +86,14 @@ pub enum MetaError {
     /// A size beyond `MAX_FILE_SIZE`.
     #[error("file too large: {0}")]
     FileTooBig(String),
+    /// A directory quota (of the directory or one above) would be exceeded.
+    #[error("disk quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The change would move what a directory holds from one quota's
+    /// reach to another's, which this kind of change cannot carry (as
+    /// XFS and ext4 project quotas answer); `mv` copies instead.
+    #[error("crosses a quota boundary: {0}")]
+    QuotaBoundary(String),
 }
 
 impl MetaError {
@@ -110,6 +118,8 @@ impl MetaError {
             MetaError::ReadOnly(_) => libc_errno::EROFS,
             MetaError::Denied(_) => libc_errno::EACCES,
             MetaError::FileTooBig(_) => libc_errno::EFBIG,
+            MetaError::QuotaExceeded(_) => libc_errno::EDQUOT,
+            MetaError::QuotaBoundary(_) => libc_errno::EXDEV,
             _ => libc_errno::EIO,
         }
     }
@@ -138,6 +148,7 @@ mod libc_errno {
     pub const ENOSPC: i32 = 28;
     pub const EMLINK: i32 = 31;
     pub const ENAMETOOLONG: i32 = 36;
+    pub const EDQUOT: i32 = 122;
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const E2BIG: i32 = 7;

@@ -15,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
+use strata_metrics::Labeled;
+
 use crate::types::{GroupId, NodeId};
 use crate::wire::Response;
 
@@ -29,49 +31,56 @@ struct KindResult {
     result: &'static str,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+fn latency_histograms<L>() -> Labeled<L, Histogram>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug,
+{
+    Labeled::new(Family::new_with_constructor(
+        strata_metrics::latency_histogram,
+    ))
+}
 
 /// The client's side: what it asked of the metaservers.
 pub struct ClientMetrics {
-    rpcs: Family<KindLabel, Counter>,
-    durations: Histograms<KindLabel>,
-    retries: Family<KindLabel, Counter>,
-    errors: Family<KindLabel, Counter>,
-    not_leader: Family<KindLabel, Counter>,
+    rpcs: Labeled<KindLabel, Counter>,
+    durations: Labeled<KindLabel, Histogram>,
+    retries: Labeled<KindLabel, Counter>,
+    errors: Labeled<KindLabel, Counter>,
+    not_leader: Labeled<KindLabel, Counter>,
 }
 
 static CLIENT: LazyLock<ClientMetrics> = LazyLock::new(|| {
     let m = ClientMetrics {
-        rpcs: Family::default(),
-        durations: Family::new_with_constructor(strata_metrics::latency_histogram),
-        retries: Family::default(),
-        errors: Family::default(),
-        not_leader: Family::default(),
+        rpcs: Labeled::default(),
+        durations: latency_histograms(),
+        retries: Labeled::default(),
+        errors: Labeled::default(),
+        not_leader: Labeled::default(),
     };
     strata_metrics::register(
         "meta_rpcs",
         "Metadata requests made (once each, however many tries), by kind",
-        m.rpcs.clone(),
+        m.rpcs.family(),
     );
     strata_metrics::register(
         "meta_rpc_duration_seconds",
         "Time from a metadata request to its answer, retries included, by kind",
-        m.durations.clone(),
+        m.durations.family(),
     );
     strata_metrics::register(
         "meta_rpc_retries",
         "Metadata requests sent again (to another node, or after a pause), by kind",
-        m.retries.clone(),
+        m.retries.family(),
     );
     strata_metrics::register(
         "meta_rpc_errors",
         "Metadata requests answered with an error, by kind",
-        m.errors.clone(),
+        m.errors.family(),
     );
     strata_metrics::register(
         "meta_rpc_not_leader",
         "Answers from a node that does not lead the group asked, by kind",
-        m.not_leader.clone(),
+        m.not_leader.family(),
     );
     m
 });
@@ -82,33 +91,32 @@ pub fn client() -> &'static ClientMetrics {
 
 impl ClientMetrics {
     pub(crate) fn retried(&self, kind: &'static str) {
-        self.retries.get_or_create(&KindLabel { kind }).inc();
+        self.retries.with(&KindLabel { kind }, Counter::inc);
     }
 
     pub(crate) fn not_leader(&self, kind: &'static str) {
-        self.not_leader.get_or_create(&KindLabel { kind }).inc();
+        self.not_leader.with(&KindLabel { kind }, Counter::inc);
     }
 
     pub(crate) fn done(&self, kind: &'static str, start: Instant, ok: bool) {
         let label = KindLabel { kind };
-        self.rpcs.get_or_create(&label).inc();
+        self.rpcs.with(&label, Counter::inc);
         self.durations
-            .get_or_create(&label)
-            .observe(strata_metrics::seconds_since(start));
+            .with(&label, |h| h.observe(strata_metrics::seconds_since(start)));
         if !ok {
-            self.errors.get_or_create(&label).inc();
+            self.errors.with(&label, Counter::inc);
         }
     }
 }
 
 /// The node's side: what it was asked and how its groups stand.
 pub struct NodeMetrics {
-    requests: Family<KindResult, Counter>,
-    durations: Histograms<KindLabel>,
+    requests: Labeled<KindResult, Counter>,
+    durations: Labeled<KindLabel, Histogram>,
     connections: Gauge,
     fsyncs: Histogram,
-    lease_reads: Family<ResultLabel, Counter>,
-    proposals: Histograms<ResultLabel>,
+    lease_reads: Labeled<ResultLabel, Counter>,
+    proposals: Labeled<ResultLabel, Histogram>,
     snapshots: Histogram,
     snapshot_bytes: Gauge,
 }
@@ -120,24 +128,24 @@ struct ResultLabel {
 
 static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
     let m = NodeMetrics {
-        requests: Family::default(),
-        durations: Family::new_with_constructor(strata_metrics::latency_histogram),
+        requests: Labeled::default(),
+        durations: latency_histograms(),
         connections: Gauge::default(),
         fsyncs: strata_metrics::latency_histogram(),
-        lease_reads: Family::default(),
-        proposals: Family::new_with_constructor(strata_metrics::latency_histogram),
+        lease_reads: Labeled::default(),
+        proposals: latency_histograms(),
         snapshots: strata_metrics::latency_histogram(),
         snapshot_bytes: Gauge::default(),
     };
     strata_metrics::register(
         "node_requests",
         "Requests this node answered (clients' and peers'), by kind and result",
-        m.requests.clone(),
+        m.requests.family(),
     );
     strata_metrics::register(
         "node_request_duration_seconds",
         "Time from a request's arrival to its answer, by kind",
-        m.durations.clone(),
+        m.durations.family(),
     );
     strata_metrics::register(
         "node_connections",
@@ -152,13 +160,13 @@ static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
     strata_metrics::register(
         "node_lease_reads",
         "Reads that needed no leadership check (hit: within a read lease) and those that did (miss)",
-        m.lease_reads.clone(),
+        m.lease_reads.family(),
     );
     strata_metrics::register(
         "node_proposal_duration_seconds",
         "Time from proposing a write to its group's log to its result (ok: \
          committed and applied; error: refused, as by a node not leading)",
-        m.proposals.clone(),
+        m.proposals.family(),
     );
     strata_metrics::register(
         "node_snapshot_duration_seconds",
@@ -194,15 +202,17 @@ impl Served {
 
     pub(crate) fn answered(self, body: &Response) {
         let m = node();
-        m.requests
-            .get_or_create(&KindResult {
+        let result = result_of(body);
+        m.requests.with(
+            &KindResult {
                 kind: self.kind,
-                result: result_of(body),
-            })
-            .inc();
-        m.durations
-            .get_or_create(&KindLabel { kind: self.kind })
-            .observe(strata_metrics::seconds_since(self.start));
+                result,
+            },
+            Counter::inc,
+        );
+        m.durations.with(&KindLabel { kind: self.kind }, |h| {
+            h.observe(strata_metrics::seconds_since(self.start))
+        });
     }
 }
 
@@ -241,9 +251,9 @@ impl NodeMetrics {
 
     pub(crate) fn proposed(&self, start: Instant, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.proposals
-            .get_or_create(&ResultLabel { result })
-            .observe(strata_metrics::seconds_since(start));
+        self.proposals.with(&ResultLabel { result }, |h| {
+            h.observe(strata_metrics::seconds_since(start))
+        });
     }
 
     pub(crate) fn snapshot_built(&self, start: Instant, bytes: u64) {
@@ -253,9 +263,7 @@ impl NodeMetrics {
 
     pub(crate) fn lease_read(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.lease_reads
-            .get_or_create(&ResultLabel { result })
-            .inc();
+        self.lease_reads.with(&ResultLabel { result }, Counter::inc);
     }
 }
 

@@ -312,6 +312,17 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+/// A directory's limits and what lies below it (files in the trash not
+/// counted). The row lives beside the directory's inode, in its group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Quota {
+    /// Most bytes (the sum of file sizes) below the directory; None: no limit.
+    pub max_bytes: Option<u64>,
+    /// Most inodes below the directory; None: no limit.
+    pub max_inodes: Option<u64>,
+    pub used: Usage,
+}
+
 /// A file whose last link went, kept in its group's trash until the
 /// filesystem's trash days have passed and no client holds it open.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,9 @@
 //! however many files there are.
 
 pub mod access_log;
+mod labeled;
+
+pub use labeled::Labeled;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

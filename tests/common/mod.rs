@@ -466,3 +466,16 @@ pub fn one_node_with_data(tmp: &Path, s3: &S3, extra: &[&str]) -> (MetaServer, S
     format_data(&addr, s3, extra);
     (server, addr)
 }
+
+/// statvfs(2) of `path`, as `df` reads it.
+pub fn statvfs(path: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid out-parameter, and `c` outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &mut st) },
+        0,
+        "statvfs {path:?}"
+    );
+    st
+}

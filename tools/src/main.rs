@@ -60,6 +60,9 @@ enum Command {
     /// Snapshots: read-only, point-in-time copies sharing the blocks.
     #[command(subcommand)]
     Snapshot(cmd::snapshot::SnapshotCommand),
+    /// Directory quotas: limits on the bytes and inodes below a directory.
+    #[command(subcommand)]
+    Quota(cmd::quota::QuotaCommand),
     /// Access tokens for clients without a certificate: create, list, revoke.
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
@@ -127,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Command::Warmup(a) => cmd::warmup::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
             Command::Trash(c) => cmd::trash::run(c).await,
+            Command::Quota(c) => cmd::quota::run(c).await,
             Command::Gc(a) => cmd::gc::run(a).await,
             Command::Export(a) => cmd::export::run(a).await,
             Command::Import(a) => cmd::import::run(a).await,

@@ -9,7 +9,7 @@
 //! (FsClient and its routing), `recent` (what this client's own changes
 //! left, for the kernel's caches), `placement` (where new inodes go),
 //! `txn` (cross-group transactions), `namespace`, `rename`, `chunks`,
-//! `xattr`, `locks`, `garbage`, `snapshot`, `dump` (typed calls by family)
+//! `xattr`, `locks`, `garbage`, `snapshot`, `dump`, `quota` (typed calls by family)
 //! and `fsck` (a consistency check over all of them).
 
 mod admin;
@@ -21,6 +21,7 @@ mod garbage;
 mod locks;
 mod namespace;
 mod placement;
+mod quota;
 mod recent;
 mod rename;
 mod routing;
@@ -32,6 +33,7 @@ pub use admin::{FsSpec, new_uuid};
 pub use chunks::Written;
 pub use fs_client::FsClient;
 pub use placement::DEFAULT_DIR_SPREAD_SLACK;
+pub use quota::QuotaDrift;
 pub use routing::MetaClient;
 
 use crate::MetaError;

@@ -92,6 +92,9 @@ const TAGS: &[&str] = &[
     "GetAttrAndChunk", // a read; never stored
     "PutToken",
     "RevokeToken",
+    "SetQuota",
+    "DeleteQuota",
+    "SetQuotaUsage",
 ];
 
 fn tag_of(variant: &str) -> Option<u32> {

@@ -137,6 +137,15 @@ pub enum ReadRequest {
         after: Option<Vec<u8>>,
         limit: u32,
     },
+
+    // ---- quotas (`server::ops::quota`) ----
+    /// Partition group: the quotas of directories held here (`dir`: None),
+    /// or those at and above `dir` as far as this group holds its
+    /// ancestors, nearest first.
+    ListQuotas {
+        fs: FsId,
+        dir: Option<Ino>,
+    },
 }
 
 impl ReadRequest {

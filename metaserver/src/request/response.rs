@@ -96,6 +96,8 @@ pub enum MetaResponse {
     },
     /// ListTokens; GetToken (empty when there is no such token).
     Tokens(Vec<Token>),
+    /// ListQuotas: directories with a quota, and each one's.
+    Quotas(Vec<(Ino, Quota)>),
 }
 
 impl MetaResponse {

@@ -381,6 +381,29 @@ pub enum WriteRequest {
         fs: FsId,
         source: FsId,
     },
+
+    // ---- quotas (`server::ops::quota`) ----
+    /// Group of `dir`: sets its limits. A new quota starts from `counted`
+    /// (what the client found below the directory); an existing one keeps
+    /// its usage.
+    SetQuota {
+        fs: FsId,
+        dir: Ino,
+        max_bytes: Option<u64>,
+        max_inodes: Option<u64>,
+        counted: Usage,
+    },
+    /// Group of `dir`: removes its quota.
+    DeleteQuota {
+        fs: FsId,
+        dir: Ino,
+    },
+    /// Group of `dir`: replaces its usage by a recount (`quota check --repair`).
+    SetQuotaUsage {
+        fs: FsId,
+        dir: Ino,
+        used: Usage,
+    },
 }
 
 /// What a rename does to an existing target.

@@ -162,6 +162,7 @@ fn read_need(r: &ReadRequest) -> Need<'_> {
         | R::ListXattrs { fs: f, .. }
         | R::GetLock { fs: f, .. }
         | R::DumpRows { fs: f, .. }
+        | R::ListQuotas { fs: f, .. }
         | R::GetTrashDays { fs: f } => fs(f),
     }
 }
@@ -198,7 +199,10 @@ fn write_need(w: &WriteRequest) -> Need<'_> {
         | W::LoadRows { .. }
         | W::SealSnapshot { .. }
         | W::PutToken { .. }
-        | W::RevokeToken { .. } => Need::Admin,
+        | W::RevokeToken { .. }
+        | W::SetQuota { .. }
+        | W::DeleteQuota { .. }
+        | W::SetQuotaUsage { .. } => Need::Admin,
         W::InitPartition { part, .. } => change(&part.fs),
         W::AddPartition { fs, .. }
         | W::AllocSliceIds { fs, .. }

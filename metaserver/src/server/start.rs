@@ -93,9 +93,19 @@ impl MetaNode {
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
         if let Some(r) = record {
-            // The cluster map must carry this node's current address (the
-            // embedded default binds a new port at every start).
-            node.register_self(&r.groups).await?;
+            // The cluster map must carry this node's current address. That
+            // needs group 0's quorum: a node restarting while most of the
+            // cluster is down (all nodes restarted one by one, say) serves
+            // at once and keeps trying in the background, or no node could
+            // ever come back.
+            let first = tokio::time::timeout(REGISTER_AT_START, node.register_self(&r.groups));
+            if !matches!(first.await, Ok(Ok(()))) {
+                tracing::warn!(
+                    "group 0 has no leader yet; recording this node's address once it has"
+                );
+                node.tasks
+                    .spawn(register_later(Arc::downgrade(&node), r.groups.clone()));
+            }
         }
         tracing::info!(id = node.id, addr = %node.addr, groups = ?node.groups(), "metaserver ready");
         Ok(node)
@@ -249,4 +259,37 @@ fn write_node_record(db: &Database, r: &NodeRecord) -> Result<(), store::DbError
         .insert("node", store::encode(r).as_slice())?;
     tx.commit()?;
     Ok(())
+}
+
+/// How long a starting node waits to record its address before it serves
+/// anyway (see `register_later`).
+const REGISTER_AT_START: Duration = Duration::from_secs(3);
+
+/// Records the node's address in group 0 once a leader can commit it,
+/// trying until it is done or the node shuts down.
+async fn register_later(node: std::sync::Weak<MetaNode>, groups: Vec<GroupId>) {
+    let Some(mut stop) = node.upgrade().map(|n| n.shutdown.subscribe()) else {
+        return;
+    };
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        if *stop.borrow() {
+            return;
+        }
+        tokio::select! {
+            r = n.register_self(&groups) => match r {
+                Ok(()) => {
+                    tracing::info!(id = n.id, addr = %n.addr, "node address recorded in the cluster map");
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "recording the node's address; trying again"),
+            },
+            _ = stop.changed() => return,
+        }
+        drop(n);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }

@@ -166,6 +166,7 @@ pub mod key {
     pub const SNAPSHOT: u8 = 27;
     pub const SNAP_REF: u8 = 28;
     pub const TOKEN: u8 = 29;
+    pub const QUOTA: u8 = 30;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -339,6 +340,16 @@ pub mod key {
         k.extend_from_slice(&fs.to_be_bytes());
         k
     }
+    /// The quota of directory `dir`.
+    pub fn quota(g: GroupId, fs: FsId, dir: Ino) -> Vec<u8> {
+        let mut k = rows_of(g, QUOTA, fs);
+        k.extend_from_slice(&dir.to_be_bytes());
+        k
+    }
+    /// The directory a quota row's key names.
+    pub fn quota_dir(k: &[u8]) -> Ino {
+        Ino::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte inode number"))
+    }
     /// Every row kind that belongs to one filesystem's tree in a partition
     /// group, as key prefixes.
     pub fn fs_rows(g: GroupId, fs: FsId) -> Vec<Vec<u8>> {
@@ -354,6 +365,7 @@ pub mod key {
             TRASH_INO,
             TRASH_USAGE,
             HOLD,
+            QUOTA,
         ]
         .into_iter()
         .map(|tag| rows_of(g, tag, fs))

@@ -132,7 +132,10 @@ fn read_reach(req: &ReadRequest, r: &mut Reach) {
         | R::GarbageWork { .. }
         | R::ListTrash { .. }
         | R::ListChunks { .. }
-        | R::DumpRows { .. } => r.whole_fs = true,
+        | R::DumpRows { .. }
+        | R::ListQuotas { dir: None, .. } => r.whole_fs = true,
+        // The quota numbers above a subtree's root are shown to it (df).
+        R::ListQuotas { dir: Some(d), .. } => r.inside.push(*d),
         // The filesystem as a whole (its partitions, usage, settings), or
         // not a filesystem's tree at all: the grant's filesystem decides.
         R::GetClusterMap
@@ -209,7 +212,10 @@ fn write_reach(req: &WriteRequest, r: &mut Reach) {
         | W::LoadRows { .. }
         | W::SealSnapshot { .. }
         | W::PutToken { .. }
-        | W::RevokeToken { .. } => {}
+        | W::RevokeToken { .. }
+        | W::SetQuota { .. }
+        | W::DeleteQuota { .. }
+        | W::SetQuotaUsage { .. } => {}
     }
 }
 

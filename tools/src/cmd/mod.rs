@@ -15,6 +15,7 @@ pub mod mount;
 pub mod open;
 pub mod place;
 pub mod profile;
+pub mod quota;
 pub mod snapshot;
 pub mod stats;
 pub mod status;

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::garbage;
+use super::quota::file_growth;
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
 use crate::server::ops::{Ctx, OpResult, tri};
@@ -33,6 +34,7 @@ impl<T: RowsMut> Ctx<'_, T> {
             ))));
         };
         let old_size = inode.size;
+        tri!(self.charge(fs, &file_growth(&inode, end))?);
         self.add_usage(fs, 0, (end - old_size) as i64)?;
         inode.size = end;
         inode.mtime = now;
@@ -201,6 +203,9 @@ impl<T: RowsMut> Ctx<'_, T> {
                     "a slice ending at {slice_end} (at most {MAX_FILE_SIZE})"
                 ))));
             }
+        }
+        if end > inode.size {
+            tri!(self.charge(fs, &file_growth(&inode, end))?);
         }
         // Each chunk's list is read and written once, however many slices
         // it gets (a commit of random writes brings thousands).

@@ -7,7 +7,7 @@
 //! This file dispatches a request to its operation; the operations live by
 //! family: `cluster` (group 0's rows), `namespace`, `rename`, `chunks`,
 //! `txn` (cross-group transactions), `garbage` (trash, deletion queue,
-//! compaction), `xattr`, `locks`, `snapshot`, `dump`.
+//! compaction), `xattr`, `locks`, `snapshot`, `dump`, `quota`.
 
 mod chunks;
 mod cluster;
@@ -15,6 +15,7 @@ pub(crate) mod dump;
 pub(crate) mod garbage;
 pub(crate) mod locks;
 mod namespace;
+pub(crate) mod quota;
 mod rename;
 pub(crate) mod snapshot;
 mod tokens;
@@ -262,6 +263,15 @@ pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<Met
         R::SetFreeze { fs, until } => c.set_freeze(fs, until)?,
         R::LoadRows { fs, layout, rows } => c.load_rows(fs, layout, rows)?,
         R::SealSnapshot { fs, source } => c.seal_snapshot(fs, source)?,
+        R::SetQuota {
+            fs,
+            dir,
+            max_bytes,
+            max_inodes,
+            counted,
+        } => c.set_quota(fs, dir, (max_bytes, max_inodes), counted)?,
+        R::DeleteQuota { fs, dir } => c.delete_quota(fs, dir)?,
+        R::SetQuotaUsage { fs, dir, used } => c.set_quota_usage(fs, dir, used)?,
         R::RaiseSliceFloor { fs, at_least } => c.raise_slice_floor(fs, at_least)?,
         R::CopyFs { from, to } => c.copy_fs(from, to)?,
         R::DropFs { fs, source } => c.drop_fs(fs, source)?,
@@ -447,5 +457,6 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaRes
         R::GetTrashDays { fs } => Ok(MetaResponse::TrashDays(garbage::trash_days(t, g, fs)?)),
         R::ListTokens => return tokens::tokens(t, g, None),
         R::GetToken { id } => return tokens::tokens(t, g, Some(&id)),
+        R::ListQuotas { fs, dir } => return quota::list_quotas(t, g, fs, dir),
     })
 }

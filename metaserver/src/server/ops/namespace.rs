@@ -4,6 +4,7 @@
 
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
+use crate::server::ops::quota::{Charge, file_growth, uncharge};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, PartState, tri};
 use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
@@ -240,7 +241,15 @@ impl<T: RowsMut> Ctx<'_, T> {
         if kind == FileType::Dir && dir.nlink >= MAX_LINKS {
             return Ok(Err(MetaError::TooManyLinks));
         }
-        let ino = tri!(self.alloc_ino(fs, parent)?);
+        // The quotas above first (the last check), then the inode number.
+        tri!(self.charge(fs, &[Charge::new(parent, 1, 0)])?);
+        let ino = match self.alloc_ino(fs, parent)? {
+            Ok(ino) => ino,
+            Err(e) => {
+                self.release(fs, &[Charge::new(parent, -1, 0)])?;
+                return Ok(Err(e));
+            }
+        };
         // BSD group semantics under a setgid directory: the entry takes the
         // directory's group, and subdirectories inherit the setgid bit.
         let new = if dir.mode & 0o2000 != 0 {
@@ -300,6 +309,13 @@ impl<T: RowsMut> Ctx<'_, T> {
             return Ok(Err(MetaError::Exists));
         }
         tri!(self.check_unlocked(fs, &[parent, ino], &[(parent, name)])?);
+        // The file stays charged where it was made; a link from under other
+        // quotas would let it grow there uncounted.
+        if !self.same_quotas(fs, inode.parent, parent)? {
+            return Ok(Err(MetaError::QuotaBoundary(format!(
+                "inode {ino} is counted under other quotas than directory {parent}"
+            ))));
+        }
         self.t.put(
             &dkey,
             &Dentry {
@@ -328,6 +344,11 @@ impl<T: RowsMut> Ctx<'_, T> {
     ) -> Result<(Inode, bool), DbError> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
+        if inode.nlink == 0 || inode.kind == FileType::Dir {
+            // Gone from the tree: the quotas above no longer count it (a
+            // file in the trash is not charged).
+            self.release(fs, &[uncharge(&inode)])?;
+        }
         if inode.kind == FileType::Dir {
             inode.nlink = 0;
             self.delete_inode(fs, &inode, now)?;
@@ -454,6 +475,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                     "size {size} (at most {MAX_FILE_SIZE})"
                 ))));
             }
+            tri!(self.charge(fs, &file_growth(&inode, size))?);
             let chunk_size = self.chunk_size(fs)?;
             if size < inode.size {
                 self.cut_chunks(fs, ino, size, inode.size, chunk_size, now)?;

@@ -5,32 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-
-/// A port nobody listens on now (the OS picks it; it is let go at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The body of `GET http://addr/path` (HTTP/1.0: the server closes).
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    (status.split(' ').nth(1) == Some("200")).then(|| body.to_string())
-}
 
 /// `q` with everything but letters and digits percent-encoded.
 fn url_encode(q: &str) -> String {

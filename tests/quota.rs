@@ -22,10 +22,11 @@ fn try_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// A one-node metaserver with filesystem `data` on an S3 server, under `tmp`.
-fn one_node(tmp: &Path) -> (S3, MetaServer, String) {
+/// A one-node metaserver with filesystem `data` (formatted with more
+/// flags `format`) on an S3 server, under `tmp`.
+fn one_node(tmp: &Path, format: &[&str]) -> (S3, MetaServer, String) {
     let s3 = S3::start(&tmp.join("s3"));
-    let (server, addr) = one_node_with_data(tmp, &s3, &[]);
+    let (server, addr) = one_node_with_data(tmp, &s3, format);
     (s3, server, addr)
 }
 
@@ -81,7 +82,13 @@ fn fill(dir: &Path, prefix: &str) -> usize {
 fn two_mounts_stop_at_a_directory_quota_and_write_again_after_deletes() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let (s3, _server, addr) = one_node(tmp.path());
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let node_metrics = format!("127.0.0.1:{}", free_port());
+    let meta = tmp.path().join("meta");
+    let _server =
+        MetaServer::start_node_with(1, &meta, "127.0.0.1:0", &["--metrics", &node_metrics]);
+    let addr = _server.addr.clone();
+    format_data(&addr, &s3, &[]);
     let m1 = Mount::new(
         &tmp.path().join("m1"),
         &["--meta", &addr, "data"],
@@ -143,9 +150,27 @@ fn two_mounts_stop_at_a_directory_quota_and_write_again_after_deletes() {
         4 << 20,
         "what the quota counts is what is there"
     );
-    assert!(is_edquot(
-        &try_write(&m1.path("q/late"), &[1u8; 10]).unwrap_err()
-    ));
+    // A writer running into the quota hears it from write(2) itself, not
+    // only at fsync or close.
+    let mut late = std::fs::File::create(m1.path("q/late")).unwrap();
+    let e = late.write_all(&[1u8; 10]).unwrap_err();
+    assert!(is_edquot(&e), "{e}");
+    drop(late);
+    // Status and the node's metrics show the quota against its limits.
+    let status = run_ok(&["status", "--meta", &addr]);
+    assert!(
+        status.contains("bytes 4194304 of 4194304 (100%)  inodes 19 of 1000 (2%)"),
+        "{status}"
+    );
+    let scraped = http_get(&node_metrics, "/metrics").expect("the node serves metrics");
+    for series in ["strata_quotas{", "strata_quotas_near_limit{"] {
+        let line = scraped
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in {scraped}"));
+        assert!(line.ends_with(" 1"), "{line}");
+    }
+
     // Outside the quota nothing is limited.
     write_synced(&m1.path("free"), vec![1u8; 8 * BLOCK]);
 
@@ -208,11 +233,15 @@ fn two_mounts_stop_at_a_directory_quota_and_write_again_after_deletes() {
 fn nested_quotas_and_moves_between_quota_trees() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let (s3, _server, addr) = one_node(tmp.path());
+    // A whole-filesystem limit is the root's quota, set at format time.
+    let (s3, _server, addr) = one_node(tmp.path(), &["--capacity", "64M", "--inodes", "40"]);
     let m = mount(tmp.path(), "m", &addr, &s3);
     for d in ["a/inner", "a/plain", "b"] {
         std::fs::create_dir_all(m.path(d)).unwrap();
     }
+    let root = statvfs(&m.path(""));
+    assert_eq!(root.f_blocks * root.f_frsize, 64 << 20);
+    assert_eq!((root.f_files, root.f_files - root.f_ffree), (40, 4));
     quota(&addr, &["set", "/a", "--inodes", "10"]);
     quota(&addr, &["set", "/a/inner", "--inodes", "3"]);
     quota(&addr, &["set", "/b", "--inodes", "5", "--bytes", "1M"]);
@@ -287,6 +316,11 @@ fn nested_quotas_and_moves_between_quota_trees() {
     assert_eq!(usage(&addr, "/b/inner"), (2, 2));
     assert_eq!(std::fs::read(m.path("b/inner/f1")).unwrap(), b"x");
     assert!(quota(&addr, &["check"]).contains("quotas match their trees"));
+    // The root's quota counts everything, and is changed like any other.
+    assert_eq!(usage(&addr, "/").1, 10);
+    quota(&addr, &["set", "/", "--inodes", "10"]);
+    let e = std::fs::create_dir(m.path("one-more")).unwrap_err();
+    assert!(is_edquot(&e), "{e}");
     m.unmount();
 }
 
@@ -294,7 +328,7 @@ fn nested_quotas_and_moves_between_quota_trees() {
 fn quota_check_finds_drift_and_repairs_it() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let (s3, _server, addr) = one_node(tmp.path());
+    let (s3, _server, addr) = one_node(tmp.path(), &[]);
     let m = mount(tmp.path(), "m", &addr, &s3);
     std::fs::create_dir(m.path("q")).unwrap();
     // A file is counted where it was made, once: a hard link into /q of

@@ -113,6 +113,8 @@ pub struct Filesystem {
     /// Which files the kernel's cached pages are current for.
     pub(crate) cached_pages: CachedPages,
     pub(crate) slice_ids: Mutex<(u64, u64)>,
+    /// The quotas above directories written in, as last read.
+    pub(crate) quotas: crate::quota::QuotaView,
 }
 
 /// Whether a file opened with `flags` bypasses the kernel's page cache:
@@ -162,6 +164,7 @@ impl Filesystem {
             handles: Default::default(),
             cached_pages: Default::default(),
             slice_ids: Mutex::new((0, 0)),
+            quotas: Default::default(),
         });
         crate::metrics::watch_mount(Arc::downgrade(&fs));
         Ok(fs)

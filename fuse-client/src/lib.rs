@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mount;
 mod namespace;
 mod open;
+mod quota;
 mod read;
 pub mod slices;
 mod write;

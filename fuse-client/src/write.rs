@@ -60,6 +60,10 @@ impl Filesystem {
             .checked_add(data.len() as u64)
             .filter(|&e| e <= strata_meta::MAX_FILE_SIZE)
             .ok_or_else(|| FsError::new(libc::EFBIG, "write beyond the largest file size"))?;
+        if !flags.append {
+            // An append's growth was checked when its range was reserved.
+            self.check_quota_room(&d, end).await?;
+        }
         let cs = self.chunk_size();
         let mut at = offset;
         let mut rest = data;
@@ -281,6 +285,7 @@ impl Filesystem {
                         d.pending_bypassed = false;
                         let attr = d.attr.clone();
                         d.invalidate(&attr);
+                        self.quotas.forget(attr.parent);
                         return Err(e.into());
                     }
                     Err(e) => return Err(e.into()),

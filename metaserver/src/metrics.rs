@@ -286,6 +286,17 @@ pub(crate) trait GroupSource: Send + Sync {
     /// Inodes and bytes per filesystem in each group this node leads
     /// (one report per group across the cluster).
     fn led_usage(&self) -> Vec<(GroupId, crate::types::FsId, crate::types::Usage)>;
+    /// Quotas per filesystem in each group this node leads, and how many
+    /// of them are at 90 % of a limit or more.
+    fn led_quotas(&self) -> Vec<(GroupId, crate::types::FsId, QuotaCounts)>;
+}
+
+/// A filesystem's quotas in one group, for a scrape.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QuotaCounts {
+    pub quotas: u64,
+    /// Those at 90 % of a limit or more.
+    pub near_limit: u64,
 }
 
 /// The nodes this process runs (tests run several; a server one).
@@ -419,6 +430,35 @@ impl Collector for GroupCollector {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, u) in &usage {
                 family.encode_family(labels)?.encode_gauge(&read(u))?;
+            }
+        }
+        let quotas: Vec<_> = live
+            .iter()
+            .flat_map(|s| {
+                let node = s.node_id();
+                s.led_quotas()
+                    .into_iter()
+                    .map(move |(group, fs, q)| (UsageLabels { node, group, fs }, q))
+            })
+            .collect();
+        type Count = fn(&QuotaCounts) -> u64;
+        let counts: [(&str, &str, Count); 2] = [
+            (
+                "quotas",
+                "Directory quotas of a filesystem in one group, from the group's leader",
+                |q| q.quotas,
+            ),
+            (
+                "quotas_near_limit",
+                "Directory quotas that have used 90 % or more of their bytes or inodes \
+                 (`strata quota list` names them)",
+                |q| q.near_limit,
+            ),
+        ];
+        for (name, help, read) in counts {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, q) in &quotas {
+                family.encode_family(labels)?.encode_gauge(&read(q))?;
             }
         }
         for (name, help, read) in gauges {

@@ -121,12 +121,14 @@ impl FsClient {
         Ok(drift)
     }
 
-    /// What a quota on `dir` counts: every inode below it charged there
-    /// (a file where it was made or moved to last, so each file once
-    /// however many links it has), and regular files' sizes.
+    /// What a quota on `dir` counts: every inode below it, each file once
+    /// however many links it has there (all links of a file lie under the
+    /// same quotas), and regular files' sizes.
     pub async fn count_below(&self, dir: Ino) -> Result<Usage, MetaError> {
         let mut usage = Usage::default();
         let mut dirs = vec![dir];
+        // Files with several links here: counted once.
+        let mut files = std::collections::HashSet::new();
         while let Some(d) = dirs.pop() {
             let mut after = None;
             loop {
@@ -143,8 +145,8 @@ impl FsClient {
                     };
                     if inode.kind == FileType::Dir {
                         dirs.push(inode.ino);
-                    } else if inode.parent != d {
-                        // Another link of a file counted where it lives.
+                    } else if !files.insert(inode.ino) {
+                        // Another link of a file counted already.
                         continue;
                     }
                     usage.inodes += 1;

@@ -187,6 +187,19 @@ impl crate::metrics::GroupSource for MetaNode {
         std::fs::metadata(self.data_dir.join("meta.redb")).map_or(0, |m| m.len())
     }
 
+    fn led_quotas(&self) -> Vec<(GroupId, FsId, crate::metrics::QuotaCounts)> {
+        self.group_gauges()
+            .into_iter()
+            .filter(|g| g.leader == Some(self.id))
+            .flat_map(|g| {
+                state_machine::quotas_by_fs(&self.db, g.group)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |(fs, q)| (g.group, fs, q))
+            })
+            .collect()
+    }
+
     fn led_usage(&self) -> Vec<(GroupId, FsId, Usage)> {
         self.group_gauges()
             .into_iter()

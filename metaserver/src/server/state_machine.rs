@@ -437,6 +437,39 @@ pub fn usage_by_fs(db: &Database, g: GroupId) -> Result<Vec<(FsId, Usage)>, DbEr
         .collect()
 }
 
+/// How many quotas each filesystem has in group `g`, and how many of those
+/// have used 90 % or more of a limit.
+pub(crate) fn quotas_by_fs(
+    db: &Database,
+    g: GroupId,
+) -> Result<Vec<(FsId, crate::metrics::QuotaCounts)>, DbError> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(SM)?;
+    let prefix = key::quota_prefix(g);
+    let mut out: std::collections::BTreeMap<FsId, crate::metrics::QuotaCounts> = Default::default();
+    let mut after = None;
+    loop {
+        let page = t.scan(&prefix, after.as_deref(), 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (k, v) in &page {
+            let Some(fs) = k.get(prefix.len()..prefix.len() + 4) else {
+                continue;
+            };
+            let fs = FsId::from_be_bytes(fs.try_into().expect("4 bytes"));
+            let q: crate::types::Quota = store::decode(v)?;
+            let near = |used: u64, max: Option<u64>| {
+                max.is_some_and(|m| u128::from(used) * 10 >= u128::from(m) * 9)
+            };
+            let e = out.entry(fs).or_default();
+            e.quotas += 1;
+            e.near_limit +=
+                u64::from(near(q.used.bytes, q.max_bytes) || near(q.used.inodes, q.max_inodes));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 pub fn read(
     db: &Database,
     g: GroupId,

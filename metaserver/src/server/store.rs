@@ -340,6 +340,10 @@ pub mod key {
         k.extend_from_slice(&fs.to_be_bytes());
         k
     }
+    /// Every quota row of group `g`, of every filesystem.
+    pub fn quota_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, QUOTA)
+    }
     /// The quota of directory `dir`.
     pub fn quota(g: GroupId, fs: FsId, dir: Ino) -> Vec<u8> {
         let mut k = rows_of(g, QUOTA, fs);

@@ -36,6 +36,14 @@ pub struct FormatArgs {
     /// once, or when the last client that has it open closes it).
     #[arg(long, default_value_t = strata_meta::DEFAULT_TRASH_DAYS)]
     pub trash_days: u32,
+    /// Most bytes (the sum of file sizes) the filesystem may hold: a quota
+    /// on its root (`df` shows it; change it with `strata quota set FS /`).
+    #[arg(long, value_parser = parse_size)]
+    pub capacity: Option<u64>,
+    /// Most inodes the filesystem may hold: a quota on its root, as
+    /// --capacity.
+    #[arg(long)]
+    pub inodes: Option<u64>,
 }
 
 pub async fn run(a: FormatArgs) -> CliResult {
@@ -50,6 +58,11 @@ pub async fn run(a: FormatArgs) -> CliResult {
     if a.trash_days > 36_500 {
         return Err(CliError("--trash-days must be at most 36500".into()));
     }
+    if a.capacity == Some(0) || a.inodes == Some(0) {
+        return Err(CliError(
+            "--capacity and --inodes must be above 0 (leave them out for no limit)".into(),
+        ));
+    }
     let client = super::meta_client(&meta_addrs(&a.meta)).await?;
     let spec = FsSpec {
         s3_endpoint: a.s3_endpoint.clone(),
@@ -62,6 +75,9 @@ pub async fn run(a: FormatArgs) -> CliResult {
     let info = client.format(&spec, (0, 0)).await?;
     let fs = client.open_fs(&a.name).await?;
     fs.set_trash_days(a.trash_days).await?;
+    if a.capacity.is_some() || a.inodes.is_some() {
+        fs.set_quota(fs.root(), a.capacity, a.inodes).await?;
+    }
     println!(
         "formatted {} (id {}, uuid {}): storage {}, block {} B, chunk {} B, trash {} days",
         info.name, info.id, info.uuid, info.storage, info.block_size, info.chunk_size, a.trash_days

@@ -96,6 +96,26 @@ pub async fn run(a: StatusArgs) -> CliResult {
             usage.bytes,
             if f.ready { "" } else { "  (format incomplete)" }
         );
+        if !f.ready {
+            continue;
+        }
+        // Quotas against their limits (inodes' numbers: `strata quota
+        // list` shows their paths).
+        let fs = client.open_fs(&f.name).await?;
+        for (dir, q) in fs.quotas().await? {
+            let of = |used: u64, max: Option<u64>| match max {
+                Some(m) => format!(
+                    "{used} of {m} ({:.0}%)",
+                    used as f64 * 100.0 / m.max(1) as f64
+                ),
+                None => format!("{used} (no limit)"),
+            };
+            println!(
+                "    quota on inode {dir}: bytes {}  inodes {}",
+                of(q.used.bytes, q.max_bytes),
+                of(q.used.inodes, q.max_inodes)
+            );
+        }
     }
     if let Some(n) = local_node {
         n.shutdown().await;

@@ -180,11 +180,14 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(dirs(a)? == dirs(b)?)
     }
 
-    /// What moving `inode` from directory `from` to `to` does to the
-    /// quotas: nothing when the same quotas are above both; a file's or a
-    /// directory with its own quota's usage leaving one set and joining the
-    /// other; refused for any other directory, whose subtree's usage no
-    /// row holds.
+    /// What moving `inode`'s link from directory `from` to `to` does to
+    /// the quotas: nothing when the same quotas are above both; a file's or
+    /// a directory with its own quota's usage leaving one set and joining
+    /// the other. Refused for a directory without a quota of its own, whose
+    /// subtree's usage no row holds, and for a file with other links, which
+    /// would stay under the quotas it leaves (all links of a file lie
+    /// under the same quotas, so a count of a tree finds each file it is
+    /// charged for).
     pub(crate) fn move_charges(
         &self,
         fs: FsId,
@@ -195,6 +198,19 @@ impl<T: RowsMut> Ctx<'_, T> {
         if self.same_quotas(fs, from, to)? {
             return Ok(Ok(Vec::new()));
         }
+        if inode.kind != FileType::Dir && inode.nlink > 1 {
+            return Ok(Err(MetaError::QuotaBoundary(format!(
+                "inode {} has other links under the quotas it would leave",
+                inode.ino
+            ))));
+        }
+        let from = if inode.kind == FileType::Dir {
+            from
+        } else {
+            // Charged where it was made or moved last, which has the same
+            // quotas as its one link's directory.
+            inode.parent
+        };
         let (inodes, bytes) = match inode.kind {
             FileType::File => (1, inode.size as i64),
             FileType::Dir => match self.t.load::<Quota>(&key::quota(self.g, fs, inode.ino))? {

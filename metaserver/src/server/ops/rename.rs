@@ -88,14 +88,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         let mut locked = vec![src.ino, new_parent];
         locked.extend(dst.map(|d| d.ino));
         tri!(self.check_unlocked(fs, &locked, &[(parent, name), (new_parent, new_name)])?);
-        // A file is counted under the directory it was made in or moved to
-        // last (another link's, perhaps); a directory under its parent.
-        let counted_in = if moved.kind == FileType::Dir {
-            parent
-        } else {
-            moved.parent
-        };
-        let charges = tri!(self.move_charges(fs, &moved, counted_in, new_parent)?);
+        let charges = tri!(self.move_charges(fs, &moved, parent, new_parent)?);
         tri!(self.charge(fs, &charges)?);
         // Checked; from here on every step succeeds.
         let replaced = match victim {
@@ -156,20 +149,8 @@ impl<T: RowsMut> Ctx<'_, T> {
             &[(parent, name), (new_parent, new_name)]
         )?);
         if moves {
-            let from = |i: &Inode, dir: Ino| {
-                if i.kind == FileType::Dir {
-                    dir
-                } else {
-                    i.parent
-                }
-            };
-            let mut charges = tri!(self.move_charges(fs, &a, from(&a, parent), new_parent)?);
-            charges.extend(tri!(self.move_charges(
-                fs,
-                &b,
-                from(&b, new_parent),
-                parent
-            )?));
+            let mut charges = tri!(self.move_charges(fs, &a, parent, new_parent)?);
+            charges.extend(tri!(self.move_charges(fs, &b, new_parent, parent)?));
             tri!(self.charge(fs, &charges)?);
         }
         self.t.put(&key::dentry(self.g, fs, parent, name), &dst)?;

@@ -1,0 +1,96 @@
+//! Quotas seen from the writer's side. The metaserver checks every commit
+//! against the quotas above the file (decision 58), but a commit comes at
+//! fsync or close, long after write(2) said yes. So a write that grows a
+//! file is first checked here against what this client last heard of
+//! those quotas (at most `FRESH` old): a writer that runs into a quota gets
+//! EDQUOT from write(2), as on a local disk, and only a write racing other
+//! clients (or this client's other growing files) within that window
+//! learns it at fsync or close.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_meta::{Ino, Quota};
+use tokio::time::Instant;
+
+use crate::error::{FsError, FsResult};
+use crate::file::FileData;
+use crate::fs::Filesystem;
+
+/// How long the quotas above a directory are taken as they were read.
+const FRESH: Duration = Duration::from_secs(1);
+/// Directories whose quotas are remembered; beyond it the memory starts over.
+const MAX_DIRS: usize = 4096;
+
+/// The quotas at and above one directory, nearest first.
+type Above = Arc<Vec<(Ino, Quota)>>;
+
+/// The quotas above directories this client writes in, as last read.
+#[derive(Default)]
+pub(crate) struct QuotaView {
+    dirs: Mutex<HashMap<Ino, (Instant, Above)>>,
+}
+
+impl QuotaView {
+    fn fresh(&self, dir: Ino) -> Option<Above> {
+        let dirs = self.dirs.lock().unwrap();
+        dirs.get(&dir)
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, q)| q.clone())
+    }
+
+    fn remember(&self, dir: Ino, quotas: Above) {
+        let mut dirs = self.dirs.lock().unwrap();
+        if dirs.len() >= MAX_DIRS {
+            dirs.clear();
+        }
+        dirs.insert(dir, (Instant::now(), quotas));
+    }
+
+    /// Forgets what was read about `dir` (after a commit it refused).
+    pub(crate) fn forget(&self, dir: Ino) {
+        self.dirs.lock().unwrap().remove(&dir);
+    }
+}
+
+impl Filesystem {
+    /// Refuses with EDQUOT a write that would make `d`'s file end at `end`
+    /// if its growth not committed yet would take a byte quota above it
+    /// over its limit. A refusal is decided on a fresh read: what was
+    /// remembered may predate deletes that made room.
+    pub(crate) async fn check_quota_room(&self, d: &FileData, end: u64) -> FsResult<()> {
+        let committed = d.attr.size;
+        if end <= committed || end <= d.pending_end {
+            return Ok(());
+        }
+        let growth = end - committed;
+        let dir = d.attr.parent;
+        if let Some(known) = self.quotas.fresh(dir)
+            && room_for(&known, growth).is_ok()
+        {
+            return Ok(());
+        }
+        let now = Arc::new(self.meta.quotas_above(dir).await?);
+        self.quotas.remember(dir, now.clone());
+        room_for(&now, growth)
+    }
+}
+
+/// Whether every byte quota in `quotas` has room for `growth` more bytes.
+fn room_for(quotas: &[(Ino, Quota)], growth: u64) -> FsResult<()> {
+    for (dir, q) in quotas {
+        if let Some(max) = q.max_bytes
+            && q.used.bytes.saturating_add(growth) > max
+        {
+            return Err(FsError::new(
+                libc::EDQUOT,
+                format!(
+                    "directory {dir} holds {} of its {max} bytes; writing {growth} more",
+                    q.used.bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_meta::{Ino, Quota};
+use strata_meta::{GroupId, Ino, Quota};
 use tokio::time::Instant;
 
 use crate::error::{FsError, FsResult};
@@ -30,9 +30,20 @@ type Above = Arc<Vec<(Ino, Quota)>>;
 #[derive(Default)]
 pub(crate) struct QuotaView {
     dirs: Mutex<HashMap<Ino, (Instant, Above)>>,
+    /// Whether each group holds any quota of the filesystem: most hold
+    /// none, and then no directory there needs its own read.
+    groups: Mutex<HashMap<GroupId, (Instant, bool)>>,
 }
 
 impl QuotaView {
+    fn group_known(&self, g: GroupId) -> Option<bool> {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .get(&g)
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, any)| *any)
+    }
+
     fn fresh(&self, dir: Ino) -> Option<Above> {
         let dirs = self.dirs.lock().unwrap();
         dirs.get(&dir)
@@ -51,6 +62,7 @@ impl QuotaView {
     /// Forgets what was read about `dir` (after a commit it refused).
     pub(crate) fn forget(&self, dir: Ino) {
         self.dirs.lock().unwrap().remove(&dir);
+        self.groups.lock().unwrap().clear();
     }
 }
 
@@ -66,6 +78,26 @@ impl Filesystem {
         }
         let growth = end - committed;
         let dir = d.attr.parent;
+        let g = self.meta.group_of(dir).await?;
+        let any = match self.quotas.group_known(g) {
+            Some(any) => any,
+            // A client confined to a subtree may not list a group's
+            // quotas (they name directories outside it): it asks per
+            // directory.
+            None if self.meta.confined() => true,
+            None => {
+                let any = !self.meta.group_quotas(g).await?.is_empty();
+                self.quotas
+                    .groups
+                    .lock()
+                    .unwrap()
+                    .insert(g, (Instant::now(), any));
+                any
+            }
+        };
+        if !any {
+            return Ok(());
+        }
         if let Some(known) = self.quotas.fresh(dir)
             && room_for(&known, growth).is_ok()
         {

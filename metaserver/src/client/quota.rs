@@ -66,16 +66,19 @@ impl FsClient {
         self.reload_partitions().await?;
         let mut all = Vec::new();
         for g in self.groups() {
-            let req = ReadRequest::ListQuotas {
-                fs: self.info.id,
-                dir: None,
-            };
-            all.extend(
-                expect_answer!(self.call_group(g, req).await?, MetaResponse::Quotas(q) => q)?,
-            );
+            all.extend(self.group_quotas(g).await?);
         }
         all.sort_by_key(|(d, _)| *d);
         Ok(all)
+    }
+
+    /// The quotas of directories group `g` holds.
+    pub async fn group_quotas(&self, g: GroupId) -> Result<Vec<(Ino, Quota)>, MetaError> {
+        let req = ReadRequest::ListQuotas {
+            fs: self.info.id,
+            dir: None,
+        };
+        expect_answer!(self.call_group(g, req).await?, MetaResponse::Quotas(q) => q)
     }
 
     pub async fn delete_quota(&self, dir: Ino) -> Result<(), MetaError> {
@@ -121,14 +124,15 @@ impl FsClient {
         Ok(drift)
     }
 
-    /// What a quota on `dir` counts: every inode below it, each file once
-    /// however many links it has there (all links of a file lie under the
-    /// same quotas), and regular files' sizes.
+    /// What a quota on `dir` counts: every directory below it, and every
+    /// other inode reached below it that is charged there (its `parent`,
+    /// where it was made or moved last, is one of those directories),
+    /// once however many links it has, with regular files' sizes.
     pub async fn count_below(&self, dir: Ino) -> Result<Usage, MetaError> {
         let mut usage = Usage::default();
+        let mut tree = std::collections::HashSet::from([dir]);
+        let mut files = std::collections::HashMap::new();
         let mut dirs = vec![dir];
-        // Files with several links here: counted once.
-        let mut files = std::collections::HashSet::new();
         while let Some(d) = dirs.pop() {
             let mut after = None;
             loop {
@@ -144,16 +148,21 @@ impl FsClient {
                         None => self.getattr(e.dentry.ino).await?,
                     };
                     if inode.kind == FileType::Dir {
+                        usage.inodes += 1;
+                        tree.insert(inode.ino);
                         dirs.push(inode.ino);
-                    } else if !files.insert(inode.ino) {
-                        // Another link of a file counted already.
-                        continue;
-                    }
-                    usage.inodes += 1;
-                    if inode.kind == FileType::File {
-                        usage.bytes += inode.size;
+                    } else {
+                        files.insert(inode.ino, inode);
                     }
                 }
+            }
+        }
+        // Decided once the whole tree is known: a file's parent may be a
+        // directory listed after it.
+        for f in files.values().filter(|f| tree.contains(&f.parent)) {
+            usage.inodes += 1;
+            if f.kind == FileType::File {
+                usage.bytes += f.size;
             }
         }
         Ok(usage)

@@ -188,27 +188,28 @@ impl crate::metrics::GroupSource for MetaNode {
     }
 
     fn led_quotas(&self) -> Vec<(GroupId, FsId, crate::metrics::QuotaCounts)> {
-        self.group_gauges()
-            .into_iter()
-            .filter(|g| g.leader == Some(self.id))
-            .flat_map(|g| {
-                state_machine::quotas_by_fs(&self.db, g.group)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |(fs, q)| (g.group, fs, q))
-            })
-            .collect()
+        self.per_led_group(state_machine::quotas_by_fs)
     }
 
     fn led_usage(&self) -> Vec<(GroupId, FsId, Usage)> {
-        self.group_gauges()
+        self.per_led_group(state_machine::usage_by_fs)
+    }
+}
+
+/// Reads one group's rows per filesystem (usage, quotas) for a scrape.
+type PerFs<T> = fn(&Database, GroupId) -> Result<Vec<(FsId, T)>, store::DbError>;
+
+impl MetaNode {
+    /// `read` of each group this node leads, per filesystem, for a scrape.
+    fn per_led_group<T>(&self, read: PerFs<T>) -> Vec<(GroupId, FsId, T)> {
+        crate::metrics::GroupSource::group_gauges(self)
             .into_iter()
             .filter(|g| g.leader == Some(self.id))
             .flat_map(|g| {
-                state_machine::usage_by_fs(&self.db, g.group)
+                read(&self.db, g.group)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(move |(fs, u)| (g.group, fs, u))
+                    .map(move |(fs, v)| (g.group, fs, v))
             })
             .collect()
     }

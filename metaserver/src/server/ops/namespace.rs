@@ -4,7 +4,7 @@
 
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
-use crate::server::ops::quota::{Charge, file_growth, uncharge};
+use crate::server::ops::quota::{self, Charge, file_growth, uncharge};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, PartState, tri};
 use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
@@ -348,8 +348,17 @@ impl<T: RowsMut> Ctx<'_, T> {
             // Gone from the tree: the quotas above no longer count it (a
             // file in the trash is not charged).
             self.release(fs, &[uncharge(&inode)])?;
+        } else if from.is_some_and(|(dir, _)| dir == inode.parent) {
+            // The file leaves the directory it is charged to but keeps
+            // other links, all under the same quotas: it is charged to the
+            // nearest of those from now on, as the directory it leaves may
+            // be removed.
+            if let Some((q, _)) = quota::quotas_above(&*self.t, self.g, fs, inode.parent)?.first() {
+                inode.parent = *q;
+            }
         }
         if inode.kind == FileType::Dir {
+            self.t.del(&key::quota(self.g, fs, inode.ino))?;
             inode.nlink = 0;
             self.delete_inode(fs, &inode, now)?;
             return Ok((inode, true));

@@ -1,4 +1,5 @@
 //! Directory quotas under random sequences of namespace and data changes
+//! (creates, writes, truncates, renames and exchanges, links, unlinks, rmdirs)
 //! on a real one-node metaserver: after every change, each quota's
 //! recorded usage equals a count of its tree, and no quota is over its
 //! limit; a change a quota refuses leaves everything as it was.
@@ -115,7 +116,7 @@ async fn run(seed: u64, steps: usize) {
     let mut slice_id = 1000;
 
     for step in 0..steps {
-        let op = rng.below(10);
+        let op = rng.below(11);
         let what;
         let r: Result<(), MetaError> = match op {
             0 | 1 => {
@@ -215,6 +216,29 @@ async fn run(seed: u64, steps: usize) {
                 fs.unlink(parent, &name).await.map(|_| {
                     k.files.remove(&ino);
                 })
+            }
+            9 => {
+                // RENAME_EXCHANGE of a file and another file or directory.
+                let Some((&x, (xp, xn))) = Known::pick(&mut rng, &k.files) else {
+                    continue;
+                };
+                let (xp, xn) = (*xp, xn.clone());
+                let y_is_file = rng.below(2) == 0;
+                let pool = if y_is_file { &k.files } else { &k.dirs };
+                let Some((&y, (yp, yn))) = Known::pick(&mut rng, pool) else {
+                    continue;
+                };
+                let (yp, yn) = (*yp, yn.clone());
+                what = format!("exchange {x} in {xp} with {y} in {yp}");
+                fs.rename(xp, &xn, yp, &yn, RenameMode::Exchange)
+                    .await
+                    .map(|_| {
+                        if x != y {
+                            k.files.insert(x, (yp, yn));
+                            let m = if y_is_file { &mut k.files } else { &mut k.dirs };
+                            m.insert(y, (xp, xn));
+                        }
+                    })
             }
             _ => {
                 let Some((&ino, (parent, name))) = Known::pick(&mut rng, &k.dirs) else {

@@ -1422,6 +1422,10 @@ fn admin_write(w: &WriteRequest) -> Option<&'static str> {
         W::SetQuota { .. } => Some("Write SetQuota"),
         W::DeleteQuota { .. } => Some("Write DeleteQuota"),
         W::SetQuotaUsage { .. } => Some("Write SetQuotaUsage"),
+        W::SetOwnerQuota { .. } => Some("Write SetOwnerQuota"),
+        W::DeleteOwnerQuota { .. } => Some("Write DeleteOwnerQuota"),
+        // A made-up share (of a home that does not exist, say) could too.
+        W::QuotaBudget { .. } => Some("Write QuotaBudget"),
         W::AllocSliceIds { .. }
         | W::SetAttr { .. }
         | W::Create { .. }

@@ -1,9 +1,12 @@
-//! Directory quotas through the kernel's FUSE: two mounts writing into one
-//! quota directory stop exactly at its limit with EDQUOT and write again
-//! after deletes; nested quotas (the tighter wins); renames and links
-//! between quota trees move usage or are refused; `df` at a quota
-//! directory shows the quota; usage survives a restart of every node and
-//! a leader's failover; `quota check` finds no drift and repairs some.
+//! Quotas through the kernel's FUSE: two mounts writing into one quota
+//! directory stop exactly at its limit with EDQUOT and write again after
+//! deletes; nested quotas (the tighter wins); renames and links between
+//! quota trees move usage or are refused; `df` at a quota directory shows
+//! the quota; usage survives a restart of every node and a leader's
+//! failover; `quota check` finds no drift and repairs some; the
+//! filesystem's, a user's and a group's quota hold exactly on a cluster
+//! whose directories are spread over metadata groups, and a directory
+//! quota's tree stays in one group.
 
 mod common;
 
@@ -210,7 +213,7 @@ fn two_mounts_stop_at_a_directory_quota_and_write_again_after_deletes() {
     quota(&addr, &["set", "/q", "--bytes", "5M"]);
     assert_eq!(usage(&addr, "/q").0, 4 << 20);
     write_synced(&m1.path("q/after-raise"), vec![1u8; BLOCK]);
-    assert!(quota(&addr, &["check"]).contains("quotas match their trees"));
+    assert!(quota(&addr, &["check"]).contains("quotas match what they cover"));
 
     // Truncating frees bytes, and growing past the limit is refused.
     let f = std::fs::OpenOptions::new()
@@ -315,7 +318,7 @@ fn nested_quotas_and_moves_between_quota_trees() {
     run_ok(&["trash", "restore", "--meta", &addr, "data", &f1.to_string()]);
     assert_eq!(usage(&addr, "/b/inner"), (2, 2));
     assert_eq!(std::fs::read(m.path("b/inner/f1")).unwrap(), b"x");
-    assert!(quota(&addr, &["check"]).contains("quotas match their trees"));
+    assert!(quota(&addr, &["check"]).contains("quotas match what they cover"));
     // The root's quota counts everything, and is changed like any other.
     assert_eq!(usage(&addr, "/").1, 10);
     quota(&addr, &["set", "/", "--inodes", "10"]);
@@ -339,7 +342,7 @@ fn quota_check_finds_drift_and_repairs_it() {
     std::fs::write(m.path("q/mine"), b"12345").unwrap();
     quota(&addr, &["set", "/q", "--inodes", "100"]);
     assert_eq!(usage(&addr, "/q"), (5, 1));
-    assert!(quota(&addr, &["check", "/q"]).contains("quotas match their trees"));
+    assert!(quota(&addr, &["check", "/q"]).contains("quotas match what they cover"));
 
     // Drift, as a lost update would leave it: the recorded usage is wrong.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -372,7 +375,7 @@ fn quota_check_finds_drift_and_repairs_it() {
     let repaired = quota(&addr, &["check", "--repair"]);
     assert!(repaired.contains("(repaired)"), "{repaired}");
     assert_eq!(usage(&addr, "/q"), (5, 1));
-    assert!(quota(&addr, &["check"]).contains("quotas match their trees"));
+    assert!(quota(&addr, &["check"]).contains("quotas match what they cover"));
     m.unmount();
 }
 
@@ -420,6 +423,186 @@ fn quota_usage_survives_failover_and_a_restart_of_every_node() {
     assert!(is_edquot(
         &try_write(&m.path("q/after-restart"), &data).unwrap_err()
     ));
-    assert!(quota(&all, &["check"]).contains("quotas match their trees"));
+    assert!(quota(&all, &["check"]).contains("quotas match what they cover"));
+    m.unmount();
+}
+
+/// The metadata group of each of `paths` in filesystem `data`.
+fn groups_of(meta: &str, paths: &[&str]) -> Vec<u32> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addrs: Vec<String> = meta.split(',').map(String::from).collect();
+        let client = strata_meta::MetaClient::connect(&addrs).await.unwrap();
+        let fs = client.open_fs("data").await.unwrap();
+        let mut out = Vec::new();
+        for p in paths {
+            let ino = fs.resolve_path(p).await.unwrap();
+            out.push(fs.group_of(ino).await.unwrap());
+        }
+        out
+    })
+}
+
+/// The used bytes and inodes `strata quota get ARGS` shows in its row
+/// starting with `row`.
+fn usage_of(addr: &str, args: &[&str], row: &str) -> (u64, u64) {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    let out = quota(addr, &all);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("no row for {row}: {out}"));
+    let cols: Vec<&str> = line[row.len()..].split_whitespace().collect();
+    (cols[0].parse().unwrap(), cols[2].parse().unwrap())
+}
+
+#[test]
+fn filesystem_user_and_group_quotas_hold_across_metadata_groups() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let (_nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    format_data(&all, &s3, &["--capacity", "4M"]);
+    // Every new directory goes to the least-loaded group.
+    let m = Mount::new(
+        &tmp.path().join("m"),
+        &["--meta", &all, "--dir-spread-slack", "0", "data"],
+        &s3.env(),
+    );
+    let dirs = ["d0", "d1", "d2", "d3"];
+    for d in dirs {
+        std::fs::create_dir(m.path(d)).unwrap();
+    }
+    let groups = groups_of(&all, &["/", "/d0", "/d1", "/d2", "/d3"]);
+    let home = groups[0];
+    let away = 1 + groups[1..]
+        .iter()
+        .position(|g| *g != home)
+        .unwrap_or_else(|| panic!("directories were spread over groups: {groups:?}"));
+    let away = dirs[away - 1];
+
+    // The filesystem's limit holds exactly with files in every group:
+    // each group borrows budget from the root's group as it needs it.
+    let data = vec![1u8; BLOCK];
+    let mut written = 0;
+    'fill: for n in 0.. {
+        for d in dirs {
+            match try_write(&m.path(&format!("{d}/f{n}")), &data) {
+                Ok(()) => written += 1,
+                Err(e) if is_edquot(&e) => break 'fill,
+                Err(e) => panic!("{d}/f{n}: {e}"),
+            }
+        }
+    }
+    assert_eq!(written, 16, "4M of one-block files, no more");
+    let (bytes, _) = usage(&all, "/");
+    assert_eq!(bytes, 4 << 20);
+
+    // What files in the root's group free can be written in another
+    // group: that group's share is refused until the root's group gives
+    // back budget, which it asks for.
+    let home_dir = dirs[groups[1..].iter().position(|g| *g == home).unwrap_or(0)];
+    let mut freed = 0;
+    for e in std::fs::read_dir(m.path(home_dir)).unwrap() {
+        let e = e.unwrap();
+        freed += e.metadata().unwrap().len();
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    assert!(freed > 0);
+    assert_eq!(fill(&m.path(away), "again") as u64, freed / BLOCK as u64);
+    assert_eq!(usage(&all, "/").0, 4 << 20);
+    assert!(quota(&all, &["check"]).contains("quotas match what they cover"));
+    quota(&all, &["set", "/", "--bytes", "0"]);
+
+    // A user's quota counts their inodes in every group; chown moves them.
+    quota(&all, &["set", "--uid", "4242", "--inodes", "3"]);
+    assert_eq!(usage_of(&all, &["--uid", "4242"], "uid 4242"), (0, 0));
+    let owned: Vec<_> = dirs.iter().map(|d| m.path(&format!("{d}/u"))).collect();
+    for f in &owned {
+        try_write(f, &data).unwrap();
+    }
+    for f in &owned[..3] {
+        std::os::unix::fs::chown(f, Some(4242), None).unwrap();
+    }
+    let e = std::os::unix::fs::chown(&owned[3], Some(4242), None).unwrap_err();
+    assert!(is_edquot(&e), "{e}");
+    assert_eq!(
+        usage_of(&all, &["--uid", "4242"], "uid 4242"),
+        (3 * BLOCK as u64, 3)
+    );
+    std::os::unix::fs::chown(&owned[0], Some(0), None).unwrap();
+    std::os::unix::fs::chown(&owned[3], Some(4242), None).unwrap();
+
+    // A group's byte quota stops a file growing, whichever group holds it.
+    quota(&all, &["set", "--gid", "777", "--bytes", "512K"]);
+    let grown: Vec<_> = dirs.iter().map(|d| m.path(&format!("{d}/g"))).collect();
+    for f in &grown {
+        std::fs::write(f, b"").unwrap();
+        std::os::unix::fs::chown(f, None, Some(777)).unwrap();
+    }
+    try_write(&grown[0], &data).unwrap();
+    try_write(&grown[1], &data).unwrap();
+    let e = try_write(&grown[2], b"x").unwrap_err();
+    assert!(is_edquot(&e), "{e}");
+    assert_eq!(
+        usage_of(&all, &["--gid", "777"], "gid 777"),
+        (2 * BLOCK as u64, 4)
+    );
+    // A snapshot copies the filesystem's rows, quotas' too, and changes
+    // no usage of the filesystem it was taken of.
+    run_ok(&["snapshot", "create", "--meta", &all, "data", "s1"]);
+    assert_eq!(
+        usage_of(&all, &["--gid", "777"], "gid 777"),
+        (2 * BLOCK as u64, 4)
+    );
+    let listed = quota(&all, &["list"]);
+    assert!(
+        listed.contains("uid 4242") && listed.contains("gid 777"),
+        "{listed}"
+    );
+    assert!(quota(&all, &["check"]).contains("quotas match what they cover"));
+    quota(&all, &["delete", "--gid", "777"]);
+    try_write(&grown[2], b"x").unwrap();
+
+    // A directory quota's tree stays in one group: new directories below
+    // it stay there, a tree spanning groups cannot take one, and a rename
+    // into it from another group is EXDEV (mv copies, and is charged).
+    std::fs::create_dir(m.path("q")).unwrap();
+    quota(&all, &["set", "/q", "--inodes", "100"]);
+    for d in ["q/a", "q/b", "q/a/c"] {
+        std::fs::create_dir(m.path(d)).unwrap();
+    }
+    let qg = groups_of(&all, &["/q", "/q/a", "/q/b", "/q/a/c"]);
+    assert!(qg.iter().all(|g| *g == qg[0]), "{qg:?}");
+    let other = dirs[groups[1..].iter().position(|g| *g != qg[0]).unwrap()];
+    let e = std::fs::rename(m.path(&format!("{other}/u")), m.path("q/moved")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EXDEV), "{e}");
+    let mv = std::process::Command::new("mv")
+        .arg(m.path(&format!("{other}/u")))
+        .arg(m.path("q/moved"))
+        .status()
+        .unwrap();
+    assert!(mv.success());
+    assert_eq!(usage(&all, "/q"), (BLOCK as u64, 4));
+    std::fs::create_dir(m.path("span")).unwrap();
+    let sg = groups_of(&all, &["/span"])[0];
+    let elsewhere = dirs[groups[1..].iter().position(|g| *g != sg).unwrap()];
+    std::fs::rename(m.path(elsewhere), m.path("span/moved")).unwrap();
+    let out = strata()
+        .args([
+            "quota", "set", "--meta", &all, "data", "/span", "--inodes", "99",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a tree spanning groups takes no quota"
+    );
+    assert!(said.contains("needs its tree in one group"), "{said}");
+    assert!(!quota(&all, &["list"]).contains("/span"));
+    assert!(quota(&all, &["check"]).contains("quotas match what they cover"));
     m.unmount();
 }

@@ -94,6 +94,26 @@ pub enum MetaError {
     /// XFS and ext4 project quotas answer); `mv` copies instead.
     #[error("crosses a quota boundary: {0}")]
     QuotaBoundary(String),
+    /// This group's share of a global quota is used up: the client asks
+    /// the quota's home group to lend `need` or more, then sends the
+    /// change again (decision 60).
+    #[error(
+        "the share of {subject}'s quota in this group is used up ({need:?} more needed from group {home})"
+    )]
+    QuotaBudget {
+        fs: crate::types::FsId,
+        subject: crate::types::QuotaSubject,
+        home: crate::types::GroupId,
+        need: crate::types::Usage,
+    },
+    /// A global quota is full only counting what it lent other groups:
+    /// the client asks them to give back what they do not use, then sends
+    /// the change again.
+    #[error("{subject}'s quota is full unless other groups give back what they do not use")]
+    QuotaLent {
+        fs: crate::types::FsId,
+        subject: crate::types::QuotaSubject,
+    },
 }
 
 impl MetaError {
@@ -120,6 +140,7 @@ impl MetaError {
             MetaError::FileTooBig(_) => libc_errno::EFBIG,
             MetaError::QuotaExceeded(_) => libc_errno::EDQUOT,
             MetaError::QuotaBoundary(_) => libc_errno::EXDEV,
+            MetaError::QuotaBudget { .. } | MetaError::QuotaLent { .. } => libc_errno::EDQUOT,
             _ => libc_errno::EIO,
         }
     }

@@ -312,6 +312,23 @@ pub struct Usage {
     pub bytes: u64,
 }
 
+impl Usage {
+    pub fn plus(self, o: Usage) -> Usage {
+        Usage {
+            inodes: self.inodes.saturating_add(o.inodes),
+            bytes: self.bytes.saturating_add(o.bytes),
+        }
+    }
+
+    /// `self` less `o`, each count stopping at zero.
+    pub fn minus(self, o: Usage) -> Usage {
+        Usage {
+            inodes: self.inodes.saturating_sub(o.inodes),
+            bytes: self.bytes.saturating_sub(o.bytes),
+        }
+    }
+}
+
 /// A directory's limits and what lies below it (files in the trash not
 /// counted). The row lives beside the directory's inode, in its group.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -320,6 +337,46 @@ pub struct Quota {
     pub max_bytes: Option<u64>,
     /// Most inodes below the directory; None: no limit.
     pub max_inodes: Option<u64>,
+    pub used: Usage,
+}
+
+/// Whom a quota limits. A directory's quota counts its tree; the root's
+/// (the whole filesystem's), a user's and a group's count inodes wherever
+/// they are, so every metadata group charges them (decision 60).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuotaSubject {
+    Dir(Ino),
+    User(u32),
+    Group(u32),
+}
+
+impl QuotaSubject {
+    /// Counted in every group (the root's, a user's, a group's), not only
+    /// in one directory's tree.
+    pub fn is_global(&self) -> bool {
+        !matches!(self, QuotaSubject::Dir(d) if *d != ROOT_INO)
+    }
+}
+
+impl std::fmt::Display for QuotaSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuotaSubject::Dir(d) if *d == ROOT_INO => write!(f, "the filesystem"),
+            QuotaSubject::Dir(d) => write!(f, "directory {d}"),
+            QuotaSubject::User(u) => write!(f, "uid {u}"),
+            QuotaSubject::Group(g) => write!(f, "gid {g}"),
+        }
+    }
+}
+
+/// A group's part of a global quota whose row (its home) is in another
+/// group: what the home lent it (`budget`) and what this group's inodes
+/// use of it. This group refuses a change that would go past the budget
+/// until the home lends more, so the quota holds exactly (decision 60).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct QuotaShare {
+    pub home: GroupId,
+    pub budget: Usage,
     pub used: Usage,
 }
 

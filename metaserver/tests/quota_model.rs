@@ -1,14 +1,19 @@
-//! Directory quotas under random sequences of namespace and data changes
-//! (creates, writes, truncates, renames and exchanges, links, unlinks, rmdirs)
-//! on a real one-node metaserver: after every change, each quota's
-//! recorded usage equals a count of its tree, and no quota is over its
+//! Quotas under random sequences of namespace and data changes (creates,
+//! writes, truncates, renames and exchanges, links, unlinks, rmdirs,
+//! chowns) on a real metaserver, with one metadata group and with three
+//! (every new directory spread to the least-loaded group): after every
+//! change, each directory quota's recorded usage equals a count of its
+//! tree, the filesystem's, users' and groups' usage summed over their
+//! groups equals a count of every group's inodes, and no quota is over its
 //! limit; a change a quota refuses leaves everything as it was.
 
 use std::collections::BTreeMap;
 
 use strata_meta::request::RenameMode;
-use strata_meta::{FileType, FsClient, Ino, MetaError, NewInode, Quota, SetAttr, Slice, Timestamp};
-use strata_testkit::{Rng, node_with_fs};
+use strata_meta::{
+    FileType, FsClient, Ino, MetaError, NewInode, Quota, QuotaSubject, SetAttr, Slice, Timestamp,
+};
+use strata_testkit::Rng;
 
 /// What the test knows of the tree: directories and files by inode, with
 /// their parent and name (files by one of their links).
@@ -56,67 +61,95 @@ fn refused(e: &MetaError) -> bool {
     )
 }
 
+/// The owners new inodes and chowns pick from: some with quotas, some not.
+const UIDS: [u32; 3] = [0, 1000, 1001];
+const GIDS: [u32; 2] = [0, 50];
+
 async fn check(fs: &FsClient, step: usize, what: &str) {
-    let quotas: Vec<(Ino, Quota)> = fs.quotas().await.unwrap();
-    for (dir, q) in &quotas {
-        let counted = fs.count_below(*dir).await.unwrap();
-        assert_eq!(
-            q.used, counted,
-            "step {step} ({what}): quota of {dir} records {:?}, its tree holds {counted:?}",
-            q.used
-        );
+    let drift = fs.check_quotas(&[], false).await.unwrap();
+    assert!(drift.is_empty(), "step {step} ({what}): {drift:?}");
+    let dirs = fs.quotas().await.unwrap().into_iter();
+    let dirs = dirs.map(|(d, q)| (QuotaSubject::Dir(d), q));
+    let all: Vec<(QuotaSubject, Quota)> = dirs.chain(fs.owner_quotas().await.unwrap()).collect();
+    assert_eq!(all.len(), 6, "step {step} ({what}): {all:?}");
+    for (s, q) in &all {
         if let Some(max) = q.max_bytes {
             assert!(
                 q.used.bytes <= max,
-                "step {step} ({what}): {dir} over its bytes"
+                "step {step} ({what}): {s} over its bytes"
             );
         }
         if let Some(max) = q.max_inodes {
             assert!(
                 q.used.inodes <= max,
-                "step {step} ({what}): {dir} over its inodes"
+                "step {step} ({what}): {s} over its inodes"
             );
         }
     }
 }
 
-async fn run(seed: u64, steps: usize) {
-    eprintln!("seed {seed}");
+fn owner(rng: &mut Rng) -> (u32, u32) {
+    (
+        UIDS[rng.below(UIDS.len() as u64) as usize],
+        GIDS[rng.below(GIDS.len() as u64) as usize],
+    )
+}
+
+async fn run(seed: u64, steps: usize, groups: u32) {
+    eprintln!("seed {seed}, {groups} group(s)");
     let tmp = tempfile::tempdir().unwrap();
-    let (_node, client) = node_with_fs(tmp.path(), "q", 1 << 20, 8 << 20).await;
+    let node = strata_testkit::start_node(tmp.path()).await;
+    let client = strata_testkit::connect(&node).await;
+    if groups > 1 {
+        // Group 1 answers a read once its leader committed its first
+        // entry; only then may its membership change.
+        let read = strata_meta::ReadRequest::LiveUsage { fs: 0 };
+        client.call(1, read).await.unwrap();
+        node.init_cluster(Default::default(), groups).await.unwrap();
+    }
+    let mut spec = strata_testkit::test_fs("q", 1 << 20, 8 << 20);
+    spec.partitions = groups.max(2);
+    strata_testkit::format_fs(&client, &spec).await;
     let fs = client.open_fs("q").await.unwrap();
+    fs.set_dir_spread_slack(0);
     let mut rng = Rng(seed);
     let mut k = Known::default();
-    // Two quota trees, one nested in the other, and room outside them.
-    for (parent, name) in [(1, "a"), (1, "b")] {
-        let d = fs
-            .create(
+    let mkdir = |parent: Ino, name: &'static str| {
+        let fs = &fs;
+        async move {
+            fs.create(
                 parent,
                 name.as_bytes(),
                 NewInode::plain(FileType::Dir, 0o755, 0, 0),
             )
             .await
-            .unwrap();
-        k.dirs.insert(d.ino, (parent, name.as_bytes().to_vec()));
-    }
-    let (a, b) = (
-        *k.dirs.keys().next().unwrap(),
-        *k.dirs.keys().nth(1).unwrap(),
-    );
-    let inner = fs
-        .create(a, b"inner", NewInode::plain(FileType::Dir, 0o755, 0, 0))
-        .await
-        .unwrap();
-    k.dirs.insert(inner.ino, (a, b"inner".to_vec()));
+            .unwrap()
+            .ino
+        }
+    };
+    // Two quota trees, one nested in the other, and room outside them;
+    // each quota set while its tree is empty (so it stays in one group).
+    let a = mkdir(1, "a").await;
     fs.set_quota(a, Some(3 << 20), Some(12)).await.unwrap();
-    fs.set_quota(inner.ino, Some(1 << 20), Some(5))
+    let inner = mkdir(a, "inner").await;
+    fs.set_quota(inner, Some(1 << 20), Some(5)).await.unwrap();
+    let b = mkdir(1, "b").await;
+    fs.set_quota(b, Some(2 << 20), Some(8)).await.unwrap();
+    for (d, parent, name) in [(a, 1, "a"), (inner, a, "inner"), (b, 1, "b")] {
+        k.dirs.insert(d, (parent, name.as_bytes().to_vec()));
+    }
+    // The whole filesystem's, a user's and a group's: counted in every group.
+    fs.set_quota(1, Some(5 << 20), Some(40)).await.unwrap();
+    fs.set_owner_quota(QuotaSubject::User(1000), Some(2 << 20), Some(10))
         .await
         .unwrap();
-    fs.set_quota(b, Some(2 << 20), Some(8)).await.unwrap();
+    fs.set_owner_quota(QuotaSubject::Group(50), Some(3 << 20), Some(15))
+        .await
+        .unwrap();
     let mut slice_id = 1000;
 
     for step in 0..steps {
-        let op = rng.below(11);
+        let op = rng.below(12);
         let what;
         let r: Result<(), MetaError> = match op {
             0 | 1 => {
@@ -126,8 +159,9 @@ async fn run(seed: u64, steps: usize) {
                 } else {
                     FileType::Dir
                 };
-                what = format!("create {kind:?} in {parent}");
-                fs.create(parent, &name, NewInode::plain(kind, 0o644, 0, 0))
+                let (uid, gid) = owner(&mut rng);
+                what = format!("create {kind:?} of {uid}:{gid} in {parent}");
+                fs.create(parent, &name, NewInode::plain(kind, 0o644, uid, gid))
                     .await
                     .map(|i| {
                         let m = if kind == FileType::Dir {
@@ -240,11 +274,25 @@ async fn run(seed: u64, steps: usize) {
                         }
                     })
             }
+            10 => {
+                let pool = if rng.below(3) == 0 { &k.dirs } else { &k.files };
+                let Some((&ino, _)) = Known::pick(&mut rng, pool) else {
+                    continue;
+                };
+                let (uid, gid) = owner(&mut rng);
+                what = format!("chown {ino} to {uid}:{gid}");
+                let set = SetAttr {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    ..Default::default()
+                };
+                fs.setattr(ino, set).await.map(|_| ())
+            }
             _ => {
                 let Some((&ino, (parent, name))) = Known::pick(&mut rng, &k.dirs) else {
                     continue;
                 };
-                if [a, b, inner.ino].contains(&ino) {
+                if [a, b, inner].contains(&ino) {
                     continue;
                 }
                 let (parent, name) = (*parent, name.clone());
@@ -262,6 +310,25 @@ async fn run(seed: u64, steps: usize) {
         }
         check(&fs, step, &what).await;
     }
+    if groups > 1 {
+        // The run did what it is for: directories in several groups, and
+        // budget lent to groups other than the root's.
+        let mut spread = std::collections::BTreeSet::new();
+        for &d in k.dirs.keys() {
+            spread.insert(fs.group_of(d).await.unwrap());
+        }
+        assert!(spread.len() > 1, "directories in groups {spread:?}");
+        let home = fs.group_of(1).await.unwrap();
+        let mut lent = 0;
+        for g in fs.groups().into_iter().filter(|g| *g != home) {
+            let read = strata_meta::ReadRequest::QuotaBook { fs: fs.info.id };
+            let Ok(strata_meta::MetaResponse::QuotaBook(b)) = client.call(g, read).await else {
+                panic!("no quota book from group {g}");
+            };
+            lent += b.shares.iter().filter(|(_, s)| s.budget.bytes > 0).count();
+        }
+        assert!(lent > 0, "no group borrowed budget");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,6 +339,7 @@ async fn quota_usage_is_exact_under_random_changes() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     for seed in [7, 1234, 99_991].into_iter().chain(1..=more) {
-        run(seed, 250).await;
+        run(seed, 250, 1).await;
+        run(seed, 250, 3).await;
     }
 }

@@ -9,10 +9,12 @@
 //! (FsClient and its routing), `recent` (what this client's own changes
 //! left, for the kernel's caches), `placement` (where new inodes go),
 //! `txn` (cross-group transactions), `namespace`, `rename`, `chunks`,
-//! `xattr`, `locks`, `garbage`, `snapshot`, `dump`, `quota` (typed calls by family)
+//! `xattr`, `locks`, `garbage`, `snapshot`, `dump`, `quota` (typed calls by family),
+//! `budget` (moving global quotas' budget between groups)
 //! and `fsck` (a consistency check over all of them).
 
 mod admin;
+mod budget;
 mod chunks;
 pub mod dump;
 mod fs_client;

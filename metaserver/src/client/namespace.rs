@@ -130,9 +130,14 @@ impl FsClient {
         let pg = self.group_of(parent).await?;
         if new.kind == FileType::Dir {
             let target = self.place_dir(pg).await;
-            if target != pg {
+            // A directory quota's tree stays in its group (decision 60).
+            if target != pg && !self.in_quota_tree(parent).await? {
                 let mkdir = || self.mkdir_elsewhere(target, pg, (parent, name), new.clone());
-                return self.growing(target, || self.retrying(mkdir)).await;
+                match self.growing(target, || self.retrying(mkdir)).await {
+                    // A quota set on the way since it looked.
+                    Err(MetaError::QuotaBoundary(_)) => {}
+                    done => return done,
+                }
             }
         }
         let req = WriteRequest::Create {

@@ -28,6 +28,9 @@ const FROZEN_RETRY: Duration = Duration::from_millis(20);
 /// new leader (about a second) every waiting call is stalled, and a round
 /// costs each node one small request.
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// How many times a write is sent again after borrowing quota budget for
+/// it before it gives up (other clients may take each loan first).
+const BUDGET_ROUNDS: usize = 8;
 /// A digest hashes a whole group.
 const DIGEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -242,12 +245,40 @@ impl MetaClient {
         if let MetaRequest::Read(_) = req {
             return self.send(g, req, None, patience).await;
         }
-        // A write keeps its sequence number through every retry, so the group
-        // applies it once even when an answer was lost.
-        let origin = self.writes.begin(self.client_id);
-        let result = self.send(g, req, Some(origin), patience).await;
-        self.writes.end(origin.seq);
-        result
+        // A write sent again after its group was lent quota budget is a new
+        // write: the refused one changed nothing.
+        let mut reclaimed = false;
+        for _ in 0..BUDGET_ROUNDS {
+            // A write keeps its sequence number through every retry, so the
+            // group applies it once even when an answer was lost.
+            let origin = self.writes.begin(self.client_id);
+            let result = self.send(g, req.clone(), Some(origin), patience).await;
+            self.writes.end(origin.seq);
+            match result {
+                Err(MetaError::QuotaBudget {
+                    fs,
+                    subject,
+                    home,
+                    need,
+                }) => {
+                    // Boxed: lending calls the groups through here again.
+                    Box::pin(self.lend_budget(fs, subject, (home, g), need)).await?
+                }
+                Err(MetaError::QuotaLent { fs, subject }) if !reclaimed => {
+                    Box::pin(self.reclaim_budget(fs, subject, g)).await?;
+                    reclaimed = true;
+                }
+                Err(MetaError::QuotaLent { subject, .. }) => {
+                    return Err(MetaError::QuotaExceeded(format!(
+                        "{subject}'s quota is used up in every group"
+                    )));
+                }
+                other => return other,
+            }
+        }
+        Err(MetaError::QuotaExceeded(format!(
+            "group {g} found its quota budget used up {BUDGET_ROUNDS} times in a row"
+        )))
     }
 
     pub(super) async fn send(

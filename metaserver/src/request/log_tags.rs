@@ -95,6 +95,9 @@ const TAGS: &[&str] = &[
     "SetQuota",
     "DeleteQuota",
     "SetQuotaUsage",
+    "SetOwnerQuota",
+    "DeleteOwnerQuota",
+    "QuotaBudget",
 ];
 
 fn tag_of(variant: &str) -> Option<u32> {

@@ -15,8 +15,8 @@ mod write;
 use serde::{Deserialize, Serialize};
 
 pub use read::ReadRequest;
-pub use response::MetaResponse;
-pub use write::{IntentInfo, RenameMode, TxId, TxStep, WriteRequest, XattrMode};
+pub use response::{MetaResponse, QuotaBook};
+pub use write::{BudgetOp, IntentInfo, RenameMode, TxId, TxStep, WriteRequest, XattrMode};
 
 /// What a client asks of a group: a read or a write.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

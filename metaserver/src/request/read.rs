@@ -146,6 +146,17 @@ pub enum ReadRequest {
         fs: FsId,
         dir: Option<Ino>,
     },
+    /// Partition group: the global quotas' rows here (users' and groups'
+    /// quotas at their home, what the home lent, and this group's shares).
+    QuotaBook {
+        fs: FsId,
+    },
+    /// Partition group: what this group's live inodes (not in the trash)
+    /// of `subject` use: all of them for the root, a user's or a group's.
+    CountOwned {
+        fs: FsId,
+        subject: QuotaSubject,
+    },
 }
 
 impl ReadRequest {

@@ -98,6 +98,21 @@ pub enum MetaResponse {
     Tokens(Vec<Token>),
     /// ListQuotas: directories with a quota, and each one's.
     Quotas(Vec<(Ino, Quota)>),
+    /// QuotaBook.
+    QuotaBook(QuotaBook),
+    /// CountOwned; QuotaBudget's Lend and Return.
+    Budget(Usage),
+}
+
+/// A group's rows of global quotas (`ReadRequest::QuotaBook`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct QuotaBook {
+    /// Users' and groups' quotas whose home is this group.
+    pub owners: Vec<(QuotaSubject, Quota)>,
+    /// What the home lent other groups, per global quota homed here.
+    pub lent: Vec<(QuotaSubject, Usage)>,
+    /// This group's shares of global quotas homed elsewhere.
+    pub shares: Vec<(QuotaSubject, QuotaShare)>,
 }
 
 impl MetaResponse {

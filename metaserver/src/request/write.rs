@@ -404,6 +404,54 @@ pub enum WriteRequest {
         dir: Ino,
         used: Usage,
     },
+    /// The home group (the root's): sets a user's or group's limits,
+    /// keeping the usage of an existing quota (a new one starts empty; the
+    /// client then sets what it counted with `QuotaBudget`).
+    SetOwnerQuota {
+        fs: FsId,
+        subject: QuotaSubject,
+        max_bytes: Option<u64>,
+        max_inodes: Option<u64>,
+    },
+    /// The home group: removes a user's or group's quota.
+    DeleteOwnerQuota {
+        fs: FsId,
+        subject: QuotaSubject,
+    },
+    /// Moves budget of a global quota between its home and the groups
+    /// holding shares of it (decision 60).
+    QuotaBudget {
+        fs: FsId,
+        subject: QuotaSubject,
+        op: BudgetOp,
+    },
+}
+
+/// One step of lending a global quota's budget (`WriteRequest::QuotaBudget`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum BudgetOp {
+    /// At the home: lends group `to` at least `need`, up to `want` if the
+    /// limit leaves room; answers `Budget(lent)`.
+    Lend {
+        to: GroupId,
+        need: Usage,
+        want: Usage,
+    },
+    /// In a share's group: adds what the home lent.
+    Add { amount: Usage },
+    /// In a share's group: gives back the budget it does not use; answers
+    /// `Budget(given back)`.
+    Return,
+    /// At the home: takes back what a share gave back.
+    Unlend { amount: Usage },
+    /// In a share's group: starts (or restarts) the share with `used`
+    /// counted and as much budget (setting a quota, `quota check --repair`).
+    SetShare { home: GroupId, used: Usage },
+    /// In a share's group: drops the share (its quota is gone).
+    DropShare,
+    /// At the home: what the home's own inodes use, and what it has lent
+    /// (setting a quota, `quota check --repair`).
+    SetHome { local: Usage, lent: Usage },
 }
 
 /// What a rename does to an existing target.

@@ -10,7 +10,7 @@
 //! (`subtree`).
 
 use crate::MetaError;
-use crate::request::{MetaRequest, ReadRequest, WriteRequest};
+use crate::request::{BudgetOp, MetaRequest, ReadRequest, WriteRequest};
 use crate::transport::Peer;
 use crate::types::*;
 use crate::wire::{Identity, Request};
@@ -163,6 +163,8 @@ fn read_need(r: &ReadRequest) -> Need<'_> {
         | R::GetLock { fs: f, .. }
         | R::DumpRows { fs: f, .. }
         | R::ListQuotas { fs: f, .. }
+        | R::QuotaBook { fs: f }
+        | R::CountOwned { fs: f, .. }
         | R::GetTrashDays { fs: f } => fs(f),
     }
 }
@@ -202,7 +204,20 @@ fn write_need(w: &WriteRequest) -> Need<'_> {
         | W::RevokeToken { .. }
         | W::SetQuota { .. }
         | W::DeleteQuota { .. }
-        | W::SetQuotaUsage { .. } => Need::Admin,
+        | W::SetQuotaUsage { .. }
+        | W::SetOwnerQuota { .. }
+        | W::DeleteOwnerQuota { .. } => Need::Admin,
+        // Setting a share or the home's counts is part of setting a quota
+        // or repairing one; lending and giving back is part of any write
+        // (decision 60).
+        W::QuotaBudget { fs, op, .. } => match op {
+            BudgetOp::SetShare { .. } | BudgetOp::SetHome { .. } => Need::Admin,
+            BudgetOp::Lend { .. }
+            | BudgetOp::Add { .. }
+            | BudgetOp::Return
+            | BudgetOp::Unlend { .. }
+            | BudgetOp::DropShare => change(fs),
+        },
         W::InitPartition { part, .. } => change(&part.fs),
         W::AddPartition { fs, .. }
         | W::AllocSliceIds { fs, .. }

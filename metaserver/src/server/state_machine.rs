@@ -445,26 +445,29 @@ pub(crate) fn quotas_by_fs(
 ) -> Result<Vec<(FsId, crate::metrics::QuotaCounts)>, DbError> {
     let tx = db.begin_read()?;
     let t = tx.open_table(SM)?;
-    let prefix = key::quota_prefix(g);
     let mut out: std::collections::BTreeMap<FsId, crate::metrics::QuotaCounts> = Default::default();
-    let mut after = None;
-    loop {
-        let page = t.scan(&prefix, after.as_deref(), 4096)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (k, v) in &page {
-            let Some(fs) = k.get(prefix.len()..prefix.len() + 4) else {
-                continue;
-            };
-            let fs = FsId::from_be_bytes(fs.try_into().expect("4 bytes"));
-            let q: crate::types::Quota = store::decode(v)?;
-            let near = |used: u64, max: Option<u64>| {
-                max.is_some_and(|m| u128::from(used) * 10 >= u128::from(m) * 9)
-            };
-            let e = out.entry(fs).or_default();
-            e.quotas += 1;
-            e.near_limit +=
-                u64::from(near(q.used.bytes, q.max_bytes) || near(q.used.inodes, q.max_inodes));
+    // Directories' quotas, and users' and groups' at their home (whose
+    // usage counts what the home lent other groups, decision 60).
+    for prefix in [key::quota_prefix(g), key::quota_owner_prefix(g)] {
+        let mut after = None;
+        loop {
+            let page = t.scan(&prefix, after.as_deref(), 4096)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (k, v) in &page {
+                let Some(fs) = k.get(prefix.len()..prefix.len() + 4) else {
+                    continue;
+                };
+                let fs = FsId::from_be_bytes(fs.try_into().expect("4 bytes"));
+                let q: crate::types::Quota = store::decode(v)?;
+                let near = |used: u64, max: Option<u64>| {
+                    max.is_some_and(|m| u128::from(used) * 10 >= u128::from(m) * 9)
+                };
+                let e = out.entry(fs).or_default();
+                e.quotas += 1;
+                e.near_limit +=
+                    u64::from(near(q.used.bytes, q.max_bytes) || near(q.used.inodes, q.max_inodes));
+            }
         }
     }
     Ok(out.into_iter().collect())

@@ -167,6 +167,9 @@ pub mod key {
     pub const SNAP_REF: u8 = 28;
     pub const TOKEN: u8 = 29;
     pub const QUOTA: u8 = 30;
+    pub const QUOTA_OWNER: u8 = 31;
+    pub const QUOTA_SHARE: u8 = 32;
+    pub const QUOTA_LENT: u8 = 33;
 
     pub fn group(g: GroupId) -> Vec<u8> {
         g.to_be_bytes().to_vec()
@@ -344,6 +347,10 @@ pub mod key {
     pub fn quota_prefix(g: GroupId) -> Vec<u8> {
         tagged(g, QUOTA)
     }
+    /// Every user's and group's quota of group `g`, of every filesystem.
+    pub fn quota_owner_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, QUOTA_OWNER)
+    }
     /// The quota of directory `dir`.
     pub fn quota(g: GroupId, fs: FsId, dir: Ino) -> Vec<u8> {
         let mut k = rows_of(g, QUOTA, fs);
@@ -353,6 +360,53 @@ pub mod key {
     /// The directory a quota row's key names.
     pub fn quota_dir(k: &[u8]) -> Ino {
         Ino::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte inode number"))
+    }
+    /// A global quota's subject as key bytes (kind, then id).
+    fn subject_bytes(k: &mut Vec<u8>, s: QuotaSubject) {
+        match s {
+            QuotaSubject::Dir(d) => {
+                k.push(0);
+                k.extend_from_slice(&d.to_be_bytes());
+            }
+            QuotaSubject::User(u) => {
+                k.push(1);
+                k.extend_from_slice(&u.to_be_bytes());
+            }
+            QuotaSubject::Group(g) => {
+                k.push(2);
+                k.extend_from_slice(&g.to_be_bytes());
+            }
+        }
+    }
+    /// The subject a `quota_owner`, `quota_share` or `quota_lent` key names
+    /// (after the `rows_of` prefix).
+    pub fn quota_subject(k: &[u8]) -> Option<QuotaSubject> {
+        let rest = k.get(9..)?;
+        let (&kind, id) = rest.split_first()?;
+        match kind {
+            0 => Some(QuotaSubject::Dir(Ino::from_be_bytes(id.try_into().ok()?))),
+            1 => Some(QuotaSubject::User(u32::from_be_bytes(id.try_into().ok()?))),
+            2 => Some(QuotaSubject::Group(u32::from_be_bytes(id.try_into().ok()?))),
+            _ => None,
+        }
+    }
+    /// A user's or group's quota, in its home group.
+    pub fn quota_owner(g: GroupId, fs: FsId, s: QuotaSubject) -> Vec<u8> {
+        let mut k = rows_of(g, QUOTA_OWNER, fs);
+        subject_bytes(&mut k, s);
+        k
+    }
+    /// This group's share of a global quota homed elsewhere.
+    pub fn quota_share(g: GroupId, fs: FsId, s: QuotaSubject) -> Vec<u8> {
+        let mut k = rows_of(g, QUOTA_SHARE, fs);
+        subject_bytes(&mut k, s);
+        k
+    }
+    /// What a global quota's home lent other groups.
+    pub fn quota_lent(g: GroupId, fs: FsId, s: QuotaSubject) -> Vec<u8> {
+        let mut k = rows_of(g, QUOTA_LENT, fs);
+        subject_bytes(&mut k, s);
+        k
     }
     /// Every row kind that belongs to one filesystem's tree in a partition
     /// group, as key prefixes.
@@ -370,6 +424,9 @@ pub mod key {
             TRASH_USAGE,
             HOLD,
             QUOTA,
+            QUOTA_OWNER,
+            QUOTA_SHARE,
+            QUOTA_LENT,
         ]
         .into_iter()
         .map(|tag| rows_of(g, tag, fs))

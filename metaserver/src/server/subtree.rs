@@ -133,7 +133,9 @@ fn read_reach(req: &ReadRequest, r: &mut Reach) {
         | R::ListTrash { .. }
         | R::ListChunks { .. }
         | R::DumpRows { .. }
-        | R::ListQuotas { dir: None, .. } => r.whole_fs = true,
+        | R::ListQuotas { dir: None, .. }
+        | R::QuotaBook { .. }
+        | R::CountOwned { .. } => r.whole_fs = true,
         // The quota numbers above a subtree's root are shown to it (df).
         R::ListQuotas { dir: Some(d), .. } => r.inside.push(*d),
         // The filesystem as a whole (its partitions, usage, settings), or
@@ -215,7 +217,11 @@ fn write_reach(req: &WriteRequest, r: &mut Reach) {
         | W::RevokeToken { .. }
         | W::SetQuota { .. }
         | W::DeleteQuota { .. }
-        | W::SetQuotaUsage { .. } => {}
+        | W::SetQuotaUsage { .. }
+        | W::SetOwnerQuota { .. }
+        | W::DeleteOwnerQuota { .. }
+        // Budget moves name no inode; any write below the subtree may need one.
+        | W::QuotaBudget { .. } => {}
     }
 }
 

@@ -102,7 +102,9 @@ pub async fn run(a: StatusArgs) -> CliResult {
         // Quotas against their limits (inodes' numbers: `strata quota
         // list` shows their paths).
         let fs = client.open_fs(&f.name).await?;
-        for (dir, q) in fs.quotas().await? {
+        let dirs = fs.quotas().await?.into_iter();
+        let dirs = dirs.map(|(dir, q)| (strata_meta::QuotaSubject::Dir(dir), q));
+        for (subject, q) in dirs.chain(fs.owner_quotas().await?) {
             let of = |used: u64, max: Option<u64>| match max {
                 Some(m) => format!(
                     "{used} of {m} ({:.0}%)",
@@ -110,8 +112,12 @@ pub async fn run(a: StatusArgs) -> CliResult {
                 ),
                 None => format!("{used} (no limit)"),
             };
+            let whose = match subject {
+                strata_meta::QuotaSubject::Dir(dir) => format!("inode {dir}"),
+                other => other.to_string(),
+            };
             println!(
-                "    quota on inode {dir}: bytes {}  inodes {}",
+                "    quota on {whose}: bytes {}  inodes {}",
                 of(q.used.bytes, q.max_bytes),
                 of(q.used.inodes, q.max_inodes)
             );

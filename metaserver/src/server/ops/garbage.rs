@@ -378,12 +378,8 @@ impl<T: RowsMut> Ctx<'_, T> {
             return Ok(Err(MetaError::Exists));
         }
         tri!(self.check_unlocked(fs, &[dir.ino, ino], &[(dir.ino, &name)])?);
-        let bytes = if inode.kind == FileType::File {
-            inode.size as i64
-        } else {
-            0
-        };
-        tri!(self.charge(fs, &[super::quota::Charge::new(dir.ino, 1, bytes)])?);
+        let back = super::quota::uncharge(&inode).undone().below(dir.ino);
+        tri!(self.charge(fs, &[back])?);
         self.untrash(fs, &k, &inode)?;
         self.t.put(
             &dkey,

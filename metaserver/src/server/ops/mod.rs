@@ -272,6 +272,14 @@ pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<Met
         } => c.set_quota(fs, dir, (max_bytes, max_inodes), counted)?,
         R::DeleteQuota { fs, dir } => c.delete_quota(fs, dir)?,
         R::SetQuotaUsage { fs, dir, used } => c.set_quota_usage(fs, dir, used)?,
+        R::SetOwnerQuota {
+            fs,
+            subject,
+            max_bytes,
+            max_inodes,
+        } => c.set_owner_quota(fs, subject, (max_bytes, max_inodes))?,
+        R::DeleteOwnerQuota { fs, subject } => c.delete_owner_quota(fs, subject)?,
+        R::QuotaBudget { fs, subject, op } => c.quota_budget(fs, subject, op)?,
         R::RaiseSliceFloor { fs, at_least } => c.raise_slice_floor(fs, at_least)?,
         R::CopyFs { from, to } => c.copy_fs(from, to)?,
         R::DropFs { fs, source } => c.drop_fs(fs, source)?,
@@ -458,5 +466,7 @@ pub fn read_rows<T: Rows>(t: &T, g: GroupId, req: ReadRequest) -> Result<MetaRes
         R::ListTokens => return tokens::tokens(t, g, None),
         R::GetToken { id } => return tokens::tokens(t, g, Some(&id)),
         R::ListQuotas { fs, dir } => return quota::list_quotas(t, g, fs, dir),
+        R::QuotaBook { fs } => return quota::quota_book(t, g, fs),
+        R::CountOwned { fs, subject } => return quota::count_owned(t, g, fs, subject),
     })
 }

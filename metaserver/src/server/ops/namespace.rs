@@ -4,7 +4,7 @@
 
 use crate::MetaError;
 use crate::request::{MetaResponse, MetaResult};
-use crate::server::ops::quota::{self, Charge, file_growth, uncharge};
+use crate::server::ops::quota::{file_growth, new_inode_charge, owner_change, uncharge};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, PartState, tri};
 use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
@@ -241,15 +241,6 @@ impl<T: RowsMut> Ctx<'_, T> {
         if kind == FileType::Dir && dir.nlink >= MAX_LINKS {
             return Ok(Err(MetaError::TooManyLinks));
         }
-        // The quotas above first (the last check), then the inode number.
-        tri!(self.charge(fs, &[Charge::new(parent, 1, 0)])?);
-        let ino = match self.alloc_ino(fs, parent)? {
-            Ok(ino) => ino,
-            Err(e) => {
-                self.release(fs, &[Charge::new(parent, -1, 0)])?;
-                return Ok(Err(e));
-            }
-        };
         // BSD group semantics under a setgid directory: the entry takes the
         // directory's group, and subdirectories inherit the setgid bit.
         let new = if dir.mode & 0o2000 != 0 {
@@ -264,6 +255,16 @@ impl<T: RowsMut> Ctx<'_, T> {
             }
         } else {
             new
+        };
+        // The quotas first (the last check), then the inode number.
+        let charge = new_inode_charge(parent, &new);
+        tri!(self.charge(fs, &[charge])?);
+        let ino = match self.alloc_ino(fs, parent)? {
+            Ok(ino) => ino,
+            Err(e) => {
+                self.release(fs, &[charge.undone()])?;
+                return Ok(Err(e));
+            }
         };
         let inode = Inode::new(ino, new, parent, now);
         self.t.put(&dkey, &Dentry { ino, kind })?;
@@ -353,8 +354,8 @@ impl<T: RowsMut> Ctx<'_, T> {
             // other links, all under the same quotas: it is charged to the
             // nearest of those from now on, as the directory it leaves may
             // be removed.
-            if let Some((q, _)) = quota::quotas_above(&*self.t, self.g, fs, inode.parent)?.first() {
-                inode.parent = *q;
+            if let Some(q) = self.nearest_quota(fs, inode.parent)? {
+                inode.parent = q;
             }
         }
         if inode.kind == FileType::Dir {
@@ -469,6 +470,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         now: Timestamp,
     ) -> OpResult<Inode> {
         let mut inode = tri!(self.inode(fs, ino)?);
+        let owner = (set.uid.unwrap_or(inode.uid), set.gid.unwrap_or(inode.gid));
         if let Some(size) = set.size {
             match inode.kind {
                 FileType::File => {}
@@ -484,7 +486,15 @@ impl<T: RowsMut> Ctx<'_, T> {
                     "size {size} (at most {MAX_FILE_SIZE})"
                 ))));
             }
-            tri!(self.charge(fs, &file_growth(&inode, size))?);
+        }
+        // Growth is charged to the old owner, then the new owner takes it all.
+        let mut charges = set
+            .size
+            .map(|size| file_growth(&inode, size))
+            .unwrap_or_default();
+        charges.extend(owner_change(&inode, set.size.unwrap_or(inode.size), owner));
+        tri!(self.charge(fs, &charges)?);
+        if let Some(size) = set.size {
             let chunk_size = self.chunk_size(fs)?;
             if size < inode.size {
                 self.cut_chunks(fs, ino, size, inode.size, chunk_size, now)?;

@@ -30,6 +30,7 @@
 
 use crate::MetaError;
 use crate::request::{IntentInfo, MetaResponse, MetaResult, TxId, TxStep};
+use crate::server::ops::quota::{new_inode_charge, uncharge};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, tri};
 use crate::server::store::{DbError, Rows, RowsMut, decode, key};
 use crate::types::*;
@@ -227,6 +228,7 @@ impl<T: RowsMut> Ctx<'_, T> {
         } else {
             for &ino in &intent.created {
                 if let Ok(inode) = self.inode(fs, ino)? {
+                    self.release(fs, &[uncharge(&inode)])?;
                     self.t.del(&key::inode(self.g, fs, ino))?;
                     self.add_usage(fs, -1, -(inode.size as i64))?;
                 }
@@ -266,6 +268,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                     ..
                 } => {
                     tri!(validate_name(name));
+                    tri!(self.outside_quota_trees(fs, *parent)?);
                     let dir = tri!(self.inode(fs, *parent)?);
                     if dir.kind != FileType::Dir {
                         return Ok(Err(MetaError::NotDir));
@@ -288,6 +291,7 @@ impl<T: RowsMut> Ctx<'_, T> {
                     locks.push(l);
                 }
                 TxStep::DelDentry { parent, name, ino } => {
+                    tri!(self.outside_quota_trees(fs, *parent)?);
                     match self.t.load::<Dentry>(&key::dentry(g, fs, *parent, name))? {
                         Some(d) if d.ino == *ino => {}
                         Some(_) => return Ok(Err(busy("the source name"))),
@@ -312,6 +316,8 @@ impl<T: RowsMut> Ctx<'_, T> {
                     if inode.nlink >= MAX_LINKS {
                         return Ok(Err(MetaError::TooManyLinks));
                     }
+                    // Its links all lie under the quotas it is charged to.
+                    tri!(self.outside_quota_trees(fs, inode.parent)?);
                     locks.push(tri!(self.inode_lock(fs, *ino)?));
                 }
                 TxStep::Moved { ino, .. } => {
@@ -341,6 +347,20 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Ok(locks))
     }
 
+    /// A tree under a directory quota (other than the root's) stays in its
+    /// quota's group, so no change that spans groups adds to it or takes
+    /// from it: such a rename or link is refused as crossing the quota's
+    /// boundary (EXDEV; `mv` copies), and a new directory there stays in
+    /// its parent's group (decision 60).
+    fn outside_quota_trees(&self, fs: FsId, dir: Ino) -> OpResult<()> {
+        if self.in_quota_tree(fs, dir)? {
+            return Ok(Err(MetaError::QuotaBoundary(format!(
+                "directory {dir} is in a quota's tree, which stays in one metadata group"
+            ))));
+        }
+        Ok(Ok(()))
+    }
+
     fn inode_lock(&self, fs: FsId, ino: Ino) -> OpResult<Vec<u8>> {
         let l = key::inode_lock(self.g, fs, ino);
         if self.t.load_raw(&l)?.is_some() {
@@ -359,7 +379,18 @@ impl<T: RowsMut> Ctx<'_, T> {
         let g = self.g;
         Ok(Ok(match step {
             TxStep::CreateInode { new, parent } => {
-                let ino = tri!(self.alloc_ino(fs, *parent)?);
+                // The filesystem's, the owner's and the group's quotas count
+                // it here (its directory's tree quotas are in another group,
+                // and a tree with one never spans groups: decision 60).
+                let charge = new_inode_charge(*parent, new);
+                tri!(self.charge(fs, &[charge])?);
+                let ino = match self.alloc_ino(fs, *parent)? {
+                    Ok(ino) => ino,
+                    Err(e) => {
+                        self.release(fs, &[charge.undone()])?;
+                        return Ok(Err(e));
+                    }
+                };
                 let inode = Inode::new(ino, new.clone(), *parent, now);
                 self.save(fs, &inode)?;
                 self.add_usage(fs, 1, inode.size as i64)?;

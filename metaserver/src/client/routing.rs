@@ -243,7 +243,7 @@ impl MetaClient {
     ) -> Result<MetaResponse, MetaError> {
         let req = req.into();
         if let MetaRequest::Read(_) = req {
-            return self.send(g, req, None, patience).await;
+            return self.send(g, &req, None, patience).await;
         }
         // A write sent again after its group was lent quota budget is a new
         // write: the refused one changed nothing.
@@ -252,7 +252,7 @@ impl MetaClient {
             // A write keeps its sequence number through every retry, so the
             // group applies it once even when an answer was lost.
             let origin = self.writes.begin(self.client_id);
-            let result = self.send(g, req.clone(), Some(origin), patience).await;
+            let result = self.send(g, &req, Some(origin), patience).await;
             self.writes.end(origin.seq);
             match result {
                 Err(MetaError::QuotaBudget {
@@ -284,7 +284,7 @@ impl MetaClient {
     pub(super) async fn send(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: &MetaRequest,
         origin: Option<Origin>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {
@@ -311,7 +311,7 @@ impl MetaClient {
     async fn send_until_answered(
         &self,
         g: GroupId,
-        req: MetaRequest,
+        req: &MetaRequest,
         origin: Option<Origin>,
         patience: Duration,
     ) -> Result<MetaResponse, MetaError> {

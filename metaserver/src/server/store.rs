@@ -670,6 +670,49 @@ impl RowsMut for redb::Table<'_, &'static [u8], &'static [u8]> {
     }
 }
 
+/// The row store in memory, for tests of the state machine without redb,
+/// Raft or a network (`ops::model_tests`).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct MemRows(pub std::collections::BTreeMap<Vec<u8>, Vec<u8>>);
+
+#[cfg(test)]
+impl Rows for MemRows {
+    fn load_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        Ok(self.0.get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Row>, DbError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        Ok(self
+            .0
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+impl RowsMut for MemRows {
+    fn put<T: Serialize>(&mut self, key: &[u8], v: &T) -> Result<(), DbError> {
+        self.0.insert(key.to_vec(), encode(v));
+        Ok(())
+    }
+    fn put_raw(&mut self, key: &[u8], v: &[u8]) -> Result<(), DbError> {
+        self.0.insert(key.to_vec(), v.to_vec());
+        Ok(())
+    }
+    fn del(&mut self, key: &[u8]) -> Result<(), DbError> {
+        self.0.remove(key);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,8 @@ mod cluster;
 pub(crate) mod dump;
 pub(crate) mod garbage;
 pub(crate) mod locks;
+#[cfg(test)]
+mod model_tests;
 mod namespace;
 pub(crate) mod quota;
 mod rename;

@@ -503,6 +503,10 @@ pub mod key {
         k.extend_from_slice(&tx.to_be_bytes());
         k
     }
+    #[cfg(test)]
+    pub fn decision_prefix(g: GroupId) -> Vec<u8> {
+        tagged(g, TX_DECISION)
+    }
     pub fn decision(g: GroupId, tx: u64) -> Vec<u8> {
         let mut k = tagged(g, TX_DECISION);
         k.extend_from_slice(&tx.to_be_bytes());

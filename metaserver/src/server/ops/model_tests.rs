@@ -21,13 +21,16 @@ use proptest::prelude::*;
 
 use crate::MetaError;
 use crate::client::FsSpec;
-use crate::request::{MetaResponse, ReadRequest, RenameMode, WriteRequest, XattrMode};
+use crate::request::{
+    MetaResponse, ReadRequest, RenameMode, TxId, TxStep, WriteRequest, XattrMode,
+};
 use crate::server::ops::{apply, read_rows};
 use crate::server::store::{MemRows, Rows, decode, key};
 use crate::types::*;
 
-/// The partition group every inode of the test filesystem is in.
-const G: GroupId = 1;
+/// The partition groups: the root's, and another one that directories
+/// made by cross-group transactions go to.
+const GROUPS: [GroupId; 2] = [1, 2];
 /// A few names, so that operations meet existing entries often.
 const NAMES: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
 const CHUNK: u32 = 1 << 20;
@@ -80,6 +83,22 @@ enum Op {
         node: u8,
         name: u8,
     },
+    /// mkdir with the new directory in the other group: a cross-group
+    /// transaction, cut short at `crash` (0: not; 1: after begin; 2: after
+    /// prepare; 3: after commit; 4: after the participants finished) and
+    /// then recovered as a node's recovery would.
+    MkdirAway {
+        dir: u8,
+        name: u8,
+        crash: u8,
+    },
+    /// rmdir by a cross-group transaction, of a directory in another group
+    /// than its entry (cut short as `MkdirAway`).
+    RmdirTx {
+        dir: u8,
+        name: u8,
+        crash: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -97,6 +116,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (sel(), 0u8..3, any::<u8>(), 0u8..3)
             .prop_map(|(node, name, value, mode)| Op::SetXattr { node, name, value, mode }),
         1 => (sel(), 0u8..3).prop_map(|(node, name)| Op::RemoveXattr { node, name }),
+        2 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::MkdirAway { dir, name, crash }),
+        1 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::RmdirTx { dir, name, crash }),
     ]
 }
 
@@ -207,15 +228,30 @@ impl Model {
     }
 }
 
-/// The state machine's rows, with one filesystem formatted in group `G`.
+/// The state machine's rows, with one filesystem formatted over `GROUPS`.
 struct Machine {
     t: MemRows,
     fs: FsId,
+    parts: Vec<Partition>,
     next_slice: SliceId,
+    next_tx: TxId,
 }
 
 fn now() -> Timestamp {
     Timestamp { sec: 1, nsec: 0 }
+}
+
+/// How a cross-group transaction ended.
+#[derive(Debug)]
+enum TxEnd {
+    /// The client heard an answer.
+    Answered(Result<Vec<Inode>, MetaError>),
+    /// The client stopped; recovery then committed it or not (`created`:
+    /// what the participants had made by then).
+    Cut {
+        committed: bool,
+        created: Vec<Inode>,
+    },
 }
 
 impl Machine {
@@ -225,7 +261,7 @@ impl Machine {
         let register = WriteRequest::RegisterNode {
             id: 1,
             addr: "model".into(),
-            groups: vec![CLUSTER_GROUP, G],
+            groups: [&[CLUSTER_GROUP], &GROUPS[..]].concat(),
         };
         run(&mut t, CLUSTER_GROUP, register);
         let spec = FsSpec::new("m", "file:///unused");
@@ -249,9 +285,11 @@ impl Machine {
         else {
             panic!("no partitions");
         };
-        for part in parts {
+        let groups: BTreeSet<GroupId> = parts.iter().map(|p| p.group).collect();
+        assert_eq!(groups, BTreeSet::from(GROUPS), "a partition in each group");
+        for part in &parts {
             let init = WriteRequest::InitPartition {
-                part,
+                part: *part,
                 chunk_size: CHUNK,
             };
             run(&mut t, part.group, init);
@@ -263,7 +301,8 @@ impl Machine {
             gid: 0,
             now: now(),
         };
-        run(&mut t, G, root);
+        let root_group = partition_of(&parts, ROOT_INO).unwrap().group;
+        run(&mut t, root_group, root);
         run(
             &mut t,
             CLUSTER_GROUP,
@@ -272,44 +311,174 @@ impl Machine {
         Machine {
             t,
             fs: info.id,
+            parts,
             next_slice: 1,
+            next_tx: 1,
         }
     }
 
-    fn apply(&mut self, req: WriteRequest) -> Result<MetaResponse, MetaError> {
-        apply(&mut self.t, G, req)
+    fn group_of(&self, ino: Ino) -> GroupId {
+        partition_of(&self.parts, ino)
+            .expect("a partition holds it")
+            .group
+    }
+
+    fn apply_in(&mut self, g: GroupId, req: WriteRequest) -> Result<MetaResponse, MetaError> {
+        apply(&mut self.t, g, req)
             .expect("the store never fails in memory")
             .map(|r| r.split_changed().0)
     }
 
-    fn read(&self, req: ReadRequest) -> Result<MetaResponse, MetaError> {
-        read_rows(&self.t, G, req).expect("the store never fails in memory")
+    /// Applies `req` in the group of `at`.
+    fn apply(&mut self, at: Ino, req: WriteRequest) -> Result<MetaResponse, MetaError> {
+        self.apply_in(self.group_of(at), req)
+    }
+
+    fn read(&self, at: Ino, req: ReadRequest) -> Result<MetaResponse, MetaError> {
+        read_rows(&self.t, self.group_of(at), req).expect("the store never fails in memory")
+    }
+
+    /// A cross-group transaction as `FsClient::transact` runs it, cut
+    /// short after phase `crash` (see `Op::MkdirAway`) and then recovered
+    /// as `MetaClient::resolve_transaction` does.
+    fn transact(
+        &mut self,
+        parts: Vec<(GroupId, Vec<TxStep>)>,
+        coord: GroupId,
+        coord_steps: impl FnOnce(&[Inode]) -> Vec<TxStep>,
+        crash: u8,
+    ) -> TxEnd {
+        let (fs, tx) = (self.fs, self.next_tx);
+        self.next_tx += 1;
+        let participants: Vec<GroupId> = parts.iter().map(|(g, _)| *g).collect();
+        let begin = WriteRequest::TxBegin {
+            fs,
+            tx,
+            participants: participants.clone(),
+            now: now(),
+        };
+        if let Err(e) = self.apply_in(coord, begin) {
+            return TxEnd::Answered(Err(e));
+        }
+        if crash == 1 {
+            return self.recover(tx, coord, &participants, Vec::new());
+        }
+        let mut created = Vec::new();
+        let mut prepared = Vec::new();
+        for (g, steps) in parts {
+            let prepare = WriteRequest::TxPrepare {
+                fs,
+                tx,
+                coord,
+                participants: participants.clone(),
+                steps,
+                now: now(),
+            };
+            match self.apply_in(g, prepare) {
+                Ok(MetaResponse::TxApplied(c)) => {
+                    prepared.push(g);
+                    created.extend(c.into_iter().map(|(i, _)| i));
+                }
+                Ok(other) => panic!("TxPrepare answered {other:?}"),
+                Err(e) => {
+                    self.recover(tx, coord, &prepared, Vec::new());
+                    return TxEnd::Answered(Err(e));
+                }
+            }
+        }
+        if crash == 2 {
+            return self.recover(tx, coord, &participants, created);
+        }
+        let commit = WriteRequest::TxCommit {
+            fs,
+            tx,
+            steps: coord_steps(&created),
+            now: now(),
+        };
+        if let Err(e) = self.apply_in(coord, commit) {
+            let TxEnd::Cut {
+                committed: false, ..
+            } = self.recover(tx, coord, &participants, Vec::new())
+            else {
+                panic!("a refused commit was decided as committed");
+            };
+            return TxEnd::Answered(Err(e));
+        }
+        if crash == 3 {
+            return self.recover(tx, coord, &participants, created);
+        }
+        for &g in &participants {
+            let finish = WriteRequest::TxFinish {
+                fs,
+                tx,
+                commit: true,
+                now: now(),
+            };
+            self.apply_in(g, finish).unwrap();
+        }
+        if crash == 4 {
+            return self.recover(tx, coord, &participants, created);
+        }
+        self.apply_in(coord, WriteRequest::TxForget { tx }).unwrap();
+        TxEnd::Answered(Ok(created))
+    }
+
+    /// What a node's recovery does with a transaction a client left: asks
+    /// the coordinator for the decision (which aborts an undecided one),
+    /// carries it out in every participant and forgets it.
+    fn recover(
+        &mut self,
+        tx: TxId,
+        coord: GroupId,
+        participants: &[GroupId],
+        created: Vec<Inode>,
+    ) -> TxEnd {
+        let Ok(MetaResponse::Decision(committed)) =
+            self.apply_in(coord, WriteRequest::TxResolve { tx })
+        else {
+            panic!("TxResolve answered no decision");
+        };
+        for &g in participants {
+            let finish = WriteRequest::TxFinish {
+                fs: self.fs,
+                tx,
+                commit: committed,
+                now: now(),
+            };
+            self.apply_in(g, finish).unwrap();
+        }
+        self.apply_in(coord, WriteRequest::TxForget { tx }).unwrap();
+        TxEnd::Cut { committed, created }
     }
 
     fn inodes(&self) -> BTreeMap<Ino, Inode> {
-        let rows = self
-            .t
-            .scan(&key::rows_of(G, key::INODE, self.fs), None, usize::MAX);
-        rows.unwrap()
-            .into_iter()
-            .map(|(_, v)| {
+        let mut out = BTreeMap::new();
+        for g in GROUPS {
+            let rows = self
+                .t
+                .scan(&key::rows_of(g, key::INODE, self.fs), None, usize::MAX);
+            for (_, v) in rows.unwrap() {
                 let i: Inode = decode(&v).unwrap();
-                (i.ino, i)
-            })
-            .collect()
+                assert_eq!(self.group_of(i.ino), g, "inode {} in group {g}", i.ino);
+                out.insert(i.ino, i);
+            }
+        }
+        out
     }
 
-    /// Every entry: (directory, name) -> (inode, kind).
+    /// Every entry: (directory, name) -> entry.
     fn dentries(&self) -> BTreeMap<(Ino, Vec<u8>), Dentry> {
-        let prefix = key::rows_of(G, key::DENTRY, self.fs);
-        let rows = self.t.scan(&prefix, None, usize::MAX).unwrap();
-        rows.into_iter()
-            .map(|(k, v)| {
+        let mut out = BTreeMap::new();
+        for g in GROUPS {
+            let prefix = key::rows_of(g, key::DENTRY, self.fs);
+            for (k, v) in self.t.scan(&prefix, None, usize::MAX).unwrap() {
                 let rest = &k[prefix.len()..];
                 let dir = Ino::from_be_bytes(rest[..8].try_into().unwrap());
-                ((dir, rest[8..].to_vec()), decode(&v).unwrap())
-            })
-            .collect()
+                assert_eq!(self.group_of(dir), g, "an entry of {dir} in group {g}");
+                out.insert((dir, rest[8..].to_vec()), decode(&v).unwrap());
+            }
+        }
+        out
     }
 }
 
@@ -348,13 +517,16 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 symlink,
                 ..NewInode::plain(kind, 0o644, 0, 0)
             };
-            let r = m.apply(WriteRequest::Create {
-                fs,
-                parent: dir,
-                name: n.clone(),
-                new,
-                now: now(),
-            });
+            let r = m.apply(
+                dir,
+                WriteRequest::Create {
+                    fs,
+                    parent: dir,
+                    name: n.clone(),
+                    new,
+                    now: now(),
+                },
+            );
             let want = if model.entries(dir).contains_key(&n) {
                 EEXIST
             } else {
@@ -391,13 +563,19 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 return;
             };
             let (dir, n) = (model.dir(dir), name(n));
-            let r = m.apply(WriteRequest::Link {
-                fs,
-                ino,
-                parent: dir,
-                name: n.clone(),
-                now: now(),
-            });
+            if m.group_of(ino) != m.group_of(dir) {
+                return;
+            }
+            let r = m.apply(
+                dir,
+                WriteRequest::Link {
+                    fs,
+                    ino,
+                    parent: dir,
+                    name: n.clone(),
+                    now: now(),
+                },
+            );
             let exists = model.entries(dir).contains_key(&n);
             assert_eq!(errno(&r), if exists { EEXIST } else { 0 }, "{op:?}: {r:?}");
             if !exists {
@@ -407,12 +585,15 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
         }
         Op::Unlink { dir, name: n } => {
             let (dir, n) = (model.dir(dir), name(n));
-            let r = m.apply(WriteRequest::Unlink {
-                fs,
-                parent: dir,
-                name: n.clone(),
-                now: now(),
-            });
+            let r = m.apply(
+                dir,
+                WriteRequest::Unlink {
+                    fs,
+                    parent: dir,
+                    name: n.clone(),
+                    now: now(),
+                },
+            );
             let want = match model.entries(dir).get(&n) {
                 None => ENOENT,
                 Some(&i) if model.is_dir(i) => EISDIR,
@@ -426,12 +607,21 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
         }
         Op::Rmdir { dir, name: n } => {
             let (dir, n) = (model.dir(dir), name(n));
-            let r = m.apply(WriteRequest::Rmdir {
-                fs,
-                parent: dir,
-                name: n.clone(),
-                now: now(),
-            });
+            // A directory in another group than its entry: `RmdirTx`.
+            if let Some(&i) = model.entries(dir).get(&n)
+                && m.group_of(i) != m.group_of(dir)
+            {
+                return;
+            }
+            let r = m.apply(
+                dir,
+                WriteRequest::Rmdir {
+                    fs,
+                    parent: dir,
+                    name: n.clone(),
+                    now: now(),
+                },
+            );
             let want = match model.entries(dir).get(&n) {
                 None => ENOENT,
                 Some(&i) if !model.is_dir(i) => ENOTDIR,
@@ -457,15 +647,41 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 1 => RenameMode::NoReplace,
                 _ => RenameMode::Exchange,
             };
-            let r = m.apply(WriteRequest::RenameWith {
-                fs,
-                parent: dir,
-                name: n.clone(),
-                new_parent: to,
-                new_name: to_name.clone(),
-                mode,
-                now: now(),
-            });
+            // Renames across groups are transactions the client builds;
+            // this test drives mkdir and rmdir ones.
+            let involved = [model.entries(dir).get(&n), model.entries(to).get(&to_name)];
+            let g = m.group_of(dir);
+            if m.group_of(to) != g || involved.iter().flatten().any(|&&i| m.group_of(i) != g) {
+                return;
+            }
+            // Moving a directory walks up from where it goes, checking for
+            // a loop: a walk through another group is the client's too.
+            let ancestors_here = |mut d: Ino| loop {
+                if m.group_of(d) != g {
+                    return false;
+                }
+                if d == ROOT_INO {
+                    return true;
+                }
+                d = model.nodes[&d].parent;
+            };
+            if involved.iter().flatten().any(|&&i| model.is_dir(i))
+                && !(ancestors_here(to) && ancestors_here(dir))
+            {
+                return;
+            }
+            let r = m.apply(
+                dir,
+                WriteRequest::RenameWith {
+                    fs,
+                    parent: dir,
+                    name: n.clone(),
+                    new_parent: to,
+                    new_name: to_name.clone(),
+                    mode,
+                    now: now(),
+                },
+            );
             let want = rename_in_model(model, (dir, &n), (to, &to_name), mode);
             assert_eq!(errno(&r), want, "{op:?}: {r:?}");
         }
@@ -477,12 +693,15 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 size: Some(size as u64),
                 ..Default::default()
             };
-            let r = m.apply(WriteRequest::SetAttr {
-                fs,
+            let r = m.apply(
                 ino,
-                set,
-                now: now(),
-            });
+                WriteRequest::SetAttr {
+                    fs,
+                    ino,
+                    set,
+                    now: now(),
+                },
+            );
             assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
             model.nodes.get_mut(&ino).unwrap().kind = Kind::File { size: size as u64 };
         }
@@ -496,13 +715,16 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 pos: 0,
                 len,
             };
-            let r = m.apply(WriteRequest::WriteSlices {
-                fs,
+            let r = m.apply(
                 ino,
-                slices: vec![(0, slice)],
-                end: len as u64,
-                now: now(),
-            });
+                WriteRequest::WriteSlices {
+                    fs,
+                    ino,
+                    slices: vec![(0, slice)],
+                    end: len as u64,
+                    now: now(),
+                },
+            );
             assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
             let node = model.nodes.get_mut(&ino).unwrap();
             if let Kind::File { size } = &mut node.kind {
@@ -522,14 +744,17 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 1 => XattrMode::Create,
                 _ => XattrMode::Replace,
             };
-            let r = m.apply(WriteRequest::SetXattr {
-                fs,
+            let r = m.apply(
                 ino,
-                name: n.clone(),
-                value: vec![value],
-                mode,
-                now: now(),
-            });
+                WriteRequest::SetXattr {
+                    fs,
+                    ino,
+                    name: n.clone(),
+                    value: vec![value],
+                    mode,
+                    now: now(),
+                },
+            );
             let xattrs = &mut model.nodes.get_mut(&ino).unwrap().xattrs;
             let want = match (mode, xattrs.contains_key(&n)) {
                 (XattrMode::Create, true) => EEXIST,
@@ -544,12 +769,15 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
         Op::RemoveXattr { node, name: n } => {
             let ino = model.pick(node, |_| true).expect("the root");
             let n = [b"user.".as_slice(), &name(n)].concat();
-            let r = m.apply(WriteRequest::RemoveXattr {
-                fs,
+            let r = m.apply(
                 ino,
-                name: n.clone(),
-                now: now(),
-            });
+                WriteRequest::RemoveXattr {
+                    fs,
+                    ino,
+                    name: n.clone(),
+                    now: now(),
+                },
+            );
             let xattrs = &mut model.nodes.get_mut(&ino).unwrap().xattrs;
             let want = if xattrs.remove(&n).is_some() {
                 0
@@ -557,6 +785,124 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 ENODATA
             };
             assert_eq!(errno(&r), want, "{op:?}: {r:?}");
+        }
+        Op::MkdirAway {
+            dir,
+            name: n,
+            crash,
+        } => {
+            let (dir, n) = (model.dir(dir), name(n));
+            let pg = m.group_of(dir);
+            let away = *GROUPS.iter().find(|g| **g != pg).unwrap();
+            let create = TxStep::CreateInode {
+                new: NewInode::plain(FileType::Dir, 0o755, 0, 0),
+                parent: dir,
+            };
+            let entry = n.clone();
+            let end = m.transact(
+                vec![(away, vec![create])],
+                pg,
+                |created| {
+                    let ino = created.first().map_or(0, |i| i.ino);
+                    vec![
+                        TxStep::PutDentry {
+                            parent: dir,
+                            name: entry,
+                            ino,
+                            kind: FileType::Dir,
+                            replace: None,
+                        },
+                        TxStep::TouchDir { ino: dir, nlink: 1 },
+                    ]
+                },
+                crash,
+            );
+            let want = if model.entries(dir).contains_key(&n) {
+                EEXIST
+            } else {
+                0
+            };
+            let made = match end {
+                TxEnd::Answered(r) => {
+                    let got = r.as_ref().map_or_else(|e| e.errno(), |_| 0);
+                    assert_eq!(got, want, "{op:?}: {r:?}");
+                    r.ok()
+                }
+                TxEnd::Cut { committed, created } => {
+                    assert!(!committed || want == 0, "{op:?} committed over an entry");
+                    committed.then_some(created)
+                }
+            };
+            if let Some(created) = made {
+                let ino = created.first().expect("the new directory").ino;
+                assert_eq!(
+                    m.group_of(ino),
+                    away,
+                    "{op:?}: made in group {}",
+                    m.group_of(ino)
+                );
+                let node = Node {
+                    kind: Kind::Dir {
+                        entries: BTreeMap::new(),
+                    },
+                    nlink: 2,
+                    xattrs: BTreeMap::new(),
+                    parent: dir,
+                };
+                model.nodes.insert(ino, node);
+                model.entries_mut(dir).insert(n, ino);
+                model.nodes.get_mut(&dir).unwrap().nlink += 1;
+            }
+        }
+        Op::RmdirTx {
+            dir,
+            name: n,
+            crash,
+        } => {
+            let (dir, n) = (model.dir(dir), name(n));
+            let Some(&ino) = model.entries(dir).get(&n) else {
+                return;
+            };
+            let (pg, ig) = (m.group_of(dir), m.group_of(ino));
+            if !model.is_dir(ino) || pg == ig {
+                return;
+            }
+            let coord_steps = vec![
+                TxStep::DelDentry {
+                    parent: dir,
+                    name: n.clone(),
+                    ino,
+                },
+                TxStep::TouchDir {
+                    ino: dir,
+                    nlink: -1,
+                },
+            ];
+            let drop = TxStep::DropLink { ino, dir: true };
+            let end = m.transact(vec![(ig, vec![drop])], pg, |_| coord_steps, crash);
+            let want = if model.entries(ino).is_empty() {
+                0
+            } else {
+                ENOTEMPTY
+            };
+            let removed = match end {
+                TxEnd::Answered(r) => {
+                    let got = r.as_ref().map_or_else(|e| e.errno(), |_| 0);
+                    assert_eq!(got, want, "{op:?}: {r:?}");
+                    r.is_ok()
+                }
+                TxEnd::Cut { committed, .. } => {
+                    assert!(
+                        !committed || want == 0,
+                        "{op:?} committed a non-empty rmdir"
+                    );
+                    committed
+                }
+            };
+            if removed {
+                model.entries_mut(dir).remove(&n);
+                model.drop_link(dir, ino);
+            }
         }
     }
 }
@@ -645,12 +991,13 @@ fn check_rows(m: &Machine) {
             assert_eq!(inode.parent, *dir, "directory {}'s parent", d.ino);
         }
     }
-    let mut used = Usage::default();
+    let mut used: BTreeMap<GroupId, Usage> = BTreeMap::new();
     for (ino, i) in &inodes {
         // Every inode, in the trash too, with its size (a symlink's is its
-        // target's length).
-        used.inodes += 1;
-        used.bytes += i.size;
+        // target's length), in its own group's row.
+        let u = used.entry(m.group_of(*ino)).or_default();
+        u.inodes += 1;
+        u.bytes += i.size;
         if i.nlink == 0 {
             continue;
         }
@@ -686,15 +1033,28 @@ fn check_rows(m: &Machine) {
             check_chunks(m, i);
         }
     }
-    let row: Usage = m.t.load(&key::usage(G, m.fs)).unwrap().unwrap_or_default();
-    assert_eq!(row, used, "the usage row against the inodes");
+    for g in GROUPS {
+        let row: Usage = m.t.load(&key::usage(g, m.fs)).unwrap().unwrap_or_default();
+        let counted = used.get(&g).copied().unwrap_or_default();
+        assert_eq!(row, counted, "group {g}'s usage row against its inodes");
+        // Every transaction finished: no intent, lock or decision is left.
+        for prefix in [
+            key::intent_prefix(g),
+            key::lock_prefix(g),
+            key::begun_prefix(g),
+            key::decision_prefix(g),
+        ] {
+            let left = m.t.scan(&prefix, None, 1).unwrap();
+            assert!(left.is_empty(), "group {g} keeps transaction rows {left:?}");
+        }
+    }
 }
 
 /// Nothing past `file`'s end can be read: no chunk lies wholly past it,
 /// and in the chunk it ends in, every byte of data past it is covered by
 /// a later zero slice (what a truncate leaves).
 fn check_chunks(m: &Machine, file: &Inode) {
-    let prefix = key::chunk_prefix(G, m.fs, file.ino);
+    let prefix = key::chunk_prefix(m.group_of(file.ino), m.fs, file.ino);
     let chunk = CHUNK as u64;
     for (k, v) in m.t.scan(&prefix, None, usize::MAX).unwrap() {
         let index = u32::from_be_bytes(k[prefix.len()..].try_into().unwrap()) as u64;
@@ -737,7 +1097,7 @@ fn check_tree(m: &Machine, model: &Model) {
             after: None,
             limit: 1000,
         };
-        let Ok(MetaResponse::Entries(entries)) = m.read(read) else {
+        let Ok(MetaResponse::Entries(entries)) = m.read(dir, read) else {
             panic!("readdir of {dir}");
         };
         let listed: BTreeMap<Vec<u8>, Ino> = entries
@@ -756,14 +1116,14 @@ fn check_tree(m: &Machine, model: &Model) {
     let live: BTreeSet<Ino> = model.nodes.keys().copied().collect();
     assert_eq!(seen, live, "inodes reached from the root");
     for (&ino, node) in &model.nodes {
-        let Ok(MetaResponse::Inode(inode)) = m.read(ReadRequest::GetAttr { fs, ino }) else {
+        let Ok(MetaResponse::Inode(inode)) = m.read(ino, ReadRequest::GetAttr { fs, ino }) else {
             panic!("getattr of {ino}");
         };
         assert_eq!(inode.nlink, node.nlink, "nlink of {ino}");
         if let Kind::File { size } = node.kind {
             assert_eq!(inode.size, size, "size of {ino}");
         }
-        let Ok(MetaResponse::XattrNames(names)) = m.read(ReadRequest::ListXattrs { fs, ino })
+        let Ok(MetaResponse::XattrNames(names)) = m.read(ino, ReadRequest::ListXattrs { fs, ino })
         else {
             panic!("listxattr of {ino}");
         };

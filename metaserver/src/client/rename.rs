@@ -94,13 +94,6 @@ impl FsClient {
             return Ok(None);
         }
         let src_dir = src.kind == FileType::Dir;
-        if let Some(d) = dst {
-            match (src_dir, d.kind == FileType::Dir) {
-                (true, false) => return Err(MetaError::NotDir),
-                (false, true) => return Err(MetaError::IsDir),
-                _ => {}
-            }
-        }
         if src_dir && parent != new_parent {
             // A directory may not move below itself. Checked by walking up
             // from the target; a concurrent rename elsewhere in the tree by
@@ -113,6 +106,14 @@ impl FsClient {
                     ));
                 }
                 cur = self.getattr(cur).await?.parent;
+            }
+        }
+        // Kinds after loops, in Linux's order (as the one-group rename).
+        if let Some(d) = dst {
+            match (src_dir, d.kind == FileType::Dir) {
+                (true, false) => return Err(MetaError::NotDir),
+                (false, true) => return Err(MetaError::IsDir),
+                _ => {}
             }
         }
         let (sg, dg) = (

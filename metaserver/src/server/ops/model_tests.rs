@@ -1,19 +1,22 @@
-//! The state machine alone against a reference model of a POSIX namespace:
-//! proptest-generated sequences of creates (files, directories, symlinks),
-//! links, unlinks, rmdirs, renames with each flag, truncates, writes of
-//! slices and extended attributes are applied by `ops::apply` to rows in
-//! memory (no Raft, redb or network) and to the model. Each answer must
-//! match the model's (as an errno), the rows must keep their invariants
-//! after every step (no entry without its inode, link counts equal the
-//! entries, every live inode reachable from the root, the usage row equal
-//! to the inodes and their sizes, no slice past its file's end), and the
-//! tree read back through `read_rows` must equal the model's. A failing
-//! sequence shrinks to a minimal one.
+//! The state machine alone against the reference model of a POSIX
+//! namespace (`strata-posix-model`): proptest-generated sequences of
+//! creates (files, directories, symlinks), links, unlinks, rmdirs, renames
+//! with each flag, truncates, writes of slices, extended attributes, and
+//! mkdirs and rmdirs by cross-group transactions cut short after each
+//! phase and then recovered, applied by `ops::apply` to rows in memory (no
+//! Raft, redb or network) in two partition groups and to the model. Each
+//! answer must match the model's (as an errno), the rows must keep their
+//! invariants after every step (no entry without its inode, link counts
+//! equal the entries, every live inode reachable from the root, each
+//! group's usage row equal to its inodes and their sizes, nothing readable
+//! past a file's end, no transaction rows left), and the tree read back
+//! through `read_rows` must equal the model's. A failing sequence shrinks
+//! to a minimal one.
 //!
 //! `MODEL_CASES=N` runs N sequences (default 512, of 1 to 119 steps: about
-//! 30 000 steps); `bench/model_ops.sh` runs a million steps.
-//! A failure prints the shrunk sequence of steps; `PROPTEST_RNG_SEED=S`
-//! runs the generator from seed S (to explore others, or to reproduce).
+//! 30 000 steps); `bench/model_ops.sh` runs a million steps. A failure
+//! prints the shrunk sequence; `PROPTEST_RNG_SEED=S` runs the generator
+//! from seed S (to explore others, or to reproduce).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,206 +30,12 @@ use crate::request::{
 use crate::server::ops::{apply, read_rows};
 use crate::server::store::{MemRows, Rows, decode, key};
 use crate::types::*;
+use strata_posix_model::{Kind, MAX_WRITE, Model, Op, RenameHow, XattrHow, name, op, xattr_name};
 
 /// The partition groups: the root's, and another one that directories
 /// made by cross-group transactions go to.
 const GROUPS: [GroupId; 2] = [1, 2];
-/// A few names, so that operations meet existing entries often.
-const NAMES: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
-const CHUNK: u32 = 1 << 20;
-
-#[derive(Clone, Debug)]
-enum Op {
-    /// kind: 0 file, 1 directory, 2 symlink.
-    Create {
-        dir: u8,
-        name: u8,
-        kind: u8,
-    },
-    Link {
-        file: u8,
-        dir: u8,
-        name: u8,
-    },
-    Unlink {
-        dir: u8,
-        name: u8,
-    },
-    Rmdir {
-        dir: u8,
-        name: u8,
-    },
-    /// mode: 0 replace, 1 no-replace, 2 exchange.
-    Rename {
-        dir: u8,
-        name: u8,
-        to: u8,
-        to_name: u8,
-        mode: u8,
-    },
-    Truncate {
-        file: u8,
-        size: u32,
-    },
-    Write {
-        file: u8,
-        len: u32,
-    },
-    /// mode: 0 any, 1 create, 2 replace.
-    SetXattr {
-        node: u8,
-        name: u8,
-        value: u8,
-        mode: u8,
-    },
-    RemoveXattr {
-        node: u8,
-        name: u8,
-    },
-    /// mkdir with the new directory in the other group: a cross-group
-    /// transaction, cut short at `crash` (0: not; 1: after begin; 2: after
-    /// prepare; 3: after commit; 4: after the participants finished) and
-    /// then recovered as a node's recovery would.
-    MkdirAway {
-        dir: u8,
-        name: u8,
-        crash: u8,
-    },
-    /// rmdir by a cross-group transaction, of a directory in another group
-    /// than its entry (cut short as `MkdirAway`).
-    RmdirTx {
-        dir: u8,
-        name: u8,
-        crash: u8,
-    },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let sel = any::<u8>;
-    let name = || 0u8..NAMES.len() as u8;
-    prop_oneof![
-        4 => (sel(), name(), 0u8..3).prop_map(|(dir, name, kind)| Op::Create { dir, name, kind }),
-        1 => (sel(), sel(), name()).prop_map(|(file, dir, name)| Op::Link { file, dir, name }),
-        2 => (sel(), name()).prop_map(|(dir, name)| Op::Unlink { dir, name }),
-        1 => (sel(), name()).prop_map(|(dir, name)| Op::Rmdir { dir, name }),
-        3 => (sel(), name(), sel(), name(), 0u8..3)
-            .prop_map(|(dir, name, to, to_name, mode)| Op::Rename { dir, name, to, to_name, mode }),
-        1 => (sel(), 0u32..3 * CHUNK).prop_map(|(file, size)| Op::Truncate { file, size }),
-        2 => (sel(), 1u32..=CHUNK).prop_map(|(file, len)| Op::Write { file, len }),
-        1 => (sel(), 0u8..3, any::<u8>(), 0u8..3)
-            .prop_map(|(node, name, value, mode)| Op::SetXattr { node, name, value, mode }),
-        1 => (sel(), 0u8..3).prop_map(|(node, name)| Op::RemoveXattr { node, name }),
-        2 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::MkdirAway { dir, name, crash }),
-        1 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::RmdirTx { dir, name, crash }),
-    ]
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Kind {
-    File { size: u64 },
-    Dir { entries: BTreeMap<Vec<u8>, Ino> },
-    Symlink,
-}
-
-#[derive(Clone, Debug)]
-struct Node {
-    kind: Kind,
-    nlink: u32,
-    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// A directory's parent (a directory has one entry).
-    parent: Ino,
-}
-
-/// What the namespace should be: live inodes by number.
-struct Model {
-    nodes: BTreeMap<Ino, Node>,
-}
-
-impl Model {
-    fn new() -> Model {
-        let root = Node {
-            kind: Kind::Dir {
-                entries: BTreeMap::new(),
-            },
-            nlink: 2,
-            xattrs: BTreeMap::new(),
-            parent: ROOT_INO,
-        };
-        Model {
-            nodes: BTreeMap::from([(ROOT_INO, root)]),
-        }
-    }
-
-    fn pick(&self, sel: u8, f: impl Fn(&Node) -> bool) -> Option<Ino> {
-        let all: Vec<Ino> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| f(n))
-            .map(|(i, _)| *i)
-            .collect();
-        (!all.is_empty()).then(|| all[sel as usize % all.len()])
-    }
-
-    fn dir(&self, sel: u8) -> Ino {
-        self.pick(sel, |n| matches!(n.kind, Kind::Dir { .. }))
-            .expect("the root is a directory")
-    }
-
-    fn entries(&self, dir: Ino) -> &BTreeMap<Vec<u8>, Ino> {
-        match &self.nodes[&dir].kind {
-            Kind::Dir { entries } => entries,
-            _ => unreachable!("not a directory"),
-        }
-    }
-
-    fn entries_mut(&mut self, dir: Ino) -> &mut BTreeMap<Vec<u8>, Ino> {
-        match &mut self.nodes.get_mut(&dir).unwrap().kind {
-            Kind::Dir { entries } => entries,
-            _ => unreachable!("not a directory"),
-        }
-    }
-
-    fn is_dir(&self, ino: Ino) -> bool {
-        matches!(self.nodes[&ino].kind, Kind::Dir { .. })
-    }
-
-    /// Whether directory `d` is `anc` or below it.
-    fn below(&self, mut d: Ino, anc: Ino) -> bool {
-        loop {
-            if d == anc {
-                return true;
-            }
-            if d == ROOT_INO {
-                return false;
-            }
-            d = self.nodes[&d].parent;
-        }
-    }
-
-    /// Takes away one link of `ino`, named in `dir`.
-    fn drop_link(&mut self, dir: Ino, ino: Ino) {
-        if self.is_dir(ino) {
-            self.nodes.remove(&ino);
-            self.nodes.get_mut(&dir).unwrap().nlink -= 1;
-            return;
-        }
-        let n = self.nodes.get_mut(&ino).unwrap();
-        n.nlink -= 1;
-        if n.nlink == 0 {
-            self.nodes.remove(&ino);
-        }
-    }
-
-    /// `ino`'s entry now in `to` instead of `from`: a directory's parent
-    /// and the two parents' link counts follow.
-    fn moved(&mut self, ino: Ino, from: Ino, to: Ino) {
-        if self.is_dir(ino) && from != to {
-            self.nodes.get_mut(&ino).unwrap().parent = to;
-            self.nodes.get_mut(&from).unwrap().nlink -= 1;
-            self.nodes.get_mut(&to).unwrap().nlink += 1;
-        }
-    }
-}
+const CHUNK: u32 = MAX_WRITE;
 
 /// The state machine's rows, with one filesystem formatted over `GROUPS`.
 struct Machine {
@@ -489,33 +298,20 @@ fn errno(r: &Result<MetaResponse, MetaError>) -> i32 {
     }
 }
 
-use libc_errno::*;
-/// The errnos the model answers with.
-mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const EEXIST: i32 = 17;
-    pub const ENOTDIR: i32 = 20;
-    pub const EISDIR: i32 = 21;
-    pub const EINVAL: i32 = 22;
-    pub const ENOTEMPTY: i32 = 39;
-    pub const ENODATA: i32 = 61;
-}
-
 /// Runs `op` on both; panics (failing the case) where they differ.
 fn step(m: &mut Machine, model: &mut Model, op: &Op) {
     let fs = m.fs;
-    let name = |i: u8| NAMES[i as usize % NAMES.len()].to_vec();
     match *op {
         Op::Create { dir, name: n, kind } => {
             let (dir, n) = (model.dir(dir), name(n));
-            let (kind, symlink) = match kind {
+            let (file_type, symlink) = match kind {
                 0 => (FileType::File, None),
                 1 => (FileType::Dir, None),
                 _ => (FileType::Symlink, Some(b"target".to_vec())),
             };
             let new = NewInode {
                 symlink,
-                ..NewInode::plain(kind, 0o644, 0, 0)
+                ..NewInode::plain(file_type, 0o644, 0, 0)
             };
             let r = m.apply(
                 dir,
@@ -527,42 +323,17 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     now: now(),
                 },
             );
-            let want = if model.entries(dir).contains_key(&n) {
-                EEXIST
-            } else {
-                0
-            };
-            assert_eq!(errno(&r), want, "{op:?}: {r:?}");
-            let Ok(MetaResponse::Inode(inode)) = r else {
-                return;
-            };
-            let node = Node {
-                kind: match kind {
-                    FileType::File => Kind::File { size: 0 },
-                    FileType::Dir => Kind::Dir {
-                        entries: BTreeMap::new(),
-                    },
-                    _ => Kind::Symlink,
-                },
-                nlink: if kind == FileType::Dir { 2 } else { 1 },
-                xattrs: BTreeMap::new(),
-                parent: dir,
-            };
-            assert!(
-                model.nodes.insert(inode.ino, node).is_none(),
-                "inode {} given twice",
-                inode.ino
-            );
-            model.entries_mut(dir).insert(n, inode.ino);
-            if kind == FileType::Dir {
-                model.nodes.get_mut(&dir).unwrap().nlink += 1;
+            assert_eq!(errno(&r), model.create_errno(dir, &n), "{op:?}: {r:?}");
+            if let Ok(MetaResponse::Inode(inode)) = r {
+                model.created(dir, n, inode.ino, kind);
             }
         }
         Op::Link { file, dir, name: n } => {
-            let Some(ino) = model.pick(file, |x| !matches!(x.kind, Kind::Dir { .. })) else {
+            let Some(ino) = model.linkable(file) else {
                 return;
             };
             let (dir, n) = (model.dir(dir), name(n));
+            // A link across groups is a transaction the client builds.
             if m.group_of(ino) != m.group_of(dir) {
                 return;
             }
@@ -576,12 +347,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     now: now(),
                 },
             );
-            let exists = model.entries(dir).contains_key(&n);
-            assert_eq!(errno(&r), if exists { EEXIST } else { 0 }, "{op:?}: {r:?}");
-            if !exists {
-                model.entries_mut(dir).insert(n, ino);
-                model.nodes.get_mut(&ino).unwrap().nlink += 1;
-            }
+            assert_eq!(errno(&r), model.link(ino, dir, &n), "{op:?}: {r:?}");
         }
         Op::Unlink { dir, name: n } => {
             let (dir, n) = (model.dir(dir), name(n));
@@ -594,16 +360,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     now: now(),
                 },
             );
-            let want = match model.entries(dir).get(&n) {
-                None => ENOENT,
-                Some(&i) if model.is_dir(i) => EISDIR,
-                Some(_) => 0,
-            };
-            assert_eq!(errno(&r), want, "{op:?}: {r:?}");
-            if want == 0 {
-                let ino = model.entries_mut(dir).remove(&n).unwrap();
-                model.drop_link(dir, ino);
-            }
+            assert_eq!(errno(&r), model.unlink(dir, &n), "{op:?}: {r:?}");
         }
         Op::Rmdir { dir, name: n } => {
             let (dir, n) = (model.dir(dir), name(n));
@@ -622,17 +379,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     now: now(),
                 },
             );
-            let want = match model.entries(dir).get(&n) {
-                None => ENOENT,
-                Some(&i) if !model.is_dir(i) => ENOTDIR,
-                Some(&i) if !model.entries(i).is_empty() => ENOTEMPTY,
-                Some(_) => 0,
-            };
-            assert_eq!(errno(&r), want, "{op:?}: {r:?}");
-            if want == 0 {
-                let ino = model.entries_mut(dir).remove(&n).unwrap();
-                model.drop_link(dir, ino);
-            }
+            assert_eq!(errno(&r), model.rmdir(dir, &n), "{op:?}: {r:?}");
         }
         Op::Rename {
             dir,
@@ -642,11 +389,6 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             mode,
         } => {
             let (dir, n, to, to_name) = (model.dir(dir), name(n), model.dir(to), name(to_name));
-            let mode = match mode {
-                0 => RenameMode::Replace,
-                1 => RenameMode::NoReplace,
-                _ => RenameMode::Exchange,
-            };
             // Renames across groups are transactions the client builds;
             // this test drives mkdir and rmdir ones.
             let involved = [model.entries(dir).get(&n), model.entries(to).get(&to_name)];
@@ -670,6 +412,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             {
                 return;
             }
+            let how = RenameHow::of(mode);
             let r = m.apply(
                 dir,
                 WriteRequest::RenameWith {
@@ -678,15 +421,19 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     name: n.clone(),
                     new_parent: to,
                     new_name: to_name.clone(),
-                    mode,
+                    mode: match how {
+                        RenameHow::Replace => RenameMode::Replace,
+                        RenameHow::NoReplace => RenameMode::NoReplace,
+                        RenameHow::Exchange => RenameMode::Exchange,
+                    },
                     now: now(),
                 },
             );
-            let want = rename_in_model(model, (dir, &n), (to, &to_name), mode);
+            let want = model.rename((dir, &n), (to, &to_name), how);
             assert_eq!(errno(&r), want, "{op:?}: {r:?}");
         }
         Op::Truncate { file, size } => {
-            let Some(ino) = model.pick(file, |x| matches!(x.kind, Kind::File { .. })) else {
+            let Some(ino) = model.file(file) else {
                 return;
             };
             let set = SetAttr {
@@ -703,10 +450,10 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 },
             );
             assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
-            model.nodes.get_mut(&ino).unwrap().kind = Kind::File { size: size as u64 };
+            model.truncate(ino, size as u64);
         }
         Op::Write { file, len } => {
-            let Some(ino) = model.pick(file, |x| matches!(x.kind, Kind::File { .. })) else {
+            let Some(ino) = model.file(file) else {
                 return;
             };
             m.next_slice += 1;
@@ -726,10 +473,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 },
             );
             assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
-            let node = model.nodes.get_mut(&ino).unwrap();
-            if let Kind::File { size } = &mut node.kind {
-                *size = (*size).max(len as u64);
-            }
+            model.wrote(ino, len as u64);
         }
         Op::SetXattr {
             node,
@@ -737,13 +481,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             value,
             mode,
         } => {
-            let ino = model.pick(node, |_| true).expect("the root");
-            let n = [b"user.".as_slice(), &name(n)].concat();
-            let mode = match mode {
-                0 => XattrMode::Any,
-                1 => XattrMode::Create,
-                _ => XattrMode::Replace,
-            };
+            let (ino, n, how) = (model.any(node), xattr_name(n), XattrHow::of(mode));
             let r = m.apply(
                 ino,
                 WriteRequest::SetXattr {
@@ -751,24 +489,19 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     ino,
                     name: n.clone(),
                     value: vec![value],
-                    mode,
+                    mode: match how {
+                        XattrHow::Any => XattrMode::Any,
+                        XattrHow::Create => XattrMode::Create,
+                        XattrHow::Replace => XattrMode::Replace,
+                    },
                     now: now(),
                 },
             );
-            let xattrs = &mut model.nodes.get_mut(&ino).unwrap().xattrs;
-            let want = match (mode, xattrs.contains_key(&n)) {
-                (XattrMode::Create, true) => EEXIST,
-                (XattrMode::Replace, false) => ENODATA,
-                _ => 0,
-            };
+            let want = model.setxattr(ino, &n, &[value], how);
             assert_eq!(errno(&r), want, "{op:?}: {r:?}");
-            if want == 0 {
-                xattrs.insert(n, vec![value]);
-            }
         }
         Op::RemoveXattr { node, name: n } => {
-            let ino = model.pick(node, |_| true).expect("the root");
-            let n = [b"user.".as_slice(), &name(n)].concat();
+            let (ino, n) = (model.any(node), xattr_name(n));
             let r = m.apply(
                 ino,
                 WriteRequest::RemoveXattr {
@@ -778,13 +511,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     now: now(),
                 },
             );
-            let xattrs = &mut model.nodes.get_mut(&ino).unwrap().xattrs;
-            let want = if xattrs.remove(&n).is_some() {
-                0
-            } else {
-                ENODATA
-            };
-            assert_eq!(errno(&r), want, "{op:?}: {r:?}");
+            assert_eq!(errno(&r), model.removexattr(ino, &n), "{op:?}: {r:?}");
         }
         Op::MkdirAway {
             dir,
@@ -817,11 +544,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 },
                 crash,
             );
-            let want = if model.entries(dir).contains_key(&n) {
-                EEXIST
-            } else {
-                0
-            };
+            let want = model.create_errno(dir, &n);
             let made = match end {
                 TxEnd::Answered(r) => {
                     let got = r.as_ref().map_or_else(|e| e.errno(), |_| 0);
@@ -841,17 +564,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                     "{op:?}: made in group {}",
                     m.group_of(ino)
                 );
-                let node = Node {
-                    kind: Kind::Dir {
-                        entries: BTreeMap::new(),
-                    },
-                    nlink: 2,
-                    xattrs: BTreeMap::new(),
-                    parent: dir,
-                };
-                model.nodes.insert(ino, node);
-                model.entries_mut(dir).insert(n, ino);
-                model.nodes.get_mut(&dir).unwrap().nlink += 1;
+                model.created(dir, n, ino, 1);
             }
         }
         Op::RmdirTx {
@@ -880,11 +593,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             ];
             let drop = TxStep::DropLink { ino, dir: true };
             let end = m.transact(vec![(ig, vec![drop])], pg, |_| coord_steps, crash);
-            let want = if model.entries(ino).is_empty() {
-                0
-            } else {
-                ENOTEMPTY
-            };
+            let want = model.rmdir_errno(dir, &n);
             let removed = match end {
                 TxEnd::Answered(r) => {
                     let got = r.as_ref().map_or_else(|e| e.errno(), |_| 0);
@@ -900,69 +609,8 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 }
             };
             if removed {
-                model.entries_mut(dir).remove(&n);
-                model.drop_link(dir, ino);
+                model.rmdir(dir, &n);
             }
-        }
-    }
-}
-
-/// rename(2) with `mode` in the model; returns the errno it should give.
-fn rename_in_model(
-    model: &mut Model,
-    (dir, n): (Ino, &[u8]),
-    (to, to_name): (Ino, &[u8]),
-    mode: RenameMode,
-) -> i32 {
-    let Some(&src) = model.entries(dir).get(n) else {
-        return ENOENT;
-    };
-    let target = model.entries(to).get(to_name).copied();
-    // Linux's order: what the lookups find, then loops, then kinds.
-    match (&mode, target) {
-        (RenameMode::Exchange, None) => return ENOENT,
-        (RenameMode::NoReplace, Some(_)) => return EEXIST,
-        _ => {}
-    }
-    if model.is_dir(src) && model.below(to, src) {
-        return EINVAL;
-    }
-    match (mode, target) {
-        (RenameMode::Exchange, None) => ENOENT,
-        (RenameMode::Exchange, Some(tgt)) => {
-            if model.is_dir(tgt) && model.below(dir, tgt) {
-                return EINVAL;
-            }
-            if (dir, n) == (to, to_name) {
-                return 0;
-            }
-            model.entries_mut(dir).insert(n.to_vec(), tgt);
-            model.entries_mut(to).insert(to_name.to_vec(), src);
-            model.moved(src, dir, to);
-            model.moved(tgt, to, dir);
-            0
-        }
-        (RenameMode::NoReplace, Some(_)) => EEXIST,
-        (RenameMode::Replace, Some(tgt)) if tgt == src => 0,
-        (RenameMode::Replace, Some(tgt)) => {
-            match (model.is_dir(src), model.is_dir(tgt)) {
-                (true, false) => return ENOTDIR,
-                (false, true) => return EISDIR,
-                (true, true) if !model.entries(tgt).is_empty() => return ENOTEMPTY,
-                _ => {}
-            }
-            model.entries_mut(to).remove(to_name);
-            model.drop_link(to, tgt);
-            model.entries_mut(dir).remove(n);
-            model.entries_mut(to).insert(to_name.to_vec(), src);
-            model.moved(src, dir, to);
-            0
-        }
-        (_, None) => {
-            model.entries_mut(dir).remove(n);
-            model.entries_mut(to).insert(to_name.to_vec(), src);
-            model.moved(src, dir, to);
-            0
         }
     }
 }

@@ -281,6 +281,7 @@ fn the_core_matches_a_posix_model_across_metadata_groups() {
     });
     let case = std::sync::atomic::AtomicU32::new(0);
     let crossing = std::sync::atomic::AtomicU64::new(0);
+    let steps = std::sync::atomic::AtomicU64::new(0);
     let strategy = proptest::collection::vec(op(), 1..60);
     let result = runner.run(&strategy, |ops| {
         rt.block_on(async {
@@ -302,6 +303,7 @@ fn the_core_matches_a_posix_model_across_metadata_groups() {
             for op in &ops {
                 step(&fs, &mut model, op).await?;
             }
+            steps.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let fresh = strata_testkit::connect(&n.node).await;
             let across = check_fresh(&fresh, &fs_name, &model)
                 .await
@@ -315,5 +317,10 @@ fn the_core_matches_a_posix_model_across_metadata_groups() {
     }
     // The run did what it is for: entries across groups at the end of
     // some sequences (and so mkdirs, renames and links that crossed).
-    assert!(crossing.into_inner() > 0, "no entry crossed groups");
+    let crossing = crossing.into_inner();
+    assert!(crossing > 0, "no entry crossed groups");
+    eprintln!(
+        "core model: {} generated steps in {cases} sequences, {crossing} entries across groups at their ends",
+        steps.into_inner()
+    );
 }

@@ -788,15 +788,15 @@ fn cases() -> u32 {
         .unwrap_or(512)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
+#[test]
+fn state_machine_matches_a_posix_model() {
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: cases(),
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn state_machine_matches_a_posix_model(ops in prop::collection::vec(op(), 1..120)) {
+    });
+    let steps = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&prop::collection::vec(op(), 1..120), |ops| {
         let mut m = Machine::new();
         let mut model = Model::new();
         for op in &ops {
@@ -804,5 +804,16 @@ proptest! {
             check_rows(&m);
         }
         check_tree(&m, &model);
+        steps.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    // Shown with --nocapture: the figure the README reports.
+    eprintln!(
+        "state machine model: {} generated steps in {} sequences",
+        steps.into_inner(),
+        cases()
+    );
 }

@@ -1,5 +1,6 @@
 //! The data path through real mounts: an S3 server over HTTP on loopback
-//! that fails, delays and cuts off requests; a write-back client killed
+//! that fails, delays and cuts off requests, and makes changes whose
+//! answers it then loses; a write-back client killed
 //! after fsync; the trash and `strata gc` from the command line.
 
 mod common;
@@ -19,6 +20,9 @@ fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     s3.faults.set_errors(0.2);
     s3.faults.set_delays(0.1, Duration::from_millis(30));
     s3.faults.set_cut_bodies(0.1);
+    // Uploads made but answered 500: the client retries a PUT whose
+    // outcome it cannot know.
+    s3.faults.set_lost_answers(0.1);
     let cache = tmp.path().join("cache");
     let cache = cache.to_str().unwrap();
     // One client with a small memory cache and a disk cache (blocks are
@@ -57,6 +61,7 @@ fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     }
     assert!(s3.faults.errors_injected() > 0, "no error was injected");
     assert!(s3.faults.cuts_injected() + s3.faults.delays_injected() > 0);
+    assert!(s3.faults.answers_lost() > 0, "no answer was lost");
     a.unmount();
     b.unmount();
     // A fresh client (its disk cache kept from before) reads the same bytes.

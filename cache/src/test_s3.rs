@@ -88,9 +88,11 @@ pub struct Faults {
     delay_ppm: AtomicU32,
     delay_us: AtomicU64,
     cut_ppm: AtomicU32,
+    lost_ppm: AtomicU32,
     errors: AtomicU64,
     delays: AtomicU64,
     cuts: AtomicU64,
+    lost: AtomicU64,
 }
 
 fn ppm(share: f64) -> u32 {
@@ -110,6 +112,8 @@ struct Plan {
     delay: Option<Duration>,
     error: Option<S3ErrorCode>,
     cut: bool,
+    /// Do the change, then answer 500 as if it failed.
+    lose_answer: bool,
 }
 
 impl Faults {
@@ -122,9 +126,11 @@ impl Faults {
             delay_ppm: AtomicU32::new(0),
             delay_us: AtomicU64::new(0),
             cut_ppm: AtomicU32::new(0),
+            lost_ppm: AtomicU32::new(0),
             errors: AtomicU64::new(0),
             delays: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
         }
     }
 
@@ -147,11 +153,19 @@ impl Faults {
         self.cut_ppm.store(ppm(share), Ordering::SeqCst);
     }
 
+    /// Applies `share` of PUTs, DELETEs and multipart completions, then
+    /// answers them 500 InternalError: the client cannot tell that the
+    /// change was made (an answer lost on the way back).
+    pub fn set_lost_answers(&self, share: f64) {
+        self.lost_ppm.store(ppm(share), Ordering::SeqCst);
+    }
+
     /// Stops injecting faults (the counters stay).
     pub fn clear(&self) {
         self.set_errors(0.0);
         self.set_delays(0.0, Duration::ZERO);
         self.set_cut_bodies(0.0);
+        self.set_lost_answers(0.0);
     }
 
     /// Requests seen so far.
@@ -171,9 +185,14 @@ impl Faults {
         self.cuts.load(Ordering::SeqCst)
     }
 
+    /// Changes made whose answer was replaced by an error.
+    pub fn answers_lost(&self) -> u64 {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     fn plan(&self) -> Plan {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let draw = |k: u64| mix(self.seed ^ mix(n.wrapping_mul(4).wrapping_add(k)));
+        let draw = |k: u64| mix(self.seed ^ mix(n.wrapping_mul(8).wrapping_add(k)));
         let hit =
             |k: u64, ppm: &AtomicU32| draw(k) % 1_000_000 < u64::from(ppm.load(Ordering::SeqCst));
         let delay = hit(0, &self.delay_ppm).then(|| {
@@ -192,6 +211,7 @@ impl Faults {
             delay,
             error,
             cut: hit(2, &self.cut_ppm),
+            lose_answer: hit(4, &self.lost_ppm),
         }
     }
 }
@@ -215,6 +235,18 @@ impl FaultyS3 {
             return Err(S3Error::with_message(code, "injected fault"));
         }
         Ok(plan)
+    }
+
+    /// The answer to a change already made: lost, as planned, or `done`.
+    fn answer<T>(&self, plan: &Plan, done: S3Result<T>) -> S3Result<T> {
+        if plan.lose_answer && done.is_ok() {
+            self.faults.lost.fetch_add(1, Ordering::SeqCst);
+            return Err(S3Error::with_message(
+                S3ErrorCode::InternalError,
+                "injected fault after the change was made",
+            ));
+        }
+        done
     }
 }
 
@@ -248,16 +280,18 @@ impl S3 for FaultyS3 {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        self.enter().await?;
-        self.fs.put_object(req).await
+        let plan = self.enter().await?;
+        let done = self.fs.put_object(req).await;
+        self.answer(&plan, done)
     }
 
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.enter().await?;
-        self.fs.delete_object(req).await
+        let plan = self.enter().await?;
+        let done = self.fs.delete_object(req).await;
+        self.answer(&plan, done)
     }
 
     async fn list_objects_v2(
@@ -288,8 +322,9 @@ impl S3 for FaultyS3 {
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        self.enter().await?;
-        self.fs.complete_multipart_upload(req).await
+        let plan = self.enter().await?;
+        let done = self.fs.complete_multipart_upload(req).await;
+        self.answer(&plan, done)
     }
 
     async fn abort_multipart_upload(

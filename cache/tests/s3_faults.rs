@@ -131,6 +131,58 @@ async fn retrying_store_rides_out_a_faulty_server() {
     );
 }
 
+/// Changes the server made but answered with 500 (the answer lost on the
+/// way back, so the outcome is in doubt for the client): sent again, they
+/// end as if answered the first time. Blocks are immutable, so a PUT made
+/// twice stores the same bytes; a DELETE of what is already gone succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_whose_answers_were_lost_end_as_if_answered() {
+    let root = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::new(9));
+    faults.set_lost_answers(0.4);
+    let s3 = faulty_store(root.path(), faults.clone(), Duration::from_secs(30)).await;
+    let store = RetryingStore::new(
+        s3,
+        RetryPolicy {
+            attempts: 30,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    );
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut blocks = Vec::new();
+    for i in 0..60 {
+        let len = rng.random_range(1..=64 * 1024);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        let key = format!("fs/chunks/0/0/{i}_0_{len}");
+        store.put(&key, Bytes::from(data.clone())).await.unwrap();
+        blocks.push((key, data));
+    }
+    let lost_puts = faults.answers_lost();
+    assert!(lost_puts > 0, "no answer was lost");
+    for (key, data) in &blocks {
+        assert!(store.get(key).await.unwrap() == data[..], "{key} differs");
+    }
+    // Every other block deleted, each DELETE in doubt as often.
+    for (key, _) in blocks.iter().step_by(2) {
+        store.delete(key).await.unwrap();
+    }
+    assert!(
+        faults.answers_lost() > lost_puts,
+        "no DELETE answer was lost"
+    );
+    let listed = store.list("fs/").await.unwrap();
+    let mut want: Vec<(String, u64)> = blocks
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|(k, d)| (k.clone(), d.len() as u64))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_classified_transient_or_permanent() {
     let root = tempfile::tempdir().unwrap();

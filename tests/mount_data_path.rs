@@ -1,6 +1,6 @@
 //! The data path through real mounts: an S3 server over HTTP on loopback
 //! that fails, delays and cuts off requests, and makes changes whose
-//! answers it then loses; a write-back client killed
+//! answers it then loses; a write-back client whose disk is full; a write-back client killed
 //! after fsync; the trash and `strata gc` from the command line.
 
 mod common;
@@ -146,6 +146,85 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     until(10, "the journal to empty", || staged_records(&cache) == 0);
     run_ok(&["umount", mnt.to_str().unwrap()]);
     other.unmount();
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs on {} (the tests run as root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_writeback_disk_writes_through_and_loses_nothing() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
+    // Room for less than one 4 MiB block and a few journal records.
+    let cache = Tmpfs::new(&tmp.path().join("cache"), "3M");
+    let w = Mount::new(
+        &tmp.path().join("w"),
+        &[
+            "--meta",
+            &meta.addr,
+            "--writeback",
+            "--cache-dir",
+            cache.0.to_str().unwrap(),
+            "data",
+        ],
+        &s3.env(),
+    );
+    // Without a fallback the blocks could not be staged and fsync would
+    // fail; they go to the store instead, and so do commits whose journal
+    // record finds no room.
+    let mut rng = Rng(5);
+    let mut files = Vec::new();
+    for (i, len) in [20 << 20, 100_000, 3 << 20, 1].into_iter().enumerate() {
+        let mut data = vec![0u8; len];
+        rng.fill(&mut data);
+        let name = format!("f{i}");
+        write_synced(&w.path(&name), &data);
+        files.push((name, data));
+    }
+    // Read back by a client with no cache of its own, and then after the
+    // writer unmounted (it finishes its journal first).
+    let r = Mount::new(
+        &tmp.path().join("r"),
+        &["--meta", &meta.addr, "--cache-mem-size", "0", "data"],
+        &s3.env(),
+    );
+    for (name, data) in &files {
+        assert_same_file(&r.path(name), data, "another client");
+    }
+    w.unmount();
+    for (name, data) in &files {
+        assert_same_file(&r.path(name), data, "after the writer unmounted");
+    }
+    r.unmount();
 }
 
 #[test]

@@ -28,6 +28,18 @@ impl Filesystem {
         self.meta.info.chunk_size as u64
     }
 
+    /// The object keys of the blocks of `d`'s pending slices.
+    fn pending_block_keys(&self, d: &FileData) -> Vec<String> {
+        let bs = self.meta.info.block_size;
+        let mut keys = Vec::new();
+        for s in &d.pending {
+            for i in 0..s.len.div_ceil(bs) {
+                keys.push(self.block_key(s.id, i, (s.len - i * bs).min(bs)));
+            }
+        }
+        keys
+    }
+
     pub(crate) fn block_key(&self, id: SliceId, index: u32, len: u32) -> String {
         // A loaded filesystem reads its older slices under the dumped one's uuid.
         block_key(self.meta.info.block_owner(id), id, index, len)
@@ -179,6 +191,17 @@ impl Filesystem {
                             cache.insert(&key, block, Keep::Memory);
                             Ok(())
                         }
+                        // The local disk is full: the block goes to the
+                        // object store now instead (the journal's upload
+                        // finds it there), and the write goes on.
+                        Err(e) if is_disk_full(&e) => {
+                            tracing::warn!(%key, "the write-back disk is full; uploading the block directly");
+                            let _slot = slots.acquire_owned().await;
+                            cache
+                                .put_block(&key, block.clone(), Keep::Memory)
+                                .await
+                                .map_err(|e| (e, block))
+                        }
                         Err(e) => Err((
                             StoreError::Io {
                                 context: format!("staging block {key}"),
@@ -262,11 +285,31 @@ impl Filesystem {
         }
         self.store_pending(d).await?;
         let slices: Vec<(u32, Slice)> = d.pending.iter().map(|s| (s.chunk, s.slice())).collect();
-        let attr = match &self.writeback {
+        let journaled = match &self.writeback {
             Some(wb) => {
-                wb.commit(ino, slices, d.pending_end, d.pending_mtime, &d.attr)
-                    .await?
+                match wb
+                    .commit(ino, slices.clone(), d.pending_end, d.pending_mtime, &d.attr)
+                    .await
+                {
+                    Ok(attr) => Some(attr),
+                    // No room for the journal record: once the commits
+                    // journaled before it have landed (they must land
+                    // first), this one goes to the metaserver directly.
+                    Err(e) if e.errno == libc::ENOSPC => {
+                        tracing::warn!(ino, "the write-back disk is full; committing directly");
+                        wb.wait_inode(ino).await?;
+                        let keys = self.pending_block_keys(d);
+                        wb.upload_now(&keys, &self.cache, self.meta.info.block_size)
+                            .await?;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            None => None,
+        };
+        let attr = match journaled {
+            Some(attr) => attr,
             None => {
                 let written = match self
                     .meta
@@ -320,6 +363,11 @@ fn make_room(tail: &mut BytesMut, incoming: usize, block: usize, streaming: bool
     } else {
         tail.reserve(incoming);
     }
+}
+
+/// An error of a full local disk (or of a quota on it).
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 #[cfg(test)]

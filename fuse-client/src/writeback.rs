@@ -175,7 +175,14 @@ impl Writeback {
         let staging = self.staging.clone();
         blocking(move || staging.put_record(seq, &bytes))
             .await?
-            .map_err(|e| io_err("writing the write-back journal", e))?;
+            .map_err(|e| {
+                // A full disk stays ENOSPC: the caller commits directly.
+                let errno = match e.raw_os_error() {
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
+                    _ => libc::EIO,
+                };
+                FsError::new(errno, "writing the write-back journal").with_source(e)
+            })?;
         self.enqueue(seq, record);
         let mut attr = attr.clone();
         attr.size = attr.size.max(end);
@@ -363,14 +370,45 @@ impl Writeback {
         .await;
     }
 
+    /// Uploads the staged blocks among `keys` now and drops their staged
+    /// copies (a commit that could not be journaled goes to the
+    /// metaserver directly, and its blocks must be in the store first).
+    pub async fn upload_now(&self, keys: &[String], cache: &BlockCache, bs: u32) -> FsResult<()> {
+        match self.upload(keys, cache, bs).await {
+            Ok(()) => {}
+            Err(Upload::Failed(e) | Upload::Lost(e)) => return Err(e),
+        }
+        for key in keys {
+            let (staging, k) = (self.staging.clone(), key.clone());
+            let _ = blocking(move || staging.remove_block(&k)).await;
+        }
+        Ok(())
+    }
+
     async fn upload(&self, keys: &[String], cache: &BlockCache, bs: u32) -> Result<(), Upload> {
         let uploads = keys.iter().map(|key| async move {
             let staging = self.staging.clone();
             let k = key.clone();
-            let block = blocking(move || staging.get_block(&k))
+            let block = match blocking(move || staging.get_block(&k))
                 .await
                 .map_err(Upload::Failed)?
-                .map_err(|e| Upload::Lost(io_err(&format!("reading staged block {key}"), e)))?;
+            {
+                Ok(block) => block,
+                // Not staged: uploaded when written, as the disk was full
+                // (`Filesystem::spawn_store`); the object store has it.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && cache.store().get_range(key, 0, 1).await.is_ok() =>
+                {
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(Upload::Lost(io_err(
+                        &format!("reading staged block {key}"),
+                        e,
+                    )));
+                }
+            };
             let keep = if block.len() < bs as usize {
                 Keep::MemoryAndDisk
             } else {

@@ -9,7 +9,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 
@@ -137,15 +136,12 @@ fn two_clients_share_files_and_locks() {
     fcntl_lock(&rb, libc::F_SETLK, libc::F_WRLCK, 10, 10).unwrap();
     let (typ, _) = fcntl_lock(&rb, libc::F_GETLK, libc::F_WRLCK, 20, 5).unwrap();
     assert_eq!(typ, libc::F_UNLCK, "nothing in the way");
-    // F_SETLKW on B waits until A unlocks.
+    // F_SETLKW on B is granted once A unlocks (that it waits until then,
+    // seen at the node, is checked by
+    // `a_live_clients_lock_outlives_its_lease_and_a_leader_change`).
     let waiter = std::thread::spawn(move || {
         fcntl_lock(&rb, libc::F_SETLKW, libc::F_WRLCK, 0, 10).map(|_| rb)
     });
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !waiter.is_finished(),
-        "F_SETLKW returned while the range was locked"
-    );
     fcntl_lock(&ra, libc::F_SETLK, libc::F_UNLCK, 0, 10).unwrap();
     let rb = waiter.join().unwrap().expect("granted once A unlocked");
     // Closing B's descriptor drops B's locks: A gets the range.
@@ -505,6 +501,90 @@ fn names_a_client_remembers_follow_its_own_changes() {
     assert!(gone("new"));
     std::fs::write(b.path("new"), b"from b").unwrap();
     assert_eq!(std::fs::read(a.path("new")).unwrap(), b"from b");
+    a.unmount();
+    b.unmount();
+}
+
+/// The sum over `nodes`' metrics of `strata_node_requests_total` for
+/// requests of `kind` answered with `result`.
+fn node_requests(nodes: &[String], kind: &str, result: &str) -> u64 {
+    let (kind, result) = (format!("kind=\"{kind}\""), format!("result=\"{result}\""));
+    nodes
+        .iter()
+        .filter_map(|addr| http_get(addr, "/metrics"))
+        .flat_map(|page| {
+            page.lines()
+                .filter(|l| l.starts_with("strata_node_requests_total{"))
+                .filter(|l| l.contains(&kind) && l.contains(&result))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn a_live_clients_lock_outlives_its_lease_and_a_leader_change() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let (mut nodes, addrs) = start_cluster_each(tmp.path(), |id| {
+        vec!["--metrics".to_string(), metrics[id as usize - 1].clone()]
+    });
+    let meta = addrs.join(",");
+    let s3 = S3::start(&tmp.path().join("s3"));
+    format_data(&meta, &s3, &[]);
+    let a = Mount::new(
+        &tmp.path().join("a"),
+        &["--meta", &meta, "--lock-lease", "2", "data"],
+        &s3.env(),
+    );
+    let b = Mount::new(&tmp.path().join("b"), &["--meta", &meta, "data"], &s3.env());
+    let fa = open_rw(&a.path("f"));
+    fcntl_lock(&fa, libc::F_SETLK, libc::F_WRLCK, 0, 100).unwrap();
+    let fb = open_rw(&b.path("f"));
+    let blocked = || would_block(fcntl_lock(&fb, libc::F_SETLK, libc::F_WRLCK, 0, 100));
+    assert!(blocked());
+
+    // A lease is 2 s and renewed every third of it: ten renewals answered
+    // are more than three lease periods, and the lock is still A's.
+    let renewed = node_requests(&metrics, "RenewLocks", "ok");
+    until(60, "ten renewals of A's locks", || {
+        node_requests(&metrics, "RenewLocks", "ok") >= renewed + 10
+    });
+    assert!(blocked(), "a live client's lock lapsed");
+
+    // Node 1 formed the cluster and leads every group: its loss moves
+    // every leadership. The lock stays, and A keeps renewing it.
+    nodes[0].kill9();
+    let survivors = &metrics[1..];
+    let renewed = node_requests(survivors, "RenewLocks", "ok");
+    until(60, "ten renewals at the new leaders", || {
+        node_requests(survivors, "RenewLocks", "ok") >= renewed + 10
+    });
+    assert!(blocked(), "the lock was lost with the leader");
+
+    // F_SETLKW waits: the node refuses B's lock while A holds it (seen in
+    // the node's count of WouldBlock answers), and grants it once A
+    // unlocks.
+    let refused = node_requests(survivors, "SetLock", "WouldBlock");
+    let waiter = std::thread::spawn(move || {
+        fcntl_lock(&fb, libc::F_SETLKW, libc::F_WRLCK, 0, 100).map(|_| fb)
+    });
+    until(60, "the node to refuse B's waiting lock", || {
+        node_requests(survivors, "SetLock", "WouldBlock") > refused
+    });
+    assert!(
+        !waiter.is_finished(),
+        "F_SETLKW gave up while A held the lock"
+    );
+    fcntl_lock(&fa, libc::F_SETLK, libc::F_UNLCK, 0, 100).unwrap();
+    let fb = waiter.join().unwrap().expect("granted once A unlocked");
+    drop(fb);
+    drop(fa);
+    nodes[0] = MetaServer::start_node(1, &tmp.path().join("n1"), &addrs[0]);
     a.unmount();
     b.unmount();
 }

@@ -148,6 +148,77 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     other.unmount();
 }
 
+#[test]
+fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("w");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let wb_args = [
+        "mount",
+        "-d",
+        "--meta",
+        &meta.addr,
+        "--writeback",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "data",
+        mnt.to_str().unwrap(),
+    ];
+    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
+    // Every request to the store takes a while: the journal drains slowly.
+    s3.faults.set_delays(1.0, Duration::from_millis(300));
+    let mut rng = Rng(11);
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            let mut data = vec![0u8; 300_000 + i * 10_000];
+            rng.fill(&mut data);
+            (format!("f{i}"), data)
+        })
+        .collect();
+    for (name, data) in &files {
+        write_synced(&mnt.join(name), data);
+    }
+    let journaled = staged_records(&cache);
+    assert!(journaled > 1, "{journaled} journal records");
+    // Killed once part of the journal is uploaded and committed, and not
+    // all of it.
+    until(60, "part of the journal to land", || {
+        (1..journaled).contains(&staged_records(&cache))
+    });
+    // SAFETY: kill(2) on the mount process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    until(10, "the killed mount to exit", || {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) != 0 }
+    });
+    assert!(
+        staged_records(&cache) > 0,
+        "the journal finished before the kill"
+    );
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&mnt)
+        .status();
+    s3.faults.clear();
+    run_env_ok(&wb_args, &s3.env());
+    until(60, "the journal to empty", || staged_records(&cache) == 0);
+    // Read back by a client with no cache of its own.
+    let other = Mount::new(
+        &tmp.path().join("o"),
+        &["--meta", &meta.addr, "--cache-mem-size", "0", "data"],
+        &s3.env(),
+    );
+    for (name, data) in &files {
+        assert_same_file(&other.path(name), data, "after the restart");
+    }
+    run_ok(&["umount", mnt.to_str().unwrap()]);
+    other.unmount();
+}
+
 /// A small tmpfs, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 

@@ -554,6 +554,32 @@ impl WriteRequest {
         }
     }
 
+    /// Requests that free space or finish what was begun (removals,
+    /// releases, transactions under way, lock renewals): a node short of
+    /// disk still takes them (`server::disk_room`).
+    pub fn frees_or_finishes(&self) -> bool {
+        use WriteRequest as R;
+        matches!(
+            self,
+            R::Unlink { .. }
+                | R::Rmdir { .. }
+                | R::PurgeTrash { .. }
+                | R::AckDeletions { .. }
+                | R::ReleaseLocks { .. }
+                | R::RenewLocks { .. }
+                | R::TxCommit { .. }
+                | R::TxResolve { .. }
+                | R::TxFinish { .. }
+                | R::TxForget { .. }
+                | R::DeleteSnapshot { .. }
+                | R::DropFs { .. }
+                | R::UnregisterNode { .. }
+                | R::RevokeToken { .. }
+                | R::DeleteQuota { .. }
+                | R::DeleteOwnerQuota { .. }
+        )
+    }
+
     /// Requests that finish a transaction already under way: they pass a
     /// snapshot's freeze, which waits for them.
     pub fn settles_tx(&self) -> bool {

@@ -10,6 +10,7 @@
 //! rows in redb), and `ops/` (what each request does to the rows).
 
 mod access;
+mod disk_room;
 mod listener;
 mod log_store;
 mod membership;
@@ -99,6 +100,8 @@ pub struct MetaNode {
     snapshot_logs: u64,
     /// The logs and votes of all groups, one fsync per batch (see `Wal`).
     wal: Wal,
+    /// Room on the data disk, checked before taking a change.
+    disk_room: disk_room::DiskRoom,
     /// Per group this node leads: until when reads need no confirmation.
     read_leases: std::sync::Mutex<HashMap<GroupId, ReadLease>>,
     shutdown: tokio::sync::watch::Sender<bool>,

@@ -145,6 +145,9 @@ impl MetaNode {
         origin: Option<Origin>,
     ) -> MetaResult {
         let raft = self.raft(g).ok_or(MetaError::NoSuchGroup(g))?;
+        if !req.frees_or_finishes() {
+            self.disk_room.check()?;
+        }
         // Only a leader within its read lease knows its state is current: a
         // deposed or lagging node sends the change to the log, which decides.
         if self.holds_read_lease(g, &raft)

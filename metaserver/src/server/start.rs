@@ -77,6 +77,10 @@ impl MetaNode {
             snapshot_dir: cfg.data_dir.join("snapshots"),
             snapshot_logs: cfg.snapshot_logs,
             wal,
+            disk_room: super::disk_room::DiskRoom::new(
+                &cfg.data_dir,
+                &cfg.data_dir.join("snapshots"),
+            ),
             read_leases: Default::default(),
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),

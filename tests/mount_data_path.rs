@@ -86,6 +86,42 @@ fn staged_records(cache: &Path) -> usize {
     n
 }
 
+/// `strata mount -d` arguments of a `--writeback` client of `data` at
+/// `meta`, staging in `cache`, on `mnt`.
+fn writeback_mount_args(meta: &str, cache: &Path, mnt: &Path) -> Vec<String> {
+    [
+        "mount",
+        "-d",
+        "--meta",
+        meta,
+        "--writeback",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "data",
+        mnt.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// SIGKILLs the mount process `pid` and waits for it to be gone.
+fn kill_mount(pid: i32) {
+    // SAFETY: kill(2) on the mount process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    until(10, "the killed mount to exit", || {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) != 0 }
+    });
+}
+
+/// Detaches what a killed mount left at `mnt`.
+fn detach(mnt: &Path) {
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(mnt)
+        .status();
+}
+
 #[test]
 fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     require_fuse();
@@ -96,17 +132,8 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("w");
     std::fs::create_dir_all(&mnt).unwrap();
-    let wb_args = [
-        "mount",
-        "-d",
-        "--meta",
-        &meta.addr,
-        "--writeback",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "data",
-        mnt.to_str().unwrap(),
-    ];
+    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
+    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
     let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
     // The store refuses everything: nothing written can be uploaded.
     s3.faults.set_errors(1.0);
@@ -119,16 +146,8 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
         f.sync_all().unwrap();
     }
     assert!(staged_records(&cache) > 0, "fsync left no journal record");
-    // SAFETY: kill(2) on the mount process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    until(10, "the killed mount to exit", || {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(pid, 0) != 0 }
-    });
-    let _ = std::process::Command::new("fusermount3")
-        .args(["-u", "-z"])
-        .arg(&mnt)
-        .status();
+    kill_mount(pid);
+    detach(&mnt);
     s3.faults.clear();
     // Another client sees the file, but none of its data: it was never committed.
     let other = Mount::new(
@@ -157,17 +176,8 @@ fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart(
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("w");
     std::fs::create_dir_all(&mnt).unwrap();
-    let wb_args = [
-        "mount",
-        "-d",
-        "--meta",
-        &meta.addr,
-        "--writeback",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "data",
-        mnt.to_str().unwrap(),
-    ];
+    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
+    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
     let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
     // Every request to the store takes a while: the journal drains slowly.
     s3.faults.set_delays(1.0, Duration::from_millis(300));
@@ -189,20 +199,12 @@ fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart(
     until(60, "part of the journal to land", || {
         (1..journaled).contains(&staged_records(&cache))
     });
-    // SAFETY: kill(2) on the mount process this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    until(10, "the killed mount to exit", || {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(pid, 0) != 0 }
-    });
+    kill_mount(pid);
     assert!(
         staged_records(&cache) > 0,
         "the journal finished before the kill"
     );
-    let _ = std::process::Command::new("fusermount3")
-        .args(["-u", "-z"])
-        .arg(&mnt)
-        .status();
+    detach(&mnt);
     s3.faults.clear();
     run_env_ok(&wb_args, &s3.env());
     until(60, "the journal to empty", || staged_records(&cache) == 0);

@@ -1,6 +1,6 @@
 //! The data path through real mounts: an S3 server over HTTP on loopback
-//! that fails, delays and cuts off requests, and makes changes whose
-//! answers it then loses; a write-back client whose disk is full; a write-back client killed
+//! that fails, delays, cuts off and damages requests, and makes changes
+//! whose answers it then loses; a write-back client whose disk is full; a write-back client killed
 //! after fsync; the trash and `strata gc` from the command line.
 
 mod common;
@@ -23,6 +23,9 @@ fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     // Uploads made but answered 500: the client retries a PUT whose
     // outcome it cannot know.
     s3.faults.set_lost_answers(0.1);
+    // Bodies that arrive whole with a byte changed: the blocks' checksums
+    // catch them, and the read is made again.
+    s3.faults.set_flipped_bodies(0.1);
     let cache = tmp.path().join("cache");
     let cache = cache.to_str().unwrap();
     // One client with a small memory cache and a disk cache (blocks are
@@ -62,6 +65,7 @@ fn a_faulty_store_slows_the_workload_but_the_data_is_right() {
     assert!(s3.faults.errors_injected() > 0, "no error was injected");
     assert!(s3.faults.cuts_injected() + s3.faults.delays_injected() > 0);
     assert!(s3.faults.answers_lost() > 0, "no answer was lost");
+    assert!(s3.faults.flips_injected() > 0, "no body was damaged");
     a.unmount();
     b.unmount();
     // A fresh client (its disk cache kept from before) reads the same bytes.

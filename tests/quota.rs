@@ -232,6 +232,39 @@ fn two_mounts_stop_at_a_directory_quota_and_write_again_after_deletes() {
     m2.unmount();
 }
 
+/// A commit refused at another descriptor's close still fails the
+/// writer's fsync and close. A process that forks and execs (a shell, a
+/// test harness) closes its inherited copies of open descriptors as it
+/// execs; the kernel flushes the file then, and that flush's commit is
+/// the one the quota refuses. Its error goes to the exec; the writer,
+/// whose data was dropped, must hear of it from its own fsync and close.
+#[test]
+fn a_write_refused_at_a_forked_childs_close_fails_the_writers_fsync_and_close() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let (s3, _server, addr) = one_node(tmp.path(), &[]);
+    let m = mount(tmp.path(), "m", &addr, &s3);
+    std::fs::create_dir(m.path("q")).unwrap();
+    quota(&addr, &["set", "/q", "--bytes", "1M"]);
+    // Three blocks fit when written...
+    let mut f = std::fs::File::create(m.path("q/big")).unwrap();
+    f.write_all(&vec![1u8; 3 * BLOCK]).unwrap();
+    // ...but another file takes two of the four before they are committed.
+    try_write(&m.path("q/small"), &vec![2u8; 2 * BLOCK]).unwrap();
+    let child = std::process::Command::new("true").status().unwrap();
+    assert!(child.success());
+    let e = f.sync_all().unwrap_err();
+    assert!(is_edquot(&e), "{e}");
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: `fd` was just taken from the file, which no longer owns it.
+    assert_eq!(unsafe { libc::close(fd) }, -1, "the close reports it too");
+    let e = std::io::Error::last_os_error();
+    assert!(is_edquot(&e), "{e}");
+    assert_eq!(usage(&addr, "/q").0, 2 * BLOCK as u64);
+    assert_eq!(std::fs::metadata(m.path("q/big")).unwrap().len(), 0);
+    m.unmount();
+}
+
 #[test]
 fn nested_quotas_and_moves_between_quota_trees() {
     require_fuse();
@@ -462,7 +495,7 @@ fn filesystem_user_and_group_quotas_hold_across_metadata_groups() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3::start(&tmp.path().join("s3"));
-    let (_nodes, addrs) = start_cluster(tmp.path());
+    let (mut nodes, addrs) = start_cluster(tmp.path());
     let all = addrs.join(",");
     format_data(&all, &s3, &["--capacity", "4M"]);
     // Every new directory goes to the least-loaded group.
@@ -504,6 +537,15 @@ fn filesystem_user_and_group_quotas_hold_across_metadata_groups() {
         assert!(is_edquot(&e), "{d}: {e}");
     }
     assert_eq!(usage(&all, "/").0, 4 << 20);
+    // Node 1 formed the cluster and leads every group: after its loss the
+    // new leaders hold the same shares and budgets.
+    nodes[0].kill9();
+    assert_eq!(usage(&all, "/").0, 4 << 20);
+    for d in dirs {
+        let e = try_write(&m.path(&format!("{d}/after-failover")), &data).unwrap_err();
+        assert!(is_edquot(&e), "{d}: {e}");
+    }
+    nodes[0] = MetaServer::start_node(1, &tmp.path().join("n1"), &addrs[0]);
 
     // What files in the root's group free can be written in another
     // group: that group's share is refused until the root's group gives

@@ -41,6 +41,11 @@ pub enum StoreError {
         asked: u64,
         got: u64,
     },
+    /// A whole object whose bytes do not match the checksum recorded when
+    /// it was written: damaged on the way (a bad NIC, a proxy) or at rest.
+    /// Tried again, as a second read may come whole.
+    #[error("object {key} came back damaged: {why}")]
+    Corrupt { key: String, why: String },
 }
 
 impl StoreError {
@@ -61,7 +66,9 @@ impl StoreError {
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),
-            StoreError::S3Transient { .. } | StoreError::ShortRead { .. } => true,
+            StoreError::S3Transient { .. }
+            | StoreError::ShortRead { .. }
+            | StoreError::Corrupt { .. } => true,
         }
     }
 }
@@ -101,6 +108,10 @@ impl Clone for StoreError {
                 offset: *offset,
                 asked: *asked,
                 got: *got,
+            },
+            StoreError::Corrupt { key, why } => StoreError::Corrupt {
+                key: key.clone(),
+                why: why.clone(),
             },
         }
     }

@@ -1,8 +1,10 @@
 //! A real S3 server for tests: s3s-fs over HTTP on a loopback port, and a
 //! faulty variant that answers a share of requests with 503 SlowDown or 500
-//! InternalError, delays a share, and cuts a share of GET bodies short (the
-//! connection drops mid-body), so retry and timeout code is tested against
-//! the failures S3 really has.
+//! InternalError, delays a share, cuts a share of GET bodies short (the
+//! connection drops mid-body), damages a share of GET bodies (one byte
+//! flipped, the length kept) and loses a share of answers to changes it
+//! made, so retry, timeout and checksum code is tested against the failures
+//! S3 and the networks to it really have.
 
 use std::io;
 use std::path::Path;
@@ -89,10 +91,12 @@ pub struct Faults {
     delay_us: AtomicU64,
     cut_ppm: AtomicU32,
     lost_ppm: AtomicU32,
+    flip_ppm: AtomicU32,
     errors: AtomicU64,
     delays: AtomicU64,
     cuts: AtomicU64,
     lost: AtomicU64,
+    flips: AtomicU64,
 }
 
 fn ppm(share: f64) -> u32 {
@@ -114,6 +118,8 @@ struct Plan {
     cut: bool,
     /// Do the change, then answer 500 as if it failed.
     lose_answer: bool,
+    /// Send the whole body with one byte changed.
+    flip: bool,
 }
 
 impl Faults {
@@ -127,10 +133,12 @@ impl Faults {
             delay_us: AtomicU64::new(0),
             cut_ppm: AtomicU32::new(0),
             lost_ppm: AtomicU32::new(0),
+            flip_ppm: AtomicU32::new(0),
             errors: AtomicU64::new(0),
             delays: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            flips: AtomicU64::new(0),
         }
     }
 
@@ -160,12 +168,20 @@ impl Faults {
         self.lost_ppm.store(ppm(share), Ordering::SeqCst);
     }
 
+    /// Sends the whole body of `share` of GET responses (that are not
+    /// empty) with its first byte changed, as a faulty NIC or proxy would:
+    /// the length and headers are right, the bytes are not.
+    pub fn set_flipped_bodies(&self, share: f64) {
+        self.flip_ppm.store(ppm(share), Ordering::SeqCst);
+    }
+
     /// Stops injecting faults (the counters stay).
     pub fn clear(&self) {
         self.set_errors(0.0);
         self.set_delays(0.0, Duration::ZERO);
         self.set_cut_bodies(0.0);
         self.set_lost_answers(0.0);
+        self.set_flipped_bodies(0.0);
     }
 
     /// Requests seen so far.
@@ -190,6 +206,11 @@ impl Faults {
         self.lost.load(Ordering::SeqCst)
     }
 
+    /// GET bodies sent with a byte changed.
+    pub fn flips_injected(&self) -> u64 {
+        self.flips.load(Ordering::SeqCst)
+    }
+
     fn plan(&self) -> Plan {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let draw = |k: u64| mix(self.seed ^ mix(n.wrapping_mul(8).wrapping_add(k)));
@@ -212,6 +233,7 @@ impl Faults {
             error,
             cut: hit(2, &self.cut_ppm),
             lose_answer: hit(4, &self.lost_ppm),
+            flip: hit(5, &self.flip_ppm),
         }
     }
 }
@@ -358,8 +380,43 @@ impl S3 for FaultyS3 {
                 left: len / 2,
                 done: false,
             }));
+        } else if plan.flip
+            && len > 0
+            && let Some(body) = resp.output.body.take()
+        {
+            self.faults.flips.fetch_add(1, Ordering::SeqCst);
+            resp.output.body = Some(StreamingBlob::wrap(Flipped {
+                inner: body,
+                flipped: false,
+            }));
         }
         Ok(resp)
+    }
+}
+
+/// A body passed on whole, but for its first byte, inverted.
+struct Flipped {
+    inner: StreamingBlob,
+    flipped: bool,
+}
+
+impl Stream for Flipped {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) if !this.flipped && !chunk.is_empty() => {
+                this.flipped = true;
+                let mut changed = chunk.to_vec();
+                changed[0] = !changed[0];
+                Poll::Ready(Some(Ok(Bytes::from(changed))))
+            }
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(chunk))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

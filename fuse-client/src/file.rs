@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use strata_cache::StoreError;
 use strata_meta::{Inode, Slice, SliceId, Timestamp};
 use tokio::task::JoinHandle;
+
+use crate::error::FsError;
 
 /// Where a block of a pending slice is: on its way to the store, stored, or
 /// failed (its bytes kept to try again at the next commit).
@@ -79,19 +82,61 @@ impl PrefetchedKeys {
     }
 }
 
+/// Writes of an open file that a commit dropped because the metaserver
+/// refused them for good (a full quota), counted, with the last refusal.
+///
+/// The commit that meets the refusal may not be the writer's own: any
+/// close of a descriptor of the file flushes it, and a process that forks
+/// and execs (a shell, a test harness) closes inherited descriptors as it
+/// execs. That flush's error goes to the closing process; the writer must
+/// still hear of it. So, as Linux reports writeback errors (errseq), each
+/// handle compares this count with the one it saw when opened: its fsync
+/// reports a drop once, and every close of a handle that writes reports it.
+#[derive(Default)]
+pub(crate) struct DroppedWrites {
+    count: AtomicU64,
+    last: std::sync::Mutex<Option<FsError>>,
+}
+
+impl DroppedWrites {
+    /// Records that pending writes were dropped, refused with `e`.
+    pub fn record(&self, e: &FsError) {
+        *self.last.lock().unwrap() = Some(e.clone());
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many drops were recorded so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The last refusal, if a drop was recorded after the `seen`th.
+    pub fn since(&self, seen: u64) -> Option<FsError> {
+        if self.count() > seen {
+            self.last.lock().unwrap().clone()
+        } else {
+            None
+        }
+    }
+}
+
 /// State of one inode while at least one handle has it open here (see
 /// `HandleTable`).
 pub(crate) struct OpenFile {
     pub data: tokio::sync::Mutex<FileData>,
     /// When the last write arrived (the compactor waits for a pause).
     pub last_write: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Shared with `data`, readable without waiting for its lock.
+    pub dropped: Arc<DroppedWrites>,
 }
 
 impl OpenFile {
     /// Starts from the attributes `attr` just read.
     pub fn new(attr: Inode) -> Self {
+        let data = FileData::new(attr);
         OpenFile {
-            data: tokio::sync::Mutex::new(FileData::new(attr)),
+            dropped: data.dropped.clone(),
+            data: tokio::sync::Mutex::new(data),
             last_write: std::sync::Mutex::new(None),
         }
     }
@@ -114,6 +159,8 @@ pub(crate) struct FileData {
     pub pending_bypassed: bool,
     pub chunks: HashMap<u32, Arc<Vec<Slice>>>,
     pub read: ReadState,
+    /// Writes dropped after a refusal, for every handle to report.
+    pub dropped: Arc<DroppedWrites>,
 }
 
 impl FileData {
@@ -127,6 +174,7 @@ impl FileData {
             pending_bypassed: false,
             chunks: HashMap::new(),
             read: ReadState::default(),
+            dropped: Arc::default(),
         }
     }
 

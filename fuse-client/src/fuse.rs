@@ -432,7 +432,7 @@ impl fuser::Filesystem for FuseAdapter {
         let ino = self.core_ino(ino);
         // Nothing buffered (a file opened only to read, or already
         // committed) and no locks to drop: answered here, without a task.
-        if self.fs.flush_is_noop(ino.0, Some(lock_owner.0)) {
+        if self.fs.flush_is_noop(ino.0, fh.0, Some(lock_owner.0)) {
             reply.ok();
             return;
         }

@@ -26,6 +26,8 @@ pub(crate) struct HandleFlags {
     /// Its reads and writes bypass the kernel's page cache
     /// (`bypasses_page_cache`): what it writes is not in its cached pages.
     pub direct: bool,
+    /// Opened for writing (its close reports dropped writes).
+    pub writes: bool,
 }
 
 impl HandleFlags {
@@ -34,6 +36,7 @@ impl HandleFlags {
         HandleFlags {
             append: flags & libc::O_APPEND != 0,
             direct: crate::fs::bypasses_page_cache(flags),
+            writes: flags & libc::O_ACCMODE != libc::O_RDONLY,
         }
     }
 }
@@ -42,6 +45,11 @@ impl HandleFlags {
 struct FileHandle {
     ino: Ino,
     flags: HandleFlags,
+    /// Its file's count of dropped writes when it was opened
+    /// (`DroppedWrites`): drops after that are this handle's to report.
+    opened: u64,
+    /// The count its last fsync reported up to.
+    synced: u64,
 }
 
 /// An inode with at least one file handle open here.
@@ -103,17 +111,45 @@ impl HandleTable {
         let fh = self.new_fh();
         let ino = inode.ino;
         let mut t = self.tables.lock().unwrap();
-        t.inodes
-            .entry(ino)
-            .or_insert_with(|| OpenInode {
-                file: Arc::new(OpenFile::new(inode)),
-                handles: 0,
-                held: false,
-            })
-            .handles += 1;
+        let open = t.inodes.entry(ino).or_insert_with(|| OpenInode {
+            file: Arc::new(OpenFile::new(inode)),
+            handles: 0,
+            held: false,
+        });
+        open.handles += 1;
+        let dropped = open.file.dropped.count();
         let flags = HandleFlags::from_open(flags);
-        t.files.insert(fh, FileHandle { ino, flags });
+        t.files.insert(
+            fh,
+            FileHandle {
+                ino,
+                flags,
+                opened: dropped,
+                synced: dropped,
+            },
+        );
         fh
+    }
+
+    /// The refusal of writes to its file dropped since handle `fh` was
+    /// opened, if it writes: what its close must report, every time (a
+    /// forked child's close of the same descriptor may come first).
+    pub fn dropped_since_open(&self, fh: u64) -> Option<crate::error::FsError> {
+        let t = self.tables.lock().unwrap();
+        let h = t.files.get(&fh).filter(|h| h.flags.writes)?;
+        t.inodes.get(&h.ino)?.file.dropped.since(h.opened)
+    }
+
+    /// The refusal of writes to its file dropped since handle `fh`'s last
+    /// fsync (or its open); each drop is reported to one fsync per handle.
+    pub fn dropped_since_fsync(&self, fh: u64) -> Option<crate::error::FsError> {
+        let mut t = self.tables.lock().unwrap();
+        let t = &mut *t;
+        let h = t.files.get_mut(&fh)?;
+        let dropped = &t.inodes.get(&h.ino)?.file.dropped;
+        let e = dropped.since(h.synced);
+        h.synced = dropped.count();
+        e
     }
 
     /// Closes file handle `fh`; says so when it was its inode's last one,
@@ -268,21 +304,53 @@ mod tests {
         let plain = t.open_file(inode(1), libc::O_RDWR);
         let append = t.open_file(inode(1), libc::O_WRONLY | libc::O_APPEND);
         let direct = t.open_file(inode(2), libc::O_RDONLY | libc::O_DIRECT);
-        assert_eq!(t.flags(plain), HandleFlags::default());
+        let writes = HandleFlags {
+            writes: true,
+            ..HandleFlags::default()
+        };
+        assert_eq!(t.flags(plain), writes);
         // O_APPEND also bypasses the page cache (see `bypasses_page_cache`).
         let both = HandleFlags {
             append: true,
             direct: true,
+            writes: true,
         };
         assert_eq!(t.flags(append), both);
         let direct_only = HandleFlags {
             append: false,
             direct: true,
+            writes: false,
         };
         assert_eq!(t.flags(direct), direct_only);
         t.close_file(append);
         assert_eq!(t.flags(append), HandleFlags::default());
-        assert_eq!(t.flags(plain), HandleFlags::default());
+        assert_eq!(t.flags(plain), writes);
+    }
+
+    /// A drop is reported to one fsync per handle open when it happened,
+    /// to every close of those of them that write, and to no handle
+    /// opened after it (decision 63).
+    #[test]
+    fn dropped_writes_reach_every_handle_open_when_they_were_dropped() {
+        let t = HandleTable::default();
+        let writer = t.open_file(inode(5), libc::O_WRONLY);
+        let reader = t.open_file(inode(5), libc::O_RDONLY);
+        assert!(t.dropped_since_fsync(writer).is_none());
+        assert!(t.dropped_since_open(writer).is_none());
+        let refused = crate::error::FsError::new(libc::EDQUOT, "full");
+        t.file(5).unwrap().dropped.record(&refused);
+        let later = t.open_file(inode(5), libc::O_RDWR);
+
+        assert_eq!(t.dropped_since_fsync(writer).unwrap().errno, libc::EDQUOT);
+        assert!(t.dropped_since_fsync(writer).is_none(), "once per fsync");
+        for _ in 0..2 {
+            let e = t.dropped_since_open(writer).expect("every close");
+            assert_eq!(e.errno, libc::EDQUOT);
+        }
+        assert!(t.dropped_since_fsync(reader).is_some());
+        assert!(t.dropped_since_open(reader).is_none(), "a reader's close");
+        assert!(t.dropped_since_fsync(later).is_none());
+        assert!(t.dropped_since_open(later).is_none());
     }
 
     #[test]

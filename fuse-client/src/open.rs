@@ -143,18 +143,20 @@ impl Filesystem {
         of.data.try_lock().is_ok_and(|d| !d.has_pending())
     }
 
-    /// Whether `flush(ino, _, lock_owner)` would do nothing, known without
-    /// waiting: nothing buffered and no locks of `lock_owner` to drop. Then
-    /// the caller may answer at once.
-    pub fn flush_is_noop(&self, ino: Ino, lock_owner: Option<u64>) -> bool {
-        self.nothing_to_flush(ino) && !lock_owner.is_some_and(|o| self.holds_locks(ino, o))
+    /// Whether `flush(ino, fh, lock_owner)` would do nothing, known
+    /// without waiting: nothing buffered, no locks of `lock_owner` to drop
+    /// and no dropped writes to report. Then the caller may answer at once.
+    pub fn flush_is_noop(&self, ino: Ino, fh: u64, lock_owner: Option<u64>) -> bool {
+        self.nothing_to_flush(ino)
+            && !lock_owner.is_some_and(|o| self.holds_locks(ino, o))
+            && self.handles.dropped_since_open(fh).is_none()
     }
 
     /// Releases handle `fh` of `ino` without waiting when that takes no
     /// round trip: nothing to commit, no locks of `lock_owner` to drop, no
     /// hold to let go. Returns false (and does nothing) otherwise.
     pub fn try_release_now(&self, ino: Ino, fh: u64, lock_owner: Option<u64>) -> bool {
-        if !self.flush_is_noop(ino, lock_owner) {
+        if !self.flush_is_noop(ino, fh, lock_owner) {
             return false;
         }
         self.handles.close_file_unless_held(fh)
@@ -172,18 +174,26 @@ impl Filesystem {
     /// The kernel's flush, at every close(2) of a descriptor: commits the
     /// buffered writes of `ino`, and with `lock_owner` (the closing process)
     /// drops its POSIX locks on the file, as closing any descriptor does.
-    pub async fn flush(&self, ino: Ino, _fh: u64, lock_owner: Option<u64>) -> FsResult<()> {
+    /// Writes through `fh` that an earlier commit dropped (`DroppedWrites`)
+    /// fail the close as well.
+    pub async fn flush(&self, ino: Ino, fh: u64, lock_owner: Option<u64>) -> FsResult<()> {
         let locks = match lock_owner {
             Some(owner) => self.release_locks(ino, owner).await,
             None => Ok(()),
         };
-        self.commit_open(ino).await.and(locks)
+        self.commit_open(ino).await.and(locks)?;
+        self.handles.dropped_since_open(fh).map_or(Ok(()), Err)
     }
 
-    pub async fn fsync(&self, ino: Ino, _fh: u64) -> FsResult<()> {
-        // Commits are acknowledged by a Raft quorum after the blocks are stored,
-        // so a commit is already durable.
-        self.commit_open(ino).await
+    /// Commits are acknowledged by a Raft quorum after the blocks are
+    /// stored, so a commit is already durable. Writes that an earlier
+    /// commit dropped since this handle's last fsync fail it, whichever
+    /// descriptor's flush met the refusal (`DroppedWrites`).
+    pub async fn fsync(&self, ino: Ino, fh: u64) -> FsResult<()> {
+        let committed = self.commit_open(ino).await;
+        let dropped = self.handles.dropped_since_fsync(fh);
+        committed?;
+        dropped.map_or(Ok(()), Err)
     }
 
     /// The last close of handle `fh`: commits the buffered writes of `ino`,

@@ -320,8 +320,10 @@ impl Filesystem {
                     Err(e @ MetaError::QuotaExceeded(_)) => {
                         // Refused for good: sending the same bytes again
                         // cannot fit either, so they are dropped (their
-                        // objects are left to `strata gc`) and the writer
-                        // gets EDQUOT from this flush, fsync or close.
+                        // objects are left to `strata gc`). This flush,
+                        // fsync or close gets EDQUOT, and so do the fsync
+                        // and close of every handle open meanwhile: this
+                        // commit may be another descriptor's (`DroppedWrites`).
                         d.pending.clear();
                         d.pending_len = 0;
                         d.pending_end = 0;
@@ -329,7 +331,9 @@ impl Filesystem {
                         let attr = d.attr.clone();
                         d.invalidate(&attr);
                         self.quotas.forget(attr.parent);
-                        return Err(e.into());
+                        let e = FsError::from(e);
+                        d.dropped.record(&e);
+                        return Err(e);
                     }
                     Err(e) => return Err(e.into()),
                 };

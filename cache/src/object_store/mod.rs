@@ -1,5 +1,6 @@
 //! Where blocks live: an S3 bucket or a local directory, behind one trait.
 
+pub mod checksum;
 mod local;
 mod s3;
 

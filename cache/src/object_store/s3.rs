@@ -16,6 +16,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
+use super::checksum::{self, CHECKSUM_META, PageChecksums};
+
 use super::{ObjectInfo, ObjectStore, StoreOptions};
 use crate::StoreError;
 
@@ -25,6 +27,15 @@ pub struct ObjectHead {
     pub size: u64,
     /// User metadata (`x-amz-meta-NAME`), by NAME.
     pub meta: HashMap<String, String>,
+}
+
+/// One GetObject's answer: the body, the object's whole size when the
+/// server said (a ranged answer does), and the page checksums its writer
+/// recorded, if any.
+struct Fetched {
+    body: Bytes,
+    total: Option<u64>,
+    checksums: Option<PageChecksums>,
 }
 
 pub struct S3Store {
@@ -165,6 +176,13 @@ impl S3Store {
         }
         // A custom endpoint almost always means a server that wants path-style URLs.
         conf = conf.force_path_style(opts.path_style || endpoint.is_some());
+        // Whole-object reads are checked against the checksum each block
+        // records in its metadata (`CHECKSUM_META`), with any store that
+        // keeps user metadata; the SDK's own check (of checksum headers,
+        // which not every store sends) would hash every body a second time.
+        conf = conf.response_checksum_validation(
+            aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+        );
         Ok(S3Store {
             client: Client::from_conf(conf.build()),
             bucket: bucket.to_string(),
@@ -174,10 +192,60 @@ impl S3Store {
         })
     }
 
-    /// GetObject, whole or `len` bytes from `offset`. A body that ends
-    /// before the length the server announced is a `ShortRead` (transient);
-    /// a range past the end of the object is permanent.
+    /// GetObject, whole or `len` bytes from `offset`, checked against the
+    /// page checksums the object recorded when written (objects written
+    /// before checksums were, or by other tools, have none). A ranged read
+    /// is widened to whole pages to be checked, then cut to what was asked.
     async fn fetch(&self, key: &str, range: Option<(u64, u64)>) -> Result<Bytes, StoreError> {
+        let Some((offset, len)) = range else {
+            let got = self.get_object(key, None).await?;
+            if let Some(c) = &got.checksums {
+                let total = got.body.len() as u64;
+                c.check(&got.body, 0, total)
+                    .map_err(|why| corrupt(key, why))?;
+            }
+            return Ok(got.body);
+        };
+        let mut page = checksum::MIN_PAGE;
+        loop {
+            let start = offset / page * page;
+            let end = (offset + len).div_ceil(page) * page;
+            let got = self.get_object(key, Some((start, end - start))).await?;
+            let total = got.total.unwrap_or(start + got.body.len() as u64);
+            if offset + len > total {
+                // Asking again will not make the object longer.
+                return Err(StoreError::Io {
+                    context: format!(
+                        "reading {len} bytes at {offset} of {key}: the object is shorter ({total} bytes)"
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                });
+            }
+            match &got.checksums {
+                // Pages larger than the smallest (objects over 8 MiB): the
+                // read is widened to them and made again.
+                Some(c) if c.page > page => {
+                    page = c.page;
+                    continue;
+                }
+                Some(c) => c
+                    .check(&got.body, start, total)
+                    .map_err(|why| corrupt(key, why))?,
+                None => {}
+            }
+            let at = (offset - start) as usize;
+            return Ok(got.body.slice(at..at + len as usize));
+        }
+    }
+
+    /// One GetObject, whole or `len` bytes from `offset` (the server stops
+    /// at the object's end). A body that ends before the length the server
+    /// announced is a `ShortRead` (transient).
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Fetched, StoreError> {
         let out = self
             .client
             .get_object()
@@ -197,6 +265,10 @@ impl S3Store {
             })?;
         let announced = out.content_length().and_then(|l| u64::try_from(l).ok());
         let total = range_total(out.content_range());
+        let checksums = out
+            .metadata()
+            .and_then(|m| m.get(CHECKSUM_META))
+            .and_then(|v| PageChecksums::parse(v));
         let body = match tokio::time::timeout(self.body_timeout, out.body.collect()).await {
             Ok(Ok(b)) => b.into_bytes(),
             Ok(Err(e)) => {
@@ -215,22 +287,11 @@ impl S3Store {
             }
         };
         let got = body.len() as u64;
-        let (offset, asked) = match range {
-            Some((offset, len)) => (offset, len),
-            None => (0, announced.unwrap_or(got)),
+        let (offset, asked) = match (range, total) {
+            (Some((offset, len)), Some(total)) => (offset, len.min(total.saturating_sub(offset))),
+            (Some((offset, len)), None) => (offset, len),
+            (None, _) => (0, announced.unwrap_or(got)),
         };
-        if let Some(total) = total
-            && offset + asked > total
-        {
-            // The server clamped the range to the object: asking again will
-            // not make the object longer.
-            return Err(StoreError::Io {
-                context: format!(
-                    "reading {asked} bytes at {offset} of {key}: the object is shorter ({total} bytes)"
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-            });
-        }
         if got != asked || announced.is_some_and(|a| a != got) {
             return Err(StoreError::ShortRead {
                 key: key.to_string(),
@@ -239,7 +300,11 @@ impl S3Store {
                 got,
             });
         }
-        Ok(body)
+        Ok(Fetched {
+            body,
+            total,
+            checksums,
+        })
     }
 
     /// HeadObject: the object's size and user metadata, or None if missing.
@@ -385,7 +450,8 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
         // A single PutObject is atomic: the object appears whole or not at all.
-        self.put_with_meta(key, data, &HashMap::new()).await
+        let meta = HashMap::from([(CHECKSUM_META.to_string(), checksum::record(&data))]);
+        self.put_with_meta(key, data, &meta).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes, StoreError> {
@@ -457,6 +523,15 @@ impl ObjectStore for S3Store {
             s.push_str(&format!(" (endpoint {e})"));
         }
         s
+    }
+}
+
+/// A body that fails its checksums: transient, as a second read may come
+/// whole.
+fn corrupt(key: &str, why: String) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_string(),
+        why,
     }
 }
 

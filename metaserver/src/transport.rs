@@ -78,7 +78,9 @@ pub enum ConnectError {
 /// Connects to `addr` and splits the stream; a TCP connection is TLS when
 /// `tls` is given (a Unix socket never is: the kernel says who the peer is).
 pub async fn connect(addr: &str, tls: Option<&Tls>) -> Result<(ReadHalf, WriteHalf), ConnectError> {
-    let endpoint = Endpoint::parse(addr).map_err(ConnectError::Failed)?;
+    let routed = routes::through(addr);
+    let endpoint =
+        Endpoint::parse(routed.as_deref().unwrap_or(addr)).map_err(ConnectError::Failed)?;
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
         match endpoint {
             Endpoint::Tcp(a) => {
@@ -423,5 +425,60 @@ mod tests {
         let again = Listener::bind(&addr, None).await.unwrap();
         drop(again);
         assert!(!path.exists(), "the socket goes with its listener");
+    }
+}
+
+/// Detours for fault-injection tests: connections to an address go to
+/// another one instead, a proxy the test controls, so that it can cut,
+/// hold or slow the links between nodes and from clients one by one. Set
+/// for a process by `STRATA_TEST_ROUTES` (`ADDR=PROXY,...`), or in a test's
+/// own process by `set`. Nothing is detoured otherwise.
+pub mod routes {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+
+    /// The environment variable a node or client process reads its detours from.
+    pub const ENV: &str = "STRATA_TEST_ROUTES";
+
+    fn table() -> &'static RwLock<HashMap<String, String>> {
+        static TABLE: OnceLock<RwLock<HashMap<String, String>>> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            let spec = std::env::var(ENV).unwrap_or_default();
+            RwLock::new(parse(&spec))
+        })
+    }
+
+    /// `ADDR=PROXY` pairs, comma-separated; malformed ones are skipped.
+    fn parse(spec: &str) -> HashMap<String, String> {
+        spec.split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(from, to)| (from.trim().to_string(), to.trim().to_string()))
+            .filter(|(from, to)| !from.is_empty() && !to.is_empty())
+            .collect()
+    }
+
+    /// Sends this process's connections to each key of `detours` to its value.
+    pub fn set(detours: HashMap<String, String>) {
+        *table().write().unwrap() = detours;
+    }
+
+    /// Where a connection to `addr` goes instead, if anywhere.
+    pub fn through(addr: &str) -> Option<String> {
+        let t = table().read().unwrap();
+        if t.is_empty() {
+            return None;
+        }
+        t.get(addr).cloned()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn detours_are_read_as_pairs_and_malformed_ones_skipped() {
+            let t = super::parse("a:1=p:9, b:2 = q:8,junk,=x,y=");
+            assert_eq!(t.len(), 2);
+            assert_eq!(t["a:1"], "p:9");
+            assert_eq!(t["b:2"], "q:8");
+        }
     }
 }

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub mod proxy;
+
 use strata_cache::test_s3::{Faults, start_faulty_s3_server};
 pub use strata_testkit::Rng;
 
@@ -138,8 +140,20 @@ impl MetaServer {
 
     /// `extra` are more `meta serve` flags.
     pub fn start_node_with(id: u64, data_dir: &Path, listen: &str, extra: &[&str]) -> MetaServer {
+        Self::start_node_env(id, data_dir, listen, extra, &[])
+    }
+
+    /// `start_node_with` with environment variables `env` set for the node.
+    pub fn start_node_env(
+        id: u64,
+        data_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> MetaServer {
         let id = id.to_string();
         let mut child = strata()
+            .envs(env.iter().copied())
             .args([
                 "meta",
                 "serve",

@@ -25,6 +25,16 @@ pub(super) fn raft_config(snapshot_logs: u64) -> Arc<Config> {
         max_in_snapshot_log_to_keep: (snapshot_logs / 10).min(1_000),
         // Keeps snapshot chunks far below the wire's frame limit.
         snapshot_max_chunk_size: 4 << 20,
+        // A leader that hears from no quorum for a lease (it can send but
+        // not receive: a one-way cut) stops its heartbeats for this long,
+        // in turns with sending them, so that its followers elect another
+        // leader instead of hearing from one that cannot commit. It works
+        // for an idle group; one with entries not yet acknowledged keeps
+        // hearing them sent again (openraft does not gate replication),
+        // and waits for the link to heal (`tests/network_faults.rs`,
+        // Deafen; decision 65). At least a lease (the election timeout's
+        // maximum) plus an election timeout.
+        quorum_loss_probe_interval: Some(2 * ELECTION_TIMEOUT_MAX_MS),
         ..Default::default()
     };
     Arc::new(cfg.validate().expect("static raft config is valid"))

@@ -171,6 +171,67 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     other.unmount();
 }
 
+/// A journal record that fails its checksum held acknowledged writes: the
+/// restarted write-back client refuses to start, names the record and
+/// says what to do, and changes nothing; moved aside, the client starts.
+#[test]
+fn a_damaged_writeback_record_stops_the_restart_and_says_what_is_lost() {
+    require_fuse();
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3::start(&tmp.path().join("s3"));
+    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
+    let cache = tmp.path().join("cache");
+    let mnt = tmp.path().join("w");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
+    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
+    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
+    s3.faults.set_errors(1.0);
+    {
+        let mut f = std::fs::File::create(mnt.join("kept")).unwrap();
+        f.write_all(&[5u8; 300_000]).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert_eq!(staged_records(&cache), 1, "fsync left one journal record");
+    kill_mount(pid);
+    detach(&mnt);
+    s3.faults.clear();
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .flat_map(|fs| std::fs::read_dir(fs.path().join("staging/records")).unwrap())
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let mut raw = std::fs::read(&records[0]).unwrap();
+    raw[1] ^= 0x40;
+    std::fs::write(&records[0], &raw).unwrap();
+
+    let out = strata_with(&wb_args, &s3.env()).output().unwrap();
+    assert!(!out.status.success(), "started over a damaged record");
+    let said = String::from_utf8_lossy(&out.stderr);
+    let name = records[0].file_name().unwrap().to_string_lossy();
+    assert!(said.contains(&*name), "{said}");
+    assert!(said.contains("failed its checksum"), "{said}");
+    assert!(
+        said.contains("move it out of the records directory"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&records[0]).unwrap(),
+        raw,
+        "the record is kept"
+    );
+    detach(&mnt);
+
+    std::fs::rename(&records[0], tmp.path().join("aside")).unwrap();
+    run_env_ok(&wb_args, &s3.env());
+    assert_eq!(std::fs::metadata(mnt.join("kept")).unwrap().len(), 0);
+    run_ok(&["umount", mnt.to_str().unwrap()]);
+}
+
 #[test]
 fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart() {
     require_fuse();

@@ -26,4 +26,4 @@ pub use object_store::{
     LocalStore, ObjectHead, ObjectInfo, ObjectStore, S3Store, StoreOptions, open_store,
 };
 pub use retry::{RetryPolicy, RetryingStore};
-pub use staging::Staging;
+pub use staging::{Staging, damaged_record};

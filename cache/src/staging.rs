@@ -72,6 +72,20 @@ fn read_checked(path: &Path, what: &dyn std::fmt::Display) -> io::Result<Vec<u8>
     Ok(raw)
 }
 
+/// The error for an acknowledged write-back record that cannot be read:
+/// what it is, what is lost, and what to do.
+pub fn damaged_record(err: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{err}. It holds a commit acknowledged to a writer (fsync or close) and not yet \
+             uploaded; replaying the journal without it would lose those writes silently. \
+             Restore the file from a backup, or move it out of the records directory to \
+             start without it (the writes it holds are lost)"
+        ),
+    )
+}
+
 fn is_tmp(name: &std::ffi::OsStr) -> bool {
     name.to_string_lossy().starts_with(TMP_PREFIX)
 }
@@ -200,13 +214,21 @@ impl Staging {
         Ok(())
     }
 
+    /// Where record `seq` is kept.
+    pub fn record_path(&self, seq: u64) -> PathBuf {
+        self.records.join(record_name(seq))
+    }
+
     /// Stores a small record (a pending commit) durably under `seq`.
     pub fn put_record(&self, seq: u64, bytes: &[u8]) -> io::Result<()> {
         write_durable(&self.records, &record_name(seq), bytes)
     }
 
-    /// Every intact record, by sequence number. A damaged one (bad checksum,
-    /// a temporary file a write was cut short in) is skipped with a warning.
+    /// Every record, by sequence number. A temporary file (a write cut
+    /// short, never acknowledged) or a file not named as a record is
+    /// skipped with a warning. A record that fails its checksum was
+    /// acknowledged (it is renamed into place only once durable), so its
+    /// commit would be lost: that is an error naming it, never a skip.
     pub fn records(&self) -> io::Result<Vec<(u64, Vec<u8>)>> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.records)? {
@@ -221,10 +243,10 @@ impl Staging {
                     "skipping a file that is not a whole staged record");
                 continue;
             };
-            match read_checked(&e.path(), &format_args!("staged record {seq}")) {
-                Ok(data) => out.push((seq, data)),
-                Err(err) => tracing::warn!(error = %err, "skipping a damaged staged record"),
-            }
+            let path = e.path();
+            let data = read_checked(&path, &format_args!("write-back record {}", path.display()))
+                .map_err(damaged_record)?;
+            out.push((seq, data));
         }
         out.sort_by_key(|(seq, _)| *seq);
         Ok(out)
@@ -337,7 +359,7 @@ mod tests {
     }
 
     #[test]
-    fn records_come_back_in_order_and_damaged_ones_are_skipped() {
+    fn records_come_back_in_order_and_a_damaged_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let s = Staging::open(dir.path()).unwrap();
         s.put_record(10, b"ten").unwrap();
@@ -361,6 +383,15 @@ mod tests {
         std::fs::write(&p2, raw).unwrap();
         std::fs::write(recs.join(".tmp-cut-short"), b"half a rec").unwrap();
         std::fs::write(recs.join("not-a-record"), b"x").unwrap();
+        let e = s.records().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let shown = e.to_string();
+        assert!(shown.contains(&record_name(2)), "{shown}");
+        assert!(shown.contains("failed its checksum"), "{shown}");
+        assert!(shown.contains("out of the records directory"), "{shown}");
+        // Moved aside, as the error says: what a crash mid-write leaves
+        // and other files are skipped.
+        std::fs::rename(&p2, dir.path().join("aside")).unwrap();
         let seqs: Vec<u64> = s.records().unwrap().into_iter().map(|r| r.0).collect();
         assert_eq!(seqs, vec![3, 10, u64::MAX]);
 

@@ -110,13 +110,19 @@ impl Writeback {
         };
         let mut named = HashSet::new();
         for (seq, bytes) in records {
-            let record: Record = match serde_json::from_slice(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "unreadable write-back record; skipping it");
-                    continue;
-                }
-            };
+            // Intact but not a record this version can read: as damaged,
+            // never skipped (its writes were acknowledged).
+            let record: Record = serde_json::from_slice(&bytes).map_err(|e| {
+                let path = staging.record_path(seq);
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("write-back record {} cannot be read: {e}", path.display()),
+                );
+                io_err(
+                    "reading the write-back journal",
+                    strata_cache::damaged_record(e),
+                )
+            })?;
             named.extend(record.slices.iter().map(|(_, s)| s.id));
             wb.enqueue(seq, record);
         }

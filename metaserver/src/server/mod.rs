@@ -16,6 +16,7 @@ mod log_store;
 mod membership;
 mod network;
 pub(crate) mod ops;
+mod power_loss;
 mod raft;
 mod recovery;
 mod serve;

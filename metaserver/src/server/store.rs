@@ -64,7 +64,14 @@ impl From<DbError> for crate::MetaError {
 }
 
 pub fn open(path: &Path) -> Result<Arc<Database>, DbError> {
-    let db = Database::create(path).map_err(|e| {
+    let created = if crate::server::power_loss::enabled() {
+        crate::server::power_loss::SyncedImage::open(path)
+            .map_err(redb::DatabaseError::from)
+            .and_then(|b| Database::builder().create_with_backend(b))
+    } else {
+        Database::create(path)
+    };
+    let db = created.map_err(|e| {
         DbError::Storage(format!(
             "cannot open {}: {e} (is another strata process using this data dir?)",
             path.display()

@@ -35,6 +35,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use crate::raft_types::{Entry, LogId, TypeConfig, Vote};
+use crate::server::power_loss;
 use crate::server::store::{self, DbError, LOG, RAFT, key};
 use crate::types::GroupId;
 
@@ -250,6 +251,7 @@ impl Segment {
             .and_then(|()| file.sync_all())
             .map_err(|e| io("cannot write", &path, e))?;
         sync_dir(dir)?;
+        power_loss::record_synced_len(&path, buf.len() as u64);
         for (old, p) in segments(dir)? {
             if old < seq {
                 std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
@@ -275,15 +277,14 @@ impl Segment {
             self.next_lsn += 1;
         }
         let start = std::time::Instant::now();
+        let path = self.dir.join(segment_name(self.seq));
+        let end = self.offset + buf.len() as u64;
         self.file
             .write_all_at(&buf, self.offset)
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| power_loss::sync_data(&self.file, &path, end))
             .inspect(|()| crate::metrics::node().fsynced(start))
-            .map_err(|e| {
-                let path = self.dir.join(segment_name(self.seq));
-                format!("cannot write {}: {e}", path.display())
-            })?;
-        self.offset += buf.len() as u64;
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        self.offset = end;
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! The metaserver is killed with SIGKILL after fsync and restarted: data and
 //! metadata are intact, and the mount carries on. Its data disk running
 //! short: changes are refused with ENOSPC, removals still go through, and
-//! changes are taken again once there is room, with no restart.
+//! changes are taken again once there is room, with no restart. A
+//! follower whose data disk fills: the others go on; restarted with room,
+//! it catches up, and nothing acknowledged is lost.
 
 mod common;
 
@@ -124,4 +126,106 @@ fn a_full_metadata_disk_refuses_changes_with_enospc_and_recovers() {
     assert!(fsck.contains("clean"), "{fsck}");
     m.unmount();
     drop(meta);
+}
+
+/// Creates files `{prefix}{n}` for n in `range` in the root of `fs`; every
+/// one must be acknowledged.
+fn create_all(
+    rt: &tokio::runtime::Runtime,
+    fs: &strata_meta::FsClient,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
+    use strata_meta::{FileType, NewInode};
+    range
+        .map(|n| {
+            let name = format!("{prefix}{n}");
+            let new = NewInode::plain(FileType::File, 0o644, 0, 0);
+            rt.block_on(fs.create(1, name.as_bytes(), new))
+                .unwrap_or_else(|e| panic!("create {name}: {e}"));
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn a_followers_full_disk_stops_only_that_follower_and_it_catches_up_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::new(&tmp.path().join("disk3"), "256M");
+    let dirs = [
+        tmp.path().join("n1"),
+        tmp.path().join("n2"),
+        disk.0.join("n3"),
+    ];
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut nodes: Vec<MetaServer> = (0..3)
+        .map(|i| MetaServer::start_node(i as u64 + 1, &dirs[i], &addrs[i]))
+        .collect();
+    let peers = (0..3)
+        .map(|i| format!("{}={}", i + 1, addrs[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Node 1 forms the cluster and leads every group; node 3 follows.
+    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
+    assert!(out.contains("cluster formed"), "{out}");
+    let all = addrs.join(",");
+    run_ok(&["format", "--meta", &all, "t", "--storage", "file:///unused"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = rt.block_on(async {
+        let client = strata_meta::MetaClient::connect(&addrs).await.unwrap();
+        client.open_fs("t").await.unwrap()
+    });
+    let mut acked = create_all(&rt, &fs, "before-", 0..50);
+
+    // Node 3's disk fills: its log cannot take another write.
+    let filler = fill(&disk.0, 0);
+    acked.extend(create_all(&rt, &fs, "while-full-", 0..300));
+    // The group the files are in went on without node 3, which stopped
+    // applying it when its tables could not grow.
+    let status = run_ok(&["meta", "status", "--meta", &all]);
+    let lag = status
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("node 3: applied "))
+        .filter_map(|l| l.split("lag ").nth(1)?.trim().parse::<u64>().ok())
+        .max();
+    assert!(lag.is_some_and(|l| l >= 100), "node 3 kept up: {status}");
+
+    // Room again, and node 3 restarted: it catches up.
+    std::fs::remove_file(&filler).unwrap();
+    nodes[2].kill9();
+    nodes[2] = MetaServer::start_node(3, &dirs[2], &addrs[2]);
+    acked.extend(create_all(&rt, &fs, "after-", 0..50));
+    let meta = fs.meta().clone();
+    let mut groups = fs.groups();
+    groups.push(0);
+    for g in groups {
+        let mut digests = Vec::new();
+        until(90, &format!("node 3 to catch up in group {g}"), || {
+            digests = addrs
+                .iter()
+                .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
+                .collect();
+            digests.iter().all(|d| d.0 == digests[0].0)
+        });
+        assert!(
+            digests.iter().all(|d| d.1 == digests[0].1),
+            "group {g}: replicas differ at the same applied index: {digests:?}"
+        );
+    }
+    // Nothing acknowledged is lost, for a fresh client.
+    let fresh = rt.block_on(async {
+        let client = strata_meta::MetaClient::connect(&addrs).await.unwrap();
+        client.open_fs("t").await.unwrap()
+    });
+    for name in &acked {
+        rt.block_on(fresh.lookup(1, name.as_bytes()))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let report = rt
+        .block_on(strata_meta::client::fsck::check(&fresh))
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    drop(nodes);
 }

@@ -130,6 +130,18 @@ async fn step(fs: &Filesystem, model: &mut Model, op: &Op) -> Result<(), TestCas
             fs.release(ino, fh, None).await.unwrap();
             model.wrote(ino, len as u64);
         }
+        Op::SetAttr { node, mode, owner } => {
+            let ino = model.not_symlink(node);
+            let (mode, uid, gid) = model.setattr(ino, mode, owner);
+            let set = SetAttr {
+                mode: Some(mode),
+                uid: Some(uid),
+                gid: Some(gid),
+                ..Default::default()
+            };
+            let r = fs.setattr(ino, set).await;
+            check(errno(&r), 0, &r)?;
+        }
         Op::SetXattr {
             node,
             name: n,
@@ -207,6 +219,13 @@ async fn check_fresh(
             return Err(format!(
                 "nlink of {ino}: {}, the model has {}",
                 inode.nlink, node.nlink
+            ));
+        }
+        let attrs = (inode.mode & 0o7777, inode.uid, inode.gid);
+        if node.attrs.is_some_and(|a| a != attrs) {
+            return Err(format!(
+                "mode, uid and gid of {ino}: {attrs:?}, the model has {:?}",
+                node.attrs
             ));
         }
         if let Kind::File { size } = node.kind

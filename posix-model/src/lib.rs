@@ -83,6 +83,13 @@ pub enum Op {
         node: u8,
         name: u8,
     },
+    /// chmod and chown at once (a setattr of mode, uid and gid) of
+    /// anything but a symlink: `mode` modulo 0o7777, `owner` one of `OWNERS`.
+    SetAttr {
+        node: u8,
+        mode: u16,
+        owner: u8,
+    },
     /// mkdir with the new directory in another metadata group: a
     /// cross-group transaction, which a test of the state machine cuts
     /// short after phase `crash` (0: not; 1: after begin; 2: after prepare;
@@ -117,10 +124,15 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (sel(), 0u8..3, any::<u8>(), 0u8..3)
             .prop_map(|(node, name, value, mode)| Op::SetXattr { node, name, value, mode }),
         1 => (sel(), 0u8..3).prop_map(|(node, name)| Op::RemoveXattr { node, name }),
+        1 => (sel(), any::<u16>(), any::<u8>())
+            .prop_map(|(node, mode, owner)| Op::SetAttr { node, mode, owner }),
         2 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::MkdirAway { dir, name, crash }),
         1 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::RmdirTx { dir, name, crash }),
     ]
 }
+
+/// The owners (uid, gid) `Op::SetAttr`'s owner selector picks among.
+pub const OWNERS: [(u32, u32); 3] = [(0, 0), (1000, 1000), (1000, 0)];
 
 /// The name `Op`'s name selector `i` stands for.
 pub fn name(i: u8) -> Vec<u8> {
@@ -193,6 +205,9 @@ pub struct Node {
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// A directory's parent (a directory has one entry).
     pub parent: Ino,
+    /// Permission bits, uid and gid as the last `Op::SetAttr` left them
+    /// (None before one: how it was made is up to the caller).
+    pub attrs: Option<(u32, u32, u32)>,
 }
 
 /// What the namespace should be: live inodes by number.
@@ -213,6 +228,7 @@ impl Model {
             nlink: 2,
             xattrs: BTreeMap::new(),
             parent: ROOT,
+            attrs: None,
         };
         Model {
             nodes: BTreeMap::from([(ROOT, root)]),
@@ -243,6 +259,20 @@ impl Model {
     /// Anything but a directory (what a hard link may name).
     pub fn linkable(&self, sel: u8) -> Option<Ino> {
         self.pick(sel, |n| !matches!(n.kind, Kind::Dir { .. }))
+    }
+
+    /// Anything but a symlink (what `Op::SetAttr` changes).
+    pub fn not_symlink(&self, sel: u8) -> Ino {
+        self.pick(sel, |n| !matches!(n.kind, Kind::Symlink))
+            .expect("the root")
+    }
+
+    /// setattr(2) of mode and owner: `(mode, uid, gid)` as they are now.
+    pub fn setattr(&mut self, ino: Ino, mode: u16, owner: u8) -> (u32, u32, u32) {
+        let (uid, gid) = OWNERS[owner as usize % OWNERS.len()];
+        let attrs = (u32::from(mode) & 0o7777, uid, gid);
+        self.nodes.get_mut(&ino).unwrap().attrs = Some(attrs);
+        attrs
     }
 
     pub fn any(&self, sel: u8) -> Ino {
@@ -298,6 +328,7 @@ impl Model {
             nlink: if is_dir { 2 } else { 1 },
             xattrs: BTreeMap::new(),
             parent: dir,
+            attrs: None,
         };
         assert!(
             self.nodes.insert(ino, node).is_none(),

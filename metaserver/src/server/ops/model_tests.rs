@@ -1,7 +1,8 @@
 //! The state machine alone against the reference model of a POSIX
 //! namespace (`strata-posix-model`): proptest-generated sequences of
 //! creates (files, directories, symlinks), links, unlinks, rmdirs, renames
-//! with each flag, truncates, writes of slices, extended attributes, and
+//! with each flag, truncates, writes of slices, extended attributes,
+//! setattrs of mode and owner, and
 //! mkdirs and rmdirs by cross-group transactions cut short after each
 //! phase and then recovered, applied by `ops::apply` to rows in memory (no
 //! Raft, redb or network) in two partition groups and to the model. Each
@@ -513,6 +514,26 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             );
             assert_eq!(errno(&r), model.removexattr(ino, &n), "{op:?}: {r:?}");
         }
+        Op::SetAttr { node, mode, owner } => {
+            let ino = model.not_symlink(node);
+            let (mode, uid, gid) = model.setattr(ino, mode, owner);
+            let set = SetAttr {
+                mode: Some(mode),
+                uid: Some(uid),
+                gid: Some(gid),
+                ..Default::default()
+            };
+            let r = m.apply(
+                ino,
+                WriteRequest::SetAttr {
+                    fs,
+                    ino,
+                    set,
+                    now: now(),
+                },
+            );
+            assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
+        }
         Op::MkdirAway {
             dir,
             name: n,
@@ -768,6 +789,10 @@ fn check_tree(m: &Machine, model: &Model) {
             panic!("getattr of {ino}");
         };
         assert_eq!(inode.nlink, node.nlink, "nlink of {ino}");
+        if let Some(attrs) = node.attrs {
+            let got = (inode.mode & 0o7777, inode.uid, inode.gid);
+            assert_eq!(got, attrs, "mode, uid and gid of {ino}");
+        }
         if let Kind::File { size } = node.kind {
             assert_eq!(inode.size, size, "size of {ino}");
         }

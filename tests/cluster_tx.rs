@@ -1,7 +1,8 @@
 //! Cross-group operations on a three-node cluster (separate processes) while
 //! leaders and nodes are SIGKILLed: every acknowledged operation is there,
 //! the tree is consistent (fsck), and the replicas of each group agree; a
-//! paused leader does not hold clients up.
+//! paused leader does not hold clients up; a client killed in the middle
+//! of cross-group operations leaves nothing half done.
 
 mod common;
 
@@ -463,4 +464,105 @@ fn clients_get_past_a_paused_leader() {
         "a read through the old leader missed an acknowledged create: {seen:?}"
     );
     nodes[leader].kill9();
+}
+
+/// A client process (a mount) SIGKILLed while it moves files and
+/// directories between directories of different groups: the cross-group
+/// transactions it left half done are finished by the nodes' recovery,
+/// fsck is clean, the replicas agree, and another client carries on in the
+/// same directories.
+#[test]
+fn a_client_killed_mid_operation_leaves_nothing_half_done() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_nodes, addrs) = start_cluster(tmp.path());
+    let all = addrs.join(",");
+    let blocks = format!("file://{}", tmp.path().join("blocks").display());
+    run_ok(&[
+        "format",
+        "--meta",
+        &all,
+        "t",
+        "--storage",
+        &blocks,
+        "--partitions",
+        "6",
+    ]);
+    let mnt = tmp.path().join("m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mnt_arg = mnt.to_str().unwrap();
+    let out = run_ok(&[
+        "mount",
+        "-d",
+        "--meta",
+        &all,
+        "--dir-spread-slack",
+        "0",
+        "t",
+        mnt_arg,
+    ]);
+    let pid = mount_pid(&out);
+    let dirs: Vec<std::path::PathBuf> = (0..6).map(|i| mnt.join(format!("d{i}"))).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let workload = {
+        let (dirs, done) = (dirs.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(3);
+            // Until the mount is gone: every call fails then.
+            for n in 0u64.. {
+                let (a, b) = (rng.below(6) as usize, rng.below(6) as usize);
+                let step = || -> std::io::Result<()> {
+                    let f = dirs[a].join(format!("f{n}"));
+                    std::fs::write(&f, b"x")?;
+                    std::fs::rename(&f, dirs[b].join(format!("f{n}")))?;
+                    let sub = dirs[a].join(format!("s{n}"));
+                    std::fs::create_dir(&sub)?;
+                    std::fs::rename(&sub, dirs[b].join(format!("s{n}")))?;
+                    if n % 3 == 0 {
+                        std::fs::remove_dir(dirs[b].join(format!("s{n}")))?;
+                    }
+                    Ok(())
+                };
+                if step().is_err() {
+                    return;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    until(90, "the workload to get going", || {
+        done.load(Ordering::Relaxed) >= 40
+    });
+    // SAFETY: kill(2) on the mount process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    workload.join().unwrap();
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", "-z", mnt_arg])
+        .status();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = open(&rt, &addrs);
+    let report = assert_consistent(&rt, &fs);
+    assert!(report.directories > 6, "{report:?}");
+    let spread: BTreeSet<u32> = (0..6)
+        .map(|i| {
+            let d = rt
+                .block_on(fs.lookup(1, format!("d{i}").as_bytes()))
+                .unwrap();
+            rt.block_on(fs.group_of(d.ino)).unwrap()
+        })
+        .collect();
+    assert!(spread.len() > 1, "directories in one group: {spread:?}");
+    assert_replicas_agree(&rt, &fs, &addrs);
+    // Another client moves things across the same directories.
+    let d0 = rt.block_on(fs.lookup(1, b"d0")).unwrap().ino;
+    let d1 = rt.block_on(fs.lookup(1, b"d1")).unwrap().ino;
+    let new = NewInode::plain(FileType::Dir, 0o755, 0, 0);
+    rt.block_on(fs.create(d0, b"after", new)).unwrap();
+    rt.block_on(fs.rename(d0, b"after", d1, b"after", RenameMode::Replace))
+        .unwrap();
+    assert!(assert_consistent(&rt, &fs).is_clean());
 }

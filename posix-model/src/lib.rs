@@ -90,6 +90,9 @@ pub enum Op {
         mode: u16,
         owner: u8,
     },
+    /// A snapshot of the whole filesystem (where the test can take one):
+    /// read-only, and as the tree was when taken, whatever happens after.
+    Snapshot,
     /// mkdir with the new directory in another metadata group: a
     /// cross-group transaction, which a test of the state machine cuts
     /// short after phase `crash` (0: not; 1: after begin; 2: after prepare;
@@ -126,6 +129,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (sel(), 0u8..3).prop_map(|(node, name)| Op::RemoveXattr { node, name }),
         1 => (sel(), any::<u16>(), any::<u8>())
             .prop_map(|(node, mode, owner)| Op::SetAttr { node, mode, owner }),
+        1 => Just(Op::Snapshot),
         2 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::MkdirAway { dir, name, crash }),
         1 => (sel(), name(), 0u8..5).prop_map(|(dir, name, crash)| Op::RmdirTx { dir, name, crash }),
     ]
@@ -211,6 +215,7 @@ pub struct Node {
 }
 
 /// What the namespace should be: live inodes by number.
+#[derive(Clone)]
 pub struct Model {
     pub nodes: BTreeMap<Ino, Node>,
 }

@@ -2,7 +2,8 @@
 //! namespace (`strata-posix-model`): proptest-generated sequences of
 //! creates (files, directories, symlinks), links, unlinks, rmdirs, renames
 //! with each flag, truncates, writes of slices, extended attributes,
-//! setattrs of mode and owner, and
+//! setattrs of mode and owner, snapshots (each read back at the end as the
+//! tree was when taken, read-only, with the same invariants), and
 //! mkdirs and rmdirs by cross-group transactions cut short after each
 //! phase and then recovered, applied by `ops::apply` to rows in memory (no
 //! Raft, redb or network) in two partition groups and to the model. Each
@@ -45,6 +46,8 @@ struct Machine {
     parts: Vec<Partition>,
     next_slice: SliceId,
     next_tx: TxId,
+    /// The snapshots taken, each with the model as it was then.
+    snapshots: Vec<(FsId, Model)>,
 }
 
 fn now() -> Timestamp {
@@ -124,6 +127,7 @@ impl Machine {
             parts,
             next_slice: 1,
             next_tx: 1,
+            snapshots: Vec::new(),
         }
     }
 
@@ -514,6 +518,49 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
             );
             assert_eq!(errno(&r), model.removexattr(ino, &n), "{op:?}: {r:?}");
         }
+        Op::Snapshot => {
+            // As `MetaClient::create_snapshot` takes one (the freeze aside:
+            // nothing runs meanwhile here).
+            let name = format!("s{}", m.snapshots.len());
+            let create = WriteRequest::CreateSnapshot {
+                source: "m".into(),
+                name: name.clone(),
+                now: now(),
+                loading: false,
+                path: None,
+            };
+            let Ok(MetaResponse::Snapshot(snap)) = m.apply_in(CLUSTER_GROUP, create) else {
+                panic!("snapshot {name} refused");
+            };
+            for g in GROUPS {
+                let copy = WriteRequest::CopyFs {
+                    from: fs,
+                    to: snap.id,
+                };
+                m.apply_in(g, copy).expect("copied");
+            }
+            let ready = WriteRequest::SnapshotReady {
+                source: "m".into(),
+                name,
+            };
+            m.apply_in(CLUSTER_GROUP, ready).expect("ready");
+            let new = NewInode::plain(FileType::File, 0o644, 0, 0);
+            let r = m.apply(
+                ROOT_INO,
+                WriteRequest::Create {
+                    fs: snap.id,
+                    parent: ROOT_INO,
+                    name: b"into-a-snapshot".to_vec(),
+                    new,
+                    now: now(),
+                },
+            );
+            assert!(
+                matches!(r, Err(MetaError::ReadOnly(_))),
+                "a snapshot takes no change: {r:?}"
+            );
+            m.snapshots.push((snap.id, model.clone()));
+        }
         Op::SetAttr { node, mode, owner } => {
             let ino = model.not_symlink(node);
             let (mode, uid, gid) = model.setattr(ino, mode, owner);
@@ -829,6 +876,15 @@ fn state_machine_matches_a_posix_model() {
             check_rows(&m);
         }
         check_tree(&m, &model);
+        // Each snapshot holds the tree as it was when taken, with the
+        // same invariants, however the filesystem changed after.
+        let (source, snapshots) = (m.fs, std::mem::take(&mut m.snapshots));
+        for (snap, then) in &snapshots {
+            m.fs = *snap;
+            check_rows(&m);
+            check_tree(&m, then);
+        }
+        m.fs = source;
         steps.fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     });

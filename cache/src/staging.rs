@@ -32,6 +32,24 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// For power-loss tests: the file `STRATA_TEST_DURABLE_LOG` names, if set,
+/// to which every file made durable here is appended (after its fsync, its
+/// rename and its directory's fsync), so that a test can drop what was not
+/// after a SIGKILL, as a power loss would. Nothing is written otherwise.
+pub const DURABLE_LOG_ENV: &str = "STRATA_TEST_DURABLE_LOG";
+
+fn note_durable(path: &Path) {
+    static LOG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    if let Some(log) = LOG.get_or_init(|| std::env::var_os(DURABLE_LOG_ENV).map(PathBuf::from)) {
+        let line = format!("{}\n", path.display());
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
+
 /// Writes `data` and its checksum to `dir/name` durably: the file appears
 /// whole under its name or not at all, and stays after a crash.
 fn write_durable(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
@@ -42,7 +60,9 @@ fn write_durable(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
         f.write_all(&crc32fast::hash(data).to_le_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(name))?;
-        fsync_dir(dir)
+        fsync_dir(dir)?;
+        note_durable(&dir.join(name));
+        Ok(())
     };
     let res = write();
     if res.is_err() {

@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use strata_meta::{FileType, FsClient, Ino, MetaClient, MetaError};
+use strata_meta::{FileType, FsClient, Ino, MetaError};
 
 fn open(rt: &tokio::runtime::Runtime, addrs: &[String]) -> FsClient {
-    let client = rt.block_on(MetaClient::connect(addrs)).unwrap();
-    let fs = rt.block_on(client.open_fs("t")).unwrap();
+    let fs = open_t(rt, addrs);
     // Every new directory goes to the least-loaded group: most directory
     // operations below cross groups.
     fs.set_dir_spread_slack(0);
@@ -82,39 +81,8 @@ fn assert_consistent(
     }
 }
 
-/// Waits until the three replicas of every group applied the same log, then
-/// compares their state digests.
-fn assert_replicas_agree(rt: &tokio::runtime::Runtime, fs: &FsClient, addrs: &[String]) {
-    let meta = fs.meta().clone();
-    let mut groups = fs.groups();
-    groups.push(0);
-    for g in groups {
-        let mut digests = Vec::new();
-        until(90, &format!("replicas of group {g} to converge"), || {
-            digests = addrs
-                .iter()
-                .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
-                .collect();
-            digests.iter().all(|d| d.0 == digests[0].0)
-        });
-        assert!(
-            digests.iter().all(|d| d.1 == digests[0].1),
-            "group {g}: replicas differ at the same applied index: {digests:?}"
-        );
-    }
-}
-
 fn format(all: &str) {
-    run_ok(&[
-        "format",
-        "--meta",
-        all,
-        "t",
-        "--storage",
-        "file:///unused",
-        "--partitions",
-        "6",
-    ]);
+    format_metadata_only(all, 6);
 }
 
 /// What one worker believes its subtree holds: entries per directory.

@@ -163,23 +163,15 @@ fn a_followers_full_disk_stops_only_that_follower_and_it_catches_up_after() {
     let mut nodes: Vec<MetaServer> = (0..3)
         .map(|i| MetaServer::start_node(i as u64 + 1, &dirs[i], &addrs[i]))
         .collect();
-    let peers = (0..3)
-        .map(|i| format!("{}={}", i + 1, addrs[i]))
-        .collect::<Vec<_>>()
-        .join(",");
     // Node 1 forms the cluster and leads every group; node 3 follows.
-    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
-    assert!(out.contains("cluster formed"), "{out}");
+    form_cluster(&addrs);
     let all = addrs.join(",");
-    run_ok(&["format", "--meta", &all, "t", "--storage", "file:///unused"]);
+    format_metadata_only(&all, 4);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fs = rt.block_on(async {
-        let client = strata_meta::MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    });
+    let fs = open_t(&rt, &addrs);
     let mut acked = create_all(&rt, &fs, "before-", 0..50);
 
-    // Node 3's disk fills: its log cannot take another write.
+    // Node 3's disk fills: its tables cannot grow (its log is preallocated).
     let filler = fill(&disk.0, 0);
     acked.extend(create_all(&rt, &fs, "while-full-", 0..300));
     // The group the files are in went on without node 3, which stopped
@@ -197,35 +189,8 @@ fn a_followers_full_disk_stops_only_that_follower_and_it_catches_up_after() {
     nodes[2].kill9();
     nodes[2] = MetaServer::start_node(3, &dirs[2], &addrs[2]);
     acked.extend(create_all(&rt, &fs, "after-", 0..50));
-    let meta = fs.meta().clone();
-    let mut groups = fs.groups();
-    groups.push(0);
-    for g in groups {
-        let mut digests = Vec::new();
-        until(90, &format!("node 3 to catch up in group {g}"), || {
-            digests = addrs
-                .iter()
-                .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
-                .collect();
-            digests.iter().all(|d| d.0 == digests[0].0)
-        });
-        assert!(
-            digests.iter().all(|d| d.1 == digests[0].1),
-            "group {g}: replicas differ at the same applied index: {digests:?}"
-        );
-    }
+    assert_replicas_agree(&rt, &fs, &addrs);
     // Nothing acknowledged is lost, for a fresh client.
-    let fresh = rt.block_on(async {
-        let client = strata_meta::MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    });
-    for name in &acked {
-        rt.block_on(fresh.lookup(1, name.as_bytes()))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    let report = rt
-        .block_on(strata_meta::client::fsck::check(&fresh))
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
+    assert_created_and_clean(&rt, &open_t(&rt, &addrs), &acked);
     drop(nodes);
 }

@@ -126,48 +126,93 @@ fn detach(mnt: &Path) {
         .status();
 }
 
+/// A write-back client of a fresh one-node filesystem under `tmp`: its
+/// store, node, cache dir and mountpoint, and the arguments that start it.
+struct WritebackClient {
+    s3: S3,
+    meta: MetaServer,
+    cache: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+    args: Vec<String>,
+}
+
+impl WritebackClient {
+    /// Set up, not started.
+    fn new(tmp: &Path) -> WritebackClient {
+        let s3 = S3::start(&tmp.join("s3"));
+        let (meta, _) = one_node_with_data(tmp, &s3, &[]);
+        let cache = tmp.join("cache");
+        let mnt = tmp.join("w");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let args = writeback_mount_args(&meta.addr, &cache, &mnt);
+        WritebackClient {
+            s3,
+            meta,
+            cache,
+            mnt,
+            args,
+        }
+    }
+
+    /// SIGKILLed after writing `data` to `kept` and fsyncing it while the
+    /// store refused every upload (the refusals end after the kill): its
+    /// journal holds the file.
+    fn killed_with(tmp: &Path, data: &[u8]) -> WritebackClient {
+        use std::io::Write;
+        let client = WritebackClient::new(tmp);
+        let pid = client.start(&[]);
+        // The store refuses everything: nothing written can be uploaded.
+        client.s3.faults.set_errors(1.0);
+        {
+            let mut f = std::fs::File::create(client.mnt.join("kept")).unwrap();
+            f.write_all(data).unwrap();
+            f.sync_all().unwrap();
+        }
+        assert_eq!(
+            staged_records(&client.cache),
+            1,
+            "fsync left one journal record"
+        );
+        kill_mount(pid);
+        detach(&client.mnt);
+        client.s3.faults.clear();
+        client
+    }
+
+    /// Starts the client, with the environment variables `env` as well as
+    /// the store's; returns its pid.
+    fn start(&self, env: &[(&str, &str)]) -> i32 {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut all = self.s3.env();
+        all.extend_from_slice(env);
+        mount_pid(&run_env_ok(&args, &all))
+    }
+}
+
 #[test]
 fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
     require_fuse();
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3::start(&tmp.path().join("s3"));
-    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("w");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
-    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
-    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
-    // The store refuses everything: nothing written can be uploaded.
-    s3.faults.set_errors(1.0);
     let mut rng = Rng(42);
     let mut data = vec![0u8; 1_500_000];
     rng.fill(&mut data);
-    {
-        let mut f = std::fs::File::create(mnt.join("kept")).unwrap();
-        f.write_all(&data).unwrap();
-        f.sync_all().unwrap();
-    }
-    assert!(staged_records(&cache) > 0, "fsync left no journal record");
-    kill_mount(pid);
-    detach(&mnt);
-    s3.faults.clear();
+    let killed = WritebackClient::killed_with(tmp.path(), &data);
+    let (s3, cache) = (&killed.s3, &killed.cache);
     // Another client sees the file, but none of its data: it was never committed.
     let other = Mount::new(
         &tmp.path().join("o"),
-        &["--meta", &meta.addr, "--attr-cache", "0", "data"],
+        &["--meta", &killed.meta.addr, "--attr-cache", "0", "data"],
         &s3.env(),
     );
     assert_eq!(std::fs::metadata(other.path("kept")).unwrap().len(), 0);
     // The restarted write-back client finishes what the journal holds.
-    run_env_ok(&wb_args, &s3.env());
+    killed.start(&[]);
     until(60, "the journal to be uploaded and committed", || {
         std::fs::metadata(other.path("kept")).unwrap().len() == data.len() as u64
     });
     assert_same_file(&other.path("kept"), &data, "after the restart");
-    until(10, "the journal to empty", || staged_records(&cache) == 0);
-    run_ok(&["umount", mnt.to_str().unwrap()]);
+    until(10, "the journal to empty", || staged_records(cache) == 0);
+    run_ok(&["umount", killed.mnt.to_str().unwrap()]);
     other.unmount();
 }
 
@@ -177,27 +222,11 @@ fn a_writeback_client_killed_after_fsync_uploads_on_restart() {
 #[test]
 fn a_damaged_writeback_record_stops_the_restart_and_says_what_is_lost() {
     require_fuse();
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3::start(&tmp.path().join("s3"));
-    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("w");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
-    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
-    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
-    s3.faults.set_errors(1.0);
-    {
-        let mut f = std::fs::File::create(mnt.join("kept")).unwrap();
-        f.write_all(&[5u8; 300_000]).unwrap();
-        f.sync_all().unwrap();
-    }
-    assert_eq!(staged_records(&cache), 1, "fsync left one journal record");
-    kill_mount(pid);
-    detach(&mnt);
-    s3.faults.clear();
-    let records: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+    let killed = WritebackClient::killed_with(tmp.path(), &[5u8; 300_000]);
+    let (s3, cache, mnt) = (&killed.s3, &killed.cache, &killed.mnt);
+    let wb_args: Vec<&str> = killed.args.iter().map(String::as_str).collect();
+    let records: Vec<std::path::PathBuf> = std::fs::read_dir(cache)
         .unwrap()
         .flatten()
         .flat_map(|fs| std::fs::read_dir(fs.path().join("staging/records")).unwrap())
@@ -224,10 +253,10 @@ fn a_damaged_writeback_record_stops_the_restart_and_says_what_is_lost() {
         raw,
         "the record is kept"
     );
-    detach(&mnt);
+    detach(mnt);
 
     std::fs::rename(&records[0], tmp.path().join("aside")).unwrap();
-    run_env_ok(&wb_args, &s3.env());
+    killed.start(&[]);
     assert_eq!(std::fs::metadata(mnt.join("kept")).unwrap().len(), 0);
     run_ok(&["umount", mnt.to_str().unwrap()]);
 }
@@ -236,14 +265,9 @@ fn a_damaged_writeback_record_stops_the_restart_and_says_what_is_lost() {
 fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3::start(&tmp.path().join("s3"));
-    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("w");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
-    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
-    let pid = mount_pid(&run_env_ok(&wb_args, &s3.env()));
+    let client = WritebackClient::new(tmp.path());
+    let (s3, meta, cache, mnt) = (&client.s3, &client.meta, &client.cache, &client.mnt);
+    let pid = client.start(&[]);
     // Every request to the store takes a while: the journal drains slowly.
     s3.faults.set_delays(1.0, Duration::from_millis(300));
     let mut rng = Rng(11);
@@ -257,22 +281,22 @@ fn a_writeback_client_killed_halfway_through_its_journal_finishes_it_on_restart(
     for (name, data) in &files {
         write_synced(&mnt.join(name), data);
     }
-    let journaled = staged_records(&cache);
+    let journaled = staged_records(cache);
     assert!(journaled > 1, "{journaled} journal records");
     // Killed once part of the journal is uploaded and committed, and not
     // all of it.
     until(60, "part of the journal to land", || {
-        (1..journaled).contains(&staged_records(&cache))
+        (1..journaled).contains(&staged_records(cache))
     });
     kill_mount(pid);
     assert!(
-        staged_records(&cache) > 0,
+        staged_records(cache) > 0,
         "the journal finished before the kill"
     );
-    detach(&mnt);
+    detach(mnt);
     s3.faults.clear();
-    run_env_ok(&wb_args, &s3.env());
-    until(60, "the journal to empty", || staged_records(&cache) == 0);
+    client.start(&[]);
+    until(60, "the journal to empty", || staged_records(cache) == 0);
     // Read back by a client with no cache of its own.
     let other = Mount::new(
         &tmp.path().join("o"),
@@ -321,17 +345,10 @@ fn power_off_staging(cache: &Path, log: &Path) -> usize {
 fn a_writeback_client_losing_power_keeps_every_fsynced_file() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3::start(&tmp.path().join("s3"));
-    let (meta, _) = one_node_with_data(tmp.path(), &s3, &[]);
-    let cache = tmp.path().join("cache");
-    let mnt = tmp.path().join("w");
-    std::fs::create_dir_all(&mnt).unwrap();
+    let client = WritebackClient::new(tmp.path());
+    let (s3, meta, cache, mnt) = (&client.s3, &client.meta, &client.cache, &client.mnt);
     let log = tmp.path().join("durable.log");
-    let wb_args = writeback_mount_args(&meta.addr, &cache, &mnt);
-    let wb_args: Vec<&str> = wb_args.iter().map(String::as_str).collect();
-    let mut env = s3.env();
-    env.push(("STRATA_TEST_DURABLE_LOG", log.to_str().unwrap()));
-    let pid = mount_pid(&run_env_ok(&wb_args, &env));
+    let pid = client.start(&[("STRATA_TEST_DURABLE_LOG", log.to_str().unwrap())]);
     s3.faults.set_errors(1.0);
     let content = |name: &str| -> Vec<u8> {
         let mut rng = Rng(name.bytes().map(u64::from).sum::<u64>() * 7919 + name.len() as u64);
@@ -366,11 +383,11 @@ fn a_writeback_client_losing_power_keeps_every_fsynced_file() {
     for w in writers {
         w.join().unwrap();
     }
-    detach(&mnt);
-    let dropped = power_off_staging(&cache, &log);
+    detach(mnt);
+    let dropped = power_off_staging(cache, &log);
     s3.faults.clear();
-    run_env_ok(&wb_args, &s3.env());
-    until(60, "the journal to empty", || staged_records(&cache) == 0);
+    client.start(&[]);
+    until(60, "the journal to empty", || staged_records(cache) == 0);
     let other = Mount::new(
         &tmp.path().join("o"),
         &["--meta", &meta.addr, "--cache-mem-size", "0", "data"],

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::proxy::{Dir, Proxy};
 use common::*;
 use strata_meta::request::XattrMode;
-use strata_meta::{FileType, FsClient, Ino, MetaClient, MetaError, NewInode};
+use strata_meta::{FileType, FsClient, Ino, MetaError, NewInode};
 
 const NODES: usize = 3;
 const KEYS_PER_WRITER: usize = 2;
@@ -317,14 +317,8 @@ const FAULTS: [Fault; 7] = [
 
 #[test]
 fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
-    let seed: u64 = std::env::var("NETWORK_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(26);
-    let rounds: usize = std::env::var("NETWORK_FAULT_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(FAULTS.len());
+    let seed: u64 = env_number("NETWORK_FAULT_SEED", 26);
+    let rounds: usize = env_number("NETWORK_FAULT_ROUNDS", FAULTS.len());
     println!("NETWORK_FAULT_SEED={seed} NETWORK_FAULT_ROUNDS={rounds}");
     let tmp = tempfile::tempdir().unwrap();
     let addrs: Vec<String> = (0..NODES)
@@ -360,22 +354,8 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
     };
     let mut nodes: Vec<MetaServer> = (0..NODES).map(start).collect();
     let all = addrs.join(",");
-    let peers = (0..NODES)
-        .map(|i| format!("{}={}", i + 1, addrs[i]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
-    assert!(out.contains("cluster formed"), "{out}");
-    run_ok(&[
-        "format",
-        "--meta",
-        &all,
-        "t",
-        "--storage",
-        "file:///unused",
-        "--partitions",
-        "6",
-    ]);
+    form_cluster(&addrs);
+    format_metadata_only(&all, 6);
 
     // The test's own clients reach each node through its client proxy.
     strata_meta::transport::routes::set(
@@ -384,10 +364,7 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
             .collect(),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fs = Arc::new(rt.block_on(async {
-        let client = MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    }));
+    let fs = Arc::new(open_t(&rt, &addrs));
     // A directory per writer, each in the least-loaded group, so that
     // the keys (files in them) live in every group.
     fs.set_dir_spread_slack(0);
@@ -429,10 +406,7 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
         // Each reader a client of its own, with its own idea of the
         // leaders: one may keep asking a deposed leader while the writers
         // have moved on.
-        let own = Arc::new(rt.block_on(async {
-            let client = MetaClient::connect(&addrs).await.unwrap();
-            client.open_fs("t").await.unwrap()
-        }));
+        let own = Arc::new(open_t(&rt, &addrs));
         tasks.push(rt.spawn(reader(
             own,
             keys.clone(),
@@ -535,10 +509,7 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
 
     // Every acknowledged write is there for a fresh client: each key holds
     // its last acknowledged value, or the one in doubt after it.
-    let fresh = rt.block_on(async {
-        let client = MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    });
+    let fresh = open_t(&rt, &addrs);
     for (key, ino) in &keys {
         let last = writes
             .iter()
@@ -564,22 +535,7 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
         .block_on(strata_meta::client::fsck::check(&fresh))
         .unwrap();
     assert!(report.is_clean(), "{report:?}");
-    let mut groups = fresh.groups();
-    groups.push(0);
-    for g in groups {
-        let mut digests = Vec::new();
-        until(90, &format!("replicas of group {g} to converge"), || {
-            digests = addrs
-                .iter()
-                .map(|a| rt.block_on(fresh.meta().replica_digest(a, g)).unwrap())
-                .collect();
-            digests.iter().all(|d| d.0 == digests[0].0)
-        });
-        assert!(
-            digests.iter().all(|d| d.1 == digests[0].1),
-            "group {g}: replicas differ at the same applied index: {digests:?}"
-        );
-    }
+    assert_replicas_agree(&rt, &fresh, &addrs);
     println!(
         "{rounds} faults; {} writes and {reads} reads acknowledged and checked, {in_doubt} in doubt, 0 lost",
         writes.len()

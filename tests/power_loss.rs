@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use strata_meta::{FileType, FsClient, MetaClient, MetaError, NewInode};
+use strata_meta::{FileType, FsClient, MetaError, NewInode};
 
 const WRITERS: usize = 4;
 
@@ -88,121 +88,19 @@ async fn writer(
     }
 }
 
-#[test]
-fn acknowledged_creates_survive_power_loss_with_torn_log_tails() {
-    let seed: u64 = std::env::var("POWER_LOSS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let cycles: usize = std::env::var("POWER_LOSS_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+/// Runs `nodes` nodes (formed into a cluster if more than one) with four
+/// writers creating files, and `cycles` times kills every node once more
+/// creates were acknowledged, powers off each data dir and restarts them;
+/// then a fresh client must find every acknowledged create, fsck clean.
+/// Returns the creates checked and the torn bytes written.
+fn power_cycles(nodes: usize, seed: u64, cycles: usize) -> (usize, u64) {
     println!("POWER_LOSS_SEED={seed} POWER_LOSS_CYCLES={cycles}");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("n1");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let start =
-        || MetaServer::start_node_env(1, &dir, &addr, &[], &[("STRATA_TEST_POWER_LOSS", "1")]);
-    let mut node = start();
-    run_ok(&[
-        "format",
-        "--meta",
-        &addr,
-        "t",
-        "--storage",
-        "file:///unused",
-    ]);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let fs = Arc::new(rt.block_on(async {
-        let client = MetaClient::connect(std::slice::from_ref(&addr))
-            .await
-            .unwrap();
-        client.open_fs("t").await.unwrap()
-    }));
-    let acked: Arc<Mutex<BTreeSet<String>>> = Default::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| rt.spawn(writer(fs.clone(), w, acked.clone(), stop.clone())))
+    let dirs: Vec<_> = (1..=nodes)
+        .map(|i| tmp.path().join(format!("n{i}")))
         .collect();
-    let count = || acked.lock().unwrap().len();
-    let mut torn_total = 0;
-    for cycle in 0..cycles {
-        // Kill once some more creates were acknowledged, with others in
-        // flight (the writers never pause).
-        let before = count();
-        let more = 20 + rng.below(200) as usize;
-        until(60, "creates to be acknowledged", || {
-            count() >= before + more
-        });
-        node.kill9();
-        let (segments, torn) = power_off(&dir, &mut rng);
-        torn_total += torn;
-        println!(
-            "cycle {cycle}: killed after {} acknowledged creates; {segments} log segments cut at their last fsync, {torn} torn bytes",
-            count()
-        );
-        node = start();
-    }
-    let before = count();
-    until(60, "creates after the last restart", || {
-        count() > before + 20
-    });
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        rt.block_on(t).unwrap();
-    }
-
-    // A fresh client finds every acknowledged create.
-    let fresh = rt.block_on(async {
-        let client = MetaClient::connect(std::slice::from_ref(&addr))
-            .await
-            .unwrap();
-        client.open_fs("t").await.unwrap()
-    });
-    let acked = acked.lock().unwrap().clone();
-    let mut missing = Vec::new();
-    for name in &acked {
-        if let Err(e) = rt.block_on(fresh.lookup(1, name.as_bytes())) {
-            missing.push(format!("{name}: {e}"));
-        }
-    }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged creates lost: {missing:?}",
-        missing.len(),
-        acked.len()
-    );
-    let report = rt
-        .block_on(strata_meta::client::fsck::check(&fresh))
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
-    println!(
-        "{cycles} power losses; {} acknowledged creates checked, 0 lost; {torn_total} torn bytes in all",
-        acked.len()
-    );
-    drop(node);
-}
-
-/// Every node of a three-node cluster loses power at once (a rack's
-/// power): each comes back as its own last fsyncs left it, and every
-/// create acknowledged (made durable on a quorum first) is there.
-#[test]
-fn acknowledged_creates_survive_a_whole_cluster_losing_power() {
-    let seed: u64 = std::env::var("POWER_LOSS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    let cycles: usize = std::env::var("POWER_LOSS_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    println!("POWER_LOSS_SEED={seed} POWER_LOSS_CYCLES={cycles}");
-    let mut rng = Rng(seed);
-    let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<_> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
-    let addrs: Vec<String> = (0..3)
+    let addrs: Vec<String> = (0..nodes)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let start = |i: usize| {
@@ -214,44 +112,40 @@ fn acknowledged_creates_survive_a_whole_cluster_losing_power() {
             &[("STRATA_TEST_POWER_LOSS", "1")],
         )
     };
-    let mut nodes: Vec<MetaServer> = (0..3).map(start).collect();
-    let peers = (0..3)
-        .map(|i| format!("{}={}", i + 1, addrs[i]))
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
-    assert!(out.contains("cluster formed"), "{out}");
-    let all = addrs.join(",");
-    run_ok(&["format", "--meta", &all, "t", "--storage", "file:///unused"]);
+    let mut running: Vec<MetaServer> = (0..nodes).map(start).collect();
+    if nodes > 1 {
+        form_cluster(&addrs);
+    }
+    format_metadata_only(&addrs.join(","), 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let fs = Arc::new(rt.block_on(async {
-        let client = MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    }));
+    let fs = Arc::new(open_t(&rt, &addrs));
     let acked: Arc<Mutex<BTreeSet<String>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| rt.spawn(writer(fs.clone(), w, acked.clone(), stop.clone())))
         .collect();
     let count = || acked.lock().unwrap().len();
+    let mut torn_total = 0;
     for cycle in 0..cycles {
+        // Killed once some more creates were acknowledged, with others in
+        // flight (the writers never pause).
         let before = count();
         let more = 20 + rng.below(200) as usize;
         until(60, "creates to be acknowledged", || {
             count() >= before + more
         });
-        for n in nodes.iter_mut() {
+        let mut segments = 0;
+        for (n, d) in running.iter_mut().zip(&dirs) {
             n.kill9();
-        }
-        let mut torn = 0;
-        for d in &dirs {
-            torn += power_off(d, &mut rng).1;
+            let (s, torn) = power_off(d, &mut rng);
+            segments += s;
+            torn_total += torn;
         }
         println!(
-            "cycle {cycle}: every node killed after {} acknowledged creates; {torn} torn bytes",
+            "cycle {cycle}: {nodes} node(s) killed after {} acknowledged creates; {segments} log segments cut at their last fsync",
             count()
         );
-        nodes = (0..3).map(start).collect();
+        running = (0..nodes).map(start).collect();
     }
     let before = count();
     until(60, "creates after the last restart", || {
@@ -261,28 +155,29 @@ fn acknowledged_creates_survive_a_whole_cluster_losing_power() {
     for t in tasks {
         rt.block_on(t).unwrap();
     }
-    let fresh = rt.block_on(async {
-        let client = MetaClient::connect(&addrs).await.unwrap();
-        client.open_fs("t").await.unwrap()
-    });
     let acked = acked.lock().unwrap().clone();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|name| rt.block_on(fresh.lookup(1, name.as_bytes())).is_err())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged creates lost: {missing:?}",
-        missing.len(),
-        acked.len()
-    );
-    let report = rt
-        .block_on(strata_meta::client::fsck::check(&fresh))
-        .unwrap();
-    assert!(report.is_clean(), "{report:?}");
+    assert_created_and_clean(&rt, &open_t(&rt, &addrs), &acked);
+    drop(running);
+    (acked.len(), torn_total)
+}
+
+#[test]
+fn acknowledged_creates_survive_power_loss_with_torn_log_tails() {
+    let cycles = env_number("POWER_LOSS_CYCLES", 5);
+    let (checked, torn) = power_cycles(1, env_number("POWER_LOSS_SEED", 5), cycles);
     println!(
-        "{cycles} power losses of the whole cluster; {} acknowledged creates checked, 0 lost",
-        acked.len()
+        "{cycles} power losses; {checked} acknowledged creates checked, 0 lost; {torn} torn bytes in all"
     );
-    drop(nodes);
+}
+
+/// Every node of a three-node cluster loses power at once (a rack's
+/// power): each comes back as its own last fsyncs left it, and every
+/// create acknowledged (made durable on a quorum first) is there.
+#[test]
+fn acknowledged_creates_survive_a_whole_cluster_losing_power() {
+    let cycles = env_number("POWER_LOSS_CYCLES", 3);
+    let (checked, _) = power_cycles(3, env_number("POWER_LOSS_SEED", 6), cycles);
+    println!(
+        "{cycles} power losses of the whole cluster; {checked} acknowledged creates checked, 0 lost"
+    );
 }

@@ -225,6 +225,13 @@ pub fn start_cluster_each(
         })
         .collect();
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    form_cluster(&addrs);
+    (nodes, addrs)
+}
+
+/// Forms the nodes at `addrs` (node ids 1, 2, … in that order) into one
+/// cluster with `meta init`; node 1 then leads every group.
+pub fn form_cluster(addrs: &[String]) {
     let peers = addrs
         .iter()
         .enumerate()
@@ -233,7 +240,86 @@ pub fn start_cluster_each(
         .join(",");
     let out = run_ok(&["meta", "init", "--meta", &addrs[0], "--peers", &peers]);
     assert!(out.contains("cluster formed"), "{out}");
-    (nodes, addrs)
+}
+
+/// Formats filesystem `t` on the metaservers at `meta` for tests of
+/// metadata only (its blocks would go nowhere), in `partitions` partitions.
+pub fn format_metadata_only(meta: &str, partitions: u32) {
+    run_ok(&[
+        "format",
+        "--meta",
+        meta,
+        "t",
+        "--storage",
+        "file:///unused",
+        "--partitions",
+        &partitions.to_string(),
+    ]);
+}
+
+/// A client of filesystem `t` on the metaservers at `addrs`.
+pub fn open_t(rt: &tokio::runtime::Runtime, addrs: &[String]) -> strata_meta::FsClient {
+    rt.block_on(async {
+        let client = strata_meta::MetaClient::connect(addrs).await.unwrap();
+        client.open_fs("t").await.unwrap()
+    })
+}
+
+/// Waits until the replicas at `addrs` of every group of `fs` (and the
+/// cluster group) have applied the same log, then asserts that their
+/// state digests are equal.
+pub fn assert_replicas_agree(
+    rt: &tokio::runtime::Runtime,
+    fs: &strata_meta::FsClient,
+    addrs: &[String],
+) {
+    let meta = fs.meta().clone();
+    let mut groups = fs.groups();
+    groups.push(0);
+    for g in groups {
+        let mut digests = Vec::new();
+        until(90, &format!("replicas of group {g} to converge"), || {
+            digests = addrs
+                .iter()
+                .map(|a| rt.block_on(meta.replica_digest(a, g)).unwrap())
+                .collect();
+            digests.iter().all(|d| d.0 == digests[0].0)
+        });
+        assert!(
+            digests.iter().all(|d| d.1 == digests[0].1),
+            "group {g}: replicas differ at the same applied index: {digests:?}"
+        );
+    }
+}
+
+/// Every file in `names` is in the root of `fs` (a fresh client's view),
+/// and fsck finds the filesystem clean.
+pub fn assert_created_and_clean<'a>(
+    rt: &tokio::runtime::Runtime,
+    fs: &strata_meta::FsClient,
+    names: impl IntoIterator<Item = &'a String>,
+) {
+    let names: Vec<&String> = names.into_iter().collect();
+    let missing: Vec<&&String> = names
+        .iter()
+        .filter(|name| rt.block_on(fs.lookup(1, name.as_bytes())).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged creates lost: {missing:?}",
+        missing.len(),
+        names.len()
+    );
+    let report = rt.block_on(strata_meta::client::fsck::check(fs)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+/// The number in environment variable `var`, or `default`.
+pub fn env_number<T: std::str::FromStr>(var: &str, default: T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Random writes at random offsets and sizes through the mount, mirrored in memory;

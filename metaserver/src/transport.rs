@@ -475,7 +475,7 @@ pub mod routes {
     mod tests {
         #[test]
         fn detours_are_read_as_pairs_and_malformed_ones_skipped() {
-            let t = super::parse("a:1=p:9, b:2 = q:8,junk,=x,y=");
+            let t = crate::transport::routes::parse("a:1=p:9, b:2 = q:8,junk,=x,y=");
             assert_eq!(t.len(), 2);
             assert_eq!(t["a:1"], "p:9");
             assert_eq!(t["b:2"], "q:8");

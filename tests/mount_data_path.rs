@@ -180,10 +180,11 @@ impl WritebackClient {
             f.write_all(data).unwrap();
             f.sync_all().unwrap();
         }
-        assert_eq!(
-            staged_records(&client.cache),
-            1,
-            "fsync left one journal record"
+        // One record, or more: another process's fork and exec may flush
+        // the file (closing its inherited descriptor) between two writes.
+        assert!(
+            staged_records(&client.cache) >= 1,
+            "fsync left no journal record"
         );
         kill_mount(pid);
         detach(&client.mnt);
@@ -245,29 +246,40 @@ fn a_damaged_writeback_record_stops_the_restart_and_says_what_is_lost() {
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let mut raw = std::fs::read(&records[0]).unwrap();
-    raw[1] ^= 0x40;
-    std::fs::write(&records[0], &raw).unwrap();
+    assert!(!records.is_empty());
+    // Every record of the file damaged.
+    let damaged: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            let mut raw = std::fs::read(r).unwrap();
+            raw[1] ^= 0x40;
+            std::fs::write(r, &raw).unwrap();
+            raw
+        })
+        .collect();
 
     let out = strata_with(&wb_args, &s3.env()).output().unwrap();
     assert!(!out.status.success(), "started over a damaged record");
     let said = String::from_utf8_lossy(&out.stderr);
-    let name = records[0].file_name().unwrap().to_string_lossy();
-    assert!(said.contains(&*name), "{said}");
+    assert!(
+        records
+            .iter()
+            .any(|r| said.contains(&*r.file_name().unwrap().to_string_lossy())),
+        "{said}"
+    );
     assert!(said.contains("failed its checksum"), "{said}");
     assert!(
         said.contains("move it out of the records directory"),
         "{said}"
     );
-    assert_eq!(
-        std::fs::read(&records[0]).unwrap(),
-        raw,
-        "the record is kept"
-    );
+    for (r, raw) in records.iter().zip(&damaged) {
+        assert_eq!(&std::fs::read(r).unwrap(), raw, "the record is kept");
+    }
     detach(mnt);
 
-    std::fs::rename(&records[0], tmp.path().join("aside")).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        std::fs::rename(r, tmp.path().join(format!("aside-{i}"))).unwrap();
+    }
     killed.start(&[]);
     assert_eq!(std::fs::metadata(mnt.join("kept")).unwrap().len(), 0);
     run_ok(&["umount", mnt.to_str().unwrap()]);

@@ -1377,6 +1377,7 @@ fn forbidden(body: &Request) -> Option<&'static str> {
         Request::Append { .. } => Some("Append"),
         Request::Vote { .. } => Some("Vote"),
         Request::Snapshot { .. } => Some("Snapshot"),
+        Request::TransferLeader { .. } => Some("TransferLeader"),
         Request::Join { .. } => Some("Join"),
         Request::InitCluster { .. } => Some("InitCluster"),
         Request::Status => Some("Status"),

@@ -8,7 +8,9 @@
 //! extended attribute of a file, one writer per key) and record when each
 //! operation began and ended and what it returned.
 //!
-//! After the faults heal, the history must be linearizable per key, every
+//! While a fault lasts, the group whose leader it struck must take writes
+//! again (but under slow links, which take no leader away). After the
+//! faults heal, the history must be linearizable per key, every
 //! acknowledged write must be there for a fresh client, fsck must be
 //! clean, and the three replicas of every group must hold the same state.
 //! `NETWORK_FAULT_ROUNDS=N` runs more faults, `NETWORK_FAULT_SEED=S` others,
@@ -456,9 +458,32 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
             Fault::Kill => nodes[x].kill9(),
         }
         println!("round {round}: {fault:?} on node {} (group {g})", x + 1);
-        // The fault lasts its time: this sleep is the fault, not a wait
-        // for something to happen.
-        std::thread::sleep(FAULT);
+        let in_group: Vec<usize> = keys
+            .iter()
+            .filter(|(_, i)| rt.block_on(fs.group_of(*i)).unwrap() == g)
+            .map(|(k, _)| *k)
+            .collect();
+        // Every fault but slow links takes the group's leader away (it
+        // cannot commit, or hears from no one): the others must elect
+        // another and take the group's writes before the fault heals. A
+        // write acknowledged that began after the fault did proves it,
+        // as node x cannot have committed it.
+        if fault != Fault::Slow {
+            until(
+                60,
+                &format!("group {g} to take writes while {fault:?} lasts"),
+                || {
+                    history.ops().iter().any(|o| {
+                        in_group.contains(&o.key)
+                            && matches!(o.outcome, Outcome::Wrote)
+                            && o.began > began
+                    })
+                },
+            );
+        }
+        // The fault lasts at least its time: this sleep is the fault, not
+        // a wait for something to happen.
+        std::thread::sleep(FAULT.saturating_sub(began.elapsed()));
         match fault {
             Fault::Pause => {
                 // SAFETY: as above.
@@ -482,11 +507,6 @@ fn network_faults_lose_no_acknowledged_write_and_reads_stay_linearizable() {
                 })
             },
         );
-        let in_group: Vec<usize> = keys
-            .iter()
-            .filter(|(_, i)| rt.block_on(fs.group_of(*i)).unwrap() == g)
-            .map(|(k, _)| *k)
-            .collect();
         let gap = longest_gap(&history.ops(), &in_group, began, Instant::now());
         let e = longest.entry(fault).or_default();
         *e = (*e).max(gap);

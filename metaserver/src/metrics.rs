@@ -119,6 +119,7 @@ pub struct NodeMetrics {
     proposals: Labeled<ResultLabel, Histogram>,
     snapshots: Histogram,
     snapshot_bytes: Gauge,
+    hand_overs: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,6 +137,7 @@ static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
         proposals: latency_histograms(),
         snapshots: strata_metrics::latency_histogram(),
         snapshot_bytes: Gauge::default(),
+        hand_overs: Counter::default(),
     };
     strata_metrics::register(
         "node_requests",
@@ -177,6 +179,12 @@ static NODE: LazyLock<NodeMetrics> = LazyLock::new(|| {
         "node_last_snapshot_bytes",
         "Size of the last snapshot this node built",
         m.snapshot_bytes.clone(),
+    );
+    strata_metrics::register(
+        "node_leader_hand_overs",
+        "Groups this node led and handed to another voter because no quorum \
+         answered it (it could send but not receive)",
+        m.hand_overs.clone(),
     );
     strata_metrics::register_collector(GroupCollector);
     m
@@ -222,7 +230,10 @@ fn result_of(body: &Response) -> &'static str {
     match body {
         Response::Meta(Err(e)) | Response::Join(Err(e)) => e.into(),
         Response::Digest(Err(e)) => e.into(),
-        Response::Append(Err(_)) | Response::Vote(Err(_)) | Response::Snapshot(Err(_)) => "error",
+        Response::Append(Err(_))
+        | Response::Vote(Err(_))
+        | Response::Snapshot(Err(_))
+        | Response::TransferLeader(Err(_)) => "error",
         Response::Denied(_) => "denied",
         _ => "ok",
     }
@@ -259,6 +270,10 @@ impl NodeMetrics {
     pub(crate) fn snapshot_built(&self, start: Instant, bytes: u64) {
         self.snapshots.observe(strata_metrics::seconds_since(start));
         self.snapshot_bytes.set(bytes as i64);
+    }
+
+    pub(crate) fn leader_handed_over(&self) {
+        self.hand_overs.inc();
     }
 
     pub(crate) fn lease_read(&self, hit: bool) {

@@ -6,7 +6,10 @@
 //! longer than `MAX_FRAME` or that do not decode close the connection.
 
 use bytes::{Bytes, BytesMut};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft_legacy::network_v1::{InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::LengthDelimitedCodec;
@@ -64,6 +67,12 @@ pub enum Request {
     Authenticate { token: String },
     /// What this connection may do; answered `Identity` or `Denied`.
     Identity,
+    /// A leader handing group `group` to another voter (sent to every
+    /// voter, so that each stops honouring the old leader's lease).
+    TransferLeader {
+        group: GroupId,
+        rpc: TransferLeaderRequest<TypeConfig>,
+    },
 }
 
 impl Request {
@@ -107,6 +116,7 @@ pub enum Response {
     /// A token was taken: what it grants.
     Authenticated(crate::types::Grant),
     Identity(Identity),
+    TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
 }
 
 /// What a connection may do: its grant (None: everything, as a node or

@@ -123,6 +123,7 @@ fn need(req: &Request) -> Need<'_> {
         Request::Append { .. }
         | Request::Vote { .. }
         | Request::Snapshot { .. }
+        | Request::TransferLeader { .. }
         | Request::Join { .. }
         | Request::Members { .. } => Need::Node,
         Request::InitCluster { .. }

@@ -36,6 +36,15 @@ impl MetaNode {
                 Some(r) => r.install_snapshot(rpc).await.map_err(|e| e.to_string()),
                 None => Err(MetaError::NoSuchGroup(group).to_string()),
             }),
+            Request::TransferLeader { group, rpc } => {
+                Response::TransferLeader(match self.raft(group) {
+                    Some(r) => r
+                        .handle_transfer_leader(rpc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err(MetaError::NoSuchGroup(group).to_string()),
+                })
+            }
             Request::Join { groups } => Response::Join(self.join(&groups).await),
             Request::InitCluster {
                 peers,

@@ -11,6 +11,7 @@
 
 mod access;
 mod disk_room;
+mod hand_over;
 mod listener;
 mod log_store;
 mod membership;

@@ -8,7 +8,10 @@ use openraft::AnyError;
 use openraft::BasicNode;
 use openraft::error::{NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft_legacy::network_v1::{
     Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
 };
@@ -111,6 +114,31 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         match self.send(req, option.hard_ttl()).await? {
             Response::Vote(r) => r.map_err(remote),
             other => Err(remote(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let req = Request::TransferLeader {
+            group: self.group,
+            rpc,
+        };
+        let answer = self
+            .pool
+            .call(&self.addr, req, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        match answer {
+            Response::TransferLeader(Ok(r)) => Ok(r),
+            Response::TransferLeader(Err(e)) => {
+                Err(RPCError::Network(NetworkError::new(&AnyError::error(e))))
+            }
+            other => Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                format!("unexpected answer {other:?}"),
+            )))),
         }
     }
 }

@@ -31,9 +31,9 @@ pub(super) fn raft_config(snapshot_logs: u64) -> Arc<Config> {
         // leader instead of hearing from one that cannot commit. It works
         // for an idle group; one with entries not yet acknowledged keeps
         // hearing them sent again (openraft does not gate replication),
-        // and waits for the link to heal (`tests/network_faults.rs`,
-        // Deafen; decision 65). At least a lease (the election timeout's
-        // maximum) plus an election timeout.
+        // which `hand_over` answers by handing the group to a follower
+        // (`tests/network_faults.rs`, Deafen; decision 67). At least a
+        // lease (the election timeout's maximum) plus an election timeout.
         quorum_loss_probe_interval: Some(2 * ELECTION_TIMEOUT_MAX_MS),
         ..Default::default()
     };

@@ -94,6 +94,10 @@ impl MetaNode {
         }
         node.tasks
             .spawn(recover_transactions(node.clone(), shutdown_rx.clone()));
+        node.tasks.spawn(super::hand_over::hand_over_when_unheard(
+            node.clone(),
+            shutdown_rx.clone(),
+        ));
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
         if let Some(r) = record {

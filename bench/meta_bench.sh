@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Metadata benchmark: Strata on a 1-node and a 3-node metaserver cluster next
 # to JuiceFS 1.4.2 with Redis metadata, all on this machine, 1 and 4 client
-# threads; then the longest stall a client sees while a group leader is killed.
+# processes; then the longest stall a client sees while a group leader is killed.
 # Strata runs twice on each: plain TCP, and TLS with client certificates
 # (made with `strata cert`), to show what TLS costs.
 #
@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 ops() {
   for t in 1 4; do python3 "$root/bench/meta_ops.py" "$1" --threads "$t" --files "$files" --label "$2"; done
-  # Four threads in four directories: what the kernel lets run at once.
+  # Four processes in four directories: what the kernel lets run at once.
   python3 "$root/bench/meta_ops.py" "$1" --threads 4 --spread --files "$files" --label "$2"
 }
 

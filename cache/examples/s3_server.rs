@@ -9,12 +9,15 @@
 //! more with `mkdir DIR/NAME`). The server picks a free loopback port; the
 //! endpoint URL is printed and, with `ENDPOINT_FILE`, written there once the
 //! server accepts connections (written whole, so a script may poll for it).
-//! Serves until killed or interrupted.
+//! Serves until killed or interrupted. With `S3_GET_LATENCY_MS=N` in the
+//! environment every GET waits N ms before it is served, as from a store
+//! across a network (`bench/dataset_epoch.sh`).
 //!
 //! cargo run --release -p strata-cache --features test-s3-server --example s3_server -- DIR BUCKET ACCESS SECRET
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 const USAGE: &str = "usage: s3_server DIR BUCKET ACCESS SECRET [ENDPOINT_FILE]";
 
@@ -38,14 +41,32 @@ async fn main() -> ExitCode {
         eprintln!("s3_server: cannot create {}: {e}", root.display());
         return ExitCode::FAILURE;
     }
-    let (endpoint, server) =
-        match strata_cache::test_s3::start_s3_server(&root, bucket, access, secret).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("s3_server: cannot start on {}: {e}", root.display());
+    let latency_ms = match std::env::var("S3_GET_LATENCY_MS") {
+        Ok(v) => match v.parse::<u64>() {
+            Ok(ms) => ms,
+            Err(_) => {
+                eprintln!(
+                    "s3_server: S3_GET_LATENCY_MS must be a number of milliseconds, not {v:?}"
+                );
                 return ExitCode::FAILURE;
             }
-        };
+        },
+        Err(_) => 0,
+    };
+    let started = if latency_ms > 0 {
+        let faults = Arc::new(strata_cache::test_s3::Faults::new(0));
+        faults.set_get_latency(std::time::Duration::from_millis(latency_ms));
+        strata_cache::test_s3::start_faulty_s3_server(&root, bucket, access, secret, faults).await
+    } else {
+        strata_cache::test_s3::start_s3_server(&root, bucket, access, secret).await
+    };
+    let (endpoint, server) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("s3_server: cannot start on {}: {e}", root.display());
+            return ExitCode::FAILURE;
+        }
+    };
     println!("{endpoint}");
     if let Some(f) = &endpoint_file
         && let Err(e) = write_whole(f, &endpoint)

@@ -92,6 +92,7 @@ pub struct Faults {
     cut_ppm: AtomicU32,
     lost_ppm: AtomicU32,
     flip_ppm: AtomicU32,
+    get_latency_us: AtomicU64,
     errors: AtomicU64,
     delays: AtomicU64,
     cuts: AtomicU64,
@@ -134,6 +135,7 @@ impl Faults {
             cut_ppm: AtomicU32::new(0),
             lost_ppm: AtomicU32::new(0),
             flip_ppm: AtomicU32::new(0),
+            get_latency_us: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             delays: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
@@ -166,6 +168,13 @@ impl Faults {
     /// change was made (an answer lost on the way back).
     pub fn set_lost_answers(&self, share: f64) {
         self.lost_ppm.store(ppm(share), Ordering::SeqCst);
+    }
+
+    /// Makes every GET wait `latency` before it is served, as a store
+    /// across a network would (benchmarks of cold reads; zero: none).
+    pub fn set_get_latency(&self, latency: Duration) {
+        self.get_latency_us
+            .store(latency.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Sends the whole body of `share` of GET responses (that are not
@@ -362,6 +371,10 @@ impl S3 for FaultyS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let plan = self.enter().await?;
+        let latency = self.faults.get_latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
         let mut resp = self.fs.get_object(req).await?;
         let len = resp
             .output

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Datasets (issue 27, aim 4): a training job's epochs over many small files,
+# read whole in a shuffled order by parallel reader processes.
+#   cold epochs: a fresh mount with an empty disk cache, the S3 server
+#     answering every GET after S3_GET_LATENCY_MS (as a remote store would),
+#     with 1, 4 and 16 readers;
+#   warm epochs: the blocks in the disk cache (the page cache dropped), 4 and
+#     16 readers, next to the same files on the local disk;
+#   `strata warmup` of the dataset on a fresh mount with an empty cache.
+# Prints files/s for each and the ratios the issue names.
+#
+# usage: bench/dataset_epoch.sh   (as root; installs fuse3)
+#   FILES=2000 SIZE=128K DIRS=20   the dataset
+#   S3_GET_LATENCY_MS=20            the store's latency per GET
+#   WARMUP_JOBS=16                  `strata warmup --jobs`
+#   KEEP=1                          keep the work directory
+# Not a test: numbers depend on the machine; run it on an idle one.
+set -eEuo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$(id -u)" != 0 ]; then
+  echo "dataset_epoch.sh: run as root (FUSE mounts, dropping the page cache)" >&2
+  exit 1
+fi
+FILES="${FILES:-2000}"
+SIZE="${SIZE:-128K}"
+DIRS="${DIRS:-20}"
+S3_GET_LATENCY_MS="${S3_GET_LATENCY_MS:-20}"
+WARMUP_JOBS="${WARMUP_JOBS:-16}"
+META_PORT="${META_PORT:-17770}"
+"$root/scripts/install-deps.sh"
+echo "building Strata (release)" >&2
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
+cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
+  --features test-s3-server --example s3_server
+S="$root/target/release/strata"
+ops="$root/bench/data_ops.py"
+work="$(mktemp -d /tmp/strata-dataset.XXXXXX)"
+mnt="$work/mnt"
+pids=()
+cleanup() {
+  set +e
+  mountpoint -q "$mnt" && { timeout 60 "$S" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt"; }
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
+  local what=$1; shift
+  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "dataset_epoch.sh: $what did not come up" >&2
+  exit 1
+}
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+access=bench-access secret=bench-secret-key
+S3_GET_LATENCY_MS="$S3_GET_LATENCY_MS" "$root/target/release/examples/s3_server" "$work/s3" strata \
+  "$access" "$secret" "$work/s3.endpoint" >/dev/null 2>"$work/s3.log" & pids+=($!)
+wait_for "the S3 server" test -s "$work/s3.endpoint"
+endpoint="$(cat "$work/s3.endpoint")"
+RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
+  >/dev/null 2>"$work/meta.log" & pids+=($!)
+wait_for "strata meta serve" test -s "$work/meta/meta.addr"
+export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
+"$S" format --meta "127.0.0.1:$META_PORT" data --storage s3://strata/data --s3-endpoint "$endpoint" >/dev/null
+
+# mount [keep]: a fresh mount; without "keep", an empty disk cache.
+mount_fresh() {
+  if mountpoint -q "$mnt"; then "$S" umount "$mnt" >/dev/null; fi
+  [ "${1:-}" = keep ] || rm -rf "$work/cache"
+  drop_caches
+  "$S" mount -d --meta "127.0.0.1:$META_PORT" data "$mnt" --log "$work/mount.log" \
+    --cache-dir "$work/cache" >/dev/null
+}
+
+# The dataset, written once (PUTs are not delayed), and a copy on local disk.
+mount_fresh
+echo "writing $FILES files of $SIZE in $DIRS directories" >&2
+python3 - "$mnt/set" "$work/local" "$FILES" "$SIZE" "$DIRS" <<'PY'
+import os, sys
+mnt, local, files, size, dirs = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+n = int(size[:-1]) * units[size[-1].upper()] if size[-1].upper() in units else int(size)
+for base in (mnt, local):
+    for d in range(dirs):
+        os.makedirs(os.path.join(base, f"d{d}"), exist_ok=True)
+for i in range(files):
+    data = os.urandom(n)
+    for base in (mnt, local):
+        with open(os.path.join(base, f"d{i % dirs}", f"f{i}"), "wb") as f:
+            f.write(data)
+PY
+
+declare -A rate
+for r in 1 4 16; do
+  mount_fresh
+  echo "cold epoch, $r readers (every GET ${S3_GET_LATENCY_MS} ms)" >&2
+  rate[cold$r]="$(python3 "$ops" epoch "$mnt/set" "$r" "$r")"
+done
+# The last cold epoch left every block in the disk cache.
+for r in 4 16; do
+  mount_fresh keep
+  echo "warm epoch, $r readers" >&2
+  rate[warm$r]="$(python3 "$ops" epoch "$mnt/set" "$r" "$((r + 100))")"
+  drop_caches
+  echo "local disk, $r readers" >&2
+  rate[local$r]="$(python3 "$ops" epoch "$work/local" "$r" "$((r + 100))")"
+done
+mount_fresh
+echo "strata warmup --jobs $WARMUP_JOBS" >&2
+start=$(date +%s.%N)
+"$S" warmup --jobs "$WARMUP_JOBS" "$mnt/set" >/dev/null
+end=$(date +%s.%N)
+rate[warmup]="$(awk -v a="$start" -v b="$end" -v n="$FILES" 'BEGIN {printf "%.1f", n / (b - a)}')"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+echo
+echo "$FILES files of $SIZE; every GET waits ${S3_GET_LATENCY_MS} ms; $(nproc) cores"
+printf '%-34s %10s\n' "epoch" "files/s"
+for r in 1 4 16; do printf '%-34s %10s\n' "cold, $r readers" "${rate[cold$r]}"; done
+for r in 4 16; do
+  printf '%-34s %10s\n' "warm (disk cache), $r readers" "${rate[warm$r]}"
+  printf '%-34s %10s\n' "local disk, $r readers" "${rate[local$r]}"
+done
+printf '%-34s %10s\n' "strata warmup --jobs $WARMUP_JOBS" "${rate[warmup]}"
+echo
+echo "warm / local disk: 4 readers $(ratio "${rate[warm4]}" "${rate[local4]}"), 16 readers $(ratio "${rate[warm16]}" "${rate[local16]}") (aim >= 0.7)"
+echo "cold 16 readers / cold 1 reader: $(ratio "${rate[cold16]}" "${rate[cold1]}") (aim >= 10)"
+echo "warmup / cold epoch: 1 reader $(ratio "${rate[warmup]}" "${rate[cold1]}"), 16 readers $(ratio "${rate[warmup]}" "${rate[cold16]}") (aim >= 5)"

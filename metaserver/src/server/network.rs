@@ -58,7 +58,7 @@ impl GroupNetwork {
         &self,
         req: Request,
         ttl: Duration,
-    ) -> Result<Response, RpcErr<E>> {
+    ) -> Result<Response, RPCError<TypeConfig, E>> {
         self.pool
             .call(&self.addr, req, ttl)
             .await
@@ -66,7 +66,7 @@ impl GroupNetwork {
     }
 }
 
-fn remote<E: std::error::Error>(msg: String) -> RpcErr<E> {
+fn remote<E: std::error::Error>(msg: String) -> RPCError<TypeConfig, E> {
     RPCError::Network(NetworkError::new(&AnyError::error(msg)))
 }
 
@@ -126,19 +126,9 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
             group: self.group,
             rpc,
         };
-        let answer = self
-            .pool
-            .call(&self.addr, req, option.hard_ttl())
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        match answer {
-            Response::TransferLeader(Ok(r)) => Ok(r),
-            Response::TransferLeader(Err(e)) => {
-                Err(RPCError::Network(NetworkError::new(&AnyError::error(e))))
-            }
-            other => Err(RPCError::Network(NetworkError::new(&AnyError::error(
-                format!("unexpected answer {other:?}"),
-            )))),
+        match self.send(req, option.hard_ttl()).await? {
+            Response::TransferLeader(r) => r.map_err(remote),
+            other => Err(remote(format!("unexpected answer {other:?}"))),
         }
     }
 }

@@ -9,8 +9,8 @@
 # aim 3) it also measures a plain S3 client (the AWS SDK, `s3_raw`) PUTting
 # and then GETting as many bytes as fio's sequential file, in 4 MiB objects,
 # `RAW_PUTS` and `RAW_GETS` requests in flight, and shows Strata's fio
-# sequential rates over it (with CACHE=off, the read is then a cold read from
-# the store); the mounts' CPU seconds per GiB (from /proc/PID/stat) for the
+# sequential rates over it (the read is on a fresh mount: with CACHE=off, a
+# cold read from the store); the mounts' CPU seconds per GiB (from /proc/PID/stat) for the
 # sequential write and read; and the object requests each mount counted per
 # GiB and per small file (their own metrics).
 #
@@ -203,8 +203,13 @@ workloads() {  # on $mnt, recording under $fs
   v="$(fio_rate seqwrite write 1M write MIB --end_fsync=1)"
   record "fio seq write 1M" MiB/s "$v"
   record_cost "fio seq write 1M" "$cpu0" "$req0" "$seq_gib" GiB
+  # A fresh mount for the read: nothing of the file in the mount's memory
+  # (with CACHE=off the read is then all from the store).
+  umount_fs
   drop_caches
-  step "fio sequential read, 1M blocks"
+  mount_fs
+  find_mount_pid
+  step "fio sequential read, 1M blocks (fresh mount)"
   cpu0="$(mount_cpu)" req0="$(python3 "$ops" requests "$metrics_url")"
   v="$(fio_rate seqread read 1M read MIB)"
   record "fio seq read 1M" MiB/s "$v"
@@ -248,13 +253,17 @@ export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us
   --s3-endpoint "$endpoint" >/dev/null
 strata_cache=()
 [ "$CACHE" = on ] && strata_cache=(--cache-dir "$work/strata-cache" --cache-size "${CACHE_SIZE_MIB}M")
-# shellcheck disable=SC2086 # STRATA_MOUNT_OPTS is a list of flags
-"$S" mount -d --meta "127.0.0.1:$META_PORT" bench "$mnt" --log "$work/strata-mount.log" \
-  --metrics "127.0.0.1:$METRICS_PORT" "${strata_cache[@]}" ${STRATA_MOUNT_OPTS:-} >/dev/null
+mount_fs() {
+  # shellcheck disable=SC2086 # STRATA_MOUNT_OPTS is a list of flags
+  "$S" mount -d --meta "127.0.0.1:$META_PORT" bench "$mnt" --log "$work/strata-mount.log" \
+    --metrics "127.0.0.1:$METRICS_PORT" "${strata_cache[@]}" ${STRATA_MOUNT_OPTS:-} >/dev/null
+}
+umount_fs() { "$S" umount "$mnt" >/dev/null; }
+mount_fs
 metrics_url="http://127.0.0.1:$METRICS_PORT/metrics"
 find_mount_pid
 workloads
-"$S" umount "$mnt" >/dev/null
+umount_fs
 # JuiceFS's run gets the disk as Strata's found it: Strata's cache and
 # objects would otherwise take space from JuiceFS's cache (which stops
 # caching below 10% free space).
@@ -272,13 +281,17 @@ juicefs format --storage s3 --bucket "$endpoint/juicefs" --access-key "$access" 
   --secret-key "$secret" "redis://127.0.0.1:$REDIS_PORT/1" bench >"$work/juicefs-format.log" 2>&1
 jfs_cache=(--cache-size 0)
 [ "$CACHE" = on ] && jfs_cache=(--cache-dir "$work/juicefs-cache" --cache-size "$CACHE_SIZE_MIB")
-# shellcheck disable=SC2086
-juicefs mount -d "redis://127.0.0.1:$REDIS_PORT/1" "$mnt" --log "$work/juicefs-mount.log" \
-  --metrics "127.0.0.1:$((METRICS_PORT + 1))" "${jfs_cache[@]}" ${JFS_MOUNT_OPTS:-} >/dev/null 2>&1
+mount_fs() {
+  # shellcheck disable=SC2086
+  juicefs mount -d "redis://127.0.0.1:$REDIS_PORT/1" "$mnt" --log "$work/juicefs-mount.log" \
+    --metrics "127.0.0.1:$((METRICS_PORT + 1))" "${jfs_cache[@]}" ${JFS_MOUNT_OPTS:-} >/dev/null 2>&1
+}
+umount_fs() { juicefs umount "$mnt" >/dev/null 2>&1; }
+mount_fs
 metrics_url="http://127.0.0.1:$((METRICS_PORT + 1))/metrics"
 find_mount_pid
 workloads
-juicefs umount "$mnt" >/dev/null 2>&1
+umount_fs
 
 echo
 echo "Strata and JuiceFS $(juicefs version | awk '{print $3}') on one s3s-fs server on loopback;" \

@@ -6,13 +6,16 @@
 #     with 1, 4 and 16 readers;
 #   warm epochs: the blocks in the disk cache (the page cache dropped), 4 and
 #     16 readers, next to the same files on the local disk;
-#   `strata warmup` of the dataset on a fresh mount with an empty cache.
+#   `strata warmup` of the dataset on a fresh mount with an empty cache;
+#   the store's own limit for these GETs: a plain S3 client (`s3_raw`, the
+#   AWS SDK) GETting as many 128K objects with as many in flight as the
+#   16-reader epoch and the warmup.
 # Prints files/s for each and the ratios the issue names.
 #
 # usage: bench/dataset_epoch.sh   (as root; installs fuse3)
-#   FILES=2000 SIZE=128K DIRS=20   the dataset
+#   FILES=2000 SIZE=128K DIRS=20   the dataset (SIZE in K or M)
 #   S3_GET_LATENCY_MS=20            the store's latency per GET
-#   WARMUP_JOBS=16                  `strata warmup --jobs`
+#   WARMUP_JOBS=64                  `strata warmup --jobs`
 #   KEEP=1                          keep the work directory
 # Not a test: numbers depend on the machine; run it on an idle one.
 set -eEuo pipefail
@@ -25,13 +28,18 @@ FILES="${FILES:-2000}"
 SIZE="${SIZE:-128K}"
 DIRS="${DIRS:-20}"
 S3_GET_LATENCY_MS="${S3_GET_LATENCY_MS:-20}"
-WARMUP_JOBS="${WARMUP_JOBS:-16}"
+WARMUP_JOBS="${WARMUP_JOBS:-64}"
 META_PORT="${META_PORT:-17770}"
+case "$SIZE" in
+  *[Kk]) size_kib="${SIZE%?}" ;;
+  *[Mm]) size_kib="$(( ${SIZE%?} * 1024 ))" ;;
+  *) echo "dataset_epoch.sh: SIZE must end in K or M, not $SIZE" >&2; exit 1 ;;
+esac
 "$root/scripts/install-deps.sh"
 echo "building Strata (release)" >&2
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server
+  --features test-s3-server --example s3_server --example s3_raw
 S="$root/target/release/strata"
 ops="$root/bench/data_ops.py"
 work="$(mktemp -d /tmp/strata-dataset.XXXXXX)"
@@ -113,6 +121,11 @@ start=$(date +%s.%N)
 "$S" warmup --jobs "$WARMUP_JOBS" "$mnt/set" >/dev/null
 end=$(date +%s.%N)
 rate[warmup]="$(awk -v a="$start" -v b="$end" -v n="$FILES" 'BEGIN {printf "%.1f", n / (b - a)}')"
+# The same GETs from a plain client, in a bucket of their own.
+for c in 16 "$WARMUP_JOBS"; do
+  rate[raw$c]="$("$root/target/release/examples/s3_raw" "$endpoint" strata "$access" "$secret" \
+    "$(( (FILES * size_kib + 1023) / 1024 ))" "${size_kib}K" "$c" | awk '{print $6}')"
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
@@ -124,7 +137,11 @@ for r in 4 16; do
   printf '%-34s %10s\n' "local disk, $r readers" "${rate[local$r]}"
 done
 printf '%-34s %10s\n' "strata warmup --jobs $WARMUP_JOBS" "${rate[warmup]}"
+for c in 16 "$WARMUP_JOBS"; do
+  printf '%-34s %10s\n' "plain S3 client, $c GETs in flight" "${rate[raw$c]}"
+done
 echo
 echo "warm / local disk: 4 readers $(ratio "${rate[warm4]}" "${rate[local4]}"), 16 readers $(ratio "${rate[warm16]}" "${rate[local16]}") (aim >= 0.7)"
 echo "cold 16 readers / cold 1 reader: $(ratio "${rate[cold16]}" "${rate[cold1]}") (aim >= 10)"
 echo "warmup / cold epoch: 1 reader $(ratio "${rate[warmup]}" "${rate[cold1]}"), 16 readers $(ratio "${rate[warmup]}" "${rate[cold16]}") (aim >= 5)"
+echo "against the store's own limit: cold 16 readers $(ratio "${rate[cold16]}" "${rate[raw16]}"), warmup $(ratio "${rate[warmup]}" "${rate[raw$WARMUP_JOBS]}")"

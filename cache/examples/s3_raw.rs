@@ -1,11 +1,13 @@
 //! What an S3 server gives a plain client: PUTs, then GETs, of `TOTAL_MIB`
-//! in objects of `OBJECT_MIB`, `CONCURRENCY` requests in flight, through the
-//! AWS SDK with its defaults (the HTTP stack Strata uses), and then deletes
-//! them. Prints `put MIB/S get MIB/S` on one line. Benchmarks compare a
-//! filesystem's sequential write and cold read on the same server with it
-//! (`bench/data_bench.sh`): the store's own limit, measured.
+//! in objects of `OBJECT` (MiB, or KiB with a `K` suffix), `CONCURRENCY`
+//! requests in flight, through the AWS SDK with its defaults (the HTTP stack
+//! Strata uses), and then deletes them. Prints `put MIB/S get MIB/S
+//! get_objects OBJECTS/S` on one line. Benchmarks compare a filesystem's
+//! sequential write and cold read (`bench/data_bench.sh`) and a warmup of
+//! small files (`bench/dataset_epoch.sh`) on the same server with it: the
+//! store's own limit, measured.
 //!
-//! usage: s3_raw ENDPOINT BUCKET ACCESS SECRET TOTAL_MIB OBJECT_MIB CONCURRENCY
+//! usage: s3_raw ENDPOINT BUCKET ACCESS SECRET TOTAL_MIB OBJECT CONCURRENCY
 //!
 //! cargo run --release -p strata-cache --example s3_raw -- http://127.0.0.1:PORT strata KEY SECRET 1024 4 20
 
@@ -18,7 +20,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::sync::Semaphore;
 
-const USAGE: &str = "usage: s3_raw ENDPOINT BUCKET ACCESS SECRET TOTAL_MIB OBJECT_MIB CONCURRENCY";
+const USAGE: &str = "usage: s3_raw ENDPOINT BUCKET ACCESS SECRET TOTAL_MIB OBJECT CONCURRENCY";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -33,9 +35,14 @@ async fn main() -> ExitCode {
             "s3_raw: {what} must be a positive number, not {s:?}"
         )),
     };
-    let (total, object, concurrency) = match (
+    // OBJECT in KiB: "4" is 4 MiB, "128K" is 128 KiB.
+    let object_kib = match object.strip_suffix(['K', 'k']) {
+        Some(kib) => number("OBJECT", kib),
+        None => number("OBJECT", object).map(|mib| mib << 10),
+    };
+    let (total, object_kib, concurrency) = match (
         number("TOTAL_MIB", total),
-        number("OBJECT_MIB", object),
+        object_kib,
         number("CONCURRENCY", concurrency),
     ) {
         (Ok(t), Ok(o), Ok(c)) => (t, o, c),
@@ -62,9 +69,9 @@ async fn main() -> ExitCode {
         .force_path_style(true)
         .build();
     let client = Client::from_conf(conf);
-    let count = total.div_ceil(object);
+    let count = (total << 10).div_ceil(object_kib);
     let body = bytes::Bytes::from(
-        (0..object << 20)
+        (0..object_kib << 10)
             .map(|i| (i * 7 + i / 4093) as u8)
             .collect::<Vec<u8>>(),
     );
@@ -104,8 +111,13 @@ async fn main() -> ExitCode {
     }
     match (put, get) {
         (Ok(p), Ok(g)) => {
-            let mib = (count * object) as f64;
-            println!("put {:.1} get {:.1}", mib / p, mib / g);
+            let mib = (count * object_kib) as f64 / 1024.0;
+            println!(
+                "put {:.1} get {:.1} get_objects {:.1}",
+                mib / p,
+                mib / g,
+                count as f64 / g
+            );
             ExitCode::SUCCESS
         }
         (Err(e), _) | (_, Err(e)) => {

@@ -141,20 +141,36 @@ pub fn write_new(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-/// The whole file `path`, its page-aligned part read direct.
+/// The whole file `path`, read direct.
 pub fn read_all(path: &Path) -> io::Result<Bytes> {
     let (f, direct) = open(std::fs::OpenOptions::new().read(true), path)?;
     let size = f.metadata()?.len() as usize;
+    let padded = size.next_multiple_of(ALIGN);
     // Read into a Vec at its first aligned byte (over-allocated by ALIGN),
     // and hand out the bytes from there: no copy.
-    let mut v: Vec<u8> = Vec::with_capacity(size + ALIGN);
+    let mut v: Vec<u8> = Vec::with_capacity(padded + ALIGN);
     let skip = v.as_ptr().align_offset(ALIGN);
-    let whole = if direct { size / ALIGN * ALIGN } else { 0 };
-    read_into_spare(&f, &mut v, skip, 0, whole)?;
+    let mut done = 0;
     if direct {
-        set_direct(&f, false)?;
+        // One direct read takes the unaligned end too: it may ask past the
+        // end of the file and comes back short there. Reading that end
+        // through the page cache instead was a second IO after the first:
+        // a quarter fewer blocks per second from a cold disk cache.
+        // SAFETY: `skip + padded <= capacity`, so the kernel writes inside
+        // the allocation; the length is set below over bytes read only.
+        let n = unsafe { libc::pread(f.as_raw_fd(), v.as_mut_ptr().add(skip).cast(), padded, 0) };
+        // Anything short of the whole file (an interrupted or refused
+        // read) goes on through the page cache from the last whole page.
+        done = if n >= 0 && n as usize >= size {
+            size
+        } else {
+            n.max(0) as usize / ALIGN * ALIGN
+        };
+        if done < size {
+            set_direct(&f, false)?;
+        }
     }
-    read_into_spare(&f, &mut v, skip, whole, size)?;
+    read_into_spare(&f, &mut v, skip, done, size)?;
     // SAFETY: bytes [skip, skip + size) were written by the reads above;
     // the first `skip` bytes are zeroed so the whole length is initialised.
     unsafe {

@@ -13,6 +13,7 @@ mod access;
 mod disk_room;
 mod hand_over;
 mod listener;
+mod log_bound;
 mod log_store;
 mod membership;
 mod network;

@@ -99,6 +99,11 @@ impl MetaNode {
             shutdown_rx.clone(),
         ));
         node.tasks
+            .spawn(super::log_bound::snapshot_when_the_log_grows(
+                node.clone(),
+                shutdown_rx.clone(),
+            ));
+        node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
         if let Some(r) = record {
             // The cluster map must carry this node's current address. That
@@ -262,7 +267,7 @@ pub(super) fn read_node_record(db: &Database) -> Result<Option<NodeRecord>, stor
 }
 
 fn write_node_record(db: &Database, r: &NodeRecord) -> Result<(), store::DbError> {
-    let tx = db.begin_write()?;
+    let tx = store::begin_durable_write(db)?;
     tx.open_table(store::NODE)?
         .insert("node", store::encode(r).as_slice())?;
     tx.commit()?;

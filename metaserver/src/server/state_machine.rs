@@ -92,6 +92,9 @@ impl StateMachine {
         } else {
             Durability::None
         })?;
+        // As `store::begin_durable_write`: the durable commit, once a
+        // second, saves redb's allocator state (decision 70).
+        tx.set_quick_repair(durable);
         let mut results = Vec::with_capacity(entries.len());
         let mut applied: Applied = {
             let t = tx.open_table(APPLIED)?;
@@ -188,8 +191,7 @@ impl StateMachine {
             let tx = self.db.begin_read()?;
             tx.open_table(RAFT)?.load(&k)?
         };
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
+        let tx = store::begin_durable_write(&self.db)?;
         tx.open_table(RAFT)?.put(
             &k,
             &SnapshotRecord {
@@ -218,8 +220,7 @@ impl StateMachine {
             dst.sync_all().map_err(io)?;
         }
         let mut r = BufReader::new(std::fs::File::open(&path).map_err(io)?);
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
+        let tx = store::begin_durable_write(&self.db)?;
         {
             let mut t = tx.open_table(SM)?;
             let lo = key::group(g);

@@ -129,6 +129,9 @@ enum Job {
 #[derive(Clone)]
 pub struct Wal {
     groups: Arc<Mutex<Groups>>,
+    /// Bytes of entries each group appended since `appended_over` last said
+    /// so (see `server/log_bound.rs`).
+    appended: Arc<Mutex<HashMap<GroupId, u64>>>,
     jobs: std::sync::mpsc::Sender<Job>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -186,7 +189,10 @@ fn read_segment(path: &Path) -> Result<Vec<Record>, DbError> {
         if crc32fast::hash(&bytes[pos + 8..end]) != crc || expect_lsn.is_some_and(|l| l != lsn) {
             break;
         }
-        let record = match store::decode::<Record>(&bytes[pos + HEADER..end]) {
+        // A checkpoint holds every live entry, far more than one row's
+        // bound: the record's own length bound is the limit (a node that
+        // loaded 10 M inodes wrote a 1 GB checkpoint it then could not read).
+        let record = match store::decode_within::<Record, MAX_RECORD>(&bytes[pos + HEADER..end]) {
             Ok(r) => r,
             // A record whose checksum holds but which does not decode was
             // written by a different program: refuse rather than drop data.
@@ -236,6 +242,13 @@ impl Segment {
             groups.iter().map(|(g, l)| (*g, l.clone())).collect();
         all.sort_by_key(|(g, _)| *g);
         let payload = store::encode(&Record::Checkpoint(all));
+        if payload.len() > MAX_RECORD {
+            // Written, it would read back as a torn tail: every entry lost.
+            return Err(DbError::Storage(format!(
+                "the log's live entries take {} bytes, more than a checkpoint may ({MAX_RECORD})",
+                payload.len()
+            )));
+        }
         let mut buf = Vec::with_capacity(payload.len() + HEADER);
         frame(&mut buf, 0, &payload);
         let path = dir.join(segment_name(seq));
@@ -271,6 +284,9 @@ impl Segment {
 
     /// Writes `payloads` after what is there and makes them durable.
     fn write(&mut self, payloads: &[&[u8]]) -> Result<(), String> {
+        if let Some(p) = payloads.iter().find(|p| p.len() > MAX_RECORD) {
+            return Err(format!("a log record of {} bytes is too large", p.len()));
+        }
         let mut buf = Vec::new();
         for p in payloads {
             frame(&mut buf, self.next_lsn, p);
@@ -344,7 +360,7 @@ fn legacy_state(db: &Database) -> Result<Groups, DbError> {
 
 /// Deletes the redb log rows once the write-ahead log holds them.
 fn drop_legacy(db: &Database, groups: &Groups) -> Result<(), DbError> {
-    let tx = db.begin_write()?;
+    let tx = store::begin_durable_write(db)?;
     {
         let mut log = tx.open_table(LOG)?;
         log.retain(|_, _| false)?;
@@ -394,6 +410,7 @@ impl Wal {
             .map_err(|e| DbError::Storage(format!("cannot start the log writer: {e}")))?;
         Ok(Wal {
             groups,
+            appended: Default::default(),
             jobs,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
@@ -412,6 +429,9 @@ impl Wal {
     /// one step so the order on disk is the order in memory.
     fn submit(&self, record: Record, done: Done) {
         let payload = store::encode(&record);
+        if let Record::Append { group, .. } = &record {
+            *self.appended.lock().unwrap().entry(*group).or_default() += payload.len() as u64;
+        }
         let mut groups = self.groups.lock().unwrap();
         apply(&mut groups, record);
         if let Err(std::sync::mpsc::SendError(Job::Write(_, done))) =
@@ -443,6 +463,18 @@ impl Wal {
 
     pub async fn save_vote(&self, group: GroupId, vote: Vote) -> Result<(), String> {
         self.submit_and_wait(Record::Vote { group, vote }).await
+    }
+
+    /// Whether `group` appended more than `bytes` of entries since this
+    /// last answered yes for it; a yes starts the count again.
+    pub fn appended_over(&self, group: GroupId, bytes: u64) -> bool {
+        let mut appended = self.appended.lock().unwrap();
+        let n = appended.entry(group).or_default();
+        let over = *n > bytes;
+        if over {
+            *n = 0;
+        }
+        over
     }
 
     pub fn vote(&self, group: GroupId) -> Option<Vote> {
@@ -683,5 +715,68 @@ mod tests {
         let wal = Wal::open(&wdir, &db).unwrap();
         assert_eq!(indexes(&wal, 2), vec![1, 2, 3]);
         wal.stop().await;
+    }
+
+    /// A node that loaded 10 M inodes wrote a checkpoint of about 1 GB and
+    /// then refused to start: records were decoded with a row's bound
+    /// (256 MiB). A checkpoint above that bound must read back.
+    #[tokio::test]
+    async fn a_checkpoint_larger_than_a_row_reads_back() {
+        use crate::request::{LogRequest, WriteRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let db = legacy(dir.path());
+        let wdir = dir.path().join("wal");
+        // A string field: bincode copies it whole, where a Vec<u8> goes a
+        // byte at a time (minutes for these 260 MiB in a debug build).
+        let big = |index: u64| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogRequest {
+                req: WriteRequest::RegisterNode {
+                    id: index,
+                    addr: char::from(b'a' + (index % 26) as u8)
+                        .to_string()
+                        .repeat(1 << 20),
+                    groups: Vec::new(),
+                },
+                origin: None,
+                at: crate::types::Timestamp { sec: 1, nsec: 0 },
+            }),
+        };
+        let count = 260u64;
+        {
+            let wal = Wal::open(&wdir, &db).unwrap();
+            for i in 1..=count {
+                write(&wal, 1, vec![big(i)]).await;
+            }
+            wal.stop().await;
+        }
+        // This open reads the appends and writes them as one checkpoint
+        // (over 256 MiB); the next one reads that checkpoint.
+        Wal::open(&wdir, &db).unwrap().stop().await;
+        let wal = Wal::open(&wdir, &db).unwrap();
+        assert_eq!(indexes(&wal, 1), (1..=count).collect::<Vec<_>>());
+        assert_eq!(wal.entries(1, count..), vec![big(count)]);
+        wal.stop().await;
+    }
+
+    #[test]
+    fn appended_bytes_are_counted_per_group_until_they_pass_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = legacy(dir.path());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let wal = Wal::open(&dir.path().join("wal"), &db).unwrap();
+            write(&wal, 1, (1..=100).map(|i| entry(1, i)).collect()).await;
+            let one_append = store::encode(&Record::Append {
+                group: 1,
+                entries: (1..=100).map(|i| entry(1, i)).collect(),
+            })
+            .len() as u64;
+            assert!(!wal.appended_over(2, 0), "group 2 appended nothing");
+            assert!(!wal.appended_over(1, one_append), "not more than the bound");
+            assert!(wal.appended_over(1, one_append - 1));
+            assert!(!wal.appended_over(1, 0), "a yes starts the count again");
+            wal.stop().await;
+        });
     }
 }

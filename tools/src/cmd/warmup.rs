@@ -35,8 +35,10 @@ pub struct WarmupArgs {
     /// (symbolic links inside them are not followed).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Parallel readers.
-    #[arg(long, short = 'j', default_value_t = 16)]
+    /// Parallel readers. Each waits on one object-store GET at a time, so
+    /// a store far away wants many: 64 warmed 2 000 small files 1.4x as fast
+    /// as 16 with 20 ms per GET, and the plain S3 client's limit bounded it.
+    #[arg(long, short = 'j', default_value_t = 64)]
     pub jobs: usize,
 }
 

@@ -1428,8 +1428,10 @@ fn admin_write(w: &WriteRequest) -> Option<&'static str> {
         // A made-up share (of a home that does not exist, say) could too.
         W::QuotaBudget { .. } => Some("Write QuotaBudget"),
         W::AllocSliceIds { .. }
+        | W::ReserveInos { .. }
         | W::SetAttr { .. }
         | W::Create { .. }
+        | W::CreateFile { .. }
         | W::Link { .. }
         | W::Unlink { .. }
         | W::Rmdir { .. }

@@ -101,8 +101,11 @@ fn a_full_metadata_disk_refuses_changes_with_enospc_and_recovers() {
     // Less free than a log segment (64 MiB) and the margin: a node that
     // took more changes could fail to write its log and stop.
     let filler = fill(&disk.0, 40 << 20);
+    // A new file's create goes at its first fsync or close (decision 71),
+    // so that is where the refusal may come.
+    let create_synced = |name: &str| std::fs::File::create(m.path(name))?.sync_all();
     until(10, "changes to be refused", || {
-        std::fs::File::create(m.path("refused")).is_err()
+        create_synced("refused").is_err()
     });
     let e = std::fs::create_dir(m.path("refused-dir")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
@@ -113,7 +116,7 @@ fn a_full_metadata_disk_refuses_changes_with_enospc_and_recovers() {
     // Room again: changes are taken, by the same node process.
     std::fs::remove_file(&filler).unwrap();
     until(10, "changes to be taken again", || {
-        std::fs::File::create(m.path("after")).is_ok()
+        create_synced("after").is_ok()
     });
     write_synced(&m.path("after"), "written");
     let names: Vec<String> = std::fs::read_dir(m.path(""))

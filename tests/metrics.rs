@@ -170,15 +170,19 @@ fn prometheus_sees_what_a_workload_did_on_a_mount_and_a_cluster() {
     let put = prom.reaches(r#"strata_object_bytes_total{kind="PUT"}"#, written);
     assert!(put >= written, "{put} bytes PUT for {written} written");
     prom.reaches(r#"strata_object_requests_total{kind="PUT"}"#, FILES as f64);
-    // Metadata: at least one create request per file, answered by the
-    // cluster's nodes and made by the mount.
-    prom.reaches(r#"strata_meta_rpcs_total{kind="Create"}"#, FILES as f64);
+    // Metadata: at least one create request per file (a Create at open, or
+    // a CreateFile with the file's first commit: decision 71), answered by
+    // the cluster's nodes and made by the mount.
     prom.reaches(
-        r#"sum(strata_node_requests_total{job="cluster",kind="Create",result="ok"})"#,
+        r#"sum(strata_meta_rpcs_total{kind=~"Create|CreateFile"})"#,
+        FILES as f64,
+    );
+    prom.reaches(
+        r#"sum(strata_node_requests_total{job="cluster",kind=~"Create|CreateFile",result="ok"})"#,
         FILES as f64,
     );
     let latencies = prom.reaches(
-        r#"sum(strata_node_request_duration_seconds_count{job="cluster",kind="Create"})"#,
+        r#"sum(strata_node_request_duration_seconds_count{job="cluster",kind=~"Create|CreateFile"})"#,
         FILES as f64,
     );
     assert!(latencies >= FILES as f64);
@@ -376,7 +380,14 @@ fn stats_once_shows_what_the_mount_did_during_its_interval() {
     assert!(rate("  create ") > 0.0, "{made} files made:\n{text}");
     assert!(rate("  fsync ") > 0.0, "{text}");
     assert!(rate("  PUT ") > 0.0, "{text}");
-    assert!(rate("  Create ") > 0.0, "{text}");
+    // A Create at open or a CreateFile at the fsync (decision 71).
+    let listed = |prefix: &str| text.lines().any(|l| l.starts_with(prefix));
+    let creates = ["  Create ", "  CreateFile "]
+        .into_iter()
+        .filter(|p| listed(p))
+        .map(rate)
+        .sum::<f64>();
+    assert!(creates > 0.0, "{text}");
     let dir = mnt.dir.clone();
     mnt.unmount();
     let after = strata()

@@ -588,3 +588,170 @@ fn a_live_clients_lock_outlives_its_lease_and_a_leader_change() {
     a.unmount();
     b.unmount();
 }
+
+/// The metaserver's count of `kind` requests answered `ok`.
+fn writes_of(metrics: &str, kind: &str) -> u64 {
+    node_requests(&[metrics.to_string()], kind, "ok")
+}
+
+#[test]
+fn a_small_file_is_created_written_and_closed_in_one_log_write() {
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let meta = MetaServer::start_node_with(
+        1,
+        &tmp.path().join("meta"),
+        "127.0.0.1:0",
+        &["--metrics", &metrics],
+    );
+    let blocks = tmp.path().join("blocks");
+    std::fs::create_dir_all(&blocks).unwrap();
+    let storage = format!("file://{}", blocks.display());
+    run_ok(&[
+        "format",
+        "--meta",
+        &meta.addr,
+        "data",
+        "--storage",
+        &storage,
+    ]);
+    // A create waits for the file's first commit only with the
+    // directory's attributes at hand: long TTLs keep them while the test
+    // runs, however slowly.
+    let ttl = ["--attr-cache", "600", "--entry-cache", "600"];
+    let deferring = [&ttl[..], &["--defer-creates"]].concat();
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &deferring);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    std::fs::create_dir(a.path("d")).unwrap();
+    // The first create also reads the quotas and reserves inode numbers.
+    std::fs::write(a.path("d/first"), b"1").unwrap();
+
+    let counts = || ["CreateFile", "Create", "WriteSlices"].map(|kind| writes_of(&metrics, kind));
+    let before = counts();
+    for i in 0..10 {
+        std::fs::write(a.path(&format!("d/f{i}")), vec![i as u8; 10_000]).unwrap();
+    }
+    let [create_file, create, write_slices] = counts();
+    assert_eq!(
+        [create_file, create, write_slices],
+        [before[0] + 10, before[1], before[2]],
+        "one CreateFile per file: no Create, no WriteSlices"
+    );
+    for i in 0..10 {
+        let got = std::fs::read(b.path(&format!("d/f{i}"))).unwrap();
+        assert_eq!(got, vec![i as u8; 10_000], "B reads f{i}");
+    }
+
+    // By default the create goes at open(2): two writes a file.
+    let (c, _) = mount(&meta.addr, &tmp.path().join("c"), &ttl);
+    std::fs::metadata(c.path("d")).unwrap();
+    let before = counts();
+    std::fs::write(c.path("d/g"), b"g").unwrap();
+    assert_eq!(counts(), [before[0], before[1] + 1, before[2] + 1]);
+    a.unmount();
+    b.unmount();
+    c.unmount();
+}
+
+#[test]
+fn a_file_created_here_is_everywhere_once_closed_synced_or_used() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    require_fuse();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = setup(tmp.path());
+    let deferring = [
+        "--attr-cache",
+        "600",
+        "--entry-cache",
+        "600",
+        "--defer-creates",
+    ];
+    let (a, _) = mount(&meta.addr, &tmp.path().join("a"), &deferring);
+    let (b, _) = mount(&meta.addr, &tmp.path().join("b"), &[]);
+    std::fs::metadata(a.path("")).unwrap();
+    let create = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(a.path(name))
+            .unwrap()
+    };
+
+    // fsync: there for B while A still has it open.
+    let mut f = create("synced");
+    f.write_all(b"synced").unwrap();
+    assert_eq!(f.metadata().unwrap().len(), 6, "A's stat shows its writes");
+    f.sync_all().unwrap();
+    assert_eq!(std::fs::read(b.path("synced")).unwrap(), b"synced");
+    drop(f);
+
+    // A file closed without a write.
+    drop(create("empty"));
+    assert_eq!(std::fs::metadata(b.path("empty")).unwrap().len(), 0);
+
+    // Renamed, and unlinked, while open: the create goes first.
+    let mut f = create("before");
+    f.write_all(b"one ").unwrap();
+    std::fs::rename(a.path("before"), a.path("after")).unwrap();
+    f.write_all(b"two").unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(b.path("after")).unwrap(), b"one two");
+    assert!(!b.path("before").exists());
+    let mut f = create("gone");
+    std::fs::remove_file(a.path("gone")).unwrap();
+    f.write_all(b"still readable").unwrap();
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    drop(f);
+    assert!(!b.path("gone").exists() && !a.path("gone").exists());
+
+    // A listing, a mkdir of the same name, rmdir of its directory, a
+    // hard link: each sees the file.
+    std::fs::create_dir(a.path("sub")).unwrap();
+    let f = create("sub/open");
+    let names: Vec<_> = std::fs::read_dir(a.path("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["open"]);
+    let e = std::fs::create_dir(a.path("sub/open")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let e = std::fs::remove_dir(a.path("sub")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    drop(f);
+    let f = create("linked");
+    std::fs::hard_link(a.path("linked"), a.path("link2")).unwrap();
+    assert_eq!(std::fs::metadata(b.path("link2")).unwrap().nlink(), 2);
+    drop(f);
+
+    // O_EXCL (a lock file) is made at open: B sees it before A closes.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(a.path("lock"))
+        .unwrap();
+    assert!(b.path("lock").exists(), "an O_EXCL create went at open");
+    drop(f);
+
+    // Another client made the name first: A's close says so, and B's
+    // file stays as B wrote it.
+    let mut f = create("raced");
+    std::fs::write(b.path("raced"), b"from b").unwrap();
+    f.write_all(b"from a").unwrap();
+    // SAFETY: closing a descriptor we own, once (into_raw_fd gives it up).
+    let closed = unsafe { libc::close(std::os::fd::IntoRawFd::into_raw_fd(f)) };
+    assert_eq!(closed, -1, "A's close reports the lost create");
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert_eq!(std::fs::read(b.path("raced")).unwrap(), b"from b");
+    // A's kernel still holds the name for the file that never was (the
+    // entry TTL is long): told it is stale, it looks the name up again.
+    assert_eq!(std::fs::read(a.path("raced")).unwrap(), b"from b");
+    a.unmount();
+    b.unmount();
+}

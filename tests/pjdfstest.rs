@@ -79,13 +79,24 @@ fn run_suite(mnt: &Path, secondary: &Path, patterns: &[&str]) -> String {
 
 #[test]
 fn pjdfstest_passes() {
+    pjdfstest_passes_on(&[]);
+}
+
+/// With creates sent at each file's first commit (decision 71).
+#[test]
+fn pjdfstest_passes_with_deferred_creates() {
+    pjdfstest_passes_on(&["--defer-creates"]);
+}
+
+fn pjdfstest_passes_on(flags: &[&str]) {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let secondary = tmp.path().join("other");
     std::fs::create_dir_all(&secondary).unwrap();
+    let data = tmp.path().join("data");
     let m = Mount::new(
         &tmp.path().join("mnt"),
-        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
+        &[&["--data-dir", data.to_str().unwrap()], flags].concat(),
         &[],
     );
     // Patterns match substrings ("link::" also runs unlink:: and symlink::),

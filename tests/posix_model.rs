@@ -296,11 +296,22 @@ fn xattr_name(rng: &mut Rng) -> String {
 
 #[test]
 fn random_operations_match_a_local_directory() {
+    random_operations_on(&[]);
+}
+
+/// With creates sent at each file's first commit (decision 71).
+#[test]
+fn random_operations_match_a_local_directory_with_deferred_creates() {
+    random_operations_on(&["--defer-creates"]);
+}
+
+fn random_operations_on(flags: &[&str]) {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
     let m = Mount::new(
         &tmp.path().join("mnt"),
-        &["--data-dir", tmp.path().join("data").to_str().unwrap()],
+        &[&["--data-dir", data.to_str().unwrap()], flags].concat(),
         &[],
     );
     for seed in [11u64, 12, 13] {

@@ -48,6 +48,9 @@ pub struct FsConfig {
     /// blocks always go there). On by default since disk-cache files are
     /// written around the page cache, which made the copy cheap.
     pub cache_large_writes: bool,
+    /// Send a regular file's create with its first commit (decision 71),
+    /// where nothing but another client's view until then can tell.
+    pub defer_creates: bool,
     /// How long this client's file locks outlive it if it dies (they are
     /// renewed every third of it while it runs).
     pub lock_lease: Duration,
@@ -67,6 +70,7 @@ impl Default for FsConfig {
             gc_interval: Duration::from_secs(10),
             deletion_delay: Duration::from_secs(60),
             cache_large_writes: true,
+            defer_creates: false,
             lock_lease: Duration::from_secs(30),
         }
     }

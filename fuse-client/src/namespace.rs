@@ -23,6 +23,16 @@ impl Filesystem {
     }
 
     pub async fn getattr(&self, ino: Ino) -> FsResult<Inode> {
+        // A file created here whose create has not gone yet (decision 71):
+        // nobody else changed it, so its attributes are this client's.
+        if self.meta.is_deferred(ino)
+            && let Some(of) = self.handles.file(ino)
+        {
+            let d = of.data.lock().await;
+            let mut inode = d.attr.clone();
+            d.overlay_attr(&mut inode);
+            return Ok(inode);
+        }
         let inode = self.meta.getattr(ino).await?;
         Ok(self.overlay(inode).await)
     }

@@ -109,14 +109,11 @@ impl Filesystem {
     ) -> FsResult<(Inode, u64)> {
         self.check_writable()?;
         let Owner { uid, gid } = owner;
-        let inode = self
-            .meta
-            .create(
-                parent,
-                name,
-                NewInode::plain(FileType::File, mode, uid, gid),
-            )
-            .await?;
+        let new = NewInode::plain(FileType::File, mode, uid, gid);
+        let inode = match self.create_later(parent, name, &new, flags).await? {
+            Some(inode) => inode,
+            None => self.meta.create(parent, name, new).await?,
+        };
         // A new file has no extended attributes: the kernel's
         // security.capability lookup before its first write needs no round
         // trip (as fresh as names read from the metaserver now would be).
@@ -125,6 +122,35 @@ impl Filesystem {
         self.cached_pages.record(inode.ino, inode.stamp());
         let fh = self.handles.open_file(inode.clone(), flags);
         Ok((inode, fh))
+    }
+
+    /// Creates `parent/name` to be sent with the file's first commit
+    /// (decision 71) where nothing can tell the difference but another
+    /// client's view until then: not for O_EXCL (a lock file's create must
+    /// win or fail at once), nor where a quota counts creates (it refuses
+    /// at create), nor with write-back (its journal commits files that
+    /// exist), and only with the directory's attributes at hand (its setgid
+    /// bit decides the file's group). None: create it now.
+    async fn create_later(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new: &NewInode,
+        flags: i32,
+    ) -> FsResult<Option<Inode>> {
+        if !self.config.defer_creates || flags & libc::O_EXCL != 0 || self.writeback.is_some() {
+            return Ok(None);
+        }
+        let Some((dir, _)) = self.recent_attr(parent) else {
+            return Ok(None);
+        };
+        if !self
+            .creates_uncounted(self.meta.group_of(parent).await?)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(self.meta.create_later(&dir, name, new.clone()).await?)
     }
 
     /// The state of `ino` its open handles share.
@@ -137,6 +163,9 @@ impl Filesystem {
     /// Whether a flush of `ino` would have nothing to commit, known without
     /// waiting: then the caller may answer at once.
     pub fn nothing_to_flush(&self, ino: Ino) -> bool {
+        if self.meta.is_deferred(ino) {
+            return false;
+        }
         let Ok(of) = self.open_file(ino) else {
             return true;
         };
@@ -165,7 +194,7 @@ impl Filesystem {
     /// Commits what was written to `ino` through any of its handles here.
     async fn commit_open(&self, ino: Ino) -> FsResult<()> {
         let Ok(of) = self.open_file(ino) else {
-            return Ok(());
+            return Ok(self.meta.settle(ino).await?);
         };
         let mut d = of.data.lock().await;
         self.commit(ino, &mut d).await
@@ -223,6 +252,12 @@ impl Filesystem {
                 tracing::error!(ino, error = %e, "flushing at shutdown failed");
                 first_err.get_or_insert(e);
             }
+        }
+        // Files created here and closed without a write are created with
+        // their first commit; the commits above sent the rest.
+        if let Err(e) = self.meta.settle_all().await {
+            tracing::error!(error = %e, "sending creates at shutdown failed");
+            first_err.get_or_insert(e.into());
         }
         self.release_all_locks().await;
         if let Some(wb) = &self.writeback {

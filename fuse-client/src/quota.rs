@@ -33,6 +33,9 @@ pub(crate) struct QuotaView {
     /// Whether each group holds any quota of the filesystem: most hold
     /// none, and then no directory there needs its own read.
     groups: Mutex<HashMap<GroupId, (Instant, bool)>>,
+    /// Whether no quota of any kind counts creates in each group (then a
+    /// create may wait for its file's first commit: decision 71).
+    uncounted: Mutex<HashMap<GroupId, (Instant, bool)>>,
 }
 
 impl QuotaView {
@@ -63,10 +66,36 @@ impl QuotaView {
     pub(crate) fn forget(&self, dir: Ino) {
         self.dirs.lock().unwrap().remove(&dir);
         self.groups.lock().unwrap().clear();
+        self.uncounted.lock().unwrap().clear();
     }
 }
 
 impl Filesystem {
+    /// Whether no quota counts what is created in group `g`, as read less
+    /// than `FRESH` ago. A client confined to a subtree may not read the
+    /// groups' quotas: for it, some may.
+    pub(crate) async fn creates_uncounted(&self, g: GroupId) -> FsResult<bool> {
+        if self.meta.confined() {
+            return Ok(false);
+        }
+        let known = {
+            let seen = self.quotas.uncounted.lock().unwrap();
+            seen.get(&g)
+                .filter(|(at, _)| at.elapsed() < FRESH)
+                .map(|(_, free)| *free)
+        };
+        if let Some(free) = known {
+            return Ok(free);
+        }
+        let free = self.meta.counts_no_quota(g).await?;
+        self.quotas
+            .uncounted
+            .lock()
+            .unwrap()
+            .insert(g, (Instant::now(), free));
+        Ok(free)
+    }
+
     /// Refuses with EDQUOT a write that would make `d`'s file end at `end`
     /// if its growth not committed yet would take a byte quota above it
     /// over its limit. A refusal is decided on a fresh read: what was

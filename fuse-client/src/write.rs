@@ -281,7 +281,9 @@ impl Filesystem {
     /// Stores what is left of the buffered slices and commits them.
     pub(crate) async fn commit(&self, ino: Ino, d: &mut FileData) -> FsResult<()> {
         if d.pending.is_empty() {
-            return Ok(());
+            // A file created here and not written: its create goes now
+            // (decision 71), so a close, flush or fsync leaves it there.
+            return Ok(self.meta.settle(ino).await?);
         }
         self.store_pending(d).await?;
         let slices: Vec<(u32, Slice)> = d.pending.iter().map(|s| (s.chunk, s.slice())).collect();

@@ -114,6 +114,11 @@ pub enum MetaError {
         fs: crate::types::FsId,
         subject: crate::types::QuotaSubject,
     },
+    /// Never sent by a metaserver: the inode is one this client created
+    /// without sending the create yet, and the metaserver then refused
+    /// it (decision 71). ESTALE makes the kernel look its name up again.
+    #[error("stale file handle: {0}")]
+    Stale(String),
 }
 
 impl MetaError {
@@ -141,6 +146,7 @@ impl MetaError {
             MetaError::QuotaExceeded(_) => libc_errno::EDQUOT,
             MetaError::QuotaBoundary(_) => libc_errno::EXDEV,
             MetaError::QuotaBudget { .. } | MetaError::QuotaLent { .. } => libc_errno::EDQUOT,
+            MetaError::Stale(_) => libc_errno::ESTALE,
             _ => libc_errno::EIO,
         }
     }
@@ -173,6 +179,7 @@ mod libc_errno {
     pub const ENOTEMPTY: i32 = 39;
     pub const ENODATA: i32 = 61;
     pub const E2BIG: i32 = 7;
+    pub const ESTALE: i32 = 116;
     pub const EROFS: i32 = 30;
     pub const EFBIG: i32 = 27;
 }

@@ -171,6 +171,7 @@ impl MetaClient {
             loads: tokio::sync::Mutex::new(None),
             recent: RecentAttrs::default(),
             entries: RecentEntries::default(),
+            deferred: Default::default(),
         })
     }
 

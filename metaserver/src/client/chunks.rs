@@ -65,6 +65,9 @@ impl FsClient {
         end: u64,
         written: Timestamp,
     ) -> Result<Written, MetaError> {
+        if let Some(created) = self.write_deferred(ino, &slices, end, written).await {
+            return created;
+        }
         let r = self
             .call(
                 ino,

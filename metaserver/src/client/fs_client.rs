@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::deferred::DeferredCreates;
 use super::recent::{RecentAttrs, RecentEntries};
 use super::routing::CALL_DEADLINE;
 use super::{MetaClient, expect_answer};
@@ -27,6 +28,7 @@ pub struct FsClient {
     pub(super) loads: tokio::sync::Mutex<Option<(tokio::time::Instant, HashMap<GroupId, u64>)>>,
     pub(super) recent: RecentAttrs,
     pub(super) entries: RecentEntries,
+    pub(super) deferred: DeferredCreates,
 }
 
 /// Whether an operation's failure means "try the whole operation again".
@@ -183,6 +185,7 @@ impl FsClient {
         req: impl Into<MetaRequest>,
     ) -> Result<MetaResponse, MetaError> {
         let req = req.into();
+        self.settle_before(&req).await?;
         self.retrying(|| self.meta.call(g, req.clone())).await
     }
 

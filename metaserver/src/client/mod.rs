@@ -10,12 +10,14 @@
 //! left, for the kernel's caches), `placement` (where new inodes go),
 //! `txn` (cross-group transactions), `namespace`, `rename`, `chunks`,
 //! `xattr`, `locks`, `garbage`, `snapshot`, `dump`, `quota` (typed calls by family),
-//! `budget` (moving global quotas' budget between groups)
+//! `budget` (moving global quotas' budget between groups), `deferred`
+//! (creates sent with their file's first commit)
 //! and `fsck` (a consistency check over all of them).
 
 mod admin;
 mod budget;
 mod chunks;
+mod deferred;
 pub mod dump;
 mod fs_client;
 pub mod fsck;

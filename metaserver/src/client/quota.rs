@@ -302,6 +302,20 @@ impl FsClient {
     }
 
     /// The quotas of directories group `g` holds.
+    /// Whether no quota counts what is created in group `g`: no directory
+    /// quota there, and no global one (a user's, a group's, the root's)
+    /// homed or shared anywhere it could reach.
+    pub async fn counts_no_quota(&self, g: GroupId) -> Result<bool, MetaError> {
+        if !self.group_quotas(g).await?.is_empty() {
+            return Ok(false);
+        }
+        let home = self.book(self.home().await?).await?;
+        if !home.owners.is_empty() || !home.lent.is_empty() || !home.shares.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.book(g).await?.shares.is_empty())
+    }
+
     pub async fn group_quotas(&self, g: GroupId) -> Result<Vec<(Ino, Quota)>, MetaError> {
         let req = ReadRequest::ListQuotas {
             fs: self.info.id,

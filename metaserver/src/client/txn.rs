@@ -109,6 +109,7 @@ impl FsClient {
         coord: GroupId,
         coord_steps: impl FnOnce(&[Inode]) -> Vec<TxStep>,
     ) -> Result<Vec<(Inode, bool)>, MetaError> {
+        self.settle_for_transaction().await?;
         let fs = self.info.id;
         let tx: TxId = uuid::Uuid::new_v4().as_u64_pair().0;
         let participants: Vec<GroupId> = parts.iter().map(|(g, _)| *g).collect();

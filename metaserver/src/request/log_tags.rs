@@ -98,6 +98,8 @@ const TAGS: &[&str] = &[
     "SetOwnerQuota",
     "DeleteOwnerQuota",
     "QuotaBudget",
+    "ReserveInos",
+    "CreateFile",
 ];
 
 fn tag_of(variant: &str) -> Option<u32> {

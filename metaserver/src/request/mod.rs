@@ -15,7 +15,7 @@ mod write;
 use serde::{Deserialize, Serialize};
 
 pub use read::ReadRequest;
-pub use response::{MetaResponse, QuotaBook};
+pub use response::{FileCreated, MetaResponse, QuotaBook};
 pub use write::{BudgetOp, IntentInfo, RenameMode, TxId, TxStep, WriteRequest, XattrMode};
 
 /// What a client asks of a group: a read or a write.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::types::*;
 
 use super::IntentInfo;
+use crate::MetaError;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum MetaResponse {
@@ -102,6 +103,22 @@ pub enum MetaResponse {
     QuotaBook(QuotaBook),
     /// CountOwned; QuotaBudget's Lend and Return.
     Budget(Usage),
+    /// ReserveInos: inode numbers `start..start + count`.
+    Inos {
+        start: Ino,
+        count: u32,
+    },
+    /// CreateFile.
+    FileCreated(Box<FileCreated>),
+}
+
+/// The answer to `CreateFile`: the file as created, and how its slices
+/// went: the file after them (with chunks crowded as in `WrittenOver`), or
+/// why they were refused (a quota): the file then stays, empty.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FileCreated {
+    pub created: Inode,
+    pub written: Result<(Inode, Vec<u32>), MetaError>,
 }
 
 /// A group's rows of global quotas (`ReadRequest::QuotaBook`).

@@ -425,6 +425,32 @@ pub enum WriteRequest {
         subject: QuotaSubject,
         op: BudgetOp,
     },
+
+    // ---- a client's own inode numbers: creates that travel with their first writes ----
+    /// Partition group: reserves up to `count` inode numbers of one of its
+    /// partitions for the asking client, which names them in `CreateFile`
+    /// (decision 71). Answers `Inos`; numbers never used are just skipped.
+    ReserveInos {
+        fs: FsId,
+        count: u32,
+    },
+    /// Creates regular file `parent/name` as inode `ino` (reserved with
+    /// `ReserveInos` from a partition of this group, and never used), and
+    /// adds its first written slices as `WriteSlices` would: one log entry
+    /// for a small file's create, write and close. Answers `FileCreated`.
+    CreateFile {
+        fs: FsId,
+        parent: Ino,
+        name: Vec<u8>,
+        ino: Ino,
+        new: NewInode,
+        slices: Vec<(u32, Slice)>,
+        end: u64,
+        /// When the file was created.
+        now: Timestamp,
+        /// When the last of the slices was written (the file's mtime).
+        written: Timestamp,
+    },
 }
 
 /// One step of lending a global quota's budget (`WriteRequest::QuotaBudget`).
@@ -533,6 +559,7 @@ impl WriteRequest {
         match self {
             R::SetAttr { fs, .. }
             | R::Create { fs, .. }
+            | R::CreateFile { fs, .. }
             | R::Link { fs, .. }
             | R::Unlink { fs, .. }
             | R::Rmdir { fs, .. }

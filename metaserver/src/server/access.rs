@@ -224,6 +224,8 @@ fn write_need(w: &WriteRequest) -> Need<'_> {
         | W::AllocSliceIds { fs, .. }
         | W::SetAttr { fs, .. }
         | W::Create { fs, .. }
+        | W::ReserveInos { fs, .. }
+        | W::CreateFile { fs, .. }
         | W::Link { fs, .. }
         | W::Unlink { fs, .. }
         | W::Rmdir { fs, .. }

@@ -169,6 +169,11 @@ fn write_reach(req: &WriteRequest, r: &mut Reach) {
             r.inside.push(*parent)
         }
         W::Link { ino, parent, .. } => r.inside.extend([*ino, *parent]),
+        // The new inode does not exist yet; its number was reserved.
+        W::CreateFile { parent, ino, .. } => {
+            r.inside.push(*parent);
+            r.not_outside.push(*ino);
+        }
         W::Rename {
             parent, new_parent, ..
         }
@@ -195,6 +200,7 @@ fn write_reach(req: &WriteRequest, r: &mut Reach) {
         | W::MarkFsReady { .. }
         | W::AddPartition { .. }
         | W::AllocSliceIds { .. }
+        | W::ReserveInos { .. }
         | W::SetBorrowed { .. }
         | W::RaiseSliceFloor { .. }
         | W::InitPartition { .. }

@@ -56,6 +56,14 @@ pub struct MountArgs {
           require_equals = true, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     pub cache_large_writes: bool,
+    /// Send a new regular file's create with its first commit (close,
+    /// flush or fsync) instead of at open(2): one metaserver log write for
+    /// a small file's create, write and close, but other clients see the
+    /// file only from then on, and a name another client created meanwhile
+    /// fails the close with EEXIST (decision 71). For one writer creating
+    /// its own files (datasets, checkpoints, build outputs).
+    #[arg(long)]
+    pub defer_creates: bool,
     /// Most bytes of written blocks on their way to the store at once;
     /// writers wait beyond it.
     #[arg(long, default_value = "300M", value_parser = super::parse_size)]
@@ -423,6 +431,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             gc_interval: Duration::from_secs_f64(a.gc_interval),
             deletion_delay: Duration::from_secs_f64(a.deletion_delay),
             cache_large_writes: a.cache_large_writes,
+            defer_creates: a.defer_creates,
             lock_lease: Duration::from_secs_f64(a.lock_lease),
             ..Default::default()
         },

@@ -185,6 +185,20 @@ pub fn apply<T: RowsMut>(t: &mut T, g: GroupId, req: WriteRequest) -> Result<Met
         } => c
             .create(fs, (parent, &name), new, now)?
             .map(|(inode, dir)| MetaResponse::created(inode, dir)),
+        R::ReserveInos { fs, count } => c
+            .reserve_inos(fs, count)?
+            .map(|(start, count)| MetaResponse::Inos { start, count }),
+        R::CreateFile {
+            fs,
+            parent,
+            name,
+            ino,
+            new,
+            slices,
+            end,
+            now,
+            written,
+        } => c.create_file(fs, (parent, &name), ino, new, (slices, end), (now, written))?,
         R::Link {
             fs,
             ino,

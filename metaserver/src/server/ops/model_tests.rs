@@ -1,6 +1,8 @@
 //! The state machine alone against the reference model of a POSIX
 //! namespace (`strata-posix-model`): proptest-generated sequences of
-//! creates (files, directories, symlinks), links, unlinks, rmdirs, renames
+//! creates (files, directories, symlinks; half the files as a client that
+//! deferred its create makes them, with a reserved inode number and a first
+//! slice in one `CreateFile`), links, unlinks, rmdirs, renames
 //! with each flag, truncates, writes of slices, extended attributes,
 //! setattrs of mode and owner, snapshots (each read back at the end as the
 //! tree was when taken, read-only, with the same invariants), and
@@ -29,6 +31,7 @@ use crate::client::FsSpec;
 use crate::request::{
     MetaResponse, ReadRequest, RenameMode, TxId, TxStep, WriteRequest, XattrMode,
 };
+use crate::server::ops::namespace::MAX_RESERVED_INOS;
 use crate::server::ops::{apply, read_rows};
 use crate::server::store::{MemRows, Rows, decode, key};
 use crate::types::*;
@@ -303,10 +306,73 @@ fn errno(r: &Result<MetaResponse, MetaError>) -> i32 {
     }
 }
 
+/// A regular file `dir/n` made with a reserved inode number and its
+/// first slice in one `CreateFile`; `sel` picks the slice's length.
+fn create_file(m: &mut Machine, model: &mut Model, op: &Op, dir: Ino, n: Vec<u8>, sel: u8) {
+    let fs = m.fs;
+    let g = m.group_of(dir);
+    let ino = reserve(m, g, 1).0;
+    m.next_slice += 1;
+    let len = 1 + (sel as u32 * 977) % CHUNK;
+    let slice = Slice {
+        id: m.next_slice,
+        pos: 0,
+        len,
+    };
+    let r = m.apply_in(
+        g,
+        WriteRequest::CreateFile {
+            fs,
+            parent: dir,
+            name: n.clone(),
+            ino,
+            new: NewInode::plain(FileType::File, 0o644, 0, 0),
+            slices: vec![(0, slice)],
+            end: len as u64,
+            now: now(),
+            written: now(),
+        },
+    );
+    assert_eq!(errno(&r), model.create_errno(dir, &n), "{op:?}: {r:?}");
+    match r.map(created_file) {
+        Ok(Some((created, Ok((inode, _))))) => {
+            assert_eq!((created.ino, created.size), (ino, 0), "{op:?}");
+            assert_eq!((inode.ino, inode.size), (ino, len as u64), "{op:?}");
+            model.created(dir, n, ino, 0);
+            model.wrote(ino, len as u64);
+        }
+        Ok(other) => panic!("{op:?}: answered {other:?}"),
+        Err(_) => {}
+    }
+}
+
+/// `CreateFile`'s answer, if that is what `r` is.
+type Written = Result<(Inode, Vec<u32>), MetaError>;
+fn created_file(r: MetaResponse) -> Option<(Inode, Written)> {
+    match r {
+        MetaResponse::FileCreated(f) => Some((f.created, f.written)),
+        _ => None,
+    }
+}
+
+/// Reserves `count` inode numbers in group `g`.
+fn reserve(m: &mut Machine, g: GroupId, count: u32) -> (Ino, u32) {
+    let fs = m.fs;
+    match m.apply_in(g, WriteRequest::ReserveInos { fs, count }) {
+        Ok(MetaResponse::Inos { start, count }) => (start, count),
+        other => panic!("ReserveInos answered {other:?}"),
+    }
+}
+
 /// Runs `op` on both; panics (failing the case) where they differ.
 fn step(m: &mut Machine, model: &mut Model, op: &Op) {
     let fs = m.fs;
     match *op {
+        // Half the regular files are made as a client that deferred its
+        // create makes them (decision 71).
+        Op::Create { dir, name: n, kind } if kind == 0 && n % 2 == 1 => {
+            create_file(m, model, op, model.dir(dir), name(n), n);
+        }
         Op::Create { dir, name: n, kind } => {
             let (dir, n) = (model.dir(dir), name(n));
             let (file_type, symlink) = match kind {
@@ -897,4 +963,85 @@ fn state_machine_matches_a_posix_model() {
         steps.into_inner(),
         cases()
     );
+}
+
+/// `CreateFile` as a wrong or hostile client could send it: each
+/// refusal changes nothing, and only numbers reserved in the group and
+/// never used are taken.
+#[test]
+fn create_file_takes_only_reserved_numbers_never_used() {
+    let mut m = Machine::new();
+    let fs = m.fs;
+    let root_group = m.group_of(ROOT_INO);
+    let other_group = GROUPS.into_iter().find(|g| *g != root_group).unwrap();
+    let create = |name: &str, ino: Ino, kind: FileType| WriteRequest::CreateFile {
+        fs,
+        parent: ROOT_INO,
+        name: name.into(),
+        ino,
+        new: NewInode::plain(kind, 0o644, 0, 0),
+        slices: Vec::new(),
+        end: 0,
+        now: now(),
+        written: now(),
+    };
+    let invalid = |r: Result<MetaResponse, MetaError>| matches!(r, Err(MetaError::Invalid(_)));
+    let (start, count) = reserve(&mut m, root_group, 2);
+    assert_eq!(count, 2);
+    assert!(
+        invalid(m.apply_in(root_group, create("a", start + 2, FileType::File))),
+        "not reserved"
+    );
+    let (elsewhere, _) = reserve(&mut m, other_group, 1);
+    assert!(
+        invalid(m.apply_in(root_group, create("a", elsewhere, FileType::File))),
+        "another group's"
+    );
+    assert!(
+        invalid(m.apply_in(root_group, create("a", start, FileType::Dir))),
+        "not a file"
+    );
+    for bad in [0, MAX_RESERVED_INOS + 1] {
+        let r = m.apply_in(root_group, WriteRequest::ReserveInos { fs, count: bad });
+        assert!(invalid(r), "{bad} numbers");
+    }
+    let lookup = |m: &Machine, name: &str| {
+        m.read(
+            ROOT_INO,
+            ReadRequest::Lookup {
+                fs,
+                parent: ROOT_INO,
+                name: name.into(),
+            },
+        )
+    };
+    assert_eq!(
+        lookup(&m, "a"),
+        Err(MetaError::NotFound),
+        "every refusal changed nothing"
+    );
+    check_rows(&m);
+
+    let Ok(Some((created, Ok((inode, _))))) = m
+        .apply_in(root_group, create("a", start, FileType::File))
+        .map(created_file)
+    else {
+        panic!("a reserved number is taken");
+    };
+    assert_eq!((created.ino, inode.ino), (start, start));
+    assert_eq!(lookup(&m, "a"), Ok(MetaResponse::Inode(created)));
+    assert!(
+        invalid(m.apply_in(root_group, create("b", start, FileType::File))),
+        "in use"
+    );
+    // A name that exists refuses, and leaves the number for another create.
+    assert_eq!(
+        m.apply_in(root_group, create("a", start + 1, FileType::File)),
+        Err(MetaError::Exists)
+    );
+    assert!(matches!(
+        m.apply_in(root_group, create("b", start + 1, FileType::File)),
+        Ok(MetaResponse::FileCreated(_))
+    ));
+    check_rows(&m);
 }

@@ -3,11 +3,14 @@
 //! share (allocation, usage, transaction locks).
 
 use crate::MetaError;
-use crate::request::{MetaResponse, MetaResult};
+use crate::request::{FileCreated, MetaResponse, MetaResult};
 use crate::server::ops::quota::{file_growth, new_inode_charge, owner_change, uncharge};
 use crate::server::ops::{Ctx, MAX_LINKS, OpResult, PartState, tri};
 use crate::server::store::{DbError, Rows, RowsMut, key};
 use crate::types::*;
+
+/// Most inode numbers one `ReserveInos` hands out.
+pub(crate) const MAX_RESERVED_INOS: u32 = 4096;
 
 pub(crate) fn lookup<T: Rows>(
     t: &T,
@@ -188,13 +191,7 @@ impl<T: RowsMut> Ctx<'_, T> {
     /// A new inode number, from the parent's partition when it has room so the
     /// entry and the inode stay together.
     pub(crate) fn alloc_ino(&mut self, fs: FsId, near: Ino) -> OpResult<Ino> {
-        let rows = self
-            .t
-            .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?;
-        let mut parts = Vec::with_capacity(rows.len());
-        for (_, v) in rows {
-            parts.push(crate::server::store::decode::<PartState>(&v)?);
-        }
+        let mut parts = self.part_states(fs)?;
         parts.sort_by_key(|p| !p.part.contains(near));
         for mut p in parts {
             if p.next_ino < p.part.end {
@@ -207,12 +204,115 @@ impl<T: RowsMut> Ctx<'_, T> {
         Ok(Err(MetaError::PartitionsFull))
     }
 
+    /// Reserves up to `count` inode numbers of this group for a client's
+    /// `CreateFile`s: the next ones of the first partition with room.
+    pub(crate) fn reserve_inos(&mut self, fs: FsId, count: u32) -> OpResult<(Ino, u32)> {
+        if count == 0 || count > MAX_RESERVED_INOS {
+            return Ok(Err(MetaError::Invalid(format!(
+                "{count} inode numbers asked for (1 to {MAX_RESERVED_INOS} at once)"
+            ))));
+        }
+        let mut parts = self.part_states(fs)?;
+        parts.sort_by_key(|p| p.part.id);
+        for mut p in parts {
+            if p.next_ino < p.part.end {
+                let start = p.next_ino;
+                let n = (p.part.end - start).min(count as u64);
+                p.next_ino += n;
+                self.t.put(&key::part_state(self.g, fs, p.part.id), &p)?;
+                return Ok(Ok((start, n as u32)));
+            }
+        }
+        Ok(Err(MetaError::PartitionsFull))
+    }
+
+    fn part_states(&self, fs: FsId) -> Result<Vec<PartState>, DbError> {
+        let rows = self
+            .t
+            .scan(&key::part_state_prefix(self.g, fs), None, usize::MAX)?;
+        let mut parts = Vec::with_capacity(rows.len());
+        for (_, v) in rows {
+            parts.push(crate::server::store::decode::<PartState>(&v)?);
+        }
+        Ok(parts)
+    }
+
+    /// Whether inode number `ino` was handed out by a partition of this
+    /// group (`reserve_inos`) and never used: no inode, and no chunk rows
+    /// left behind by one that was.
+    fn check_reserved(&self, fs: FsId, ino: Ino) -> OpResult<()> {
+        let parts = self.part_states(fs)?;
+        let Some(p) = parts.iter().find(|p| p.part.contains(ino)) else {
+            return Ok(Err(MetaError::Invalid(format!(
+                "inode number {ino} is not of a partition of group {}",
+                self.g
+            ))));
+        };
+        if ino >= p.next_ino {
+            return Ok(Err(MetaError::Invalid(format!(
+                "inode number {ino} was not reserved"
+            ))));
+        }
+        let used = self.t.load_raw(&key::inode(self.g, fs, ino))?.is_some()
+            || !self
+                .t
+                .scan(&key::chunk_prefix(self.g, fs, ino), None, 1)?
+                .is_empty();
+        if used {
+            return Ok(Err(MetaError::Invalid(format!(
+                "inode number {ino} is or was in use"
+            ))));
+        }
+        Ok(Ok(()))
+    }
+
     pub(crate) fn create(
+        &mut self,
+        fs: FsId,
+        at: (Ino, &[u8]),
+        new: NewInode,
+        now: Timestamp,
+    ) -> OpResult<(Inode, Inode)> {
+        self.create_as(fs, at, new, now, None)
+    }
+
+    /// `CreateFile`: the regular file `parent/name` as inode `ino`, then
+    /// its first slices. Refused slices (a quota) leave the file empty, as
+    /// a create and a refused commit would.
+    pub(crate) fn create_file(
+        &mut self,
+        fs: FsId,
+        (parent, name): (Ino, &[u8]),
+        ino: Ino,
+        new: NewInode,
+        (slices, end): (Vec<(u32, Slice)>, u64),
+        (now, written): (Timestamp, Timestamp),
+    ) -> OpResult<MetaResponse> {
+        if new.kind != FileType::File || new.symlink.is_some() {
+            return Ok(Err(MetaError::Invalid(
+                "CreateFile makes regular files only".into(),
+            )));
+        }
+        let (created, dir) = tri!(self.create_as(fs, (parent, name), new, now, Some(ino))?);
+        let written = if slices.is_empty() && end == 0 {
+            Ok((created.clone(), Vec::new()))
+        } else {
+            self.write_slices(fs, ino, slices, end, written)?
+                .map(|(_, inode, crowded)| (inode, crowded))
+        };
+        let answer = MetaResponse::FileCreated(Box::new(FileCreated { created, written }));
+        Ok(Ok(MetaResponse::in_dirs(answer, vec![dir])))
+    }
+
+    /// A create, with the inode number `given` (reserved by the client) or
+    /// a new one.
+    fn create_as(
         &mut self,
         fs: FsId,
         (parent, name): (Ino, &[u8]),
         new: NewInode,
         now: Timestamp,
+        given: Option<Ino>,
     ) -> OpResult<(Inode, Inode)> {
         tri!(validate_name(name));
         let kind = new.kind;
@@ -256,10 +356,17 @@ impl<T: RowsMut> Ctx<'_, T> {
         } else {
             new
         };
+        if let Some(ino) = given {
+            tri!(self.check_reserved(fs, ino)?);
+        }
         // The quotas first (the last check), then the inode number.
         let charge = new_inode_charge(parent, &new);
         tri!(self.charge(fs, &[charge])?);
-        let ino = match self.alloc_ino(fs, parent)? {
+        let allocated = match given {
+            Some(ino) => Ok(ino),
+            None => self.alloc_ino(fs, parent)?,
+        };
+        let ino = match allocated {
             Ok(ino) => ino,
             Err(e) => {
                 self.release(fs, &[charge.undone()])?;

@@ -281,24 +281,24 @@ impl FsClient {
             return Ok(());
         }
         let scope = scope_of(req);
-        for d in self.deferred.due(&scope) {
-            match self.send_deferred(&d, None, false).await {
-                Ok(_) => {}
-                Err(e) if still_pending(&e) => return Err(e),
-                Err(_) => {}
-            }
-        }
+        self.settle_scope(&scope).await?;
         self.deferred.stale(&scope)
     }
 
     /// Before a cross-group transaction (whose steps go around
     /// `call_group`): every pending create goes.
     pub(super) async fn settle_for_transaction(&self) -> Result<(), MetaError> {
-        let all = Scope {
+        self.settle_scope(&Scope {
             all: true,
             ..Scope::default()
-        };
-        for d in self.deferred.due(&all) {
+        })
+        .await
+    }
+
+    /// Sends the pending creates in `scope`. A refused one is left for its
+    /// file's commit to report; one that could not be sent is an error.
+    async fn settle_scope(&self, scope: &Scope) -> Result<(), MetaError> {
+        for d in self.deferred.due(scope) {
             match self.send_deferred(&d, None, false).await {
                 Err(e) if still_pending(&e) => return Err(e),
                 _ => {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The state machine's model test (metaserver/src/server/ops/model_tests.rs)
+# The state machine's model test (metaserver/src/server/ops/model_tests/)
 # at nightly size: CASES sequences of 1 to 119 steps (default 17 000, about
 # a million steps), from seed SEED (default: a random one, printed).
 # Usage: bench/model_ops.sh [CASES] [SEED]

@@ -23,7 +23,12 @@ fn mount(meta: &str, dir: &Path, extra: &[&str]) -> (Mount, i32) {
 }
 
 fn setup(tmp: &Path) -> MetaServer {
-    let meta = MetaServer::start(&tmp.join("meta"), "127.0.0.1:0");
+    setup_with(tmp, &[])
+}
+
+/// `setup` with more `meta serve` flags.
+fn setup_with(tmp: &Path, meta_flags: &[&str]) -> MetaServer {
+    let meta = MetaServer::start_node_with(1, &tmp.join("meta"), "127.0.0.1:0", meta_flags);
     let blocks = tmp.join("blocks");
     std::fs::create_dir_all(&blocks).unwrap();
     run_ok(&[
@@ -599,23 +604,7 @@ fn a_small_file_is_created_written_and_closed_in_one_log_write() {
     require_fuse();
     let tmp = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let meta = MetaServer::start_node_with(
-        1,
-        &tmp.path().join("meta"),
-        "127.0.0.1:0",
-        &["--metrics", &metrics],
-    );
-    let blocks = tmp.path().join("blocks");
-    std::fs::create_dir_all(&blocks).unwrap();
-    let storage = format!("file://{}", blocks.display());
-    run_ok(&[
-        "format",
-        "--meta",
-        &meta.addr,
-        "data",
-        "--storage",
-        &storage,
-    ]);
+    let meta = setup_with(tmp.path(), &["--metrics", &metrics]);
     // A create waits for the file's first commit only with the
     // directory's attributes at hand: long TTLs keep them while the test
     // runs, however slowly.

@@ -1,7 +1,7 @@
 //! A reference model of a POSIX namespace (directories, files, symlinks,
 //! hard links, sizes, extended attributes) and proptest strategies for
 //! sequences of operations on it. The metaserver's state machine test
-//! (`metaserver/src/server/ops/model_tests.rs`) and the filesystem core's
+//! (`metaserver/src/server/ops/model_tests/`) and the filesystem core's
 //! (`fuse-client/tests/core_model.rs`) run the same generated sequences
 //! against the model and compare every answer and the final tree.
 //!

@@ -52,7 +52,6 @@ struct Deferred {
     group: GroupId,
     parent: Ino,
     name: Vec<u8>,
-    new: NewInode,
     /// The inode as this client told the kernel it is.
     inode: Inode,
     state: tokio::sync::Mutex<State>,
@@ -201,12 +200,11 @@ impl FsClient {
         } else {
             new
         };
-        let inode = Inode::new(ino, new.clone(), parent, Timestamp::now());
+        let inode = Inode::new(ino, new, parent, Timestamp::now());
         let d = Deferred {
             group: g,
             parent,
             name: name.to_vec(),
-            new,
             inode: inode.clone(),
             state: tokio::sync::Mutex::new(State::Pending),
         };
@@ -361,7 +359,7 @@ impl FsClient {
             parent: d.parent,
             name: d.name.clone(),
             ino: d.inode.ino,
-            new: d.new.clone(),
+            new: NewInode::plain(FileType::File, d.inode.mode, d.inode.uid, d.inode.gid),
             slices: slices.to_vec(),
             end,
             now: d.inode.ctime,

@@ -48,6 +48,34 @@ pub struct BlockCacheConfig {
 /// Disk-cache range reads up to this size run on the calling task.
 const INLINE_DISK_READ: u64 = 64 << 10;
 
+thread_local! {
+    /// Set while this thread may wait for the local disk (`disk_reads_here`).
+    static DISK_READS_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread allowed to wait for the local disk: a block
+/// found in the disk cache is read right here, instead of on a blocking
+/// thread whose answer another thread then takes up. For a thread whose
+/// caller waits for the answer anyway (a FUSE thread serving a read),
+/// that is two thread handoffs fewer per block, each of which cost more
+/// than the read on a small machine (decision 72). Async code polled on
+/// a runtime worker never runs with this set, so workers keep not waiting
+/// on disk.
+pub fn disk_reads_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DISK_READS_HERE.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(DISK_READS_HERE.with(|c| c.replace(true)));
+    f()
+}
+
+fn may_read_disk_here() -> bool {
+    DISK_READS_HERE.with(std::cell::Cell::get)
+}
+
 /// Where `put_block` and `insert` keep a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
@@ -302,7 +330,29 @@ impl BlockCache {
         if let Some(hit) = self.memory_hit(key) {
             return Ok(hit);
         }
+        if may_read_disk_here()
+            && let Some(hit) = self.disk_hit_here(key)
+        {
+            return Ok(hit);
+        }
         self.fetch(key, false).await
+    }
+
+    /// The block from the disk cache, read on this thread (see
+    /// `disk_reads_here`), and kept in memory as `fetch` keeps it. None if
+    /// the disk does not hold it intact, or a fetch of it is under way
+    /// (joined instead: one read of a block at a time).
+    fn disk_hit_here(&self, key: &str) -> Option<Bytes> {
+        let d = self.disk.as_ref()?;
+        if !d.contains(key) || self.inflight.lock().unwrap().contains_key(key) {
+            return None;
+        }
+        let hit = d.get(key)?;
+        bump(&self.counters.disk_hits);
+        if let Some(m) = &self.mem {
+            m.insert(key, hit.clone());
+        }
+        Some(hit)
     }
 
     /// Fetches a whole block a sequential reader will probably read soon
@@ -414,8 +464,9 @@ impl BlockCache {
         if let Some(d) = self.disk.as_ref().filter(|d| d.contains(key)) {
             // Only the pages asked for are read (and checked) from disk. A
             // small range is read right here: a few pages, usually in the
-            // page cache, cost less than a hop to a blocking thread.
-            let hit = if len <= INLINE_DISK_READ {
+            // page cache, cost less than a hop to a blocking thread. So is
+            // any range where this thread may wait for the disk.
+            let hit = if len <= INLINE_DISK_READ || may_read_disk_here() {
                 d.get_range(key, offset, len)
             } else {
                 let (d, k) = (d.clone(), key.to_string());

@@ -15,7 +15,9 @@ pub mod staging;
 #[cfg(feature = "test-s3-server")]
 pub mod test_s3;
 
-pub use block_cache::{BlockCache, BlockCacheConfig, CacheStats, DiskCacheConfig, Keep};
+pub use block_cache::{
+    BlockCache, BlockCacheConfig, CacheStats, DiskCacheConfig, Keep, disk_reads_here,
+};
 pub use direct_io::aligned_buffer;
 pub use disk::{DiskCache, FsSpace, fs_space};
 pub use error::StoreError;

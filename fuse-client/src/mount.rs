@@ -80,7 +80,10 @@ fn mount_config(fs_name: &str, read_only: bool) -> fuser::Config {
         // As root, let every user reach the mount; permissions still apply.
         cfg.acl = fuser::SessionACL::All;
     }
-    cfg.n_threads = Some(4);
+    // A FUSE thread reads disk-cache blocks itself (decision 72), so the
+    // threads bound how many such reads are under way: enough for the
+    // readers a training job runs. An idle one costs a blocked read(2).
+    cfg.n_threads = Some(16);
     cfg
 }
 

@@ -236,6 +236,46 @@ async fn damaged_or_missing_disk_files_are_fetched_again() {
     assert_eq!(c.stats().disk_hits, 1);
 }
 
+#[tokio::test]
+async fn where_the_disk_may_be_read_here_a_disk_hit_needs_no_other_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::with(&[("a/1", DATA), ("a/2", DATA)]);
+    let c = BlockCache::new(store.clone(), both(dir.path())).unwrap();
+    for key in ["a/1", "a/2"] {
+        c.get_block(key).await.unwrap();
+    }
+    settle(&c).await;
+    drop(c);
+    // A restarted client: both blocks on disk only.
+    let c = BlockCache::new(store.clone(), both(dir.path())).unwrap();
+
+    // Without leave, a disk hit is read by another task: the first poll
+    // has no answer yet.
+    let mut elsewhere = Box::pin(c.get_block("a/1"));
+    assert!(futures::poll!(elsewhere.as_mut()).is_pending());
+    assert_eq!(elsewhere.await.unwrap(), DATA);
+
+    // With it, the answer (read and checked from disk) comes on the first
+    // poll, and is kept in memory as any disk hit is.
+    let here = disk_reads_here(|| c.get_block("a/2").now_or_never());
+    assert_eq!(here.expect("answered on the first poll").unwrap(), DATA);
+    assert!(c.in_memory("a/2"));
+    let s = c.stats();
+    assert_eq!((s.disk_hits, s.store_fetches), (2, 0));
+    assert!(!may_read_disk_here(), "the leave ends with the closure");
+
+    // A damaged copy is dropped, and the store's fetched as before.
+    let file = dir.path().join("blocks/a/1");
+    let c = BlockCache::new(store.clone(), disk_only(dir.path())).unwrap();
+    let mut raw = std::fs::read(&file).unwrap();
+    raw[3] ^= 0xff;
+    std::fs::write(&file, raw).unwrap();
+    let first = disk_reads_here(|| c.get_block("a/1").now_or_never());
+    assert!(first.is_none(), "a damaged copy is no answer");
+    assert_eq!(c.get_block("a/1").await.unwrap(), DATA);
+    assert_eq!(TestStore::count(&store.gets), 3);
+}
+
 /// Starts `n` get_block calls on a gated store and returns once one is in
 /// the store and the others wait on it.
 async fn concurrent_gets(

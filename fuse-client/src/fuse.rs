@@ -1,6 +1,6 @@
 //! The fuser adapter: decodes each kernel request, runs the async core on
 //! it, and answers the reply. The core starts on the FUSE thread and moves
-//! to the tokio runtime at its first wait (see `FuseAdapter::spawn`): the
+//! to the tokio runtime at its first wait (see `FuseAdapter::answer`): the
 //! FUSE thread never waits on the network, and on disk only for a block of
 //! the disk cache.
 
@@ -56,7 +56,7 @@ impl FuseAdapter {
     /// itself on a small machine (decision 72). The one wait allowed here is
     /// the local disk cache's read of a block (`disk_reads_here`); the
     /// network never is.
-    fn spawn<F, Fut>(&self, op: OpTimer, f: F)
+    fn answer<F, Fut>(&self, op: OpTimer, f: F)
     where
         F: FnOnce(Arc<Filesystem>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -177,7 +177,7 @@ impl fuser::Filesystem for FuseAdapter {
             return;
         }
         let name = bytes(name);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.lookup(parent.0, &name).await;
             Self::entry("lookup", &fs, reply, r);
         });
@@ -192,7 +192,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.attr(&ttl, &to_file_attr(&i, self.fs.root()));
             return;
         }
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.getattr(ino.0).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("getattr", reply, e),
@@ -234,7 +234,7 @@ impl fuser::Filesystem for FuseAdapter {
             mtime: time_or_now(mtime),
             ctime: ctime.map(from_system_time),
         };
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.setattr(ino.0, set).await {
                 Ok(i) => reply.attr(&fs.config().attr_ttl, &to_file_attr(&i, fs.root())),
                 Err(e) => fail("setattr", reply, e),
@@ -245,7 +245,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let op = OpTimer::start("readlink", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.readlink(ino.0).await {
                 Ok(t) => reply.data(&t),
                 Err(e) => fail("readlink", reply, e),
@@ -272,7 +272,7 @@ impl fuser::Filesystem for FuseAdapter {
             return;
         };
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs
                 .mknod(parent.0, &name, k, mode & 0o7777, rdev, owner)
                 .await;
@@ -293,7 +293,7 @@ impl fuser::Filesystem for FuseAdapter {
             .args(|| format!("{},{:?},{:o}", parent.0, name, mode));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.mkdir(parent.0, &name, mode & 0o7777, owner).await;
             Self::entry("mkdir", &fs, reply, r);
         });
@@ -304,7 +304,7 @@ impl fuser::Filesystem for FuseAdapter {
             OpTimer::start("unlink", req, parent.0).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("unlink", reply, fs.unlink(parent.0, &name).await)
         });
     }
@@ -313,7 +313,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op = OpTimer::start("rmdir", req, parent.0).args(|| format!("{},{:?}", parent.0, name));
         let parent = self.core_ino(parent);
         let name = bytes(name);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("rmdir", reply, fs.rmdir(parent.0, &name).await)
         });
     }
@@ -331,7 +331,7 @@ impl fuser::Filesystem for FuseAdapter {
         let parent = self.core_ino(parent);
         let (name, target) = (bytes(link_name), target.as_os_str().as_bytes().to_vec());
         let owner = owner(req);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.symlink(parent.0, &name, &target, owner).await;
             Self::entry("symlink", &fs, reply, r);
         });
@@ -356,7 +356,7 @@ impl fuser::Filesystem for FuseAdapter {
         let parent = self.core_ino(parent);
         let newparent = self.core_ino(newparent);
         let (name, newname) = (bytes(name), bytes(newname));
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty(
                 "rename",
                 reply,
@@ -379,7 +379,7 @@ impl fuser::Filesystem for FuseAdapter {
         let ino = self.core_ino(ino);
         let newparent = self.core_ino(newparent);
         let newname = bytes(newname);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.link(ino.0, newparent.0, &newname).await;
             Self::entry("link", &fs, reply, r);
         });
@@ -388,7 +388,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let op = OpTimer::start("open", req, ino.0).args(|| format!("{},{:?}", ino.0, flags));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.open_cached(ino.0, flags.0).await {
                 Ok((fh, keep)) => {
                     let mut f = open_flags(flags.0);
@@ -416,7 +416,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op = OpTimer::start("read", req, ino.0)
             .args(|| format!("{},{},{},{}", ino.0, offset, size, fh.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.read(ino.0, fh.0, offset, size).await {
                 Ok(b) => {
                     metrics().read(b.len());
@@ -443,7 +443,7 @@ impl fuser::Filesystem for FuseAdapter {
             .args(|| format!("{},{},{},{}", ino.0, offset, data.len(), fh.0));
         let ino = self.core_ino(ino);
         let data = data.to_vec();
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.write(ino.0, fh.0, offset, &data).await {
                 Ok(n) => {
                     metrics().written(n as usize);
@@ -470,7 +470,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.ok();
             return;
         }
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.flush(ino.0, fh.0, Some(lock_owner.0)).await;
             empty("flush", reply, r)
         });
@@ -494,7 +494,7 @@ impl fuser::Filesystem for FuseAdapter {
             reply.ok();
             return;
         }
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("release", reply, fs.release(ino.0, fh.0, lock_owner).await)
         });
     }
@@ -520,7 +520,7 @@ impl fuser::Filesystem for FuseAdapter {
             typ,
             pid,
         };
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.getlk(ino.0, lock_owner.0, lock).await {
                 Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
                 Err(e) => fail("getlk", reply, e),
@@ -550,7 +550,7 @@ impl fuser::Filesystem for FuseAdapter {
             typ,
             pid,
         };
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let r = fs.setlk(ino.0, lock_owner.0, lock, sleep).await;
             empty("setlk", reply, r)
         });
@@ -566,7 +566,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let op = OpTimer::start("fsync", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("fsync", reply, fs.fsync(ino.0, fh.0).await)
         });
     }
@@ -574,7 +574,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let op = OpTimer::start("opendir", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.opendir(ino.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => fail("opendir", reply, e),
@@ -593,7 +593,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op =
             OpTimer::start("readdir", req, ino.0).args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 512).await {
                 Ok(entries) => {
                     for (next, e) in entries {
@@ -625,7 +625,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op = OpTimer::start("readdirplus", req, ino.0)
             .args(|| format!("{},{},{}", ino.0, offset, fh.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.readdir(ino.0, fh.0, offset, 256).await {
                 Ok(entries) => {
                     let ttl = fs.config().entry_ttl;
@@ -661,7 +661,7 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let op = OpTimer::start("releasedir", req, ino.0).args(|| format!("{},{}", ino.0, fh.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("releasedir", reply, fs.releasedir(ino.0, fh.0).await)
         });
     }
@@ -682,7 +682,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let op = OpTimer::start("statfs", req, ino.0).args(|| format!("{}", ino.0));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.statfs(ino.0).await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -704,7 +704,7 @@ impl fuser::Filesystem for FuseAdapter {
             .args(|| format!("{},{:?},{}", ino.0, name, size));
         let ino = self.core_ino(ino);
         let name = bytes(name);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(v) => sized(reply, &v, size),
                 Err(e) => fail("getxattr", reply, e),
@@ -715,7 +715,7 @@ impl fuser::Filesystem for FuseAdapter {
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
         let op = OpTimer::start("listxattr", req, ino.0).args(|| format!("{},{}", ino.0, size));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -744,7 +744,7 @@ impl fuser::Filesystem for FuseAdapter {
             .args(|| format!("{},{:?},{},{}", ino.0, name, value.len(), flags));
         let ino = self.core_ino(ino);
         let (name, value) = (bytes(name), value.to_vec());
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty(
                 "setxattr",
                 reply,
@@ -757,7 +757,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op = OpTimer::start("removexattr", req, ino.0).args(|| format!("{},{:?}", ino.0, name));
         let ino = self.core_ino(ino);
         let name = bytes(name);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty("removexattr", reply, fs.removexattr(ino.0, &name).await)
         });
     }
@@ -799,7 +799,7 @@ impl fuser::Filesystem for FuseAdapter {
         let op = OpTimer::start("fallocate", req, ino.0)
             .args(|| format!("{},{},{},{}", ino.0, offset, length, mode));
         let ino = self.core_ino(ino);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             empty(
                 "fallocate",
                 reply,
@@ -830,7 +830,7 @@ impl fuser::Filesystem for FuseAdapter {
         });
         let ino_in = self.core_ino(ino_in);
         let ino_out = self.core_ino(ino_out);
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             let from = FilePos {
                 ino: ino_in.0,
                 fh: fh_in.0,
@@ -863,7 +863,7 @@ impl fuser::Filesystem for FuseAdapter {
             .args(|| format!("{},{:?},{:o},{:#x}", parent.0, name, mode, flags));
         let parent = self.core_ino(parent);
         let (name, owner) = (bytes(name), owner(req));
-        self.spawn(op, move |fs| async move {
+        self.answer(op, move |fs| async move {
             match fs
                 .create(parent.0, &name, mode & 0o7777, flags, owner)
                 .await

@@ -203,6 +203,26 @@ fn slice(key: &str, block: &Bytes, offset: u64, len: u64) -> Result<Bytes, Store
     }
 }
 
+/// Counts a block read from the disk cache and keeps it in memory too; a
+/// speculative read (a prefetch) takes only free room there (see
+/// `BlockCache::prefetch`).
+fn keep_disk_hit(
+    mem: &Option<MemCache>,
+    counters: &Counters,
+    key: &str,
+    hit: &Bytes,
+    speculative: bool,
+) {
+    bump(&counters.disk_hits);
+    if let Some(m) = mem {
+        if speculative {
+            m.insert_if_room(key, hit.clone());
+        } else {
+            m.insert(key, hit.clone());
+        }
+    }
+}
+
 /// Keeps a block in memory at once and, with `Keep::MemoryAndDisk`, on disk
 /// from a blocking thread; until the disk copy is written the block is
 /// served from `pending`, so nobody waits for the disk.
@@ -348,10 +368,7 @@ impl BlockCache {
             return None;
         }
         let hit = d.get(key)?;
-        bump(&self.counters.disk_hits);
-        if let Some(m) = &self.mem {
-            m.insert(key, hit.clone());
-        }
+        keep_disk_hit(&self.mem, &self.counters, key, &hit, false);
         Some(hit)
     }
 
@@ -403,14 +420,7 @@ impl BlockCache {
             if let Some(d) = disk.as_ref().filter(|d| d.contains(&k)) {
                 let (d, key) = (d.clone(), k.clone());
                 if let Some(hit) = blocking(move || d.get(&key)).await {
-                    bump(&counters.disk_hits);
-                    if let Some(m) = &mem {
-                        if speculative {
-                            m.insert_if_room(&k, hit.clone());
-                        } else {
-                            m.insert(&k, hit.clone());
-                        }
-                    }
+                    keep_disk_hit(&mem, &counters, &k, &hit, speculative);
                     return Ok(hit);
                 }
             }

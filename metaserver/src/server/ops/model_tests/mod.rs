@@ -51,6 +51,18 @@ fn errno(r: &Result<MetaResponse, MetaError>) -> i32 {
     }
 }
 
+/// Applies `set` to `ino`, which the model says must succeed.
+fn set_attr(m: &mut Machine, op: &Op, ino: Ino, set: SetAttr) {
+    let req = WriteRequest::SetAttr {
+        fs: m.fs,
+        ino,
+        set,
+        now: now(),
+    };
+    let r = m.apply(ino, req);
+    assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
+}
+
 /// A regular file `dir/n` made with a reserved inode number and its
 /// first slice in one `CreateFile`; `sel` picks the slice's length.
 fn create_file(m: &mut Machine, model: &mut Model, op: &Op, dir: Ino, n: Vec<u8>, sel: u8) {
@@ -256,16 +268,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 size: Some(size as u64),
                 ..Default::default()
             };
-            let r = m.apply(
-                ino,
-                WriteRequest::SetAttr {
-                    fs,
-                    ino,
-                    set,
-                    now: now(),
-                },
-            );
-            assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
+            set_attr(m, op, ino, set);
             model.truncate(ino, size as u64);
         }
         Op::Write { file, len } => {
@@ -381,16 +384,7 @@ fn step(m: &mut Machine, model: &mut Model, op: &Op) {
                 gid: Some(gid),
                 ..Default::default()
             };
-            let r = m.apply(
-                ino,
-                WriteRequest::SetAttr {
-                    fs,
-                    ino,
-                    set,
-                    now: now(),
-                },
-            );
-            assert_eq!(errno(&r), 0, "{op:?}: {r:?}");
+            set_attr(m, op, ino, set);
         }
         Op::MkdirAway {
             dir,

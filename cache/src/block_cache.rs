@@ -329,6 +329,21 @@ impl BlockCache {
         &self.store
     }
 
+    /// The most bytes of blocks fetched ahead of their readers that this
+    /// cache can hold until they are read: None where a disk cache takes
+    /// what memory cannot. Without one, memory alone holds them, and its LRU
+    /// pushes out the oldest blocks fetched ahead, the next ones to be read,
+    /// once a reader's window outgrows it: then each read fetches its block
+    /// again (a 32 MiB memory cache and a window of 16 blocks of 4 MiB read
+    /// at a third of the speed, with four times the CPU). Half of memory
+    /// leaves the rest to the block being read and to other readers.
+    pub fn prefetch_room(&self) -> Option<u64> {
+        if self.disk.is_some() {
+            return None;
+        }
+        Some(self.mem.as_ref().map_or(0, |m| m.capacity() / 2))
+    }
+
     /// The block from memory or from the blocks on their way to disk.
     fn memory_hit(&self, key: &str) -> Option<Bytes> {
         let hit = self

@@ -129,6 +129,18 @@ pub fn bypasses_page_cache(flags: i32) -> bool {
     flags & (libc::O_DIRECT | libc::O_APPEND) != 0
 }
 
+/// The most blocks a sequential reader gets fetched ahead: `asked`, or
+/// fewer where they would not fit in `room` (see `BlockCache::prefetch_room`).
+pub(crate) fn prefetch_window(asked: u32, room: Option<u64>, block_size: u32) -> u32 {
+    match room {
+        None => asked,
+        Some(room) => {
+            let fits = room / u64::from(block_size.max(1));
+            asked.min(u32::try_from(fits).unwrap_or(u32::MAX))
+        }
+    }
+}
+
 /// What statfs reports as capacity: object stores have no meaningful size.
 const REPORTED_CAPACITY: u64 = 1 << 50;
 const REPORTED_INODES: u64 = 1 << 40;
@@ -141,9 +153,22 @@ impl Filesystem {
     pub fn new(
         meta: FsClient,
         cache: Arc<BlockCache>,
-        config: FsConfig,
+        mut config: FsConfig,
         writeback: Option<Staging>,
     ) -> FsResult<Arc<Filesystem>> {
+        let window = prefetch_window(
+            config.max_prefetch_blocks,
+            cache.prefetch_room(),
+            meta.info.block_size,
+        );
+        if window < config.max_prefetch_blocks {
+            tracing::info!(
+                asked = config.max_prefetch_blocks,
+                window,
+                "prefetch window cut to half of the memory cache (no disk cache)"
+            );
+            config.max_prefetch_blocks = window;
+        }
         let meta = Arc::new(meta);
         let compactor = Arc::new(Compactor::new(meta.info.chunk_size as u64));
         let writeback = match writeback {
@@ -285,5 +310,26 @@ impl Filesystem {
 
     pub fn now() -> Timestamp {
         Timestamp::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_window;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn a_prefetch_window_fits_where_its_blocks_wait() {
+        let block = 4 << 20;
+        // A disk cache takes what memory cannot: the window asked for.
+        assert_eq!(prefetch_window(16, None, block), 16);
+        // Memory alone: half of it (room 16 MiB of a 32 MiB cache).
+        assert_eq!(prefetch_window(16, Some(16 * MIB), block), 4);
+        assert_eq!(prefetch_window(16, Some(128 * MIB), block), 16);
+        assert_eq!(prefetch_window(2, Some(128 * MIB), block), 2);
+        // Less than a block of room, or none at all: no prefetch.
+        assert_eq!(prefetch_window(16, Some(3 * MIB), block), 0);
+        assert_eq!(prefetch_window(16, Some(0), block), 0);
     }
 }

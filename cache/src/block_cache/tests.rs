@@ -453,6 +453,8 @@ async fn full_of_written_blocks(
 async fn a_prefetch_does_not_push_out_blocks_not_read_through() {
     let dir = tempfile::tempdir().unwrap();
     let (store, c) = full_of_written_blocks(dir.path(), true).await;
+    // The disk takes what memory cannot: windows are not cut.
+    assert_eq!(c.prefetch_room(), None);
     c.prefetch("p/1").await.unwrap();
     assert_eq!(TestStore::count(&store.gets), 1);
     for w in ["w/1", "w/2", "w/3"] {
@@ -479,6 +481,8 @@ async fn a_prefetch_does_not_push_out_blocks_not_read_through() {
 #[tokio::test]
 async fn without_a_disk_cache_a_prefetch_takes_room_in_memory() {
     let (store, c) = full_of_written_blocks(std::path::Path::new("/nonexistent"), false).await;
+    // So readers get windows that fit in half of it (`prefetch_room`).
+    assert_eq!(c.prefetch_room(), Some(15));
     c.prefetch("p/1").await.unwrap();
     assert!(c.in_memory("p/1"), "memory is the only place for it");
     c.stats(); // settles moka's evictions

@@ -412,12 +412,6 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             }
             _ => None,
         };
-    let prefetch_blocks = if a.cache_mem_size == 0 && a.cache_dir.is_none() {
-        // Prefetched blocks would have nowhere to wait for their reader.
-        0
-    } else {
-        a.prefetch_blocks
-    };
     let fs = Filesystem::new(
         fs_client,
         cache,
@@ -427,7 +421,8 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
             read_only,
             buffer_size: a.buffer_size as usize,
             max_uploads: a.max_uploads,
-            max_prefetch_blocks: prefetch_blocks,
+            // Cut to what the caches can hold (see `prefetch_window`).
+            max_prefetch_blocks: a.prefetch_blocks,
             gc_interval: Duration::from_secs_f64(a.gc_interval),
             deletion_delay: Duration::from_secs_f64(a.deletion_delay),
             cache_large_writes: a.cache_large_writes,

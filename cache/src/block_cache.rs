@@ -203,22 +203,39 @@ fn slice(key: &str, block: &Bytes, offset: u64, len: u64) -> Result<Bytes, Store
     }
 }
 
-/// Counts a block read from the disk cache and keeps it in memory too; a
-/// speculative read (a prefetch) takes only free room there (see
-/// `BlockCache::prefetch`).
+/// Why a block is fetched, which decides where a copy read from the disk
+/// cache goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FetchFor {
+    /// A read of part of the block: more reads of it follow, so the block
+    /// is kept in memory.
+    Read,
+    /// A read that takes the whole block at once (a small file read whole,
+    /// say). A copy from disk is not kept in memory: the kernel's page cache
+    /// keeps what the answer carries, and a second copy here cost fresh
+    /// memory, page-faulted in for every block, while the cache filled.
+    ReadWhole,
+    /// A prefetch: only free room in memory (see `BlockCache::prefetch`).
+    Prefetch,
+}
+
+/// Counts a block read from the disk cache and keeps it in memory as
+/// `why` says.
 fn keep_disk_hit(
     mem: &Option<MemCache>,
     counters: &Counters,
     key: &str,
     hit: &Bytes,
-    speculative: bool,
+    why: FetchFor,
 ) {
     bump(&counters.disk_hits);
     if let Some(m) = mem {
-        if speculative {
-            m.insert_if_room(key, hit.clone());
-        } else {
-            m.insert(key, hit.clone());
+        match why {
+            FetchFor::Read => m.insert(key, hit.clone()),
+            FetchFor::ReadWhole => {}
+            FetchFor::Prefetch => {
+                m.insert_if_room(key, hit.clone());
+            }
         }
     }
 }
@@ -361,29 +378,39 @@ impl BlockCache {
     /// which then fills both caches. Concurrent calls for one block share
     /// one fetch and its outcome; after a failure the next call tries again.
     pub async fn get_block(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.get_block_for(key, FetchFor::Read).await
+    }
+
+    /// `get_block` for a read that takes the whole block at once: a copy
+    /// read from the disk cache is not kept in memory too (`FetchFor::ReadWhole`).
+    pub async fn get_whole_block(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.get_block_for(key, FetchFor::ReadWhole).await
+    }
+
+    async fn get_block_for(&self, key: &str, why: FetchFor) -> Result<Bytes, StoreError> {
         self.prefetched.read(key);
         if let Some(hit) = self.memory_hit(key) {
             return Ok(hit);
         }
         if may_read_disk_here()
-            && let Some(hit) = self.disk_hit_here(key)
+            && let Some(hit) = self.disk_hit_here(key, why)
         {
             return Ok(hit);
         }
-        self.fetch(key, false).await
+        self.fetch(key, why).await
     }
 
     /// The block from the disk cache, read on this thread (see
     /// `disk_reads_here`), and kept in memory as `fetch` keeps it. None if
     /// the disk does not hold it intact, or a fetch of it is under way
     /// (joined instead: one read of a block at a time).
-    fn disk_hit_here(&self, key: &str) -> Option<Bytes> {
+    fn disk_hit_here(&self, key: &str, why: FetchFor) -> Option<Bytes> {
         let d = self.disk.as_ref()?;
         if !d.contains(key) || self.inflight.lock().unwrap().contains_key(key) {
             return None;
         }
         let hit = d.get(key)?;
-        keep_disk_hit(&self.mem, &self.counters, key, &hit, false);
+        keep_disk_hit(&self.mem, &self.counters, key, &hit, why);
         Some(hit)
     }
 
@@ -399,13 +426,13 @@ impl BlockCache {
             return Ok(());
         }
         self.prefetched.issued(key);
-        self.fetch(key, true).await.map(|_| ())
+        self.fetch(key, FetchFor::Prefetch).await.map(|_| ())
     }
 
-    /// Joins the fetch of `key` under way, or starts one (`speculative`: for
-    /// `prefetch`). The fetch runs as its own task, so it completes (and
+    /// Joins the fetch of `key` under way, or starts one (`why` says where
+    /// the block is kept). The fetch runs as its own task, so it completes (and
     /// fills the caches) even if every caller waiting on it gives up.
-    fn fetch(&self, key: &str, speculative: bool) -> Fetch {
+    fn fetch(&self, key: &str, why: FetchFor) -> Fetch {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(f) = inflight.get(key) {
             bump(&self.counters.shared_fetches);
@@ -435,21 +462,25 @@ impl BlockCache {
             if let Some(d) = disk.as_ref().filter(|d| d.contains(&k)) {
                 let (d, key) = (d.clone(), k.clone());
                 if let Some(hit) = blocking(move || d.get(&key)).await {
-                    keep_disk_hit(&mem, &counters, &k, &hit, speculative);
+                    keep_disk_hit(&mem, &counters, &k, &hit, why);
                     return Ok(hit);
                 }
             }
             bump(&counters.store_fetches);
             let data = store.get(&k).await?;
-            // A prefetch with a disk to fall back on takes only free room in
-            // memory (see `prefetch`); the disk copy is written either way.
-            let mem = if speculative && disk.is_some() {
-                if let Some(m) = &mem {
-                    m.insert_if_room(&k, data.clone());
+            // With a disk to fall back on, a prefetch takes only free room in
+            // memory (see `prefetch`), and a read of the whole block none
+            // (see `FetchFor::ReadWhole`); the disk copy is written either
+            // way, and served from `pending` until it is.
+            let mem = match (why, disk.is_some()) {
+                (FetchFor::Prefetch, true) => {
+                    if let Some(m) = &mem {
+                        m.insert_if_room(&k, data.clone());
+                    }
+                    None
                 }
-                None
-            } else {
-                mem
+                (FetchFor::ReadWhole, true) => None,
+                _ => mem,
             };
             keep_block(&mem, &disk, &pending, &k, data.clone(), Keep::MemoryAndDisk);
             Ok(data)

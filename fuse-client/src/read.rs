@@ -190,7 +190,13 @@ impl Filesystem {
                 || p.len as u64 * 2 >= p.block_len as u64
                 || self.cache.in_memory(&p.key);
             if whole {
-                let block = self.cache.get_block(&p.key).await?;
+                // A read that takes all of the block: the kernel's page
+                // cache keeps it, the memory cache need not (`get_whole_block`).
+                let block = if p.offset == 0 && p.len as u64 == p.block_len as u64 {
+                    self.cache.get_whole_block(&p.key).await?
+                } else {
+                    self.cache.get_block(&p.key).await?
+                };
                 if block.len() != p.block_len as usize {
                     return Err(strata_cache::StoreError::S3 {
                         op: "GET",

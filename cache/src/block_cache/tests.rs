@@ -574,7 +574,7 @@ async fn a_block_fetched_since_the_memory_lookup_is_not_fetched_again() {
     // The state that race leaves: the block in memory, no fetch under
     // way, and the caller past its own memory lookup.
     c.insert("a/1", Bytes::from_static(DATA), Keep::Memory);
-    assert_eq!(c.fetch("a/1", false).await.unwrap(), DATA);
+    assert_eq!(c.fetch("a/1", FetchFor::Read).await.unwrap(), DATA);
     assert_eq!(TestStore::count(&store.gets), 0);
     assert_eq!(c.stats().store_fetches, 0);
 }
@@ -614,4 +614,39 @@ fn prefetches_count_as_used_when_read_and_as_wasted_when_pushed_out_unread() {
     let (set, order) = &*p.keys.lock().unwrap();
     assert!(!set.contains("b") && set.len() == PREFETCH_WINDOW);
     assert!(order.len() <= 2 * set.len() + 1024);
+}
+
+/// A block a read takes whole goes to the kernel's page cache with the
+/// answer: with a disk cache it is not kept in memory too, whether it came
+/// from the store or from disk; a block read in part is.
+#[tokio::test]
+async fn a_block_read_whole_is_not_kept_in_memory_beside_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::with(&[("b/1", b"block....1"), ("b/2", b"block....2")]);
+    let cfg = BlockCacheConfig {
+        mem_bytes: 1 << 20,
+        disk: disk_cfg(dir.path()),
+    };
+    let c = BlockCache::new(store.clone(), cfg).unwrap();
+    assert_eq!(c.get_whole_block("b/1").await.unwrap(), &b"block....1"[..]);
+    settle(&c).await;
+    assert!(!c.in_memory("b/1") && c.is_cached("b/1"), "to disk alone");
+    assert_eq!(c.get_whole_block("b/1").await.unwrap(), &b"block....1"[..]);
+    assert!(!c.in_memory("b/1"), "a disk hit read whole stays on disk");
+    assert_eq!(c.stats().disk_hits, 1);
+    assert_eq!(c.get_block("b/1").await.unwrap(), &b"block....1"[..]);
+    assert!(
+        c.in_memory("b/1"),
+        "a block read in part is kept for the rest"
+    );
+    assert_eq!((TestStore::count(&store.gets), c.stats().disk_hits), (1, 2));
+
+    // Without a disk cache, memory is the only place.
+    let cfg = BlockCacheConfig {
+        mem_bytes: 1 << 20,
+        disk: None,
+    };
+    let c = BlockCache::new(store.clone(), cfg).unwrap();
+    c.get_whole_block("b/2").await.unwrap();
+    assert!(c.in_memory("b/2"));
 }

@@ -211,9 +211,11 @@ enum FetchFor {
     /// is kept in memory.
     Read,
     /// A read that takes the whole block at once (a small file read whole,
-    /// say). A copy from disk is not kept in memory: the kernel's page cache
-    /// keeps what the answer carries, and a second copy here cost fresh
-    /// memory, page-faulted in for every block, while the cache filled.
+    /// say). Where a disk cache exists, the block, read from it or fetched
+    /// from the store, is not kept in memory: the kernel's page cache keeps
+    /// what the answer carries, and a second copy here cost fresh memory,
+    /// page-faulted in for every block, while the cache filled. Without a
+    /// disk cache, memory is the only place, as for `Read`.
     ReadWhole,
     /// A prefetch: only free room in memory (see `BlockCache::prefetch`).
     Prefetch,
@@ -381,8 +383,8 @@ impl BlockCache {
         self.get_block_for(key, FetchFor::Read).await
     }
 
-    /// `get_block` for a read that takes the whole block at once: a copy
-    /// read from the disk cache is not kept in memory too (`FetchFor::ReadWhole`).
+    /// `get_block` for a read that takes the whole block at once: with a
+    /// disk cache, the block is not kept in memory too (`FetchFor::ReadWhole`).
     pub async fn get_whole_block(&self, key: &str) -> Result<Bytes, StoreError> {
         self.get_block_for(key, FetchFor::ReadWhole).await
     }

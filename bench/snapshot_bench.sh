@@ -18,10 +18,8 @@
 set -eEuo pipefail
 shopt -s inherit_errexit
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if [ "$(id -u)" != 0 ]; then
-  echo "snapshot_bench.sh: run as root (FUSE mounts, dropping the page cache)" >&2
-  exit 1
-fi
+. "$root/bench/lib.sh"
+require_root "FUSE mounts, dropping the page cache"
 FILES="${FILES:-1000000}"
 BIG_FILES="${BIG_FILES:-4}"
 BIG_SIZE_MIB="${BIG_SIZE_MIB:-256}"
@@ -31,16 +29,9 @@ JOBS="${JOBS:-16}"
 META_PORT="${META_PORT:-17760}"
 
 "$root/scripts/install-deps.sh"
-if ! command -v rclone >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null
-fi
+need_debian rclone
 command -v aws >/dev/null || pip install -q awscli
-echo "building Strata (release)" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata
-cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p strata-cache \
-  --features test-s3-server --example s3_server
-S="$root/target/release/strata"
+build_strata --test-s3
 
 work="$(mktemp -d /tmp/strata-snapshot-bench.XXXXXX)"
 pids=()
@@ -54,24 +45,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-wait_for() {  # wait_for WHAT COMMAND...: up to 30 s
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "snapshot_bench.sh: $what did not come up" >&2
-  exit 1
-}
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 rows=()
 row() { rows+=("$(printf '%-44s %12s %12s %12s' "$@")"); }
 
-access=bench-access secret=bench-secret-key
-"$root/target/release/examples/s3_server" "$work/s3" strata "$access" "$secret" "$work/s3.endpoint" \
-  >/dev/null 2>"$work/s3.log" & pids+=($!)
-wait_for "the S3 server" test -s "$work/s3.endpoint"
-endpoint="$(cat "$work/s3.endpoint")"
-export AWS_ACCESS_KEY_ID="$access" AWS_SECRET_ACCESS_KEY="$secret" AWS_REGION=us-east-1
+start_test_s3
 RUST_LOG=error "$S" meta serve --id 1 --listen "127.0.0.1:$META_PORT" --data-dir "$work/meta" \
   >/dev/null 2>"$work/meta.log" & pids+=($!)
 wait_for "strata meta serve" test -s "$work/meta/meta.addr"

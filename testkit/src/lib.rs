@@ -47,6 +47,7 @@ fn node_config(data_dir: &Path) -> NodeConfig {
         data_dir: data_dir.to_path_buf(),
         snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
         tls: None,
+        prewarm: false,
     }
 }
 

@@ -73,6 +73,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             snapshot_logs: 100,
             tls: None,
+            prewarm: false,
         })
         .await
         .unwrap();

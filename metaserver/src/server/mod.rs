@@ -4,7 +4,8 @@
 //! one-node bootstrap), `membership` (joins, cluster formation, adding and
 //! removing nodes), `serve` (a client request: reads under a read lease,
 //! writes through the log), `listener` (the port and frame dispatch),
-//! `recovery` (transactions a client left half done), `raft` (a group's
+//! `recovery` (transactions a client left half done), `prewarm` (the
+//! state database read ahead after a start), `raft` (a group's
 //! Raft type and configuration), `network` (Raft RPCs between nodes),
 //! `wal` and `log_store` (the Raft logs), `state_machine` and `store` (the
 //! rows in redb), and `ops/` (what each request does to the rows).
@@ -19,6 +20,7 @@ mod membership;
 mod network;
 pub(crate) mod ops;
 mod power_loss;
+mod prewarm;
 mod raft;
 mod recovery;
 mod serve;
@@ -76,6 +78,9 @@ pub struct NodeConfig {
     /// TLS with mutual authentication for the TCP listener and for this
     /// node's connections to other nodes (None: plain TCP).
     pub tls: Option<crate::tls::Tls>,
+    /// Read the state database into the page cache after starting, where
+    /// it fits (`prewarm`).
+    pub prewarm: bool,
 }
 
 /// Default of `NodeConfig::snapshot_logs`.

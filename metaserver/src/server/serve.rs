@@ -214,6 +214,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             snapshot_logs: DEFAULT_SNAPSHOT_LOGS,
             tls: None,
+            prewarm: false,
         })
         .await
         .unwrap();

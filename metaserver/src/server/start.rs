@@ -103,6 +103,10 @@ impl MetaNode {
                 node.clone(),
                 shutdown_rx.clone(),
             ));
+        if cfg.prewarm {
+            // Serving does not wait for it: it only speeds reads up.
+            super::prewarm::start(cfg.data_dir.join("meta.redb"), shutdown_rx.clone());
+        }
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
         if let Some(r) = record {

@@ -87,6 +87,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_logs: u64,
+    /// Once serving, read the state database (DATA_DIR/meta.redb) through
+    /// once in the background, if it is at most half the memory available,
+    /// so that its pages are in the kernel's cache: after a restart, a big
+    /// filesystem's lookups come from memory instead of random disk reads.
+    /// Writes are slower while it reads (about 15 s for 7 GB here).
+    #[arg(long)]
+    pub prewarm: bool,
     /// Serve plain TCP on an address other machines can reach. Without it a
     /// node listening beyond loopback needs --tls-ca, --tls-cert and
     /// --tls-key: anyone who reaches a plain port can read and change every
@@ -167,6 +174,7 @@ async fn serve(a: ServeArgs) -> CliResult {
         data_dir: a.data_dir.clone(),
         snapshot_logs: a.snapshot_logs,
         tls,
+        prewarm: a.prewarm,
     })
     .await?;
     std::fs::write(addr_file(&a.data_dir), &node.addr)?;

@@ -351,6 +351,7 @@ async fn mount_and_serve(a: &MountArgs) -> CliResult {
                 data_dir: dd.join("meta"),
                 snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
                 tls: None,
+                prewarm: false,
             })
             .await
             .map_err(|e| {

@@ -53,6 +53,7 @@ pub async fn run(a: StatusArgs) -> CliResult {
                         data_dir: meta_dir,
                         snapshot_logs: strata_meta::server::DEFAULT_SNAPSHOT_LOGS,
                         tls: None,
+                        prewarm: false,
                     })
                     .await?;
                     let c = super::meta_client(std::slice::from_ref(&node.addr)).await?;

@@ -28,7 +28,7 @@ const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
 
 /// What a read-ahead did.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Prewarm {
+enum Prewarm {
     /// Read the first `bytes` of the file (all of it unless stopped).
     Read { bytes: u64 },
     /// The file is larger than the share of memory it may take.
@@ -37,7 +37,7 @@ pub(crate) enum Prewarm {
 
 /// Whether a database of `db_bytes` may be read ahead with `available`
 /// bytes of memory available.
-pub(crate) fn fits(db_bytes: u64, available: u64) -> bool {
+fn fits(db_bytes: u64, available: u64) -> bool {
     db_bytes <= available / MEMORY_SHARE
 }
 
@@ -55,11 +55,7 @@ fn memory_available() -> Option<u64> {
 /// stays is the file's pages in the kernel's cache. (`posix_fadvise`'s
 /// WILLNEED would spare the copy, but Linux reads only a few MiB ahead per
 /// call: a 7 GiB database was 0.9 GiB cached after it.)
-pub(crate) fn read_ahead(
-    path: &Path,
-    available: u64,
-    stop: impl Fn() -> bool,
-) -> std::io::Result<Prewarm> {
+fn read_ahead(path: &Path, available: u64, stop: impl Fn() -> bool) -> std::io::Result<Prewarm> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let bytes = file.metadata()?.len();

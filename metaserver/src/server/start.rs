@@ -38,7 +38,8 @@ impl MetaNode {
             reason,
         };
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| dd(e.to_string()))?;
-        let db = store::open(&cfg.data_dir.join("meta.redb"))?;
+        let db_path = cfg.data_dir.join("meta.redb");
+        let db = store::open(&db_path)?;
         let marked = store::check_format(&db).map_err(|e| dd(e.to_string()))?;
         let listen_err = |reason: String| ServerError::Listen {
             addr: cfg.listen.clone(),
@@ -105,7 +106,7 @@ impl MetaNode {
             ));
         if cfg.prewarm {
             // Serving does not wait for it: it only speeds reads up.
-            super::prewarm::start(cfg.data_dir.join("meta.redb"), shutdown_rx.clone());
+            super::prewarm::start(db_path, shutdown_rx.clone());
         }
         node.tasks
             .spawn(accept_loop(node.clone(), listener, shutdown_rx));
